@@ -1,0 +1,9 @@
+//! rbuild: a daemonless, unprivileged Dockerfile build engine.
+//!
+//! The crate is laid out as the data flows (see DESIGN.md): [`parser`]
+//! turns Dockerfile text into typed instructions; later stages (solver,
+//! executor, cache, snapshots, image, registry) consume them. The `cli`
+//! module is the only place that talks to the user.
+
+pub mod cli;
+pub mod parser;
