@@ -78,6 +78,10 @@ pub struct RawNode {
     pub args: Vec<String>,
     /// Where the arguments start (after the flags).
     pub args_position: Position,
+    /// Where each argument starts, for instructions whose arguments are
+    /// white-space separated words (FROM, EXPOSE, non-JSON COPY/ADD/VOLUME);
+    /// empty otherwise.
+    pub arg_positions: Vec<Position>,
     /// The arguments were a JSON array (exec form).
     pub json: bool,
     /// The nested instruction of an ONBUILD.

@@ -397,6 +397,19 @@ fn args_error(node: &RawNode, message: impl Into<String>) -> TypeError {
     }
 }
 
+/// Points at argument `index` when its position is known, else at all arguments.
+fn arg_error(node: &RawNode, index: usize, message: impl Into<String>) -> TypeError {
+    match (node.arg_positions.get(index), node.args.get(index)) {
+        (Some(position), Some(arg)) => TypeError {
+            message: message.into(),
+            position: *position,
+            width: arg.chars().count(),
+            hint: None,
+        },
+        _ => args_error(node, message),
+    }
+}
+
 fn exactly_one(node: &RawNode) -> Result<String, TypeError> {
     match node.args.as_slice() {
         [one] => Ok(one.clone()),
@@ -507,8 +520,11 @@ pub fn validate_chmod(value: &str) -> Result<(), String> {
     if !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) {
         return match u32::from_str_radix(value, 8) {
             Ok(v) if v <= 0o7777 => Ok(()),
-            _ => Err(format!(
+            Ok(_) => Err(format!(
                 "invalid --chmod value {value:?}: octal modes go up to 7777"
+            )),
+            Err(_) => Err(format!(
+                "invalid --chmod value {value:?}: not an octal number (digits 0-7)"
             )),
         };
     }
@@ -724,8 +740,9 @@ fn from(node: &RawNode) -> Result<From, TypeError> {
             let valid = chars.next().is_some_and(|c| c.is_ascii_lowercase())
                 && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "-_.".contains(c));
             if !valid {
-                return Err(args_error(
+                return Err(arg_error(
                     node,
+                    2,
                     format!(
                         "invalid name for build stage: {name:?}, name can't start with a number or contain symbols"
                     ),
@@ -770,10 +787,14 @@ fn healthcheck(node: &RawNode) -> Result<Healthcheck, TypeError> {
         ],
     )?;
     if kind != "CMD" {
-        return Err(args_error(
-            node,
-            format!("unknown type {:?} in HEALTHCHECK (try CMD)", node.args[0]),
-        ));
+        return Err(TypeError {
+            width: node.args[0].chars().count(),
+            ..args_error(
+                node,
+                format!("unknown type {:?} in HEALTHCHECK (try CMD)", node.args[0]),
+            )
+        }
+        .with_hint("use HEALTHCHECK [OPTIONS] CMD command, or HEALTHCHECK NONE"));
     }
     if rest.is_empty() {
         return Err(args_error(node, "missing command after HEALTHCHECK CMD"));
@@ -936,9 +957,20 @@ pub fn type_node(node: &RawNode) -> Result<Instruction, TypeError> {
                 }
                 _ => {}
             }
+            // Heredoc bodies belong to the ONBUILD line; the trigger needs
+            // them, and so does the stored expression, which a downstream
+            // build re-parses when the trigger fires.
+            let mut child = (**child).clone();
+            child.heredocs = node.heredocs.clone();
+            let mut expression = child.original.trim().to_string();
+            for doc in &child.heredocs {
+                expression.push('\n');
+                expression.push_str(&doc.content);
+                expression.push_str(&doc.name);
+            }
             InstructionKind::Onbuild {
-                trigger: Box::new(type_node(child)?),
-                expression: child.original.trim().to_string(),
+                trigger: Box::new(type_node(&child)?),
+                expression,
             }
         }
         _ => {

@@ -21,6 +21,8 @@ pub mod mount;
 mod pattern;
 mod quote;
 pub mod reader;
+#[doc(hidden)]
+pub mod selfcheck;
 pub mod shell;
 
 pub use ast::{Heredoc, Position, RawFlag, RawNode, Span};

@@ -169,10 +169,7 @@ impl Mount {
     /// Parses a `--mount` value. With `expand` = None (parse time), values
     /// holding a `$` are left for later; with an expander every value is
     /// expanded and checked.
-    pub fn parse(
-        spec: &str,
-        mut expand: Option<Expander<'_>>,
-    ) -> Result<Mount, String> {
+    pub fn parse(spec: &str, mut expand: Option<Expander<'_>>) -> Result<Mount, String> {
         let fields = csv_fields(spec).map_err(|e| format!("failed to parse csv mounts: {e}"))?;
         let mut m = Mount {
             spec: spec.to_string(),
@@ -218,11 +215,13 @@ impl Mount {
                 None => value.to_string(),
             };
             match key.as_str() {
-                "type" => m.kind = MountType::parse(&value).ok_or_else(|| {
-                    format!(
+                "type" => {
+                    m.kind = MountType::parse(&value).ok_or_else(|| {
+                        format!(
                         "unsupported mount type {value:?} (use bind, cache, tmpfs, secret or ssh)"
                     )
-                })?,
+                    })?
+                }
                 "from" => m.from = Some(value),
                 "source" | "src" => m.source = Some(value),
                 "target" | "dst" | "destination" => m.target = Some(value),
@@ -235,9 +234,11 @@ impl Mount {
                         "shared" => CacheSharing::Shared,
                         "private" => CacheSharing::Private,
                         "locked" => CacheSharing::Locked,
-                        _ => return Err(format!(
+                        _ => {
+                            return Err(format!(
                             "unsupported sharing value {value:?} (use shared, private or locked)"
-                        )),
+                        ))
+                        }
                     })
                 }
                 "mode" => m.mode = Some(parse_u32("mode", &value, 8)?),

@@ -9,6 +9,38 @@
 
 use std::collections::HashMap;
 
+/// The largest result an expansion may produce. Nested `${v//p/r}` can grow
+/// output geometrically (each level repeats the inner result per match);
+/// past this size the expansion fails instead of exhausting memory.
+pub const MAX_EXPANSION_BYTES: usize = 4 << 20;
+
+/// The error for an expansion over [`MAX_EXPANSION_BYTES`].
+pub fn too_large() -> String {
+    format!(
+        "expansion result is larger than {} MiB",
+        MAX_EXPANSION_BYTES >> 20
+    )
+}
+
+/// Why a pattern operation failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PatternError {
+    /// The pattern itself is malformed (e.g. a bad escape).
+    Invalid(String),
+    /// The result would exceed [`MAX_EXPANSION_BYTES`].
+    TooLarge,
+}
+
+impl PatternError {
+    /// A message naming the pattern when the pattern is at fault.
+    pub fn describe(&self, pattern: &str) -> String {
+        match self {
+            PatternError::Invalid(e) => format!("invalid pattern ({pattern}) in substitution: {e}"),
+            PatternError::TooLarge => too_large(),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Token {
     Any,
@@ -25,7 +57,7 @@ pub struct Pattern {
 impl Pattern {
     /// Compiles `pattern`. `\` escapes `*`, `?` and `\`; before `}` or `/` it is
     /// dropped (those needed escaping only to end the `${}` word).
-    pub fn compile(pattern: &str) -> Result<Pattern, String> {
+    pub fn compile(pattern: &str) -> Result<Pattern, PatternError> {
         let chars: Vec<char> = pattern.chars().collect();
         let mut tokens = Vec::with_capacity(chars.len());
         let mut i = 0;
@@ -46,8 +78,14 @@ impl Pattern {
                             tokens.push(Token::Literal(e));
                             i += 1;
                         }
-                        Some(e) => return Err(format!("invalid escape '\\{e}'")),
-                        None => return Err("invalid escape at end of pattern".to_string()),
+                        Some(e) => {
+                            return Err(PatternError::Invalid(format!("invalid escape '\\{e}'")))
+                        }
+                        None => {
+                            return Err(PatternError::Invalid(
+                                "invalid escape at end of pattern".to_string(),
+                            ))
+                        }
                     }
                 }
                 c => tokens.push(Token::Literal(c)),
@@ -139,7 +177,7 @@ impl Matcher<'_> {
 }
 
 /// `${value#pattern}` / `${value##pattern}`: removes the matched prefix.
-pub fn trim_prefix(pattern: &str, value: &str, greedy: bool) -> Result<String, String> {
+pub fn trim_prefix(pattern: &str, value: &str, greedy: bool) -> Result<String, PatternError> {
     let p = Pattern::compile(pattern)?;
     let text: Vec<char> = value.chars().collect();
     Ok(match p.matcher(&text, greedy).run(0, 0) {
@@ -150,7 +188,7 @@ pub fn trim_prefix(pattern: &str, value: &str, greedy: bool) -> Result<String, S
 
 /// `${value%pattern}` / `${value%%pattern}`: removes the matched suffix, by
 /// matching the reversed pattern against the reversed value (as BuildKit does).
-pub fn trim_suffix(pattern: &str, value: &str, greedy: bool) -> Result<String, String> {
+pub fn trim_suffix(pattern: &str, value: &str, greedy: bool) -> Result<String, PatternError> {
     let reversed_value: String = value.chars().rev().collect();
     let trimmed = trim_prefix(&reverse_pattern(pattern), &reversed_value, greedy)?;
     Ok(trimmed.chars().rev().collect())
@@ -177,7 +215,12 @@ fn reverse_pattern(pattern: &str) -> String {
 }
 
 /// `${value/pattern/replacement}` and `${value//pattern/replacement}`.
-pub fn replace(pattern: &str, value: &str, replacement: &str, all: bool) -> Result<String, String> {
+pub fn replace(
+    pattern: &str,
+    value: &str,
+    replacement: &str,
+    all: bool,
+) -> Result<String, PatternError> {
     let p = Pattern::compile(pattern)?;
     let text: Vec<char> = value.chars().collect();
     let mut matcher = p.matcher(&text, true);
@@ -206,6 +249,9 @@ pub fn replace(pattern: &str, value: &str, replacement: &str, all: bool) -> Resu
         if e > last_end || s == 0 {
             let matched: String = text[s..e].iter().collect();
             expand_template(&mut out, replacement, &matched);
+        }
+        if out.len() > MAX_EXPANSION_BYTES {
+            return Err(PatternError::TooLarge);
         }
         last_end = e;
         search = if e > search { e } else { search + 1 };
@@ -280,6 +326,16 @@ mod tests {
         assert_eq!(replace("b", "abc", "$$", true).unwrap(), "a$c");
         assert_eq!(replace("b", "abc", "$x", true).unwrap(), "ac");
         assert_eq!(replace("b", "abc", "$", true).unwrap(), "a$c");
+    }
+
+    #[test]
+    fn replace_all_output_is_bounded() {
+        let value = "x".repeat(3000);
+        let big = "y".repeat(2000);
+        assert_eq!(
+            replace("", &value, &big, true).unwrap_err(),
+            PatternError::TooLarge
+        );
     }
 
     #[test]

@@ -288,6 +288,9 @@ pub fn read(source: &str) -> Result<RawDockerfile, RawError> {
             line: next,
             column: trim_newline(last_line).chars().count() + 1,
         };
+        if let Some(child) = node.child.as_mut() {
+            child.span.end = node.span.end;
+        }
         nodes.push(node);
     }
 
@@ -411,6 +414,7 @@ fn node_from_line(
         flags,
         args: Vec::new(),
         args_position: logical.position(args_offset),
+        arg_positions: Vec::new(),
         json: false,
         child: None,
         original: line.to_string(),
@@ -429,7 +433,9 @@ fn node_from_line(
                 node.json = true;
             }
             JsonArray::NotStringArray => return Err(err(not_string_array())),
-            JsonArray::NotJson => node.args = split_whitespace_delimited(args),
+            JsonArray::NotJson => {
+                (node.args, node.arg_positions) = split_with_positions(logical, args, args_offset)
+            }
         },
         "cmd" | "entrypoint" | "run" | "shell" => {
             (node.args, node.json) = parse_maybe_json(args).map_err(err)?;
@@ -439,7 +445,9 @@ fn node_from_line(
             node.args =
                 parse_name_val(args, &keyword.to_uppercase(), directives.escape).map_err(err)?;
         }
-        "expose" | "from" => node.args = split_whitespace_delimited(args),
+        "expose" | "from" => {
+            (node.args, node.arg_positions) = split_with_positions(logical, args, args_offset)
+        }
         "healthcheck" => {
             let type_end = args.find(char::is_whitespace).unwrap_or(args.len());
             if type_end > 0 {
@@ -487,14 +495,23 @@ fn parse_maybe_json(args: &str) -> Result<(Vec<String>, bool), String> {
     }
 }
 
-fn split_whitespace_delimited(args: &str) -> Vec<String> {
-    if args.is_empty() {
-        return Vec::new();
+/// Splits on BuildKit's token white space, keeping where each word starts.
+fn split_with_positions(
+    logical: &LogicalLine,
+    args: &str,
+    args_offset: usize,
+) -> (Vec<String>, Vec<Position>) {
+    let mut words = Vec::new();
+    let mut positions = Vec::new();
+    let mut offset = 0;
+    for piece in args.split(is_token_space) {
+        if !piece.is_empty() {
+            words.push(piece.to_string());
+            positions.push(logical.position(args_offset + offset));
+        }
+        offset += piece.len() + 1;
     }
-    args.split(is_token_space)
-        .filter(|s| !s.is_empty())
-        .map(str::to_string)
-        .collect()
+    (words, positions)
 }
 
 /// Splits `ENV`/`LABEL` arguments into `key, value, separator` triples.

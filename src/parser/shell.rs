@@ -239,6 +239,9 @@ impl<E: Env + ?Sized> Scan<'_, E> {
         let mut words = Words::default();
         let quotes = !self.lex.skip_process_quotes;
         while let Some(c) = self.peek() {
+            if result.len() > pattern::MAX_EXPANSION_BYTES {
+                return Err(pattern::too_large());
+            }
             if Some(c) == stop {
                 self.pos += 1;
                 return Ok((result, words.finish()));
@@ -444,7 +447,7 @@ impl<E: Env + ?Sized> Scan<'_, E> {
                 } else {
                     pattern::trim_prefix(pattern, &value, greedy)
                 };
-                result.map_err(|e| format!("invalid pattern ({pattern}) in substitution: {e}"))
+                result.map_err(|e| e.describe(pattern))
             }
             _ => Err(format!("unsupported modifier ({modifier}) in substitution")),
         }
@@ -466,7 +469,7 @@ impl<E: Env + ?Sized> Scan<'_, E> {
             return Ok(format!("${{{name}/{pattern}/{replacement}}}"));
         }
         pattern::replace(&pattern, &value.unwrap_or_default(), &replacement, all)
-            .map_err(|e| format!("invalid pattern ({pattern}) in substitution: {e}"))
+            .map_err(|e| e.describe(&pattern))
     }
 
     fn at_eof_missing(&self, error: String, what: &str) -> String {
@@ -594,6 +597,18 @@ mod tests {
         let x = lex.expand("$PWD ${NOPE:-x}", e.as_slice()).unwrap();
         assert!(x.matched.contains("PWD"));
         assert!(x.unmatched.contains("NOPE"));
+    }
+
+    #[test]
+    fn geometric_growth_is_an_error_not_an_allocation() {
+        let lex = Lexer::new('\\');
+        let env = vec![("V".to_string(), "a".repeat(200))];
+        let nested = "${V//a/${V//a/${V//a/${V//a/x}}}}";
+        let err = lex.process_word(nested, env.as_slice()).unwrap_err();
+        assert!(err.to_string().contains("larger than 4 MiB"), "{err}");
+        let sequential = "${V//a/${V//a/${V//a/x}}}".repeat(40);
+        let err = lex.process_word(&sequential, env.as_slice()).unwrap_err();
+        assert!(err.to_string().contains("larger than 4 MiB"), "{err}");
     }
 
     #[test]

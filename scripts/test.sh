@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# The whole test suite, from a fresh Debian 12 machine with a Rust toolchain:
+# installs the apt packages the tests need when they are missing, then runs
+# rustfmt, clippy (warnings are errors) and every test.
+#
+# Environment:
+#   RBUILD_REQUIRE_CONFORMANCE=1  fail (instead of skip) when
+#                                 ../shared/conformance/buildkit is missing
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# Debian packages the tests use. Later subsystems add the registry,
+# busybox-static, skopeo, umoci and podman here.
+APT_PACKAGES=()
+
+missing=()
+for pkg in "${APT_PACKAGES[@]}"; do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "ok installed" || missing+=("$pkg")
+done
+if ((${#missing[@]})); then
+    echo "==> installing apt packages: ${missing[*]}"
+    sudo_cmd=()
+    [[ $(id -u) -eq 0 ]] || sudo_cmd=(sudo)
+    "${sudo_cmd[@]}" apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive "${sudo_cmd[@]}" apt-get install -y -qq "${missing[@]}"
+fi
+
+if ! command -v cargo >/dev/null; then
+    echo "error: cargo not found; install a Rust toolchain (>= 1.85) with rustup first" >&2
+    exit 3
+fi
+for component in rustfmt clippy; do
+    if ! cargo "${component/rustfmt/fmt}" --version >/dev/null 2>&1; then
+        echo "==> adding rustup component $component"
+        rustup component add "$component"
+    fi
+done
+
+echo "==> cargo fmt --check"
+cargo fmt --all -- --check
+echo "==> cargo clippy --all-targets -D warnings"
+cargo clippy --all-targets --quiet -- -D warnings
+echo "==> cargo test (unit, integration, benches in test mode)"
+cargo test --all-targets
+cargo test --doc --quiet
