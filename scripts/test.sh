@@ -40,6 +40,8 @@ echo "==> cargo fmt --check"
 cargo fmt --all -- --check
 echo "==> cargo clippy --all-targets -D warnings"
 cargo clippy --all-targets --quiet -- -D warnings
+echo "==> cargo doc (broken doc links are errors)"
+RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --quiet
 echo "==> cargo test (unit, integration, benches in test mode)"
 cargo test --all-targets
 cargo test --doc --quiet

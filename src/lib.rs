@@ -5,5 +5,7 @@
 //! executor, cache, snapshots, image, registry) consume them. The `cli`
 //! module is the only place that talks to the user.
 
+#![warn(missing_docs)]
+
 pub mod cli;
 pub mod parser;

@@ -48,6 +48,21 @@ fn subdirs(dir: &Path) -> Vec<PathBuf> {
     dirs
 }
 
+/// Prints how many cases ran and fails on any failure or too few cases.
+fn report(what: &str, checked: usize, minimum: usize, failures: &[String]) {
+    println!("{what} checked: {checked}");
+    assert!(
+        failures.is_empty(),
+        "{} {what} failed:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+    assert!(
+        checked >= minimum,
+        "expected at least {minimum} {what}, found {checked}"
+    );
+}
+
 #[test]
 fn parser_vectors_dump_exactly() {
     let Some(root) = vectors_dir() else { return };
@@ -81,17 +96,7 @@ fn parser_vectors_dump_exactly() {
         }
         checked += 1;
     }
-    println!("parser vectors checked: {checked}");
-    assert!(
-        failures.is_empty(),
-        "{} failures:\n{}",
-        failures.len(),
-        failures.join("\n")
-    );
-    assert!(
-        checked >= 33,
-        "expected at least 33 parser vectors, found {checked}"
-    );
+    report("parser vectors", checked, 33, &failures);
 }
 
 #[test]
@@ -116,11 +121,7 @@ fn negative_vectors_are_rejected() {
         );
         checked += 1;
     }
-    println!("negative vectors checked: {checked}");
-    assert!(
-        checked >= 4,
-        "expected at least 4 negative vectors, found {checked}"
-    );
+    report("negative vectors", checked, 4, &[]);
 }
 
 #[test]
@@ -163,17 +164,7 @@ fn shell_env_var_vectors() {
         }
         checked += 1;
     }
-    println!("envVarTest cases checked: {checked}");
-    assert!(
-        failures.is_empty(),
-        "{} failures:\n{}",
-        failures.len(),
-        failures.join("\n")
-    );
-    assert!(
-        checked > 200,
-        "expected over 200 envVarTest cases, found {checked}"
-    );
+    report("envVarTest cases", checked, 201, &failures);
 }
 
 #[test]
@@ -210,15 +201,5 @@ fn shell_words_vectors() {
         }
         checked += 1;
     }
-    println!("wordsTest cases checked: {checked}");
-    assert!(
-        failures.is_empty(),
-        "{} failures:\n{}",
-        failures.len(),
-        failures.join("\n")
-    );
-    assert!(
-        checked >= 24,
-        "expected at least 24 wordsTest cases, found {checked}"
-    );
+    report("wordsTest cases", checked, 24, &failures);
 }

@@ -441,8 +441,8 @@ fn every_instruction() {
     assert_eq!(stage_kinds(&df, 1), vec![&InstructionKind::Cmd(exec(&[]))]);
 }
 
-#[test]
-fn dump_ast_reads_stdin_and_reports_errors() {
+/// Runs `rbuild debug dump-ast -` with `input` on stdin.
+fn dump_ast_stdin(input: &[u8]) -> std::process::Output {
     let mut child = rbuild()
         .args(["debug", "dump-ast", "-"])
         .stdin(Stdio::piped())
@@ -450,33 +450,20 @@ fn dump_ast_reads_stdin_and_reports_errors() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(b"from a\nrun echo hi\n")
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
+    child.stdin.take().unwrap().write_all(input).unwrap();
+    child.wait_with_output().unwrap()
+}
+
+#[test]
+fn dump_ast_reads_stdin_and_reports_errors() {
+    let out = dump_ast_stdin(b"from a\nrun echo hi\n");
     assert!(out.status.success());
     assert_eq!(
         String::from_utf8_lossy(&out.stdout),
         "(from \"a\")\n(run \"echo hi\")\n"
     );
 
-    let mut child = rbuild()
-        .args(["debug", "dump-ast", "-"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(b"FROM a\nENV X\n")
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
+    let out = dump_ast_stdin(b"FROM a\nENV X\n");
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr)
         .starts_with("<stdin>:2:5: ENV must have two arguments"));
