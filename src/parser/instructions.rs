@@ -636,6 +636,14 @@ fn copy_like(node: &RawNode, is_add: bool) -> Result<CopyLike, TypeError> {
         }
     }
     let (dest, sources) = node.args.split_last().expect("two or more args");
+    if !node.json && matches!(parse_heredoc_marker(dest), Ok(Some(_))) {
+        return Err(arg_error(
+            node,
+            node.args.len() - 1,
+            format!("{keyword} cannot accept a heredoc as a destination"),
+        )
+        .with_hint("heredocs are sources: COPY <<EOF /path/to/file"));
+    }
     let mut heredocs = node.heredocs.iter();
     let sources = sources
         .iter()
