@@ -314,7 +314,6 @@ fn parse_flags<'a>(
             .map(|(n, k)| (*n, *k, Vec::new(), Vec::new()))
             .collect(),
     };
-    let keyword = node.keyword.to_uppercase();
     for flag in &node.flags {
         let body = flag.text.strip_prefix("--").unwrap_or(&flag.text);
         let (name, value) = match body.split_once('=') {
@@ -322,6 +321,7 @@ fn parse_flags<'a>(
             None => (body, None),
         };
         let Some(entry) = parsed.values.iter_mut().find(|e| e.0 == name) else {
+            let keyword = node.keyword.to_uppercase();
             let names: Vec<&str> = allowed.iter().map(|(n, _)| *n).collect();
             let hint = if names.is_empty() {
                 format!("{keyword} takes no flags")

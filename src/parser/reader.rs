@@ -308,15 +308,23 @@ pub fn read(source: &str) -> Result<RawDockerfile, RawError> {
 }
 
 fn can_contain_heredoc(node: &RawNode) -> bool {
-    let node = match (&node.child, node.name().as_str()) {
-        (Some(child), "onbuild") => child,
+    let node = match &node.child {
+        Some(child) if node.keyword.eq_ignore_ascii_case("onbuild") => child,
         _ => node,
     };
-    matches!(node.name().as_str(), "add" | "copy" | "run") && !node.json
+    ["add", "copy", "run"]
+        .iter()
+        .any(|k| node.keyword.eq_ignore_ascii_case(k))
+        && !node.json
 }
 
 /// Finds heredoc markers (`<<EOF`, `<<-"EOT"`, `3<<X`) among the words of a line.
 fn heredocs_from_line(line: &str) -> Result<Vec<Heredoc>, String> {
+    // The lexer below keeps quotes, escapes and unset variables as written,
+    // so a marker can only come from a literal `<<` in the line.
+    if !line.contains("<<") {
+        return Ok(Vec::new());
+    }
     let mut lex = Lexer::new('\\');
     lex.raw_quotes = true;
     lex.raw_escapes = true;
@@ -633,6 +641,9 @@ fn parse_words(text: &str, escape: char) -> Vec<String> {
 /// Splits leading `--flags` off an instruction's arguments. Returns the byte
 /// offset where the arguments start and each flag with its offset.
 fn extract_builder_flags(line: &str) -> (usize, Vec<(String, usize)>) {
+    if !line.trim_start().starts_with("--") {
+        return (line.len() - line.trim_start().len(), Vec::new());
+    }
     #[derive(PartialEq)]
     enum Phase {
         Spaces,
