@@ -478,6 +478,15 @@ fn dump_ast_reads_stdin_and_reports_errors() {
 }
 
 #[test]
+fn empty_flag_values_mean_no_flag() {
+    let df = parser::parse("FROM a\nCOPY --from= --chown= x /y\n", "Dockerfile").unwrap();
+    let InstructionKind::Copy(copy) = stage_kinds(&df, 0)[0] else {
+        panic!()
+    };
+    assert_eq!((copy.from.as_deref(), copy.chown.as_deref()), (None, None));
+}
+
+#[test]
 fn empty_continuation_lines_warn() {
     let raw = parser::parse_raw("FROM a\nRUN echo \\\n\n  hi\n", "Dockerfile").unwrap();
     assert_eq!(raw.warnings.len(), 1);

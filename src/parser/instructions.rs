@@ -626,15 +626,6 @@ fn copy_like(node: &RawNode, is_add: bool) -> Result<CopyLike, TypeError> {
     if let Some(checksum) = flags.text("checksum") {
         validate_checksum(&checksum).map_err(|m| flag_value_error(&flags, "checksum", m))?;
     }
-    for name in ["from", "chown"] {
-        if flags.text(name).is_some_and(|v| v.is_empty()) {
-            return Err(flag_value_error(
-                &flags,
-                name,
-                format!("--{name} needs a value"),
-            ));
-        }
-    }
     let (dest, sources) = node.args.split_last().expect("two or more args");
     if !node.json && matches!(parse_heredoc_marker(dest), Ok(Some(_))) {
         return Err(arg_error(
@@ -661,8 +652,9 @@ fn copy_like(node: &RawNode, is_add: bool) -> Result<CopyLike, TypeError> {
     Ok(CopyLike {
         sources,
         dest: dest.clone(),
-        from: flags.text("from"),
-        chown: flags.text("chown"),
+        // An empty `--from=` or `--chown=` means no flag, as in BuildKit.
+        from: flags.text("from").filter(|v| !v.is_empty()),
+        chown: flags.text("chown").filter(|v| !v.is_empty()),
         chmod: flags.text("chmod"),
         link: flags.bool("link").unwrap_or(false),
         parents: flags.bool("parents").unwrap_or(false),
