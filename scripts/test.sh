@@ -42,6 +42,8 @@ echo "==> cargo clippy --all-targets -D warnings"
 cargo clippy --all-targets --quiet -- -D warnings
 echo "==> cargo doc (broken doc links are errors)"
 RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --quiet
-echo "==> cargo test (unit, integration, benches in test mode)"
-cargo test --all-targets
+echo "==> cargo test (unit and integration tests; passing tests show their counts)"
+cargo test --lib --bins --tests -- --show-output
 cargo test --doc --quiet
+echo "==> benchmarks, once each in test mode"
+cargo test --bench parser
