@@ -9,9 +9,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# Debian packages the tests use. Later subsystems add the registry,
-# busybox-static, skopeo, umoci and podman here.
-APT_PACKAGES=()
+# Debian packages the tests use: busybox-static is the base image's binary;
+# skopeo and umoci independently read the images rbuild writes.
+APT_PACKAGES=(busybox-static skopeo umoci)
 
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do

@@ -7,5 +7,7 @@
 
 #![warn(missing_docs)]
 
+pub mod cache;
 pub mod cli;
+pub mod image;
 pub mod parser;

@@ -1,0 +1,165 @@
+//! Deterministic gzip layers: sorted entries, normalised headers, and the
+//! uncompressed digest (diff_id) and compressed digest in one pass.
+//!
+//! Used for layers rbuild assembles from a file list (the busybox base,
+//! later COPY/ADD results). Same entries and mtime → same bytes, anywhere.
+
+use std::io::{self, Write};
+
+use flate2::write::GzEncoder;
+use flate2::Compression;
+use sha2::{Digest as _, Sha256};
+
+use super::Digest;
+use crate::cache::{ContentStore, StoreError};
+
+/// What a layer entry is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EntryKind {
+    /// A directory.
+    Dir,
+    /// A regular file with these contents.
+    File(Vec<u8>),
+    /// A symbolic link to this target.
+    Symlink(String),
+}
+
+/// One entry of a layer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    /// Path relative to the root, without a leading `/`.
+    pub path: String,
+    /// What it is.
+    pub kind: EntryKind,
+    /// Permission bits (including setuid/setgid/sticky).
+    pub mode: u32,
+    /// Owner.
+    pub uid: u64,
+    /// Group.
+    pub gid: u64,
+}
+
+impl Entry {
+    /// A root-owned directory.
+    pub fn dir(path: &str, mode: u32) -> Entry {
+        Entry {
+            path: path.to_string(),
+            kind: EntryKind::Dir,
+            mode,
+            uid: 0,
+            gid: 0,
+        }
+    }
+
+    /// A root-owned file.
+    pub fn file(path: &str, mode: u32, contents: Vec<u8>) -> Entry {
+        Entry {
+            path: path.to_string(),
+            kind: EntryKind::File(contents),
+            mode,
+            uid: 0,
+            gid: 0,
+        }
+    }
+
+    /// A root-owned symlink.
+    pub fn symlink(path: &str, target: &str) -> Entry {
+        Entry {
+            path: path.to_string(),
+            kind: EntryKind::Symlink(target.to_string()),
+            mode: 0o777,
+            uid: 0,
+            gid: 0,
+        }
+    }
+}
+
+/// A layer stored in the content store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LayerBlob {
+    /// Digest of the compressed blob.
+    pub digest: Digest,
+    /// Size of the compressed blob.
+    pub size: u64,
+    /// Digest of the uncompressed tar.
+    pub diff_id: Digest,
+}
+
+/// Hashes what passes through to the inner writer.
+struct HashingWriter<W> {
+    inner: W,
+    hasher: Sha256,
+}
+
+impl<W: Write> Write for HashingWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.hasher.update(&buf[..n]);
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// Layer writing errors.
+#[derive(Debug, thiserror::Error)]
+pub enum LayerError {
+    /// Writing the tar stream failed.
+    #[error("writing layer: {0}")]
+    Io(#[from] io::Error),
+    /// Storing the blob failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Writes `entries` (sorted by path here) as a gzip layer into `store`.
+/// Every entry gets `mtime`; user and group names stay empty.
+pub fn write_gzip_layer(
+    store: &ContentStore,
+    mut entries: Vec<Entry>,
+    mtime: u64,
+) -> Result<LayerBlob, LayerError> {
+    entries.sort_by(|a, b| a.path.cmp(&b.path));
+    let blob = store.writer()?;
+    let gz = GzEncoder::new(blob, Compression::new(6));
+    let mut tar = tar::Builder::new(HashingWriter {
+        inner: gz,
+        hasher: Sha256::new(),
+    });
+    tar.mode(tar::HeaderMode::Deterministic);
+    for entry in &entries {
+        let mut header = tar::Header::new_ustar();
+        header.set_mode(entry.mode);
+        header.set_uid(entry.uid);
+        header.set_gid(entry.gid);
+        header.set_mtime(mtime);
+        match &entry.kind {
+            EntryKind::Dir => {
+                header.set_entry_type(tar::EntryType::Directory);
+                header.set_size(0);
+                tar.append_data(&mut header, format!("{}/", entry.path), io::empty())?;
+            }
+            EntryKind::File(contents) => {
+                header.set_entry_type(tar::EntryType::Regular);
+                header.set_size(contents.len() as u64);
+                tar.append_data(&mut header, &entry.path, contents.as_slice())?;
+            }
+            EntryKind::Symlink(target) => {
+                header.set_entry_type(tar::EntryType::Symlink);
+                header.set_size(0);
+                tar.append_link(&mut header, &entry.path, target)?;
+            }
+        }
+    }
+    let hashing = tar.into_inner()?;
+    let diff_id = Digest::from_sha256(hashing.hasher.finalize().into());
+    let blob = hashing.inner.finish()?;
+    let (digest, size) = blob.commit(None)?;
+    Ok(LayerBlob {
+        digest,
+        size,
+        diff_id,
+    })
+}

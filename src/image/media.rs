@@ -1,0 +1,56 @@
+//! Media types rbuild reads and writes.
+
+/// OCI image manifest.
+pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+/// OCI image index.
+pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
+/// OCI image config.
+pub const OCI_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
+/// OCI gzip layer.
+pub const OCI_LAYER_GZIP: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
+/// OCI uncompressed layer.
+pub const OCI_LAYER_TAR: &str = "application/vnd.oci.image.layer.v1.tar";
+/// Docker v2 schema 2 manifest.
+pub const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
+/// Docker manifest list.
+pub const DOCKER_MANIFEST_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
+/// Docker image config.
+pub const DOCKER_CONFIG: &str = "application/vnd.docker.container.image.v1+json";
+/// Docker gzip layer.
+pub const DOCKER_LAYER_GZIP: &str = "application/vnd.docker.image.rootfs.diff.tar.gzip";
+
+/// Which family of media types to write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum MediaTypes {
+    /// OCI image-spec media types (the default).
+    #[default]
+    Oci,
+    /// Docker v2 schema 2 media types.
+    Docker,
+}
+
+impl MediaTypes {
+    /// The manifest media type.
+    pub fn manifest(self) -> &'static str {
+        match self {
+            MediaTypes::Oci => OCI_MANIFEST,
+            MediaTypes::Docker => DOCKER_MANIFEST,
+        }
+    }
+
+    /// The config media type.
+    pub fn config(self) -> &'static str {
+        match self {
+            MediaTypes::Oci => OCI_CONFIG,
+            MediaTypes::Docker => DOCKER_CONFIG,
+        }
+    }
+
+    /// The gzip layer media type.
+    pub fn layer_gzip(self) -> &'static str {
+        match self {
+            MediaTypes::Oci => OCI_LAYER_GZIP,
+            MediaTypes::Docker => DOCKER_LAYER_GZIP,
+        }
+    }
+}
