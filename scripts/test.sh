@@ -10,8 +10,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # Debian packages the tests use: busybox-static is the base image's binary;
-# skopeo and umoci independently read the images rbuild writes.
-APT_PACKAGES=(busybox-static skopeo umoci)
+# docker-registry is the real registry the tests start (apache2-utils makes
+# its htpasswd file); skopeo and umoci independently read what rbuild writes.
+APT_PACKAGES=(busybox-static docker-registry apache2-utils skopeo umoci)
 
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do

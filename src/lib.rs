@@ -11,3 +11,4 @@ pub mod cache;
 pub mod cli;
 pub mod image;
 pub mod parser;
+pub mod registry;

@@ -1,0 +1,332 @@
+//! The registry client against Debian's real `docker-registry`, with
+//! `skopeo` as the independent reader.
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use common::{docker_config, TestRegistry};
+use rbuild::cache::ContentStore;
+use rbuild::image::busybox::{build_base, host_architecture, DEBIAN_BUSYBOX};
+use rbuild::image::layout::StoredImage;
+use rbuild::image::media::MediaTypes;
+use rbuild::image::Reference;
+use rbuild::registry::{CredentialSource, RegistryClient, RegistryError, RegistryOptions};
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+fn client(credentials: CredentialSource, options: RegistryOptions) -> RegistryClient {
+    RegistryClient::new(credentials, options).unwrap()
+}
+
+fn busybox(store: &ContentStore) -> StoredImage {
+    build_base(store, Path::new(DEBIAN_BUSYBOX), MediaTypes::Oci).unwrap()
+}
+
+fn reference(registry: &TestRegistry, name: &str) -> Reference {
+    format!("{}/{name}", registry.addr).parse().unwrap()
+}
+
+fn count(c: &std::sync::atomic::AtomicU64) -> u64 {
+    c.load(Ordering::Relaxed)
+}
+
+fn skopeo_raw(reference: &Reference) -> Vec<u8> {
+    let out = Command::new("skopeo")
+        .args(["inspect", "--raw", "--tls-verify=false"])
+        .arg(format!("docker://{reference}"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
+
+#[test]
+fn push_then_pull_by_tag_and_digest_is_byte_identical() {
+    let registry = TestRegistry::start(&[]);
+    let rt = runtime();
+    let dir = tempfile::tempdir().unwrap();
+    let source = ContentStore::open(dir.path().join("a")).unwrap();
+    let image = busybox(&source);
+    let targets = vec![
+        reference(&registry, "rbuild/busybox:1.0"),
+        reference(&registry, "rbuild/busybox:latest"),
+    ];
+
+    let pusher = client(CredentialSource::default(), RegistryOptions::default());
+    rt.block_on(pusher.push(&source, &image.manifest_digest, &targets, None))
+        .unwrap();
+    assert_eq!(count(&pusher.stats.blobs_uploaded), 2, "config and layer");
+    assert_eq!(
+        skopeo_raw(&targets[0]),
+        source.read(&image.manifest_digest).unwrap()
+    );
+    assert_eq!(
+        skopeo_raw(&targets[1]),
+        source.read(&image.manifest_digest).unwrap()
+    );
+
+    // Pull by tag into an empty store.
+    let by_tag = ContentStore::open(dir.path().join("b")).unwrap();
+    let puller = client(CredentialSource::default(), RegistryOptions::default());
+    let pulled = rt
+        .block_on(puller.pull(&by_tag, &targets[0], "linux", host_architecture()))
+        .unwrap();
+    assert_eq!(pulled.manifest_digest, image.manifest_digest);
+    assert_eq!(pulled.config_digest, image.config_digest);
+    for digest in std::iter::once(&image.manifest_digest)
+        .chain(std::iter::once(&image.config_digest))
+        .chain(image.layers.iter().map(|l| &l.digest))
+    {
+        assert_eq!(
+            by_tag.read(digest).unwrap(),
+            source.read(digest).unwrap(),
+            "{digest}"
+        );
+    }
+    assert_eq!(count(&puller.stats.blobs_downloaded), 2);
+
+    // Pull again: nothing is fetched.
+    rt.block_on(puller.pull(&by_tag, &targets[0], "linux", host_architecture()))
+        .unwrap();
+    assert_eq!(count(&puller.stats.blobs_downloaded), 2);
+    assert_eq!(count(&puller.stats.blobs_cached), 2);
+
+    // Pull by digest.
+    let by_digest = ContentStore::open(dir.path().join("c")).unwrap();
+    let pinned: Reference = format!("{}/rbuild/busybox@{}", registry.addr, image.manifest_digest)
+        .parse()
+        .unwrap();
+    let pulled = rt
+        .block_on(puller.pull(&by_digest, &pinned, "linux", host_architecture()))
+        .unwrap();
+    assert_eq!(pulled.manifest_digest, image.manifest_digest);
+    assert_eq!(
+        by_digest.read(&image.layers[0].digest).unwrap(),
+        source.read(&image.layers[0].digest).unwrap()
+    );
+
+    // A second push uploads no blob: rbuild's counters and the registry's log agree.
+    let uploads_before = registry.count_requests("POST", "/blobs/uploads/");
+    let again = client(CredentialSource::default(), RegistryOptions::default());
+    rt.block_on(again.push(&source, &image.manifest_digest, &targets, None))
+        .unwrap();
+    assert_eq!(count(&again.stats.blobs_uploaded), 0);
+    assert_eq!(count(&again.stats.blobs_existing), 2);
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(uploads_before >= 2, "the first push was logged");
+    assert_eq!(
+        registry.count_requests("POST", "/blobs/uploads/"),
+        uploads_before,
+        "no upload started"
+    );
+}
+
+#[test]
+fn cross_repository_mount_and_chunked_upload() {
+    let registry = TestRegistry::start(&[]);
+    let rt = runtime();
+    let dir = tempfile::tempdir().unwrap();
+    let store = ContentStore::open(dir.path()).unwrap();
+    let image = busybox(&store);
+    let first = reference(&registry, "team/base:1");
+    let options = RegistryOptions {
+        chunk_size: Some(256 * 1024),
+        ..RegistryOptions::default()
+    };
+    let chunked = client(CredentialSource::default(), options);
+    rt.block_on(chunked.push(
+        &store,
+        &image.manifest_digest,
+        std::slice::from_ref(&first),
+        None,
+    ))
+    .unwrap();
+    assert_eq!(count(&chunked.stats.blobs_uploaded), 2);
+    std::thread::sleep(Duration::from_millis(200));
+    let layer_kib = image.layers[0].size / 1024;
+    assert!(
+        registry.count_requests("PATCH", "/v2/team/base/blobs/uploads/") as u64 >= layer_kib / 256,
+        "layer sent in 256 KiB chunks"
+    );
+    assert_eq!(
+        skopeo_raw(&first),
+        store.read(&image.manifest_digest).unwrap()
+    );
+
+    let second = reference(&registry, "team/app:1");
+    let mounter = client(CredentialSource::default(), RegistryOptions::default());
+    rt.block_on(mounter.push(
+        &store,
+        &image.manifest_digest,
+        std::slice::from_ref(&second),
+        Some(&first),
+    ))
+    .unwrap();
+    assert_eq!(count(&mounter.stats.blobs_mounted), 2);
+    assert_eq!(count(&mounter.stats.blobs_uploaded), 0);
+    assert_eq!(
+        skopeo_raw(&second),
+        store.read(&image.manifest_digest).unwrap()
+    );
+}
+
+#[test]
+fn basic_auth_from_config_json_and_credential_helper() {
+    let password = "s3cret-Pa55";
+    let registry = TestRegistry::start(&[("alice", password)]);
+    let rt = runtime();
+    let dir = tempfile::tempdir().unwrap();
+    let store = ContentStore::open(dir.path().join("store")).unwrap();
+    let image = busybox(&store);
+    let target = reference(&registry, "private/busybox:1");
+
+    // No credentials: a clear error naming the registry.
+    let anonymous = client(CredentialSource::default(), RegistryOptions::default());
+    let err = rt
+        .block_on(anonymous.push(
+            &store,
+            &image.manifest_digest,
+            std::slice::from_ref(&target),
+            None,
+        ))
+        .unwrap_err();
+    let text = err.to_string();
+    assert!(matches!(err, RegistryError::Auth { .. }), "{text}");
+    assert!(
+        text.contains(&registry.addr) && text.contains("config.json"),
+        "{text}"
+    );
+
+    // Wrong password: 401 named, password never printed.
+    let wrong = tempfile::tempdir().unwrap();
+    docker_config(wrong.path(), &registry.addr, "alice", "not-the-password");
+    let bad = client(
+        CredentialSource::load(Some(wrong.path())).unwrap(),
+        RegistryOptions {
+            max_attempts: 2,
+            ..RegistryOptions::default()
+        },
+    );
+    let err = rt
+        .block_on(bad.push(
+            &store,
+            &image.manifest_digest,
+            std::slice::from_ref(&target),
+            None,
+        ))
+        .unwrap_err();
+    let text = format!("{err} {err:?}");
+    assert!(
+        text.contains("401") && text.contains(&registry.addr),
+        "{text}"
+    );
+    assert!(
+        !text.contains("not-the-password") && !text.contains(password),
+        "no secrets in errors"
+    );
+
+    // config.json auths.
+    let good = tempfile::tempdir().unwrap();
+    docker_config(good.path(), &registry.addr, "alice", password);
+    let authed = client(
+        CredentialSource::load(Some(good.path())).unwrap(),
+        RegistryOptions::default(),
+    );
+    rt.block_on(authed.push(
+        &store,
+        &image.manifest_digest,
+        std::slice::from_ref(&target),
+        None,
+    ))
+    .unwrap();
+    let pulled_store = ContentStore::open(dir.path().join("pulled")).unwrap();
+    let pulled = rt
+        .block_on(authed.pull(&pulled_store, &target, "linux", host_architecture()))
+        .unwrap();
+    assert_eq!(pulled.manifest_digest, image.manifest_digest);
+
+    // credsStore through a real docker-credential-* helper program.
+    let helper_dir = tempfile::tempdir().unwrap();
+    let helper = helper_dir.path().join("docker-credential-rbtest");
+    std::fs::write(
+        &helper,
+        format!("#!/bin/sh\n[ \"$1\" = get ] || exit 1\nread server\n[ \"$server\" = \"{}\" ] || {{ echo credentials not found; exit 1; }}\nprintf '{{\"Username\":\"alice\",\"Secret\":\"{password}\"}}'\n", registry.addr),
+    )
+    .unwrap();
+    std::os::unix::fs::PermissionsExt::set_mode(
+        &mut std::fs::metadata(&helper).unwrap().permissions(),
+        0o755,
+    );
+    std::fs::set_permissions(&helper, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let store_config = tempfile::tempdir().unwrap();
+    std::fs::write(
+        store_config.path().join("config.json"),
+        r#"{"credsStore":"rbtest"}"#,
+    )
+    .unwrap();
+    let mut source = CredentialSource::load(Some(store_config.path())).unwrap();
+    source.helper_dirs.push(helper_dir.path().to_path_buf());
+    let via_helper = client(source, RegistryOptions::default());
+    let helper_store = ContentStore::open(dir.path().join("helper")).unwrap();
+    rt.block_on(via_helper.pull(&helper_store, &target, "linux", host_architecture()))
+        .unwrap();
+    assert!(helper_store.contains(&image.layers[0].digest));
+}
+
+#[test]
+fn errors_name_the_registry_and_what_failed() {
+    let registry = TestRegistry::start(&[]);
+    let rt = runtime();
+    let dir = tempfile::tempdir().unwrap();
+    let store = ContentStore::open(dir.path()).unwrap();
+    let c = client(CredentialSource::default(), RegistryOptions::default());
+    let err = rt
+        .block_on(c.pull(
+            &store,
+            &reference(&registry, "nope/missing:1"),
+            "linux",
+            "amd64",
+        ))
+        .unwrap_err();
+    let text = err.to_string();
+    assert!(
+        text.contains(&registry.addr) && text.contains("404") && text.contains("MANIFEST_UNKNOWN"),
+        "{text}"
+    );
+
+    // Nothing listens here: retried, then a transport error.
+    let quick = client(
+        CredentialSource::default(),
+        RegistryOptions {
+            max_attempts: 3,
+            initial_backoff: Duration::from_millis(10),
+            ..RegistryOptions::default()
+        },
+    );
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let closed: Reference = format!("127.0.0.1:{port}/x/y:1").parse().unwrap();
+    let err = rt
+        .block_on(quick.pull(&store, &closed, "linux", "amd64"))
+        .unwrap_err();
+    assert!(matches!(err, RegistryError::Transport { .. }), "{err}");
+    assert!(err.to_string().contains("after 3 attempts"), "{err}");
+    assert_eq!(count(&quick.stats.retries), 2);
+}
