@@ -330,3 +330,119 @@ fn errors_name_the_registry_and_what_failed() {
     assert!(err.to_string().contains("after 3 attempts"), "{err}");
     assert_eq!(count(&quick.stats.retries), 2);
 }
+
+#[test]
+fn push_and_pull_survive_a_failing_registry() {
+    use common::{Fault, FaultProxy};
+    let registry = TestRegistry::start(&[]);
+    // Every fifth request answered 500, every seventh dropped, every
+    // eleventh response cut off halfway; all bodies trickle.
+    let proxy = FaultProxy::start(&registry.addr, |n, _| match n {
+        n if n % 5 == 1 => Fault::Error500,
+        n if n % 7 == 3 => Fault::Drop,
+        n if n % 11 == 6 => Fault::Cut,
+        _ => Fault::Pass,
+    });
+    let rt = runtime();
+    let dir = tempfile::tempdir().unwrap();
+    let store = ContentStore::open(dir.path().join("a")).unwrap();
+    let image = busybox(&store);
+    let options = RegistryOptions {
+        max_attempts: 6,
+        initial_backoff: Duration::from_millis(20),
+        chunk_size: Some(128 * 1024),
+        ..RegistryOptions::default()
+    };
+    let via_proxy: Reference = format!("{}/flaky/busybox:1", proxy.addr).parse().unwrap();
+    let pusher = client(CredentialSource::default(), options.clone());
+    rt.block_on(pusher.push(
+        &store,
+        &image.manifest_digest,
+        std::slice::from_ref(&via_proxy),
+        None,
+    ))
+    .unwrap();
+    assert!(
+        count(&pusher.stats.retries) > 0,
+        "faults were met and retried"
+    );
+    // Read directly from the registry: the image is whole.
+    assert_eq!(
+        skopeo_raw(&reference(&registry, "flaky/busybox:1")),
+        store.read(&image.manifest_digest).unwrap()
+    );
+
+    let pulled = ContentStore::open(dir.path().join("b")).unwrap();
+    let puller = client(CredentialSource::default(), options);
+    let got = rt
+        .block_on(puller.pull(&pulled, &via_proxy, "linux", host_architecture()))
+        .unwrap();
+    assert_eq!(got.manifest_digest, image.manifest_digest);
+    assert_eq!(
+        pulled.read(&image.layers[0].digest).unwrap(),
+        store.read(&image.layers[0].digest).unwrap()
+    );
+    println!(
+        "faults injected: {}; retries: push {}, pull {}",
+        proxy.injected.load(Ordering::SeqCst),
+        count(&pusher.stats.retries),
+        count(&puller.stats.retries)
+    );
+    assert!(
+        proxy.injected.load(Ordering::SeqCst) >= 3,
+        "faults injected: {}",
+        proxy.injected.load(Ordering::SeqCst)
+    );
+    assert!(count(&puller.stats.retries) > 0, "the pull met faults too");
+}
+
+#[test]
+fn a_registry_that_keeps_failing_gets_no_manifest() {
+    use common::{Fault, FaultProxy};
+    let registry = TestRegistry::start(&[]);
+    let proxy = FaultProxy::start(&registry.addr, |_, line| {
+        if line.contains("/blobs/uploads/") {
+            Fault::Error500
+        } else {
+            Fault::Pass
+        }
+    });
+    let rt = runtime();
+    let dir = tempfile::tempdir().unwrap();
+    let store = ContentStore::open(dir.path()).unwrap();
+    let image = busybox(&store);
+    let target: Reference = format!("{}/broken/busybox:1", proxy.addr).parse().unwrap();
+    let c = client(
+        CredentialSource::default(),
+        RegistryOptions {
+            max_attempts: 3,
+            initial_backoff: Duration::from_millis(10),
+            ..RegistryOptions::default()
+        },
+    );
+    let err = rt
+        .block_on(c.push(
+            &store,
+            &image.manifest_digest,
+            std::slice::from_ref(&target),
+            None,
+        ))
+        .unwrap_err();
+    let text = err.to_string();
+    assert!(
+        text.contains(&proxy.addr) && text.contains("500") && text.contains("upload blob"),
+        "{text}"
+    );
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(
+        registry.count_requests("PUT", "/manifests/"),
+        0,
+        "no manifest was sent"
+    );
+    let out = Command::new("skopeo")
+        .args(["inspect", "--raw", "--tls-verify=false"])
+        .arg(format!("docker://{}/broken/busybox:1", registry.addr))
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "the tag must not exist");
+}

@@ -118,3 +118,212 @@ pub fn docker_config(dir: &Path, registry: &str, user: &str, password: &str) {
     )
     .unwrap();
 }
+
+/// What the fault proxy does to one request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// Forward it (response body trickled in small pieces).
+    Pass,
+    /// Answer `500 Internal Server Error` and close.
+    Error500,
+    /// Close the connection without answering.
+    Drop,
+    /// Forward it, but cut the response body off halfway and close.
+    Cut,
+}
+
+/// An HTTP/1.1 proxy on loopback in front of a real registry that injects
+/// faults per request, chosen by `policy(request_number, request_line)`.
+pub struct FaultProxy {
+    /// `127.0.0.1:PORT`.
+    pub addr: String,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    /// Faults injected so far.
+    pub injected: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
+
+type Policy = std::sync::Arc<dyn Fn(u64, &str) -> Fault + Send + Sync>;
+
+impl FaultProxy {
+    /// Starts a proxy to `upstream` (`host:port`).
+    pub fn start(
+        upstream: &str,
+        policy: impl Fn(u64, &str) -> Fault + Send + Sync + 'static,
+    ) -> FaultProxy {
+        use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+        use std::sync::Arc;
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let stop = Arc::new(AtomicBool::new(false));
+        let injected = Arc::new(AtomicU64::new(0));
+        let counter = Arc::new(AtomicU64::new(0));
+        let policy: Policy = Arc::new(policy);
+        let (stop2, injected2, upstream) = (stop.clone(), injected.clone(), upstream.to_string());
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                if stop2.load(Ordering::SeqCst) {
+                    break;
+                }
+                let Ok(client) = client else { continue };
+                let (policy, counter, injected, upstream) = (
+                    policy.clone(),
+                    counter.clone(),
+                    injected2.clone(),
+                    upstream.clone(),
+                );
+                std::thread::spawn(move || {
+                    let _ = proxy_connection(client, &upstream, &policy, &counter, &injected);
+                });
+            }
+        });
+        FaultProxy {
+            addr,
+            stop,
+            injected,
+        }
+    }
+}
+
+impl Drop for FaultProxy {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        let _ = TcpStream::connect(&self.addr);
+    }
+}
+
+/// Reads an HTTP head (up to the blank line) byte by byte.
+fn read_head(s: &mut TcpStream) -> std::io::Result<Option<String>> {
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        if s.read(&mut byte)? == 0 {
+            return Ok(None);
+        }
+        head.push(byte[0]);
+    }
+    Ok(Some(String::from_utf8_lossy(&head).into_owned()))
+}
+
+fn header_value<'a>(head: &'a str, name: &str) -> Option<&'a str> {
+    head.lines().find_map(|l| {
+        let (k, v) = l.split_once(':')?;
+        k.trim().eq_ignore_ascii_case(name).then(|| v.trim())
+    })
+}
+
+fn copy_exact(
+    from: &mut TcpStream,
+    to: &mut TcpStream,
+    mut n: u64,
+    trickle: bool,
+) -> std::io::Result<()> {
+    let mut buf = vec![0u8; if trickle { 16 * 1024 } else { 256 * 1024 }];
+    while n > 0 {
+        let want = buf.len().min(n as usize);
+        let got = from.read(&mut buf[..want])?;
+        if got == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        to.write_all(&buf[..got])?;
+        n -= got as u64;
+        if trickle {
+            std::thread::sleep(Duration::from_micros(300));
+        }
+    }
+    Ok(())
+}
+
+/// Copies a chunked body through unchanged.
+fn copy_chunked(from: &mut TcpStream, to: &mut TcpStream) -> std::io::Result<()> {
+    loop {
+        let mut line = Vec::new();
+        let mut byte = [0u8; 1];
+        while !line.ends_with(b"\r\n") {
+            if from.read(&mut byte)? == 0 {
+                return Err(std::io::ErrorKind::UnexpectedEof.into());
+            }
+            line.push(byte[0]);
+        }
+        to.write_all(&line)?;
+        let size = u64::from_str_radix(
+            String::from_utf8_lossy(&line)
+                .trim()
+                .split(';')
+                .next()
+                .unwrap_or("0"),
+            16,
+        )
+        .unwrap_or(0);
+        copy_exact(from, to, size + 2, false)?;
+        if size == 0 {
+            return Ok(());
+        }
+    }
+}
+
+fn proxy_connection(
+    mut client: TcpStream,
+    upstream: &str,
+    policy: &Policy,
+    counter: &std::sync::atomic::AtomicU64,
+    injected: &std::sync::atomic::AtomicU64,
+) -> std::io::Result<()> {
+    use std::sync::atomic::Ordering;
+    let mut server = TcpStream::connect(upstream)?;
+    loop {
+        let Some(head) = read_head(&mut client)? else {
+            return Ok(());
+        };
+        let request_line = head.lines().next().unwrap_or_default().to_string();
+        let body_len: u64 = header_value(&head, "content-length")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        let fault = policy(counter.fetch_add(1, Ordering::SeqCst), &request_line);
+        if fault != Fault::Pass {
+            injected.fetch_add(1, Ordering::SeqCst);
+        }
+        match fault {
+            Fault::Drop => return Ok(()),
+            Fault::Error500 => {
+                let mut sink = std::io::sink();
+                let mut limited = (&mut client).take(body_len);
+                std::io::copy(&mut limited, &mut sink)?;
+                client.write_all(b"HTTP/1.1 500 Internal Server Error\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")?;
+                return Ok(());
+            }
+            Fault::Pass | Fault::Cut => {}
+        }
+        server.write_all(head.as_bytes())?;
+        copy_exact(&mut client, &mut server, body_len, false)?;
+        let Some(response) = read_head(&mut server)? else {
+            return Ok(());
+        };
+        client.write_all(response.as_bytes())?;
+        let status: u16 = response
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0);
+        let no_body = request_line.starts_with("HEAD ")
+            || status == 204
+            || status == 304
+            || (100..200).contains(&status);
+        if no_body {
+            continue;
+        }
+        if header_value(&response, "transfer-encoding")
+            .is_some_and(|v| v.eq_ignore_ascii_case("chunked"))
+        {
+            copy_chunked(&mut server, &mut client)?;
+            continue;
+        }
+        let len: u64 = header_value(&response, "content-length")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        if fault == Fault::Cut && len > 1 {
+            copy_exact(&mut server, &mut client, len / 2, true)?;
+            return Ok(());
+        }
+        copy_exact(&mut server, &mut client, len, true)?;
+    }
+}
