@@ -9,6 +9,7 @@
 
 pub mod cache;
 pub mod cli;
+pub mod export;
 pub mod image;
 pub mod parser;
 pub mod registry;

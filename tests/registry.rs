@@ -446,3 +446,43 @@ fn a_registry_that_keeps_failing_gets_no_manifest() {
         .unwrap();
     assert!(!out.status.success(), "the tag must not exist");
 }
+
+#[test]
+fn docker_media_types_on_request() {
+    let registry = TestRegistry::start(&[]);
+    let rt = runtime();
+    let dir = tempfile::tempdir().unwrap();
+    let store = ContentStore::open(dir.path()).unwrap();
+    let image = build_base(&store, Path::new(DEBIAN_BUSYBOX), MediaTypes::Docker).unwrap();
+    let target = reference(&registry, "docker/busybox:1");
+    let c = client(CredentialSource::default(), RegistryOptions::default());
+    rt.block_on(c.push(
+        &store,
+        &image.manifest_digest,
+        std::slice::from_ref(&target),
+        None,
+    ))
+    .unwrap();
+    let manifest: serde_json::Value = serde_json::from_slice(&skopeo_raw(&target)).unwrap();
+    assert_eq!(
+        manifest["mediaType"],
+        "application/vnd.docker.distribution.manifest.v2+json"
+    );
+    assert_eq!(
+        manifest["config"]["mediaType"],
+        "application/vnd.docker.container.image.v1+json"
+    );
+    assert_eq!(
+        manifest["layers"][0]["mediaType"],
+        "application/vnd.docker.image.rootfs.diff.tar.gzip"
+    );
+    let pulled = ContentStore::open(dir.path().join("pulled")).unwrap();
+    let got = rt
+        .block_on(c.pull(&pulled, &target, "linux", host_architecture()))
+        .unwrap();
+    assert_eq!(
+        got.media_type,
+        "application/vnd.docker.distribution.manifest.v2+json"
+    );
+    assert_eq!(got.manifest_digest, image.manifest_digest);
+}

@@ -327,3 +327,98 @@ fn proxy_connection(
         copy_exact(&mut server, &mut client, len, true)?;
     }
 }
+
+/// Podman with its own throwaway storage, set up to run on this VM (vfs
+/// storage, runc — crun refuses cgroup v1 hybrid hosts — and ulimits below
+/// the hard limits, since root here lacks CAP_SYS_RESOURCE).
+pub struct Podman {
+    dir: tempfile::TempDir,
+}
+
+impl Podman {
+    /// A podman with empty storage.
+    pub fn new() -> Podman {
+        Podman {
+            dir: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    /// `podman` with this instance's global flags.
+    pub fn cmd(&self) -> Command {
+        let mut c = Command::new("podman");
+        c.arg("--root")
+            .arg(self.dir.path().join("root"))
+            .arg("--runroot")
+            .arg(self.dir.path().join("run"))
+            .args([
+                "--storage-driver",
+                "vfs",
+                "--cgroup-manager",
+                "cgroupfs",
+                "--events-backend",
+                "none",
+                "--runtime",
+                "runc",
+            ]);
+        c
+    }
+
+    /// Runs `image` with `args` (no network) and returns its stdout.
+    pub fn run(&self, image: &str, args: &[&str]) -> String {
+        let out = self
+            .cmd()
+            .args([
+                "run",
+                "--rm",
+                "--network",
+                "none",
+                "--ulimit",
+                "nofile=1024:1024",
+                "--ulimit",
+                "nproc=1024:1024",
+            ])
+            .arg(image)
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "podman run {image}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    /// Starts `podman system service` on a Unix socket; returns the
+    /// DOCKER_HOST value and the service process (kill it when done).
+    pub fn service(&self) -> (String, ServiceGuard) {
+        let socket = self.dir.path().join("podman.sock");
+        let child = self
+            .cmd()
+            .args(["system", "service", "--time=0"])
+            .arg(format!("unix://{}", socket.display()))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("podman system service");
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while std::os::unix::net::UnixStream::connect(&socket).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "podman service socket did not appear"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        (format!("unix://{}", socket.display()), ServiceGuard(child))
+    }
+}
+
+/// Kills a background service when dropped.
+pub struct ServiceGuard(Child);
+
+impl Drop for ServiceGuard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
