@@ -468,26 +468,48 @@ impl RegistryClient {
             if !response.status().is_success() {
                 return Err(status_error(registry, &what, response).await);
             }
-            let mut writer = store.writer()?;
+            // Hashing, writing and fsync run on a blocking thread, fed by a
+            // bounded channel, so downloads do not stall the async workers.
+            let writer = store.writer()?;
+            let (tx, mut rx) = tokio::sync::mpsc::channel::<bytes::Bytes>(64);
+            let expected = (digest.clone(), size);
+            let sink = tokio::task::spawn_blocking(move || {
+                let mut writer = writer;
+                while let Some(chunk) = rx.blocking_recv() {
+                    std::io::Write::write_all(&mut writer, &chunk)?;
+                }
+                Ok::<_, std::io::Error>(writer)
+            });
             let mut stream = response.bytes_stream();
             let mut failed = None;
             while let Some(chunk) = stream.next().await {
                 match chunk {
-                    Ok(c) => std::io::Write::write_all(&mut writer, &c).map_err(|e| {
-                        RegistryError::Content {
-                            registry: registry.clone(),
-                            message: e.to_string(),
+                    Ok(c) => {
+                        if tx.send(c).await.is_err() {
+                            break;
                         }
-                    })?,
+                    }
                     Err(e) => {
                         failed = Some(e);
                         break;
                     }
                 }
             }
+            drop(tx);
+            let content_error = |message: String| RegistryError::Content {
+                registry: registry.clone(),
+                message,
+            };
+            let writer = sink
+                .await
+                .map_err(|e| content_error(e.to_string()))?
+                .map_err(|e| content_error(e.to_string()))?;
             match failed {
                 None => {
-                    writer.commit(Some((digest, Some(size))))?;
+                    let (digest, size) = expected;
+                    tokio::task::spawn_blocking(move || writer.commit(Some((&digest, Some(size)))))
+                        .await
+                        .map_err(|e| content_error(e.to_string()))??;
                     TransferStats::bump(&self.stats.blobs_downloaded);
                     return Ok(());
                 }
@@ -689,10 +711,20 @@ impl RegistryClient {
             let url = with_digest(location);
             let response = self
                 .send(registry, scope, what, |c| {
-                    let body = std::fs::read(&path).unwrap_or_default();
+                    // The body streams from the blob file; a retry reopens it.
+                    let body = match std::fs::File::open(&path) {
+                        // 1 MiB reads: reqwest's own file body reads 4 KiB at a time.
+                        Ok(file) => {
+                            reqwest::Body::wrap_stream(tokio_util::io::ReaderStream::with_capacity(
+                                tokio::fs::File::from_std(file),
+                                1 << 20,
+                            ))
+                        }
+                        Err(_) => reqwest::Body::from(Vec::new()),
+                    };
                     c.request(Method::PUT, &url)
                         .header(CONTENT_TYPE, "application/octet-stream")
-                        .header(CONTENT_LENGTH, body.len())
+                        .header(CONTENT_LENGTH, size)
                         .body(body)
                 })
                 .await?;
@@ -702,28 +734,33 @@ impl RegistryClient {
                 Err(status_error(registry, what, response).await)
             };
         };
-        let data = std::fs::read(&path).map_err(|e| RegistryError::Content {
+        let read_error = |e: std::io::Error| RegistryError::Content {
             registry: registry.to_string(),
-            message: e.to_string(),
-        })?;
+            message: format!("{}: {e}", path.display()),
+        };
+        let mut file = std::fs::File::open(&path).map_err(read_error)?;
         let mut url = location.to_string();
         let base = self.base_url(registry);
-        for (i, piece) in data.chunks(chunk as usize).enumerate() {
-            let start = i as u64 * chunk;
-            let end = start + piece.len() as u64 - 1;
+        let mut start = 0u64;
+        while start < size {
+            let len = chunk.min(size - start);
+            let mut piece = vec![0u8; len as usize];
+            std::io::Read::read_exact(&mut file, &mut piece).map_err(read_error)?;
+            let end = start + len - 1;
             let response = self
                 .send(registry, scope, what, |c| {
                     c.request(Method::PATCH, &url)
                         .header(CONTENT_TYPE, "application/octet-stream")
                         .header("content-range", format!("{start}-{end}"))
-                        .header(CONTENT_LENGTH, piece.len())
-                        .body(piece.to_vec())
+                        .header(CONTENT_LENGTH, len)
+                        .body(piece.clone())
                 })
                 .await?;
             if response.status() != StatusCode::ACCEPTED {
                 return Err(status_error(registry, what, response).await);
             }
             url = location_of(&base, response.headers()).unwrap_or(url);
+            start += len;
         }
         let final_url = with_digest(&url);
         let response = self
