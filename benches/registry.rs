@@ -8,7 +8,6 @@
 //! (`--test` or no `--bench` flag) it runs one small round as a smoke test.
 
 #[path = "../tests/common/mod.rs"]
-#[allow(dead_code)]
 mod common;
 
 use std::process::Command;
