@@ -486,3 +486,90 @@ fn docker_media_types_on_request() {
     );
     assert_eq!(got.manifest_digest, image.manifest_digest);
 }
+
+#[test]
+fn bearer_token_auth_against_a_token_service() {
+    use common::TokenServer;
+    let password = "t0ken-Pa55";
+    let tokens = TokenServer::start("alice", password);
+    let registry = TestRegistry::start_with_tokens(&tokens);
+    let rt = runtime();
+    let dir = tempfile::tempdir().unwrap();
+    let store = ContentStore::open(dir.path().join("store")).unwrap();
+    let image = busybox(&store);
+    let target = reference(&registry, "secure/busybox:1");
+
+    // Push with credentials: the token grants pull,push.
+    let creds = tempfile::tempdir().unwrap();
+    docker_config(creds.path(), &registry.addr, "alice", password);
+    let pusher = client(
+        CredentialSource::load(Some(creds.path())).unwrap(),
+        RegistryOptions::default(),
+    );
+    rt.block_on(pusher.push(
+        &store,
+        &image.manifest_digest,
+        std::slice::from_ref(&target),
+        None,
+    ))
+    .unwrap();
+    assert!(tokens.issued.load(Ordering::SeqCst) >= 1);
+
+    // Anonymous pull: the token service grants pull only, and that suffices.
+    let pulled = ContentStore::open(dir.path().join("pulled")).unwrap();
+    let anonymous = client(CredentialSource::default(), RegistryOptions::default());
+    let got = rt
+        .block_on(anonymous.pull(&pulled, &target, "linux", host_architecture()))
+        .unwrap();
+    assert_eq!(got.manifest_digest, image.manifest_digest);
+
+    // Anonymous push is refused by the registry with the pull-only token.
+    let err = rt
+        .block_on(anonymous.push(
+            &store,
+            &image.manifest_digest,
+            &[reference(&registry, "secure/other:1")],
+            None,
+        ))
+        .unwrap_err();
+    assert!(err.to_string().contains("401"), "{err}");
+
+    // Mount needs a token for two repositories (one scope parameter each).
+    let mounter = client(
+        CredentialSource::load(Some(creds.path())).unwrap(),
+        RegistryOptions::default(),
+    );
+    rt.block_on(mounter.push(
+        &store,
+        &image.manifest_digest,
+        &[reference(&registry, "secure/copy:1")],
+        Some(&target),
+    ))
+    .unwrap();
+    assert_eq!(count(&mounter.stats.blobs_mounted), 2);
+
+    // A wrong password fails at the token endpoint and is never printed.
+    let wrong = tempfile::tempdir().unwrap();
+    docker_config(wrong.path(), &registry.addr, "alice", "wrong-password");
+    let bad = client(
+        CredentialSource::load(Some(wrong.path())).unwrap(),
+        RegistryOptions::default(),
+    );
+    let err = rt
+        .block_on(bad.push(
+            &store,
+            &image.manifest_digest,
+            std::slice::from_ref(&target),
+            None,
+        ))
+        .unwrap_err();
+    let text = format!("{err} {err:?}");
+    assert!(
+        matches!(err, RegistryError::Auth { .. }) && text.contains("401"),
+        "{text}"
+    );
+    assert!(
+        !text.contains("wrong-password") && !text.contains(password),
+        "{text}"
+    );
+}

@@ -221,7 +221,9 @@ impl RegistryClient {
                 if let Some(service) = service {
                     query.push(("service", service));
                 }
-                query.push(("scope", if scope.is_empty() { asked.unwrap_or_default() } else { scope.to_string() }));
+                // One `scope` parameter per scope, as the token protocol has it.
+                let scopes = if scope.is_empty() { asked.unwrap_or_default() } else { scope.to_string() };
+                query.extend(scopes.split(' ').filter(|s| !s.is_empty()).map(|s| ("scope", s.to_string())));
                 request = request.query(&query);
                 if let Some(c) = &credentials {
                     request = request.header(AUTHORIZATION, c.basic_header());

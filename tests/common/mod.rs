@@ -22,12 +22,6 @@ impl TestRegistry {
     /// Starts a registry; with `users`, htpasswd Basic auth for them.
     pub fn start(users: &[(&str, &str)]) -> TestRegistry {
         let dir = tempfile::tempdir().unwrap();
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let addr = format!("127.0.0.1:{port}");
         let mut auth = String::new();
         if !users.is_empty() {
             let htpasswd = dir.path().join("htpasswd");
@@ -47,6 +41,26 @@ impl TestRegistry {
                 htpasswd.display()
             );
         }
+        TestRegistry::start_with(dir, &auth)
+    }
+
+    /// Starts a registry with Bearer token auth trusting `tokens`.
+    pub fn start_with_tokens(tokens: &TokenServer) -> TestRegistry {
+        let auth = format!(
+            "auth:\n  token:\n    realm: http://{}/token\n    service: {TOKEN_SERVICE}\n    issuer: {TOKEN_ISSUER}\n    rootcertbundle: {}\n",
+            tokens.addr,
+            tokens.cert.display()
+        );
+        TestRegistry::start_with(tempfile::tempdir().unwrap(), &auth)
+    }
+
+    fn start_with(dir: tempfile::TempDir, auth: &str) -> TestRegistry {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let addr = format!("127.0.0.1:{port}");
         let config = format!(
             "version: 0.1\nlog:\n  level: info\n  accesslog:\n    disabled: false\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: {addr}\n{auth}",
             dir.path().join("data").display()
@@ -420,5 +434,176 @@ impl Drop for ServiceGuard {
     fn drop(&mut self) {
         let _ = self.0.kill();
         let _ = self.0.wait();
+    }
+}
+
+/// The `service` the test token server and registry agree on.
+pub const TOKEN_SERVICE: &str = "rbuild-test";
+/// The token issuer the registry trusts.
+pub const TOKEN_ISSUER: &str = "rbuild-test-issuer";
+
+/// A Docker token service on loopback: checks Basic credentials (anonymous
+/// callers get pull only) and issues RS256 JWTs signed with `openssl`, whose
+/// self-signed certificate the registry trusts (`rootcertbundle`).
+pub struct TokenServer {
+    /// `127.0.0.1:PORT`.
+    pub addr: String,
+    /// The signing certificate (PEM).
+    pub cert: std::path::PathBuf,
+    /// Tokens issued so far.
+    pub issued: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    _dir: tempfile::TempDir,
+}
+
+fn b64url(bytes: &[u8]) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
+/// Decodes `%XX` and `+` in a query value.
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' && i + 2 < b.len() + 1 && i + 3 <= b.len() {
+            if let Ok(v) = u8::from_str_radix(&s[i + 1..i + 3], 16) {
+                out.push(v);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(if b[i] == b'+' { b' ' } else { b[i] });
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+impl TokenServer {
+    /// Starts a token server accepting `user`/`password`.
+    pub fn start(user: &str, password: &str) -> TokenServer {
+        use base64::Engine as _;
+        use std::sync::atomic::{AtomicU64, Ordering};
+        use std::sync::Arc;
+        let dir = tempfile::tempdir().unwrap();
+        let key = dir.path().join("key.pem");
+        let cert = dir.path().join("cert.pem");
+        let status = Command::new("openssl")
+            .args([
+                "req",
+                "-x509",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-days",
+                "1",
+                "-subj",
+                "/CN=rbuild-test-token",
+            ])
+            .arg("-keyout")
+            .arg(&key)
+            .arg("-out")
+            .arg(&cert)
+            .stderr(Stdio::null())
+            .status()
+            .expect("openssl");
+        assert!(status.success());
+        let der = Command::new("openssl")
+            .args(["x509", "-outform", "DER", "-in"])
+            .arg(&cert)
+            .output()
+            .unwrap()
+            .stdout;
+        let x5c = base64::engine::general_purpose::STANDARD.encode(der);
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let issued = Arc::new(AtomicU64::new(0));
+        let expected = format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"))
+        );
+        let (counter, user) = (issued.clone(), user.to_string());
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { continue };
+                let Ok(Some(head)) = read_head(&mut stream) else {
+                    continue;
+                };
+                let target = head
+                    .split_whitespace()
+                    .nth(1)
+                    .unwrap_or_default()
+                    .to_string();
+                let authenticated = match header_value(&head, "authorization") {
+                    Some(a) if a == expected => true,
+                    Some(_) => {
+                        let _ = stream.write_all(b"HTTP/1.1 401 Unauthorized\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+                        continue;
+                    }
+                    None => false,
+                };
+                let query = target.split_once('?').map(|(_, q)| q).unwrap_or_default();
+                let mut access = Vec::new();
+                for pair in query.split('&') {
+                    let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+                    if k != "scope" {
+                        continue;
+                    }
+                    let scope = percent_decode(v);
+                    let parts: Vec<&str> = scope.splitn(3, ':').collect();
+                    if parts.len() != 3 {
+                        continue;
+                    }
+                    let actions: Vec<&str> = parts[2]
+                        .split(',')
+                        .filter(|a| authenticated || *a == "pull")
+                        .collect();
+                    access.push(
+                        serde_json::json!({"type": parts[0], "name": parts[1], "actions": actions}),
+                    );
+                }
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap()
+                    .as_secs();
+                let header = serde_json::json!({"alg": "RS256", "typ": "JWT", "x5c": [x5c]});
+                let claims = serde_json::json!({
+                    "iss": TOKEN_ISSUER, "sub": if authenticated { user.as_str() } else { "" }, "aud": TOKEN_SERVICE,
+                    "exp": now + 300, "nbf": now - 10, "iat": now,
+                    "jti": format!("{now}-{}", counter.load(Ordering::SeqCst)), "access": access,
+                });
+                let signing_input = format!(
+                    "{}.{}",
+                    b64url(header.to_string().as_bytes()),
+                    b64url(claims.to_string().as_bytes())
+                );
+                let mut sign = Command::new("openssl")
+                    .args(["dgst", "-sha256", "-sign"])
+                    .arg(&key)
+                    .stdin(Stdio::piped())
+                    .stdout(Stdio::piped())
+                    .spawn()
+                    .unwrap();
+                sign.stdin
+                    .take()
+                    .unwrap()
+                    .write_all(signing_input.as_bytes())
+                    .unwrap();
+                let signature = sign.wait_with_output().unwrap().stdout;
+                let token = format!("{signing_input}.{}", b64url(&signature));
+                let body = serde_json::json!({"token": token, "expires_in": 300}).to_string();
+                counter.fetch_add(1, Ordering::SeqCst);
+                let _ = stream.write_all(
+                    format!("HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len())
+                        .as_bytes(),
+                );
+            }
+        });
+        TokenServer {
+            addr,
+            cert,
+            issued,
+            _dir: dir,
+        }
     }
 }
