@@ -573,3 +573,100 @@ fn bearer_token_auth_against_a_token_service() {
         "{text}"
     );
 }
+
+#[test]
+fn pull_picks_the_platform_from_an_index() {
+    use rbuild::image::canonical::to_canonical_json;
+    let registry = TestRegistry::start(&[]);
+    let rt = runtime();
+    let dir = tempfile::tempdir().unwrap();
+    let store = ContentStore::open(dir.path().join("store")).unwrap();
+    let host = busybox(&store);
+    // A second image for another platform: same layer, different config.
+    let mut other_config: rbuild::image::ImageConfig =
+        serde_json::from_slice(&store.read(&host.config_digest).unwrap()).unwrap();
+    let other_arch = if host_architecture() == "arm64" {
+        "amd64"
+    } else {
+        "arm64"
+    };
+    other_config.architecture = other_arch.to_string();
+    let other =
+        rbuild::image::layout::store_image(&store, &other_config, &host.layers, MediaTypes::Oci)
+            .unwrap();
+    let entry = |image: &StoredImage, arch: &str| {
+        serde_json::json!({"mediaType": image.media_type, "digest": image.manifest_digest.to_string(),
+            "size": image.manifest_size, "platform": {"os": "linux", "architecture": arch}})
+    };
+    let index = serde_json::json!({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": [entry(&other, other_arch), entry(&host, host_architecture())]});
+    let index_bytes = to_canonical_json(&index).unwrap();
+    let index_digest = store.put(&index_bytes).unwrap();
+
+    // An OCI layout whose tag points at the index; skopeo pushes it all.
+    let layout = dir.path().join("layout");
+    std::fs::create_dir_all(layout.join("blobs/sha256")).unwrap();
+    for d in [
+        &index_digest,
+        &host.manifest_digest,
+        &other.manifest_digest,
+        &host.config_digest,
+        &other.config_digest,
+        &host.layers[0].digest,
+    ] {
+        std::fs::copy(
+            store.blob_path(d),
+            layout.join("blobs/sha256").join(d.hex()),
+        )
+        .unwrap();
+    }
+    std::fs::write(
+        layout.join("oci-layout"),
+        r#"{"imageLayoutVersion":"1.0.0"}"#,
+    )
+    .unwrap();
+    std::fs::write(
+        layout.join("index.json"),
+        serde_json::json!({"schemaVersion": 2, "manifests": [{"mediaType": "application/vnd.oci.image.index.v1+json",
+            "digest": index_digest.to_string(), "size": index_bytes.len(),
+            "annotations": {"org.opencontainers.image.ref.name": "multi"}}]})
+        .to_string(),
+    )
+    .unwrap();
+    let target = reference(&registry, "multi/busybox:1");
+    let out = Command::new("skopeo")
+        .args(["copy", "--all", "--quiet", "--dest-tls-verify=false"])
+        .arg(format!("oci:{}:multi", layout.display()))
+        .arg(format!("docker://{target}"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let c = client(CredentialSource::default(), RegistryOptions::default());
+    let pulled = ContentStore::open(dir.path().join("pulled")).unwrap();
+    let got = rt
+        .block_on(c.pull(&pulled, &target, "linux", host_architecture()))
+        .unwrap();
+    assert_eq!(
+        got.manifest_digest, host.manifest_digest,
+        "the host's platform"
+    );
+    let got = rt
+        .block_on(c.pull(&pulled, &target, "linux", other_arch))
+        .unwrap();
+    assert_eq!(
+        got.manifest_digest, other.manifest_digest,
+        "the requested platform"
+    );
+    let err = rt
+        .block_on(c.pull(&pulled, &target, "linux", "s390x"))
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("no image for linux/s390x"),
+        "{err}"
+    );
+}

@@ -109,6 +109,26 @@ impl ContentStore {
         Ok(writer.commit(None)?.0)
     }
 
+    /// Removes temp files in `ingest/` older than `age`: what a killed
+    /// process left behind. Younger ones may belong to a running writer.
+    pub fn clean_ingest(&self, age: std::time::Duration) -> Result<usize, StoreError> {
+        let ingest = self.root.join("ingest");
+        let mut removed = 0;
+        for entry in fs::read_dir(&ingest).map_err(io_err(&ingest))? {
+            let entry = entry.map_err(io_err(&ingest))?;
+            let old = entry
+                .metadata()
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| t.elapsed().ok())
+                .is_some_and(|elapsed| elapsed >= age);
+            if old && fs::remove_file(entry.path()).is_ok() {
+                removed += 1;
+            }
+        }
+        Ok(removed)
+    }
+
     /// Starts a streaming write. Nothing is visible under a digest until
     /// [`BlobWriter::commit`]; dropping the writer discards what was written.
     pub fn writer(&self) -> Result<BlobWriter, StoreError> {
@@ -244,6 +264,37 @@ mod tests {
         w.write_all(b"complete").unwrap();
         let err = w.commit(Some((&expected, Some(3)))).unwrap_err();
         assert!(matches!(err, StoreError::SizeMismatch { .. }), "{err}");
+    }
+
+    #[test]
+    fn a_killed_writer_leaves_no_blob() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = ContentStore::open(dir.path()).unwrap();
+        let mut w = store.writer().unwrap();
+        w.write_all(b"half of a blob").unwrap();
+        w.flush().unwrap();
+        // SIGKILL runs no destructors: forget the writer mid-write.
+        std::mem::forget(w);
+        assert_eq!(
+            fs::read_dir(dir.path().join("blobs/sha256"))
+                .unwrap()
+                .count(),
+            0
+        );
+        assert_eq!(
+            fs::read_dir(dir.path().join("ingest")).unwrap().count(),
+            1,
+            "only a temp file"
+        );
+        assert_eq!(
+            store
+                .clean_ingest(std::time::Duration::from_secs(3600))
+                .unwrap(),
+            0,
+            "too young"
+        );
+        assert_eq!(store.clean_ingest(std::time::Duration::ZERO).unwrap(), 1);
+        assert_eq!(fs::read_dir(dir.path().join("ingest")).unwrap().count(), 0);
     }
 
     #[test]
