@@ -670,3 +670,96 @@ fn pull_picks_the_platform_from_an_index() {
         "{err}"
     );
 }
+
+#[test]
+fn tls_for_other_hosts_with_a_private_ca_and_insecure_by_name() {
+    let rt = runtime();
+    let dir = tempfile::tempdir().unwrap();
+    let store = ContentStore::open(dir.path()).unwrap();
+    let image = busybox(&store);
+
+    // 127.0.0.2 is not "localhost": rbuild speaks TLS to it.
+    let (tls_registry, ca) = TestRegistry::start_tls("127.0.0.2");
+    let target = reference(&tls_registry, "tls/busybox:1");
+    let untrusting = client(
+        CredentialSource::default(),
+        RegistryOptions {
+            max_attempts: 1,
+            ..RegistryOptions::default()
+        },
+    );
+    let err = rt
+        .block_on(untrusting.push(
+            &store,
+            &image.manifest_digest,
+            std::slice::from_ref(&target),
+            None,
+        ))
+        .unwrap_err();
+    assert!(
+        matches!(err, RegistryError::Transport { .. })
+            && err.to_string().contains(&tls_registry.addr),
+        "{err}"
+    );
+    assert!(
+        err.to_string().contains("certificate"),
+        "the cause is shown: {err}"
+    );
+    let trusting = client(
+        CredentialSource::default(),
+        RegistryOptions {
+            ca_certs: vec![ca.clone()],
+            ..RegistryOptions::default()
+        },
+    );
+    rt.block_on(trusting.push(
+        &store,
+        &image.manifest_digest,
+        std::slice::from_ref(&target),
+        None,
+    ))
+    .unwrap();
+    // skopeo's --cert-dir takes CA files alone (a .key there means a client key).
+    let cert_dir = dir.path().join("skopeo-certs");
+    std::fs::create_dir_all(&cert_dir).unwrap();
+    std::fs::copy(&ca, cert_dir.join("ca.crt")).unwrap();
+    let out = Command::new("skopeo")
+        .args(["inspect", "--raw"])
+        .arg(format!("--cert-dir={}", cert_dir.display()))
+        .arg(format!("docker://{target}"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "skopeo over TLS: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(out.stdout, store.read(&image.manifest_digest).unwrap());
+
+    // A plain-HTTP registry on 127.0.0.2 needs --insecure-registry.
+    let plain = TestRegistry::start_on("127.0.0.2");
+    let target = reference(&plain, "plain/busybox:1");
+    let err = rt
+        .block_on(untrusting.push(
+            &store,
+            &image.manifest_digest,
+            std::slice::from_ref(&target),
+            None,
+        ))
+        .unwrap_err();
+    assert!(err.to_string().contains(&plain.addr), "{err}");
+    let insecure = client(
+        CredentialSource::default(),
+        RegistryOptions {
+            insecure: vec![plain.addr.clone()],
+            ..RegistryOptions::default()
+        },
+    );
+    rt.block_on(insecure.push(
+        &store,
+        &image.manifest_digest,
+        std::slice::from_ref(&target),
+        None,
+    ))
+    .unwrap();
+}

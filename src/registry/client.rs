@@ -76,6 +76,8 @@ pub struct RegistryOptions {
     pub chunk_size: Option<u64>,
     /// Blobs transferred at once.
     pub concurrency: usize,
+    /// Extra PEM CA certificates to trust (private registries' CAs).
+    pub ca_certs: Vec<std::path::PathBuf>,
 }
 
 impl Default for RegistryOptions {
@@ -86,6 +88,7 @@ impl Default for RegistryOptions {
             initial_backoff: Duration::from_millis(200),
             chunk_size: None,
             concurrency: 4,
+            ca_certs: Vec::new(),
         }
     }
 }
@@ -145,10 +148,18 @@ impl RegistryClient {
         credentials: CredentialSource,
         options: RegistryOptions,
     ) -> Result<RegistryClient, String> {
-        let http = reqwest::Client::builder()
+        let mut builder = reqwest::Client::builder()
             .user_agent(concat!("rbuild/", env!("CARGO_PKG_VERSION")))
             .connect_timeout(Duration::from_secs(15))
-            .read_timeout(Duration::from_secs(60))
+            .read_timeout(Duration::from_secs(60));
+        for path in &options.ca_certs {
+            let pem = std::fs::read(path)
+                .map_err(|e| format!("CA certificate {}: {e}", path.display()))?;
+            let cert = reqwest::Certificate::from_pem(&pem)
+                .map_err(|e| format!("CA certificate {} is not PEM: {e}", path.display()))?;
+            builder = builder.add_root_certificate(cert);
+        }
+        let http = builder
             .build()
             .map_err(|e| format!("cannot create the HTTP client: {e}"))?;
         Ok(RegistryClient {
@@ -162,8 +173,9 @@ impl RegistryClient {
 
     fn base_url(&self, registry: &str) -> String {
         let host = registry.rsplit_once(':').map_or(registry, |(h, _)| h);
+        // Plain HTTP only where the user expects it: localhost, 127.0.0.1,
+        // ::1, and registries named as insecure. Everything else is TLS.
         let plain = matches!(host, "localhost" | "127.0.0.1" | "[::1]")
-            || host.starts_with("127.")
             || self
                 .options
                 .insecure
@@ -228,7 +240,7 @@ impl RegistryClient {
                 if let Some(c) = &credentials {
                     request = request.header(AUTHORIZATION, c.basic_header());
                 }
-                let response = request.send().await.map_err(|e| auth_error(format!("token request to {realm}: {}", e.without_url())))?;
+                let response = request.send().await.map_err(|e| auth_error(format!("token request to {realm}: {}", describe(e))))?;
                 if !response.status().is_success() {
                     return Err(auth_error(format!("token endpoint {realm} answered HTTP {}", response.status().as_u16())));
                 }
@@ -237,7 +249,7 @@ impl RegistryClient {
                     token: Option<String>,
                     access_token: Option<String>,
                 }
-                let body = response.bytes().await.map_err(|e| auth_error(format!("token request to {realm}: {}", e.without_url())))?;
+                let body = response.bytes().await.map_err(|e| auth_error(format!("token request to {realm}: {}", describe(e))))?;
                 let token: Token = serde_json::from_slice(&body).map_err(|_| auth_error(format!("token endpoint {realm} sent no JSON token")))?;
                 let token = token.token.or(token.access_token).ok_or_else(|| auth_error(format!("token endpoint {realm} sent no token")))?;
                 format!("Bearer {token}")
@@ -293,7 +305,7 @@ impl RegistryClient {
                     Err(e) => Err(RegistryError::Transport {
                         registry: registry.to_string(),
                         what: what.to_string(),
-                        message: format!("{} (after {attempt} attempts)", e.without_url()),
+                        message: format!("{} (after {attempt} attempts)", describe(e)),
                     }),
                 };
             }
@@ -789,11 +801,25 @@ fn location_of(base: &str, headers: &HeaderMap) -> Option<String> {
     )
 }
 
+/// An error with its causes (e.g. "invalid peer certificate: UnknownIssuer"),
+/// without the URL (which may carry a token in its query).
+fn describe(e: reqwest::Error) -> String {
+    let e = e.without_url();
+    let mut text = e.to_string();
+    let mut source = std::error::Error::source(&e);
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
 fn transport(registry: &str, what: &str, e: reqwest::Error) -> RegistryError {
     RegistryError::Transport {
         registry: registry.to_string(),
         what: what.to_string(),
-        message: e.without_url().to_string(),
+        message: describe(e),
     }
 }
 

@@ -54,15 +54,67 @@ impl TestRegistry {
         TestRegistry::start_with(tempfile::tempdir().unwrap(), &auth)
     }
 
+    /// Starts a plain-HTTP registry on `ip` (another loopback address, so
+    /// that the client's localhost rule does not apply).
+    pub fn start_on(ip: &str) -> TestRegistry {
+        TestRegistry::start_full(tempfile::tempdir().unwrap(), "", ip, "")
+    }
+
+    /// Starts a TLS registry on `ip` with a fresh self-signed certificate
+    /// for that address; returns it and the certificate (PEM) path.
+    pub fn start_tls(ip: &str) -> (TestRegistry, std::path::PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let key = dir.path().join("tls.key");
+        let cert = dir.path().join("tls.crt");
+        let status = Command::new("openssl")
+            .args([
+                "req",
+                "-x509",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-days",
+                "1",
+                "-subj",
+                "/CN=rbuild-test-registry",
+            ])
+            .args([
+                "-addext",
+                "basicConstraints=critical,CA:FALSE",
+                "-addext",
+                "extendedKeyUsage=serverAuth",
+            ])
+            .arg("-addext")
+            .arg(format!("subjectAltName=IP:{ip}"))
+            .arg("-keyout")
+            .arg(&key)
+            .arg("-out")
+            .arg(&cert)
+            .stderr(Stdio::null())
+            .status()
+            .expect("openssl");
+        assert!(status.success());
+        let tls = format!(
+            "  tls:\n    certificate: {}\n    key: {}\n",
+            cert.display(),
+            key.display()
+        );
+        (TestRegistry::start_full(dir, "", ip, &tls), cert)
+    }
+
     fn start_with(dir: tempfile::TempDir, auth: &str) -> TestRegistry {
-        let port = TcpListener::bind("127.0.0.1:0")
+        TestRegistry::start_full(dir, auth, "127.0.0.1", "")
+    }
+
+    fn start_full(dir: tempfile::TempDir, auth: &str, ip: &str, tls: &str) -> TestRegistry {
+        let port = TcpListener::bind(format!("{ip}:0"))
             .unwrap()
             .local_addr()
             .unwrap()
             .port();
-        let addr = format!("127.0.0.1:{port}");
+        let addr = format!("{ip}:{port}");
         let config = format!(
-            "version: 0.1\nlog:\n  level: info\n  accesslog:\n    disabled: false\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: {addr}\n{auth}",
+            "version: 0.1\nlog:\n  level: info\n  accesslog:\n    disabled: false\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: {addr}\n{tls}{auth}",
             dir.path().join("data").display()
         );
         let config_path = dir.path().join("config.yml");
@@ -93,7 +145,9 @@ impl TestRegistry {
                 let _ = s.write_all(b"GET /v2/ HTTP/1.0\r\n\r\n");
                 let mut reply = String::new();
                 let _ = s.read_to_string(&mut reply);
-                if reply.starts_with("HTTP/1.0 200") || reply.starts_with("HTTP/1.0 401") {
+                // Any HTTP answer means it is serving (a TLS registry answers
+                // this plain request with 400).
+                if reply.starts_with("HTTP/1.") {
                     return;
                 }
             }
