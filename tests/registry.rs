@@ -40,6 +40,18 @@ fn count(c: &std::sync::atomic::AtomicU64) -> u64 {
     c.load(Ordering::Relaxed)
 }
 
+/// Pushes `image` from `store` to `targets` with `c`.
+fn push(
+    rt: &tokio::runtime::Runtime,
+    c: &RegistryClient,
+    store: &ContentStore,
+    image: &StoredImage,
+    targets: &[Reference],
+    mount: Option<&Reference>,
+) -> Result<(), RegistryError> {
+    rt.block_on(c.push(store, &image.manifest_digest, targets, mount))
+}
+
 fn skopeo_raw(reference: &Reference) -> Vec<u8> {
     let out = Command::new("skopeo")
         .args(["inspect", "--raw", "--tls-verify=false"])
@@ -67,8 +79,7 @@ fn push_then_pull_by_tag_and_digest_is_byte_identical() {
     ];
 
     let pusher = client(CredentialSource::default(), RegistryOptions::default());
-    rt.block_on(pusher.push(&source, &image.manifest_digest, &targets, None))
-        .unwrap();
+    push(&rt, &pusher, &source, &image, &targets, None).unwrap();
     assert_eq!(count(&pusher.stats.blobs_uploaded), 2, "config and layer");
     assert_eq!(
         skopeo_raw(&targets[0]),
@@ -122,8 +133,7 @@ fn push_then_pull_by_tag_and_digest_is_byte_identical() {
     // A second push uploads no blob: rbuild's counters and the registry's log agree.
     let uploads_before = registry.count_requests("POST", "/blobs/uploads/");
     let again = client(CredentialSource::default(), RegistryOptions::default());
-    rt.block_on(again.push(&source, &image.manifest_digest, &targets, None))
-        .unwrap();
+    push(&rt, &again, &source, &image, &targets, None).unwrap();
     assert_eq!(count(&again.stats.blobs_uploaded), 0);
     assert_eq!(count(&again.stats.blobs_existing), 2);
     std::thread::sleep(Duration::from_millis(200));
@@ -148,12 +158,14 @@ fn cross_repository_mount_and_chunked_upload() {
         ..RegistryOptions::default()
     };
     let chunked = client(CredentialSource::default(), options);
-    rt.block_on(chunked.push(
+    push(
+        &rt,
+        &chunked,
         &store,
-        &image.manifest_digest,
+        &image,
         std::slice::from_ref(&first),
         None,
-    ))
+    )
     .unwrap();
     assert_eq!(count(&chunked.stats.blobs_uploaded), 2);
     std::thread::sleep(Duration::from_millis(200));
@@ -169,12 +181,14 @@ fn cross_repository_mount_and_chunked_upload() {
 
     let second = reference(&registry, "team/app:1");
     let mounter = client(CredentialSource::default(), RegistryOptions::default());
-    rt.block_on(mounter.push(
+    push(
+        &rt,
+        &mounter,
         &store,
-        &image.manifest_digest,
+        &image,
         std::slice::from_ref(&second),
         Some(&first),
-    ))
+    )
     .unwrap();
     assert_eq!(count(&mounter.stats.blobs_mounted), 2);
     assert_eq!(count(&mounter.stats.blobs_uploaded), 0);
@@ -196,14 +210,15 @@ fn basic_auth_from_config_json_and_credential_helper() {
 
     // No credentials: a clear error naming the registry.
     let anonymous = client(CredentialSource::default(), RegistryOptions::default());
-    let err = rt
-        .block_on(anonymous.push(
-            &store,
-            &image.manifest_digest,
-            std::slice::from_ref(&target),
-            None,
-        ))
-        .unwrap_err();
+    let err = push(
+        &rt,
+        &anonymous,
+        &store,
+        &image,
+        std::slice::from_ref(&target),
+        None,
+    )
+    .unwrap_err();
     let text = err.to_string();
     assert!(matches!(err, RegistryError::Auth { .. }), "{text}");
     assert!(
@@ -221,14 +236,15 @@ fn basic_auth_from_config_json_and_credential_helper() {
             ..RegistryOptions::default()
         },
     );
-    let err = rt
-        .block_on(bad.push(
-            &store,
-            &image.manifest_digest,
-            std::slice::from_ref(&target),
-            None,
-        ))
-        .unwrap_err();
+    let err = push(
+        &rt,
+        &bad,
+        &store,
+        &image,
+        std::slice::from_ref(&target),
+        None,
+    )
+    .unwrap_err();
     let text = format!("{err} {err:?}");
     assert!(
         text.contains("401") && text.contains(&registry.addr),
@@ -246,12 +262,14 @@ fn basic_auth_from_config_json_and_credential_helper() {
         CredentialSource::load(Some(good.path())).unwrap(),
         RegistryOptions::default(),
     );
-    rt.block_on(authed.push(
+    push(
+        &rt,
+        &authed,
         &store,
-        &image.manifest_digest,
+        &image,
         std::slice::from_ref(&target),
         None,
-    ))
+    )
     .unwrap();
     let pulled_store = ContentStore::open(dir.path().join("pulled")).unwrap();
     let pulled = rt
@@ -355,12 +373,14 @@ fn push_and_pull_survive_a_failing_registry() {
     };
     let via_proxy: Reference = format!("{}/flaky/busybox:1", proxy.addr).parse().unwrap();
     let pusher = client(CredentialSource::default(), options.clone());
-    rt.block_on(pusher.push(
+    push(
+        &rt,
+        &pusher,
         &store,
-        &image.manifest_digest,
+        &image,
         std::slice::from_ref(&via_proxy),
         None,
-    ))
+    )
     .unwrap();
     assert!(
         count(&pusher.stats.retries) > 0,
@@ -420,14 +440,7 @@ fn a_registry_that_keeps_failing_gets_no_manifest() {
             ..RegistryOptions::default()
         },
     );
-    let err = rt
-        .block_on(c.push(
-            &store,
-            &image.manifest_digest,
-            std::slice::from_ref(&target),
-            None,
-        ))
-        .unwrap_err();
+    let err = push(&rt, &c, &store, &image, std::slice::from_ref(&target), None).unwrap_err();
     let text = err.to_string();
     assert!(
         text.contains(&proxy.addr) && text.contains("500") && text.contains("upload blob"),
@@ -456,13 +469,7 @@ fn docker_media_types_on_request() {
     let image = build_base(&store, Path::new(DEBIAN_BUSYBOX), MediaTypes::Docker).unwrap();
     let target = reference(&registry, "docker/busybox:1");
     let c = client(CredentialSource::default(), RegistryOptions::default());
-    rt.block_on(c.push(
-        &store,
-        &image.manifest_digest,
-        std::slice::from_ref(&target),
-        None,
-    ))
-    .unwrap();
+    push(&rt, &c, &store, &image, std::slice::from_ref(&target), None).unwrap();
     let manifest: serde_json::Value = serde_json::from_slice(&skopeo_raw(&target)).unwrap();
     assert_eq!(
         manifest["mediaType"],
@@ -506,12 +513,14 @@ fn bearer_token_auth_against_a_token_service() {
         CredentialSource::load(Some(creds.path())).unwrap(),
         RegistryOptions::default(),
     );
-    rt.block_on(pusher.push(
+    push(
+        &rt,
+        &pusher,
         &store,
-        &image.manifest_digest,
+        &image,
         std::slice::from_ref(&target),
         None,
-    ))
+    )
     .unwrap();
     assert!(tokens.issued.load(Ordering::SeqCst) >= 1);
 
@@ -524,14 +533,15 @@ fn bearer_token_auth_against_a_token_service() {
     assert_eq!(got.manifest_digest, image.manifest_digest);
 
     // Anonymous push is refused by the registry with the pull-only token.
-    let err = rt
-        .block_on(anonymous.push(
-            &store,
-            &image.manifest_digest,
-            &[reference(&registry, "secure/other:1")],
-            None,
-        ))
-        .unwrap_err();
+    let err = push(
+        &rt,
+        &anonymous,
+        &store,
+        &image,
+        &[reference(&registry, "secure/other:1")],
+        None,
+    )
+    .unwrap_err();
     assert!(err.to_string().contains("401"), "{err}");
 
     // Mount needs a token for two repositories (one scope parameter each).
@@ -539,12 +549,14 @@ fn bearer_token_auth_against_a_token_service() {
         CredentialSource::load(Some(creds.path())).unwrap(),
         RegistryOptions::default(),
     );
-    rt.block_on(mounter.push(
+    push(
+        &rt,
+        &mounter,
         &store,
-        &image.manifest_digest,
+        &image,
         &[reference(&registry, "secure/copy:1")],
         Some(&target),
-    ))
+    )
     .unwrap();
     assert_eq!(count(&mounter.stats.blobs_mounted), 2);
 
@@ -555,14 +567,15 @@ fn bearer_token_auth_against_a_token_service() {
         CredentialSource::load(Some(wrong.path())).unwrap(),
         RegistryOptions::default(),
     );
-    let err = rt
-        .block_on(bad.push(
-            &store,
-            &image.manifest_digest,
-            std::slice::from_ref(&target),
-            None,
-        ))
-        .unwrap_err();
+    let err = push(
+        &rt,
+        &bad,
+        &store,
+        &image,
+        std::slice::from_ref(&target),
+        None,
+    )
+    .unwrap_err();
     let text = format!("{err} {err:?}");
     assert!(
         matches!(err, RegistryError::Auth { .. }) && text.contains("401"),
@@ -688,14 +701,15 @@ fn tls_for_other_hosts_with_a_private_ca_and_insecure_by_name() {
             ..RegistryOptions::default()
         },
     );
-    let err = rt
-        .block_on(untrusting.push(
-            &store,
-            &image.manifest_digest,
-            std::slice::from_ref(&target),
-            None,
-        ))
-        .unwrap_err();
+    let err = push(
+        &rt,
+        &untrusting,
+        &store,
+        &image,
+        std::slice::from_ref(&target),
+        None,
+    )
+    .unwrap_err();
     assert!(
         matches!(err, RegistryError::Transport { .. })
             && err.to_string().contains(&tls_registry.addr),
@@ -712,12 +726,14 @@ fn tls_for_other_hosts_with_a_private_ca_and_insecure_by_name() {
             ..RegistryOptions::default()
         },
     );
-    rt.block_on(trusting.push(
+    push(
+        &rt,
+        &trusting,
         &store,
-        &image.manifest_digest,
+        &image,
         std::slice::from_ref(&target),
         None,
-    ))
+    )
     .unwrap();
     // skopeo's --cert-dir takes CA files alone (a .key there means a client key).
     let cert_dir = dir.path().join("skopeo-certs");
@@ -739,14 +755,15 @@ fn tls_for_other_hosts_with_a_private_ca_and_insecure_by_name() {
     // A plain-HTTP registry on 127.0.0.2 needs --insecure-registry.
     let plain = TestRegistry::start_on("127.0.0.2");
     let target = reference(&plain, "plain/busybox:1");
-    let err = rt
-        .block_on(untrusting.push(
-            &store,
-            &image.manifest_digest,
-            std::slice::from_ref(&target),
-            None,
-        ))
-        .unwrap_err();
+    let err = push(
+        &rt,
+        &untrusting,
+        &store,
+        &image,
+        std::slice::from_ref(&target),
+        None,
+    )
+    .unwrap_err();
     assert!(err.to_string().contains(&plain.addr), "{err}");
     let insecure = client(
         CredentialSource::default(),
@@ -755,11 +772,13 @@ fn tls_for_other_hosts_with_a_private_ca_and_insecure_by_name() {
             ..RegistryOptions::default()
         },
     );
-    rt.block_on(insecure.push(
+    push(
+        &rt,
+        &insecure,
         &store,
-        &image.manifest_digest,
+        &image,
         std::slice::from_ref(&target),
         None,
-    ))
+    )
     .unwrap();
 }

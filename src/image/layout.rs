@@ -252,26 +252,43 @@ fn unique_blobs(store: &ContentStore, images: &[&StoredImage]) -> Result<Vec<Dig
     Ok(all.into_iter().collect())
 }
 
+fn tar_error(what: &'static str) -> impl Fn(io::Error) -> LayoutError {
+    move |e| LayoutError::Io {
+        path: what.to_string(),
+        source: e,
+    }
+}
+
+/// A tar holding `blobs/sha256/` with every blob of `images`.
+fn tar_with_blobs<W: Write>(
+    store: &ContentStore,
+    out: W,
+    images: &[(&StoredImage, &[Reference])],
+    what: &'static str,
+) -> Result<TarOut<W>, LayoutError> {
+    let mut tar = TarOut::new(out);
+    tar.dir("blobs/").map_err(tar_error(what))?;
+    tar.dir("blobs/sha256/").map_err(tar_error(what))?;
+    let stored: Vec<&StoredImage> = images.iter().map(|(i, _)| *i).collect();
+    for digest in unique_blobs(store, &stored)? {
+        tar.blob(store, &digest)?;
+    }
+    Ok(tar)
+}
+
 /// Writes an OCI image layout as a tar stream.
 pub fn write_oci_layout_tar<W: Write>(
     store: &ContentStore,
     out: W,
     images: &[(&StoredImage, &[Reference])],
 ) -> Result<W, LayoutError> {
-    let mut tar = TarOut::new(out);
-    let io_err = |e: io::Error| LayoutError::Io {
-        path: "oci layout tar".to_string(),
-        source: e,
-    };
-    tar.dir("blobs/").map_err(io_err)?;
-    tar.dir("blobs/sha256/").map_err(io_err)?;
-    for digest in unique_blobs(store, &images.iter().map(|(i, _)| *i).collect::<Vec<_>>())? {
-        tar.blob(store, &digest)?;
-    }
+    let what = "oci layout tar";
+    let mut tar = tar_with_blobs(store, out, images, what)?;
     tar.bytes("index.json", &index_json(images)?)
-        .map_err(io_err)?;
-    tar.bytes("oci-layout", OCI_LAYOUT_FILE).map_err(io_err)?;
-    tar.finish().map_err(io_err)
+        .map_err(tar_error(what))?;
+    tar.bytes("oci-layout", OCI_LAYOUT_FILE)
+        .map_err(tar_error(what))?;
+    tar.finish().map_err(tar_error(what))
 }
 
 /// Writes a docker-archive (`docker save` format: `manifest.json`,
@@ -281,26 +298,19 @@ pub fn write_docker_archive<W: Write>(
     out: W,
     images: &[(&StoredImage, &[Reference])],
 ) -> Result<W, LayoutError> {
-    let mut tar = TarOut::new(out);
-    let io_err = |e: io::Error| LayoutError::Io {
-        path: "docker archive".to_string(),
-        source: e,
-    };
+    let what = "docker archive";
     let mut manifest = Vec::new();
     let mut repositories: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
     for (image, names) in images {
         let tags: Vec<String> = names.iter().map(familiar_name).collect();
         for (name, reference) in tags.iter().zip(names.iter()) {
-            let repo = name
-                .rsplit_once(':')
-                .map_or(name.as_str(), |(r, _)| r)
-                .to_string();
+            let repo = name.rsplit_once(':').map_or(name.as_str(), |(r, _)| r);
             let tag = reference
                 .tag
                 .clone()
                 .unwrap_or_else(|| "latest".to_string());
             repositories
-                .entry(repo)
+                .entry(repo.to_string())
                 .or_default()
                 .insert(tag, image.config_digest.hex().to_string());
         }
@@ -310,22 +320,14 @@ pub fn write_docker_archive<W: Write>(
             "Layers": image.layers.iter().map(|l| format!("blobs/sha256/{}", l.digest.hex())).collect::<Vec<_>>(),
         }));
     }
-    tar.dir("blobs/").map_err(io_err)?;
-    tar.dir("blobs/sha256/").map_err(io_err)?;
-    for digest in unique_blobs(store, &images.iter().map(|(i, _)| *i).collect::<Vec<_>>())? {
-        tar.blob(store, &digest)?;
-    }
-    tar.bytes(
-        "manifest.json",
-        &to_canonical_json(&manifest).map_err(meta)?,
-    )
-    .map_err(io_err)?;
-    tar.bytes(
-        "repositories",
-        &to_canonical_json(&repositories).map_err(meta)?,
-    )
-    .map_err(io_err)?;
-    tar.finish().map_err(io_err)
+    let mut tar = tar_with_blobs(store, out, images, what)?;
+    let manifest_json = to_canonical_json(&manifest).map_err(meta)?;
+    tar.bytes("manifest.json", &manifest_json)
+        .map_err(tar_error(what))?;
+    let repositories_json = to_canonical_json(&repositories).map_err(meta)?;
+    tar.bytes("repositories", &repositories_json)
+        .map_err(tar_error(what))?;
+    tar.finish().map_err(tar_error(what))
 }
 
 /// Writes an OCI layout tar or docker archive to a file path.

@@ -66,34 +66,16 @@ impl TestRegistry {
         let dir = tempfile::tempdir().unwrap();
         let key = dir.path().join("tls.key");
         let cert = dir.path().join("tls.crt");
-        let status = Command::new("openssl")
-            .args([
-                "req",
-                "-x509",
-                "-newkey",
-                "rsa:2048",
-                "-nodes",
-                "-days",
-                "1",
-                "-subj",
-                "/CN=rbuild-test-registry",
-            ])
-            .args([
-                "-addext",
-                "basicConstraints=critical,CA:FALSE",
-                "-addext",
-                "extendedKeyUsage=serverAuth",
-            ])
-            .arg("-addext")
-            .arg(format!("subjectAltName=IP:{ip}"))
-            .arg("-keyout")
-            .arg(&key)
-            .arg("-out")
-            .arg(&cert)
-            .stderr(Stdio::null())
-            .status()
-            .expect("openssl");
-        assert!(status.success());
+        self_signed(
+            &key,
+            &cert,
+            "rbuild-test-registry",
+            &[
+                "basicConstraints=critical,CA:FALSE".to_string(),
+                "extendedKeyUsage=serverAuth".to_string(),
+                format!("subjectAltName=IP:{ip}"),
+            ],
+        );
         let tls = format!(
             "  tls:\n    certificate: {}\n    key: {}\n",
             cert.display(),
@@ -542,26 +524,7 @@ impl TokenServer {
         let dir = tempfile::tempdir().unwrap();
         let key = dir.path().join("key.pem");
         let cert = dir.path().join("cert.pem");
-        let status = Command::new("openssl")
-            .args([
-                "req",
-                "-x509",
-                "-newkey",
-                "rsa:2048",
-                "-nodes",
-                "-days",
-                "1",
-                "-subj",
-                "/CN=rbuild-test-token",
-            ])
-            .arg("-keyout")
-            .arg(&key)
-            .arg("-out")
-            .arg(&cert)
-            .stderr(Stdio::null())
-            .status()
-            .expect("openssl");
-        assert!(status.success());
+        self_signed(&key, &cert, "rbuild-test-token", &[]);
         let der = Command::new("openssl")
             .args(["x509", "-outform", "DER", "-in"])
             .arg(&cert)
@@ -660,4 +623,26 @@ impl TokenServer {
             _dir: dir,
         }
     }
+}
+
+/// Writes a fresh RSA key and a self-signed certificate for `cn` with the
+/// given `-addext` extensions.
+fn self_signed(key: &Path, cert: &Path, cn: &str, extensions: &[String]) {
+    let mut cmd = Command::new("openssl");
+    cmd.args([
+        "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj",
+    ])
+    .arg(format!("/CN={cn}"))
+    .arg("-keyout")
+    .arg(key)
+    .arg("-out")
+    .arg(cert)
+    .stderr(Stdio::null());
+    for extension in extensions {
+        cmd.arg("-addext").arg(extension);
+    }
+    assert!(
+        cmd.status().expect("openssl").success(),
+        "openssl req for {cn}"
+    );
 }
