@@ -13,7 +13,7 @@ cd "$(dirname "$0")/.."
 # docker-registry is the real registry the tests start (apache2-utils makes
 # its htpasswd file); skopeo and umoci independently read what rbuild writes;
 # podman (with runc: crun refuses cgroup v1 hybrid hosts) loads and runs it.
-APT_PACKAGES=(busybox-static docker-registry apache2-utils skopeo umoci podman runc)
+APT_PACKAGES=(busybox-static docker-registry apache2-utils openssl skopeo umoci podman runc)
 
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
