@@ -298,6 +298,38 @@ mod tests {
     }
 
     #[test]
+    fn cred_helpers_per_registry() {
+        let dir = tempfile::tempdir().unwrap();
+        let helper = dir.path().join("docker-credential-unittest");
+        std::fs::write(
+            &helper,
+            "#!/bin/sh\nread server\ncase \"$server\" in\n  reg.example:5000) printf '{\"Username\":\"ci\",\"Secret\":\"tok\"}' ;;\n  *) echo 'credentials not found in native keychain'; exit 1 ;;\nesac\n",
+        )
+        .unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&helper, std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::fs::write(
+            dir.path().join("config.json"),
+            r#"{"credHelpers":{"reg.example:5000":"unittest","other.example":"unittest"},"auths":{"reg.example:5000":{"auth":"bm90OnVzZWQ="}}}"#,
+        )
+        .unwrap();
+        let mut source = CredentialSource::load(Some(dir.path())).unwrap();
+        source.helper_dirs.push(dir.path().to_path_buf());
+        let c = source.get("reg.example:5000").unwrap().unwrap();
+        assert_eq!(
+            (c.username.as_str(), c.secret.as_str()),
+            ("ci", "tok"),
+            "the helper wins over auths"
+        );
+        assert_eq!(
+            source.get("other.example").unwrap(),
+            None,
+            "helper says not found"
+        );
+        assert_eq!(source.get("unlisted.example").unwrap(), None);
+    }
+
+    #[test]
     fn config_json_auths() {
         let dir = tempfile::tempdir().unwrap();
         let auth = base64::engine::general_purpose::STANDARD.encode("alice:s3cret");
