@@ -13,3 +13,4 @@ pub mod export;
 pub mod image;
 pub mod parser;
 pub mod registry;
+pub mod snapshot;

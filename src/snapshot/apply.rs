@@ -1,0 +1,499 @@
+//! Applying a layer tar onto a directory, safely.
+//!
+//! Every entry's parent is resolved with `openat2(RESOLVE_BENEATH |
+//! RESOLVE_NO_MAGICLINKS)` from the root, so the kernel itself refuses any
+//! path that would leave the root: `..`, absolute symlinks, relative
+//! symlinks that climb out. In-root relative symlinks (Debian's
+//! `lib -> usr/lib`) still resolve. Entry names and hardlink targets that are
+//! absolute or contain `..` are refused before any syscall. Whiteouts
+//! (`.wh.NAME`) delete, opaque markers (`.wh..wh..opq`) clear what lower
+//! layers put in a directory.
+
+use std::collections::HashSet;
+use std::ffi::{OsStr, OsString};
+use std::io::{self, Read};
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::path::{Path, PathBuf};
+
+use rustix::fs::{
+    self as rfs, AtFlags, FileType, Mode, OFlags, ResolveFlags, Timespec, Timestamps,
+};
+use rustix::io::Errno;
+
+/// Why a layer could not be applied.
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    /// The entry would write or link outside the root.
+    #[error("layer {layer}: entry {entry:?} escapes the root: {reason}")]
+    Escape {
+        /// The layer being applied.
+        layer: String,
+        /// The tar entry.
+        entry: String,
+        /// How it escapes.
+        reason: String,
+    },
+    /// A file system operation failed.
+    #[error("layer {layer}: entry {entry:?}: {message}")]
+    Io {
+        /// The layer being applied.
+        layer: String,
+        /// The tar entry.
+        entry: String,
+        /// What failed.
+        message: String,
+    },
+}
+
+/// Settings for applying layers.
+#[derive(Debug, Clone, Copy)]
+pub struct ApplyOptions {
+    /// Set owners from the tar headers (needs root or a user namespace).
+    pub ownership: bool,
+    /// Create device nodes (needs CAP_MKNOD); otherwise they are skipped.
+    pub devices: bool,
+}
+
+impl Default for ApplyOptions {
+    fn default() -> Self {
+        let root = rustix::process::geteuid().is_root();
+        ApplyOptions {
+            ownership: root,
+            devices: root,
+        }
+    }
+}
+
+/// What applying a layer did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct ApplyStats {
+    /// Entries written (files, dirs, links, nodes).
+    pub written: u64,
+    /// Whiteouts and opaque markers applied.
+    pub whiteouts: u64,
+    /// Device nodes skipped for lack of privilege.
+    pub skipped_devices: u64,
+}
+
+const WHITEOUT: &str = ".wh.";
+const OPAQUE: &str = ".wh..wh..opq";
+
+/// Splits a tar path into components, refusing absolute paths and `..`.
+fn components(raw: &[u8]) -> Result<Vec<OsString>, String> {
+    if raw.first() == Some(&b'/') {
+        return Err("absolute path".to_string());
+    }
+    let mut out = Vec::new();
+    for part in raw.split(|b| *b == b'/') {
+        match part {
+            b"" | b"." => {}
+            b".." => return Err("contains a .. component".to_string()),
+            p => out.push(OsString::from_vec(p.to_vec())),
+        }
+    }
+    Ok(out)
+}
+
+fn join(parts: &[OsString]) -> PathBuf {
+    parts.iter().collect()
+}
+
+struct Applier<'a> {
+    root: OwnedFd,
+    layer: &'a str,
+    options: ApplyOptions,
+    /// Paths this layer created (an opaque marker keeps them).
+    created: HashSet<PathBuf>,
+    /// Directories whose times are set at the end (children change them).
+    dir_times: Vec<(PathBuf, i64)>,
+    stats: ApplyStats,
+}
+
+impl Applier<'_> {
+    fn io(&self, entry: &str, what: &str, e: impl std::fmt::Display) -> ApplyError {
+        ApplyError::Io {
+            layer: self.layer.to_string(),
+            entry: entry.to_string(),
+            message: format!("{what}: {e}"),
+        }
+    }
+
+    fn escape(&self, entry: &str, reason: impl Into<String>) -> ApplyError {
+        ApplyError::Escape {
+            layer: self.layer.to_string(),
+            entry: entry.to_string(),
+            reason: reason.into(),
+        }
+    }
+
+    /// Opens `path` (relative to the root) without leaving the root.
+    fn open_beneath(&self, path: &Path, flags: OFlags) -> Result<OwnedFd, Errno> {
+        let target: &Path = if path.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            path
+        };
+        rfs::openat2(
+            &self.root,
+            target,
+            flags | OFlags::CLOEXEC,
+            Mode::empty(),
+            ResolveFlags::BENEATH | ResolveFlags::NO_MAGICLINKS,
+        )
+    }
+
+    /// Opens (creating as needed) the directory `parts` inside the root.
+    fn parent_dir(&mut self, entry: &str, parts: &[OsString]) -> Result<OwnedFd, ApplyError> {
+        for depth in 0..=parts.len() {
+            let prefix = join(&parts[..depth]);
+            match self.open_beneath(&prefix, OFlags::PATH | OFlags::DIRECTORY) {
+                Ok(fd) if depth == parts.len() => return Ok(fd),
+                Ok(_) => {}
+                Err(Errno::NOENT) => {
+                    let up = self
+                        .open_beneath(&join(&parts[..depth - 1]), OFlags::PATH | OFlags::DIRECTORY)
+                        .map_err(|e| self.io(entry, "opening parent", e))?;
+                    rfs::mkdirat(&up, &parts[depth - 1], Mode::from_raw_mode(0o755))
+                        .or_else(|e| if e == Errno::EXIST { Ok(()) } else { Err(e) })
+                        .map_err(|e| self.io(entry, "creating parent directory", e))?;
+                    self.open_beneath(&prefix, OFlags::PATH | OFlags::DIRECTORY)
+                        .map_err(|e| self.io(entry, "opening created parent", e))?;
+                }
+                Err(Errno::XDEV) | Err(Errno::LOOP) => {
+                    return Err(self.escape(
+                        entry,
+                        format!(
+                            "{} resolves outside the root through a symlink",
+                            prefix.display()
+                        ),
+                    ))
+                }
+                Err(Errno::NOTDIR) => {
+                    return Err(self.io(entry, "parent is not a directory", prefix.display()))
+                }
+                Err(e) => return Err(self.io(entry, "opening parent", e)),
+            }
+        }
+        unreachable!("the loop returns at full depth")
+    }
+
+    /// Removes `name` in `dir` (recursively), if present.
+    fn remove(&self, dir: &OwnedFd, name: &OsStr) -> io::Result<()> {
+        let stat = match rfs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW) {
+            Ok(s) => s,
+            Err(Errno::NOENT) => return Ok(()),
+            Err(e) => return Err(e.into()),
+        };
+        if FileType::from_raw_mode(stat.st_mode) == FileType::Directory {
+            let child = rfs::openat(
+                dir,
+                name,
+                OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                Mode::empty(),
+            )?;
+            self.clear_dir(&child, &|_| true)?;
+            rfs::unlinkat(dir, name, AtFlags::REMOVEDIR)?;
+        } else {
+            rfs::unlinkat(dir, name, AtFlags::empty())?;
+        }
+        Ok(())
+    }
+
+    /// Removes every child of `dir` for which `remove` says yes.
+    fn clear_dir(&self, dir: &OwnedFd, remove: &dyn Fn(&OsStr) -> bool) -> io::Result<()> {
+        let mut names = Vec::new();
+        let mut listing = rfs::Dir::read_from(dir)?;
+        while let Some(entry) = listing.read() {
+            let entry = entry?;
+            let name = OsStr::from_bytes(entry.file_name().to_bytes()).to_os_string();
+            if name != "." && name != ".." && remove(&name) {
+                names.push(name);
+            }
+        }
+        for name in names {
+            self.remove(dir, &name)?;
+        }
+        Ok(())
+    }
+
+    fn set_times(&self, dir: &OwnedFd, name: &OsStr, mtime: i64) -> io::Result<()> {
+        let t = Timespec {
+            tv_sec: mtime,
+            tv_nsec: 0,
+        };
+        rfs::utimensat(
+            dir,
+            name,
+            &Timestamps {
+                last_access: t,
+                last_modification: t,
+            },
+            AtFlags::SYMLINK_NOFOLLOW,
+        )?;
+        Ok(())
+    }
+
+    fn apply_entry<R: Read>(&mut self, entry: &mut tar::Entry<'_, R>) -> Result<(), ApplyError> {
+        let raw_path = entry.path_bytes().into_owned();
+        let shown = String::from_utf8_lossy(&raw_path).into_owned();
+        let parts = components(&raw_path).map_err(|r| self.escape(&shown, r))?;
+        let Some((name, parent)) = parts.split_last() else {
+            return Ok(()); // the root itself ("./")
+        };
+        let dir = self.parent_dir(&shown, parent)?;
+        let name_bytes = name.as_bytes();
+        if name_bytes == OPAQUE.as_bytes() {
+            let parent_path = join(parent);
+            let list = rfs::openat(
+                &dir,
+                ".",
+                OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+                Mode::empty(),
+            )
+            .map_err(|e| self.io(&shown, "opening opaque directory", e))?;
+            let created = &self.created;
+            self.clear_dir(&list, &|child| !created.contains(&parent_path.join(child)))
+                .map_err(|e| self.io(&shown, "clearing opaque directory", e))?;
+            self.stats.whiteouts += 1;
+            return Ok(());
+        }
+        if let Some(hidden) = name_bytes.strip_prefix(WHITEOUT.as_bytes()) {
+            self.remove(&dir, OsStr::from_bytes(hidden))
+                .map_err(|e| self.io(&shown, "applying whiteout", e))?;
+            self.stats.whiteouts += 1;
+            return Ok(());
+        }
+        let header = entry.header();
+        let kind = header.entry_type();
+        let mode = header.mode().map_err(|e| self.io(&shown, "mode", e))? & 0o7777;
+        // Go's archive/tar (which wrote most layers) reads an empty numeric
+        // field as 0; so does Docker when applying them.
+        let uid = header.uid().unwrap_or(0);
+        let gid = header.gid().unwrap_or(0);
+        let mtime = header.mtime().unwrap_or(0) as i64;
+
+        // Whatever is in the way goes, except a directory staying a directory.
+        let existing = rfs::statat(&dir, name, AtFlags::SYMLINK_NOFOLLOW).ok();
+        let keep_dir = kind.is_dir()
+            && existing
+                .as_ref()
+                .is_some_and(|s| FileType::from_raw_mode(s.st_mode) == FileType::Directory);
+        if existing.is_some() && !keep_dir {
+            self.remove(&dir, name)
+                .map_err(|e| self.io(&shown, "replacing existing entry", e))?;
+        }
+
+        match kind {
+            tar::EntryType::Directory => {
+                if !keep_dir {
+                    rfs::mkdirat(&dir, name, Mode::from_raw_mode(0o700))
+                        .map_err(|e| self.io(&shown, "mkdir", e))?;
+                }
+            }
+            tar::EntryType::Regular | tar::EntryType::Continuous => {
+                let fd = rfs::openat(
+                    &dir,
+                    name,
+                    OFlags::WRONLY
+                        | OFlags::CREATE
+                        | OFlags::EXCL
+                        | OFlags::NOFOLLOW
+                        | OFlags::CLOEXEC,
+                    Mode::from_raw_mode(0o600),
+                )
+                .map_err(|e| self.io(&shown, "create", e))?;
+                let mut file = std::fs::File::from(fd);
+                io::copy(entry, &mut file).map_err(|e| self.io(&shown, "write", e))?;
+            }
+            tar::EntryType::Symlink => {
+                let target = entry
+                    .link_name_bytes()
+                    .ok_or_else(|| self.io(&shown, "symlink", "no target"))?
+                    .into_owned();
+                rfs::symlinkat(OsStr::from_bytes(&target), &dir, name)
+                    .map_err(|e| self.io(&shown, "symlink", e))?;
+            }
+            tar::EntryType::Link => {
+                let target = entry
+                    .link_name_bytes()
+                    .ok_or_else(|| self.io(&shown, "hardlink", "no target"))?
+                    .into_owned();
+                let target_parts = components(&target)
+                    .map_err(|r| self.escape(&shown, format!("hardlink target {r}")))?;
+                let Some((target_name, target_parent)) = target_parts.split_last() else {
+                    return Err(self.escape(&shown, "hardlink to the root"));
+                };
+                let source_dir = match self
+                    .open_beneath(&join(target_parent), OFlags::PATH | OFlags::DIRECTORY)
+                {
+                    Ok(fd) => fd,
+                    Err(Errno::XDEV) | Err(Errno::LOOP) => {
+                        return Err(self.escape(&shown, "hardlink target resolves outside the root"))
+                    }
+                    Err(e) => return Err(self.io(&shown, "hardlink target", e)),
+                };
+                rfs::linkat(&source_dir, target_name, &dir, name, AtFlags::empty())
+                    .map_err(|e| self.io(&shown, "hardlink", e))?;
+                self.created.insert(join(&parts));
+                self.stats.written += 1;
+                return Ok(());
+            }
+            tar::EntryType::Char | tar::EntryType::Block | tar::EntryType::Fifo => {
+                let file_type = match kind {
+                    tar::EntryType::Char => FileType::CharacterDevice,
+                    tar::EntryType::Block => FileType::BlockDevice,
+                    _ => FileType::Fifo,
+                };
+                if !self.options.devices && file_type != FileType::Fifo {
+                    self.stats.skipped_devices += 1;
+                    return Ok(());
+                }
+                let major = header.device_major().ok().flatten().unwrap_or(0);
+                let minor = header.device_minor().ok().flatten().unwrap_or(0);
+                rfs::mknodat(
+                    &dir,
+                    name,
+                    file_type,
+                    Mode::from_raw_mode(0o600),
+                    rfs::makedev(major, minor),
+                )
+                .map_err(|e| self.io(&shown, "mknod", e))?;
+            }
+            other => return Err(self.io(&shown, "unsupported entry type", format!("{other:?}"))),
+        }
+
+        if self.options.ownership {
+            rfs::chownat(
+                &dir,
+                name,
+                Some(rfs::Uid::from_raw(uid as u32)),
+                Some(rfs::Gid::from_raw(gid as u32)),
+                AtFlags::SYMLINK_NOFOLLOW,
+            )
+            .map_err(|e| self.io(&shown, "chown", e))?;
+        }
+        if kind != tar::EntryType::Symlink {
+            // After chown, which clears setuid/setgid.
+            rfs::chmodat(&dir, name, Mode::from_raw_mode(mode), AtFlags::empty())
+                .map_err(|e| self.io(&shown, "chmod", e))?;
+            self.apply_xattrs(entry, &dir, name, &shown)?;
+        }
+        if kind.is_dir() {
+            self.dir_times.push((join(&parts), mtime));
+        } else {
+            self.set_times(&dir, name, mtime)
+                .map_err(|e| self.io(&shown, "set times", e))?;
+        }
+        self.created.insert(join(&parts));
+        self.stats.written += 1;
+        Ok(())
+    }
+
+    fn apply_xattrs<R: Read>(
+        &self,
+        entry: &mut tar::Entry<'_, R>,
+        dir: &OwnedFd,
+        name: &OsStr,
+        shown: &str,
+    ) -> Result<(), ApplyError> {
+        let Ok(Some(extensions)) = entry.pax_extensions() else {
+            return Ok(());
+        };
+        let mut pairs = Vec::new();
+        for ext in extensions.flatten() {
+            if let Some(key) = ext.key_bytes().strip_prefix(b"SCHILY.xattr.") {
+                pairs.push((key.to_vec(), ext.value_bytes().to_vec()));
+            }
+        }
+        if pairs.is_empty() {
+            return Ok(());
+        }
+        let fd = rfs::openat(
+            dir,
+            name,
+            OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|e| self.io(shown, "open for xattrs", e))?;
+        for (key, value) in pairs {
+            rfs::fsetxattr(
+                fd.as_fd(),
+                OsStr::from_bytes(&key),
+                &value,
+                rfs::XattrFlags::empty(),
+            )
+            .map_err(|e| {
+                self.io(
+                    shown,
+                    &format!("xattr {}", String::from_utf8_lossy(&key)),
+                    e,
+                )
+            })?;
+        }
+        Ok(())
+    }
+}
+
+/// Applies the uncompressed layer tar `layer` onto `root`. `name` labels
+/// errors (e.g. the layer digest).
+pub fn apply_layer<R: Read>(
+    root: &Path,
+    layer: R,
+    name: &str,
+    options: ApplyOptions,
+) -> Result<ApplyStats, ApplyError> {
+    let root_fd = rfs::open(
+        root,
+        OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| ApplyError::Io {
+        layer: name.to_string(),
+        entry: String::new(),
+        message: format!("opening {}: {e}", root.display()),
+    })?;
+    let mut applier = Applier {
+        root: root_fd,
+        layer: name,
+        options,
+        created: HashSet::new(),
+        dir_times: Vec::new(),
+        stats: ApplyStats::default(),
+    };
+    let mut archive = tar::Archive::new(layer);
+    let entries = archive
+        .entries()
+        .map_err(|e| applier.io("", "reading tar", e))?;
+    for entry in entries {
+        let mut entry = entry.map_err(|e| applier.io("", "reading tar", e))?;
+        applier.apply_entry(&mut entry)?;
+    }
+    // Deepest first, so setting a child's time does not disturb its parent's.
+    let mut dirs = std::mem::take(&mut applier.dir_times);
+    dirs.sort_by_key(|(p, _)| std::cmp::Reverse(p.components().count()));
+    for (path, mtime) in dirs {
+        let (parent, name) = match (path.parent(), path.file_name()) {
+            (Some(p), Some(n)) => (p.to_path_buf(), n.to_os_string()),
+            _ => continue,
+        };
+        let shown = path.display().to_string();
+        let dir = applier
+            .open_beneath(&parent, OFlags::PATH | OFlags::DIRECTORY)
+            .map_err(|e| applier.io(&shown, "reopen", e))?;
+        applier
+            .set_times(&dir, &name, mtime)
+            .map_err(|e| applier.io(&shown, "set times", e))?;
+    }
+    Ok(applier.stats)
+}
+
+/// Applies a gzip-compressed layer.
+pub fn apply_gzip_layer<R: Read>(
+    root: &Path,
+    layer: R,
+    name: &str,
+    options: ApplyOptions,
+) -> Result<ApplyStats, ApplyError> {
+    apply_layer(root, flate2::read::GzDecoder::new(layer), name, options)
+}
