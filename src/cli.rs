@@ -35,6 +35,9 @@ enum Command {
     Debug(DebugCommand),
     /// Print the version.
     Version,
+    /// Internal: the single-threaded sandbox helper (spec on stdin).
+    #[command(name = "__sandbox", hide = true)]
+    Sandbox,
 }
 
 #[derive(Subcommand, Debug)]
@@ -159,5 +162,6 @@ pub fn main() -> i32 {
         }
         Command::Debug(DebugCommand::DumpAst { file }) => dump_ast(&file),
         Command::Debug(DebugCommand::Check { file }) => check(&file),
+        Command::Sandbox => crate::executor::sandbox::helper_main(),
     }
 }

@@ -9,6 +9,7 @@
 
 pub mod cache;
 pub mod cli;
+pub mod executor;
 pub mod export;
 pub mod image;
 pub mod parser;
