@@ -6,7 +6,7 @@ mod common;
 
 use std::path::Path;
 
-use common::Podman;
+use common::{run_ok, Podman};
 use rbuild::cache::ContentStore;
 use rbuild::export::{load_into_daemon, LoadError};
 use rbuild::image::busybox::{build_base, DEBIAN_BUSYBOX};
@@ -29,19 +29,8 @@ fn podman_loads_and_runs_the_docker_archive() {
     .unwrap();
 
     let podman = Podman::new();
-    let out = podman
-        .cmd()
-        .arg("load")
-        .arg("-i")
-        .arg(&archive)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(String::from_utf8_lossy(&out.stdout).contains("localhost/rbuild-test/archive:1"));
+    let loaded = run_ok(podman.cmd().arg("load").arg("-i").arg(&archive));
+    assert!(loaded.contains("localhost/rbuild-test/archive:1"));
     let output = podman.run("localhost/rbuild-test/archive:1", &["sh", "-c", SCRIPT]);
     assert_eq!(output, "hello from busybox\n0\nsh-is-a-link\n");
 }

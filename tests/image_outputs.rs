@@ -6,10 +6,13 @@
 //! Needs `busybox-static`, `umoci` and `skopeo` (`scripts/test.sh` installs
 //! them).
 
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::Command;
 
+mod common;
+
+use common::{is_root, run_ok};
 use rbuild::cache::ContentStore;
 use rbuild::image::busybox::{build_base, DEBIAN_BUSYBOX};
 use rbuild::image::layout::{
@@ -18,26 +21,9 @@ use rbuild::image::layout::{
 use rbuild::image::media::MediaTypes;
 use rbuild::image::{ImageConfig, Reference};
 
-fn run(cmd: &mut Command) -> String {
-    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed: {}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
-
 fn base(store: &ContentStore) -> StoredImage {
     build_base(store, Path::new(DEBIAN_BUSYBOX), MediaTypes::Oci)
         .expect("busybox base (is busybox-static installed?)")
-}
-
-fn is_root() -> bool {
-    std::fs::metadata("/proc/self")
-        .map(|m| m.uid() == 0)
-        .unwrap_or(false)
 }
 
 /// Unpacks `image_ref` (umoci syntax `dir:tag`) and checks the busybox tree.
@@ -48,7 +34,7 @@ fn check_unpacked(layout_and_tag: &str, scratch: &Path) {
     if !is_root() {
         cmd.arg("--rootless");
     }
-    run(cmd.arg("--image").arg(layout_and_tag).arg(&bundle));
+    run_ok(cmd.arg("--image").arg(layout_and_tag).arg(&bundle));
     let rootfs = bundle.join("rootfs");
     let busybox = std::fs::metadata(rootfs.join("bin/busybox")).unwrap();
     assert_eq!(busybox.permissions().mode() & 0o7777, 0o755);
@@ -83,7 +69,7 @@ fn check_unpacked(layout_and_tag: &str, scratch: &Path) {
     );
     if is_root() {
         // The applets really work from the unpacked tree.
-        let listing = run(Command::new("chroot").arg(&rootfs).args([
+        let listing = run_ok(Command::new("chroot").arg(&rootfs).args([
             "/bin/sh",
             "-c",
             "ls /bin | wc -l; echo ok",
@@ -118,18 +104,22 @@ fn oci_layout_directory_reads_back_with_umoci_and_skopeo() {
     write_oci_layout_dir(&store, &layout, &[(&image, &names)]).unwrap();
 
     for tag in ["1.0", "latest"] {
-        let raw = run(Command::new("skopeo")
-            .args(["inspect", "--raw"])
-            .arg(format!("oci:{}:{tag}", layout.display())));
+        let raw = run_ok(
+            Command::new("skopeo")
+                .args(["inspect", "--raw"])
+                .arg(format!("oci:{}:{tag}", layout.display())),
+        );
         assert_eq!(
             raw.as_bytes(),
             store.read(&image.manifest_digest).unwrap(),
             "manifest bytes"
         );
     }
-    let config = run(Command::new("skopeo")
-        .args(["inspect", "--config"])
-        .arg(format!("oci:{}:1.0", layout.display())));
+    let config = run_ok(
+        Command::new("skopeo")
+            .args(["inspect", "--config"])
+            .arg(format!("oci:{}:1.0", layout.display())),
+    );
     let config: ImageConfig = serde_json::from_str(&config).unwrap();
     assert_eq!(
         config.config.unwrap().oci.cmd().clone().unwrap(),
@@ -155,9 +145,11 @@ fn oci_layout_tar_and_docker_archive_read_back() {
         write_oci_layout_tar(&store, f, &[(&image, &names)])
     })
     .unwrap();
-    let raw = run(Command::new("skopeo")
-        .args(["inspect", "--raw"])
-        .arg(format!("oci-archive:{}:2.0", oci_tar.display())));
+    let raw = run_ok(
+        Command::new("skopeo")
+            .args(["inspect", "--raw"])
+            .arg(format!("oci-archive:{}:2.0", oci_tar.display())),
+    );
     assert_eq!(raw.as_bytes(), store.read(&image.manifest_digest).unwrap());
 
     let docker_tar = root.path().join("image-docker.tar");
@@ -165,9 +157,11 @@ fn oci_layout_tar_and_docker_archive_read_back() {
         write_docker_archive(&store, f, &[(&image, &names)])
     })
     .unwrap();
-    let inspect: serde_json::Value = serde_json::from_str(&run(Command::new("skopeo")
-        .arg("inspect")
-        .arg(format!("docker-archive:{}", docker_tar.display()))))
+    let inspect: serde_json::Value = serde_json::from_str(&run_ok(
+        Command::new("skopeo")
+            .arg("inspect")
+            .arg(format!("docker-archive:{}", docker_tar.display())),
+    ))
     .unwrap();
     assert_eq!(
         inspect["RepoTags"],
@@ -179,9 +173,11 @@ fn oci_layout_tar_and_docker_archive_read_back() {
         inspect["Layers"],
         serde_json::json!([image.layers[0].diff_id.to_string()])
     );
-    let archive_config = run(Command::new("skopeo")
-        .args(["inspect", "--config", "--raw"])
-        .arg(format!("docker-archive:{}", docker_tar.display())));
+    let archive_config = run_ok(
+        Command::new("skopeo")
+            .args(["inspect", "--config", "--raw"])
+            .arg(format!("docker-archive:{}", docker_tar.display())),
+    );
     assert_eq!(
         archive_config.as_bytes(),
         store.read(&image.config_digest).unwrap(),
@@ -190,12 +186,14 @@ fn oci_layout_tar_and_docker_archive_read_back() {
 
     // Copy the archive into a fresh layout with skopeo, then unpack that.
     let copied = root.path().join("copied");
-    run(Command::new("skopeo")
-        .args(["copy", "--quiet"])
-        .arg(format!(
-            "docker-archive:{}:localhost/rbuild-test/busybox:2.0",
-            docker_tar.display()
-        ))
-        .arg(format!("oci:{}:copied", copied.display())));
+    run_ok(
+        Command::new("skopeo")
+            .args(["copy", "--quiet"])
+            .arg(format!(
+                "docker-archive:{}:localhost/rbuild-test/busybox:2.0",
+                docker_tar.display()
+            ))
+            .arg(format!("oci:{}:copied", copied.display())),
+    );
     check_unpacked(&format!("{}:copied", copied.display()), root.path());
 }

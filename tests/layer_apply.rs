@@ -8,6 +8,9 @@ use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+mod common;
+
+use common::{is_root, run_ok};
 use rbuild::cache::ContentStore;
 use rbuild::image::busybox::{build_base, DEBIAN_BUSYBOX};
 use rbuild::image::layout::write_oci_layout_dir;
@@ -76,19 +79,14 @@ fn busybox_layer_matches_umoci_unpack() {
     let bundle = dir.path().join("bundle");
     let mut umoci = Command::new("umoci");
     umoci.arg("unpack");
-    if !rustix_is_root() {
+    if !is_root() {
         umoci.arg("--rootless");
     }
-    let out = umoci
-        .arg("--image")
-        .arg(format!("{}:1", dir.path().join("layout").display()))
-        .arg(&bundle)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    run_ok(
+        umoci
+            .arg("--image")
+            .arg(format!("{}:1", dir.path().join("layout").display()))
+            .arg(&bundle),
     );
     let theirs = tree(&bundle.join("rootfs"));
     let ours = tree(&mine);
@@ -96,12 +94,6 @@ fn busybox_layer_matches_umoci_unpack() {
     for (path, entry) in &theirs {
         assert_eq!(ours.get(path), Some(entry), "{}", path.display());
     }
-}
-
-fn rustix_is_root() -> bool {
-    std::fs::metadata("/proc/self")
-        .map(|m| m.uid() == 0)
-        .unwrap_or(false)
 }
 
 /// A tar entry written with raw header bytes, so names the `tar` crate
@@ -326,7 +318,7 @@ fn whiteouts_opaque_directories_and_replacements() {
 
 #[test]
 fn ownership_xattrs_and_devices_when_root() {
-    if !rustix_is_root() {
+    if !is_root() {
         eprintln!("skipping: needs root for chown, trusted xattrs and mknod");
         return;
     }

@@ -8,7 +8,7 @@ use std::process::Command;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use common::{docker_config, TestRegistry};
+use common::{docker_config, run_ok, TestRegistry};
 use rbuild::cache::ContentStore;
 use rbuild::image::busybox::{build_base, host_architecture, DEBIAN_BUSYBOX};
 use rbuild::image::layout::StoredImage;
@@ -53,17 +53,12 @@ fn push(
 }
 
 fn skopeo_raw(reference: &Reference) -> Vec<u8> {
-    let out = Command::new("skopeo")
-        .args(["inspect", "--raw", "--tls-verify=false"])
-        .arg(format!("docker://{reference}"))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out.stdout
+    run_ok(
+        Command::new("skopeo")
+            .args(["inspect", "--raw", "--tls-verify=false"])
+            .arg(format!("docker://{reference}")),
+    )
+    .into_bytes()
 }
 
 #[test]
@@ -647,16 +642,11 @@ fn pull_picks_the_platform_from_an_index() {
     )
     .unwrap();
     let target = reference(&registry, "multi/busybox:1");
-    let out = Command::new("skopeo")
-        .args(["copy", "--all", "--quiet", "--dest-tls-verify=false"])
-        .arg(format!("oci:{}:multi", layout.display()))
-        .arg(format!("docker://{target}"))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    run_ok(
+        Command::new("skopeo")
+            .args(["copy", "--all", "--quiet", "--dest-tls-verify=false"])
+            .arg(format!("oci:{}:multi", layout.display()))
+            .arg(format!("docker://{target}")),
     );
 
     let c = client(CredentialSource::default(), RegistryOptions::default());
@@ -739,18 +729,16 @@ fn tls_for_other_hosts_with_a_private_ca_and_insecure_by_name() {
     let cert_dir = dir.path().join("skopeo-certs");
     std::fs::create_dir_all(&cert_dir).unwrap();
     std::fs::copy(&ca, cert_dir.join("ca.crt")).unwrap();
-    let out = Command::new("skopeo")
-        .args(["inspect", "--raw"])
-        .arg(format!("--cert-dir={}", cert_dir.display()))
-        .arg(format!("docker://{target}"))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "skopeo over TLS: {}",
-        String::from_utf8_lossy(&out.stderr)
+    let over_tls = run_ok(
+        Command::new("skopeo")
+            .args(["inspect", "--raw"])
+            .arg(format!("--cert-dir={}", cert_dir.display()))
+            .arg(format!("docker://{target}")),
     );
-    assert_eq!(out.stdout, store.read(&image.manifest_digest).unwrap());
+    assert_eq!(
+        over_tls.into_bytes(),
+        store.read(&image.manifest_digest).unwrap()
+    );
 
     // A plain-HTTP registry on 127.0.0.2 needs --insecure-registry.
     let plain = TestRegistry::start_on("127.0.0.2");

@@ -6,21 +6,17 @@
 //! These need root (the user-namespace path for unprivileged runs is not
 //! built yet); they skip with a message otherwise.
 
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+mod common;
+
+use common::is_root;
 use rbuild::cache::ContentStore;
 use rbuild::executor::{Executor, RunOutput, SandboxSpec};
 use rbuild::image::busybox::{build_base, DEBIAN_BUSYBOX};
 use rbuild::image::media::MediaTypes;
 use rbuild::snapshot::{apply_gzip_layer, ApplyOptions};
-
-fn is_root() -> bool {
-    std::fs::metadata("/proc/self")
-        .map(|m| m.uid() == 0)
-        .unwrap_or(false)
-}
 
 /// A fresh busybox root in a temp dir.
 fn busybox_root() -> (tempfile::TempDir, PathBuf) {
