@@ -10,6 +10,7 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
+use crate::executor::{Executor, IsolationRequest};
 use crate::parser::{self, InstructionKind};
 
 /// Exit code for success.
@@ -32,12 +33,54 @@ struct Cli {
 enum Command {
     /// Inspect how rbuild reads a Dockerfile.
     #[command(subcommand)]
-    Debug(DebugCommand),
+    Debug(Box<DebugCommand>),
     /// Print the version.
     Version,
+    /// Show what isolation this environment allows and which tier RUN steps get.
+    Info {
+        /// Force a tier instead of the best available.
+        #[arg(long, value_enum, default_value_t = IsolationRequest::Auto)]
+        isolation: IsolationRequest,
+        /// Storage root (default: $RBUILD_ROOT, /var/lib/rbuild as root, ~/.local/share/rbuild).
+        #[arg(long)]
+        root: Option<PathBuf>,
+    },
     /// Internal: the single-threaded sandbox helper (spec on stdin).
     #[command(name = "__sandbox", hide = true)]
     Sandbox,
+    /// Internal: the single-threaded probe helper.
+    #[command(name = "__probe", hide = true)]
+    Probe {
+        /// Scratch dir on the storage file system.
+        scratch: PathBuf,
+    },
+}
+
+/// Settings shared by every command that runs RUN steps.
+#[derive(clap::Args, Debug, Clone)]
+struct SandboxArgs {
+    /// Isolation tier for RUN steps (auto picks the strongest the probes allow).
+    #[arg(long, value_enum, default_value_t = IsolationRequest::Auto)]
+    isolation: IsolationRequest,
+    /// Memory limit for every RUN (e.g. 64m, 1g).
+    #[arg(long, value_parser = parse_size_arg)]
+    memory: Option<u64>,
+    /// CPU limit for every RUN (e.g. 1.5).
+    #[arg(long)]
+    cpus: Option<f64>,
+    /// Maximum number of processes in every RUN.
+    #[arg(long)]
+    pids_limit: Option<u64>,
+    /// Network for RUN steps: default (the host's) or none.
+    #[arg(long, default_value = "default")]
+    network: String,
+    /// Storage root (default: $RBUILD_ROOT, /var/lib/rbuild as root, ~/.local/share/rbuild).
+    #[arg(long)]
+    root: Option<PathBuf>,
+}
+
+fn parse_size_arg(text: &str) -> Result<u64, String> {
+    crate::executor::cgroup::parse_size(text)
 }
 
 #[derive(Subcommand, Debug)]
@@ -51,6 +94,34 @@ enum DebugCommand {
     Check {
         /// The Dockerfile to read, or `-` for standard input.
         file: PathBuf,
+    },
+    /// Run a single-stage Dockerfile's steps in sandboxes, one after another
+    /// (FROM busybox|scratch; RUN, ENV, WORKDIR, USER, SHELL, CMD,
+    /// ENTRYPOINT, LABEL), and write the image as an OCI layout.
+    Run {
+        /// The Dockerfile.
+        #[arg(short = 'f', long = "file")]
+        file: PathBuf,
+        /// Write the image to this OCI layout directory.
+        #[arg(long)]
+        oci_dir: PathBuf,
+        /// Name the image gets in the layout.
+        #[arg(long, default_value = "rbuild/debug:latest")]
+        tag: String,
+        /// Build context (for RUN --mount=type=bind).
+        #[arg(long)]
+        context: Option<PathBuf>,
+        /// The busybox binary FROM busybox is built from.
+        #[arg(long, default_value = crate::image::busybox::DEBIAN_BUSYBOX)]
+        busybox: PathBuf,
+        /// Clamp layer mtimes and set created times (default: $SOURCE_DATE_EPOCH).
+        #[arg(long)]
+        source_date_epoch: Option<i64>,
+        /// A secret for RUN --mount=type=secret: id=ID,src=PATH or id=ID,env=VAR.
+        #[arg(long)]
+        secret: Vec<String>,
+        #[command(flatten)]
+        sandbox: Box<SandboxArgs>,
     },
 }
 
@@ -160,8 +231,229 @@ pub fn main() -> i32 {
             println!("rbuild {}", env!("CARGO_PKG_VERSION"));
             EXIT_OK
         }
-        Command::Debug(DebugCommand::DumpAst { file }) => dump_ast(&file),
-        Command::Debug(DebugCommand::Check { file }) => check(&file),
+        Command::Debug(debug) => match *debug {
+            DebugCommand::DumpAst { file } => dump_ast(&file),
+            DebugCommand::Check { file } => check(&file),
+            DebugCommand::Run {
+                file,
+                oci_dir,
+                tag,
+                context,
+                busybox,
+                source_date_epoch,
+                secret,
+                sandbox,
+            } => debug_run(DebugRun {
+                file,
+                oci_dir,
+                tag,
+                context,
+                busybox,
+                source_date_epoch,
+                secret,
+                sandbox: *sandbox,
+            }),
+        },
         Command::Sandbox => crate::executor::sandbox::helper_main(),
+        Command::Probe { scratch } => crate::executor::probe::probe_main(&scratch),
+        Command::Info { isolation, root } => info(isolation, root),
+    }
+}
+
+/// Exit code for failed builds.
+pub const EXIT_BUILD_FAILED: i32 = 1;
+/// Exit code for environment problems (isolation, registry).
+pub const EXIT_ENVIRONMENT: i32 = 3;
+
+fn storage_root(root: Option<PathBuf>) -> PathBuf {
+    root.unwrap_or_else(crate::cache::default_root)
+}
+
+fn info(isolation: IsolationRequest, root: Option<PathBuf>) -> i32 {
+    let root = storage_root(root);
+    println!("rbuild {}", env!("CARGO_PKG_VERSION"));
+    println!("storage root: {}", root.display());
+    let executor = match Executor::current() {
+        Ok(e) => e,
+        Err(e) => {
+            eprintln!("error: locating the rbuild binary: {e}");
+            return EXIT_ENVIRONMENT;
+        }
+    };
+    let probes = match executor.probe(&crate::executor::probe::scratch_dir(
+        &root.join("snapshots"),
+    )) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return EXIT_ENVIRONMENT;
+        }
+    };
+    for line in probes.describe() {
+        println!("{line}");
+    }
+    match crate::executor::choose(&probes, isolation) {
+        Ok(plan) => {
+            println!(
+                "tier: {} (namespaces: {:?}, user namespace: {}, snapshots: {:?}, limits: {})",
+                plan.tier,
+                plan.namespaces,
+                if plan.userns { "yes" } else { "no" },
+                plan.snapshots,
+                if plan.cgroups {
+                    "available"
+                } else {
+                    "unavailable"
+                }
+            );
+            EXIT_OK
+        }
+        Err(message) => {
+            println!("tier: refuse");
+            eprintln!("error: {message}");
+            EXIT_ENVIRONMENT
+        }
+    }
+}
+
+struct DebugRun {
+    file: PathBuf,
+    oci_dir: PathBuf,
+    tag: String,
+    context: Option<PathBuf>,
+    busybox: PathBuf,
+    source_date_epoch: Option<i64>,
+    secret: Vec<String>,
+    sandbox: SandboxArgs,
+}
+
+fn parse_secret(spec: &str) -> Result<(String, crate::executor::mounts::SecretSource), String> {
+    use crate::executor::mounts::SecretSource;
+    let mut id = None;
+    let mut source = None;
+    for part in spec.split(',') {
+        match part.split_once('=') {
+            Some(("id", v)) => id = Some(v.to_string()),
+            Some(("src" | "source", v)) => source = Some(SecretSource::File(v.into())),
+            Some(("env", v)) => source = Some(SecretSource::Env(v.to_string())),
+            Some(("type", _)) => {}
+            _ => {
+                return Err(format!(
+                    "invalid --secret {spec:?}: expected id=ID,src=PATH or id=ID,env=VAR"
+                ))
+            }
+        }
+    }
+    let id = id.ok_or_else(|| format!("invalid --secret {spec:?}: id= is missing"))?;
+    let source = source.unwrap_or_else(|| SecretSource::Env(id.clone()));
+    Ok((id, source))
+}
+
+fn debug_run(args: DebugRun) -> i32 {
+    let (name, text) = match read_dockerfile(&args.file) {
+        Ok(v) => v,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return EXIT_USAGE;
+        }
+    };
+    let dockerfile = match parser::parse(&text, &name) {
+        Ok(d) => d,
+        Err(diagnostic) => {
+            eprintln!("{diagnostic}");
+            return EXIT_USAGE;
+        }
+    };
+    let tag: crate::image::reference::Reference = match args.tag.parse() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: --tag {}: {e}", args.tag);
+            return EXIT_USAGE;
+        }
+    };
+    let mut secrets = std::collections::HashMap::new();
+    for spec in &args.secret {
+        match parse_secret(spec) {
+            Ok((id, source)) => {
+                secrets.insert(id, source);
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                return EXIT_USAGE;
+            }
+        }
+    }
+    let network_none = match args.sandbox.network.as_str() {
+        "none" => true,
+        "default" | "host" => false,
+        other => {
+            eprintln!("error: --network {other}: expected default, host or none");
+            return EXIT_USAGE;
+        }
+    };
+    let root = storage_root(args.sandbox.root.clone());
+    let executor = match Executor::current() {
+        Ok(e) => e,
+        Err(e) => {
+            eprintln!("error: locating the rbuild binary: {e}");
+            return EXIT_ENVIRONMENT;
+        }
+    };
+    let probes = match executor.probe(&crate::executor::probe::scratch_dir(
+        &root.join("snapshots"),
+    )) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return EXIT_ENVIRONMENT;
+        }
+    };
+    let plan = match crate::executor::choose(&probes, args.sandbox.isolation) {
+        Ok(plan) => plan,
+        Err(message) => {
+            eprintln!("error: {message}");
+            return EXIT_ENVIRONMENT;
+        }
+    };
+    eprintln!("isolation: {}", plan.tier);
+    let source_date_epoch = args.source_date_epoch.or_else(|| {
+        std::env::var("SOURCE_DATE_EPOCH")
+            .ok()
+            .and_then(|v| v.trim().parse().ok())
+    });
+    let options = crate::linear::LinearOptions {
+        storage: root,
+        plan,
+        cgroups: probes.cgroup.clone(),
+        limits: crate::executor::Limits {
+            memory: args.sandbox.memory,
+            cpus: args.sandbox.cpus,
+            pids: args.sandbox.pids_limit,
+        },
+        network_none,
+        source_date_epoch,
+        busybox: args.busybox,
+        context: args.context,
+        secrets,
+    };
+    let mut log = |line: &str| eprintln!("{line}");
+    match crate::linear::build(&dockerfile, &options, executor, &mut log) {
+        Ok(built) => {
+            let names = [tag];
+            if let Err(e) = crate::image::layout::write_oci_layout_dir(
+                &built.store,
+                &args.oci_dir,
+                &[(&built.image, &names)],
+            ) {
+                eprintln!("error: writing {}: {e}", args.oci_dir.display());
+                return EXIT_ENVIRONMENT;
+            }
+            println!("{}", built.image.manifest_digest);
+            EXIT_OK
+        }
+        Err(message) => {
+            eprintln!("error: {message}");
+            EXIT_BUILD_FAILED
+        }
     }
 }

@@ -12,6 +12,7 @@ pub mod cli;
 pub mod executor;
 pub mod export;
 pub mod image;
+pub mod linear;
 pub mod parser;
 pub mod registry;
 pub mod snapshot;

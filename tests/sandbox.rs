@@ -13,7 +13,7 @@ mod common;
 
 use common::is_root;
 use rbuild::cache::ContentStore;
-use rbuild::executor::{Executor, RunOutput, SandboxSpec};
+use rbuild::executor::{Executor, Namespaces, RootFs, RunOutput, SandboxSpec};
 use rbuild::image::busybox::{build_base, DEBIAN_BUSYBOX};
 use rbuild::image::media::MediaTypes;
 use rbuild::snapshot::{apply_gzip_layer, ApplyOptions};
@@ -38,7 +38,7 @@ fn busybox_root() -> (tempfile::TempDir, PathBuf) {
 
 fn spec(root: &Path, script: &str) -> SandboxSpec {
     SandboxSpec {
-        rootfs: root.to_path_buf(),
+        root: RootFs::Dir(root.to_path_buf()),
         args: vec!["/bin/sh".into(), "-c".into(), script.into()],
         env: vec![
             "PATH=/usr/sbin:/usr/bin:/sbin:/bin".into(),
@@ -50,6 +50,11 @@ fn spec(root: &Path, script: &str) -> SandboxSpec {
         groups: vec![],
         hostname: "rbuild-test".into(),
         network_none: false,
+        namespaces: Namespaces::Full,
+        userns: false,
+        mounts: vec![],
+        cgroup_procs: vec![],
+        stub_report: None,
     }
 }
 
@@ -206,7 +211,7 @@ fn missing_commands_and_bad_specs_are_reported() {
         String::from_utf8_lossy(&out.stderr)
     );
     let mut s = spec(Path::new("/nonexistent-root"), "true");
-    s.rootfs = PathBuf::from("/nonexistent-root");
+    s.root = RootFs::Dir(PathBuf::from("/nonexistent-root"));
     let out = run(&s);
     assert_eq!(out.code, rbuild::executor::SETUP_FAILED);
     assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent-root"));

@@ -10,3 +10,19 @@
 mod store;
 
 pub use store::{BlobWriter, ContentStore, StoreError};
+
+/// `$RBUILD_ROOT`, or `/var/lib/rbuild` for root, or
+/// `~/.local/share/rbuild` (`$XDG_DATA_HOME/rbuild`) for everyone else.
+pub fn default_root() -> std::path::PathBuf {
+    if let Some(root) = std::env::var_os("RBUILD_ROOT").filter(|r| !r.is_empty()) {
+        return root.into();
+    }
+    if rustix::process::geteuid().is_root() {
+        return "/var/lib/rbuild".into();
+    }
+    if let Some(data) = std::env::var_os("XDG_DATA_HOME").filter(|d| !d.is_empty()) {
+        return std::path::PathBuf::from(data).join("rbuild");
+    }
+    let home = std::env::var_os("HOME").unwrap_or_else(|| "/tmp".into());
+    std::path::PathBuf::from(home).join(".local/share/rbuild")
+}

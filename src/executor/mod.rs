@@ -1,35 +1,59 @@
-//! Running RUN steps in sandboxes: namespaces, a private mount tree, a
-//! pivoted root, PID 1 reaping, and every leftover process killed at the end.
+//! Running RUN steps in sandboxes and turning what they changed into layers.
 //!
-//! Owns syscalls and processes, not Dockerfiles: the caller passes a
-//! [`SandboxSpec`] (root, argv, env, cwd, user, network mode). The sandbox
-//! runs in a re-executed, single-threaded copy of the `rbuild` binary
-//! ([`sandbox::helper_main`] behind a hidden subcommand), never in the
-//! multithreaded caller.
+//! Owns syscalls, processes and per-step resources, not Dockerfiles: the
+//! caller describes a [`Step`] (parent layers, argv, env, cwd, user,
+//! network mode, mounts) and gets a [`StepOutcome`] (exit code, output,
+//! the new layer, why it failed). The sandbox itself runs in a re-executed,
+//! single-threaded copy of the `rbuild` binary ([`sandbox::helper_main`]
+//! behind a hidden subcommand), never in the multithreaded caller; the
+//! environment is probed the same way ([`probe`]) to choose the tier.
 
+pub mod cgroup;
+pub mod mounts;
+pub mod probe;
 pub mod sandbox;
+pub mod user;
 
-use std::io::Write;
-use std::path::PathBuf;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::mpsc;
 
-pub use sandbox::{SandboxSpec, SETUP_FAILED};
+pub use cgroup::{CgroupEvents, CgroupSupport, Limits};
+pub use probe::{choose, IsolationRequest, Plan, Probes, SnapshotMode};
+pub use sandbox::{MountKind, MountSpec, Namespaces, RootFs, SandboxSpec, Stub, SETUP_FAILED};
 
-/// The hidden subcommand the helper runs under.
+use crate::cache::ContentStore;
+use crate::image::layer::{LayerBlob, LayerError};
+use crate::snapshot::diff::{self, IdMap, LayerOptions};
+use crate::snapshot::{LayerRef, SnapshotError, SnapshotStore};
+
+/// The hidden subcommand the sandbox helper runs under.
 pub const HELPER_SUBCOMMAND: &str = "__sandbox";
+/// The hidden subcommand the probe helper runs under.
+pub const PROBE_SUBCOMMAND: &str = "__probe";
 
 /// What a sandboxed command did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RunOutput {
     /// Exit code (128 + signal when killed; 125 when the sandbox could not be set up).
     pub code: i32,
-    /// Standard output.
+    /// Standard output, whole.
     pub stdout: Vec<u8>,
-    /// Standard error.
+    /// Standard error, whole.
     pub stderr: Vec<u8>,
 }
 
-/// Starts sandboxes through a helper binary.
+/// Which stream a line of output came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stream {
+    /// Standard output.
+    Stdout,
+    /// Standard error.
+    Stderr,
+}
+
+/// Starts sandboxes and probes through a helper binary.
 #[derive(Debug, Clone)]
 pub struct Executor {
     helper: PathBuf,
@@ -50,6 +74,16 @@ impl Executor {
 
     /// Runs `spec` to completion and collects its output.
     pub fn run(&self, spec: &SandboxSpec) -> std::io::Result<RunOutput> {
+        self.run_streaming(spec, &mut |_, _| {})
+    }
+
+    /// Runs `spec`, handing every output line to `sink` as it arrives (a
+    /// last line without a newline too), and returns the whole output.
+    pub fn run_streaming(
+        &self,
+        spec: &SandboxSpec,
+        sink: &mut dyn FnMut(Stream, &[u8]),
+    ) -> std::io::Result<RunOutput> {
         let mut child = Command::new(&self.helper)
             .arg(HELPER_SUBCOMMAND)
             .stdin(Stdio::piped())
@@ -58,12 +92,436 @@ impl Executor {
             .env_clear()
             .spawn()?;
         let json = serde_json::to_vec(spec).map_err(std::io::Error::other)?;
-        child.stdin.take().expect("piped stdin").write_all(&json)?;
-        let out = child.wait_with_output()?;
-        Ok(RunOutput {
-            code: out.status.code().unwrap_or(SETUP_FAILED),
-            stdout: out.stdout,
-            stderr: out.stderr,
+        let mut stdin = child.stdin.take().expect("piped stdin");
+        stdin.write_all(&json)?;
+        drop(stdin);
+        let (tx, rx) = mpsc::channel::<(Stream, Vec<u8>)>();
+        let readers = [
+            (
+                Stream::Stdout,
+                Box::new(child.stdout.take().expect("piped")) as Box<dyn Read + Send>,
+            ),
+            (
+                Stream::Stderr,
+                Box::new(child.stderr.take().expect("piped")),
+            ),
+        ]
+        .into_iter()
+        .map(|(stream, pipe)| {
+            let tx = tx.clone();
+            std::thread::spawn(move || {
+                let mut reader = BufReader::new(pipe);
+                loop {
+                    let mut line = Vec::new();
+                    match reader.read_until(b'\n', &mut line) {
+                        Ok(0) | Err(_) => break,
+                        Ok(_) => {
+                            if tx.send((stream, line)).is_err() {
+                                break;
+                            }
+                        }
+                    }
+                }
+            })
         })
+        .collect::<Vec<_>>();
+        drop(tx);
+        let (mut stdout, mut stderr) = (Vec::new(), Vec::new());
+        for (stream, line) in rx {
+            sink(stream, &line);
+            match stream {
+                Stream::Stdout => stdout.extend_from_slice(&line),
+                Stream::Stderr => stderr.extend_from_slice(&line),
+            }
+        }
+        for reader in readers {
+            let _ = reader.join();
+        }
+        let status = child.wait()?;
+        Ok(RunOutput {
+            code: status.code().unwrap_or(SETUP_FAILED),
+            stdout,
+            stderr,
+        })
+    }
+
+    /// Probes what this environment allows, using `storage` (a dir on the
+    /// file system snapshots will live on) for scratch files.
+    pub fn probe(&self, storage: &Path) -> Result<Probes, String> {
+        std::fs::create_dir_all(storage).map_err(|e| format!("{}: {e}", storage.display()))?;
+        let scratch = tempfile::Builder::new()
+            .prefix("probe-")
+            .tempdir_in(storage)
+            .map_err(|e| format!("scratch dir in {}: {e}", storage.display()))?;
+        let out = Command::new(&self.helper)
+            .arg(PROBE_SUBCOMMAND)
+            .arg(scratch.path())
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| format!("starting the probe helper: {e}"))?;
+        if !out.status.success() {
+            return Err(format!(
+                "the probe helper failed: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            ));
+        }
+        let mut probes: Probes = serde_json::from_slice(&out.stdout)
+            .map_err(|e| format!("reading the probe results: {e}"))?;
+        probes.cgroup = CgroupSupport::detect();
+        Ok(probes)
+    }
+}
+
+/// One RUN step to execute.
+#[derive(Debug, Clone, Default)]
+pub struct Step {
+    /// The parent image's layers, bottom first.
+    pub layers: Vec<LayerRef>,
+    /// argv (the shell form already wrapped in the image's SHELL).
+    pub args: Vec<String>,
+    /// `KEY=value` environment.
+    pub env: Vec<String>,
+    /// Working directory (created if missing).
+    pub cwd: String,
+    /// `USER` as written after expansion (`name`, `uid`, `name:group`,
+    /// `uid:gid`; empty = root), resolved in the step's own root.
+    pub user: String,
+    /// `--network=none`.
+    pub network_none: bool,
+    /// RUN --mount mounts, already resolved to host paths.
+    pub mounts: Vec<MountSpec>,
+}
+
+/// What a step did.
+#[derive(Debug, Clone)]
+pub struct StepOutcome {
+    /// The command's output and exit code.
+    pub output: RunOutput,
+    /// The layer of its changes (only when it succeeded).
+    pub layer: Option<LayerBlob>,
+    /// What its cgroup recorded.
+    pub events: CgroupEvents,
+    /// Why it failed, for people (None on success).
+    pub failure: Option<String>,
+}
+
+/// Step failures that are not the command's own.
+#[derive(Debug, thiserror::Error)]
+pub enum StepError {
+    /// Snapshots could not be prepared.
+    #[error(transparent)]
+    Snapshot(#[from] SnapshotError),
+    /// The layer could not be written.
+    #[error(transparent)]
+    Layer(#[from] LayerError),
+    /// `USER` names a user or group the root does not have.
+    #[error("{0}")]
+    User(String),
+    /// Something else in the environment.
+    #[error("{0}")]
+    Environment(String),
+}
+
+fn env_err(what: &str) -> impl FnOnce(std::io::Error) -> StepError + '_ {
+    move |e| StepError::Environment(format!("{what}: {e}"))
+}
+
+/// Runs steps with one plan, store and set of limits.
+#[derive(Debug)]
+pub struct StepRunner {
+    executor: Executor,
+    plan: Plan,
+    store: ContentStore,
+    snapshots: SnapshotStore,
+    cgroups: CgroupSupport,
+    limits: Limits,
+    layer_options: LayerOptions,
+    hostname: String,
+}
+
+impl StepRunner {
+    /// A runner; fails when limits are asked for and cgroups are unusable.
+    pub fn new(
+        executor: Executor,
+        plan: Plan,
+        store: ContentStore,
+        snapshots: SnapshotStore,
+        cgroups: CgroupSupport,
+        limits: Limits,
+        source_date_epoch: Option<i64>,
+    ) -> Result<StepRunner, String> {
+        if limits.any() && !cgroups.writable {
+            return Err(format!(
+                "--memory, --cpus and --pids-limit need a writable cgroup, and this one is not: {}",
+                cgroups.problem.as_deref().unwrap_or("no cgroupfs")
+            ));
+        }
+        let id_map = plan.userns.then(|| IdMap {
+            host_uid: rustix::process::geteuid().as_raw(),
+            host_gid: rustix::process::getegid().as_raw(),
+        });
+        Ok(StepRunner {
+            executor,
+            plan,
+            store,
+            snapshots,
+            cgroups,
+            limits,
+            layer_options: LayerOptions {
+                source_date_epoch,
+                id_map,
+            },
+            hostname: "rbuild".to_string(),
+        })
+    }
+
+    /// The plan steps run under.
+    pub fn plan(&self) -> &Plan {
+        &self.plan
+    }
+
+    /// The content store layers are written to.
+    pub fn store(&self) -> &ContentStore {
+        &self.store
+    }
+
+    /// Runs `step`, streaming output lines to `sink`.
+    pub fn run(
+        &self,
+        step: &Step,
+        sink: &mut dyn FnMut(Stream, &[u8]),
+    ) -> Result<StepOutcome, StepError> {
+        let ws = self.snapshots.workspace()?;
+        let overlay = self.plan.snapshots == SnapshotMode::Overlay;
+        let mut lowers = Vec::new();
+        let mut before = None;
+        let root = if overlay {
+            let names = self.snapshots.lowers(&self.store, &step.layers)?;
+            lowers = self.snapshots.lower_paths(&names);
+            RootFs::Overlay {
+                base: self.snapshots.root().to_path_buf(),
+                lowers: names,
+                upper: ws.relative(&self.snapshots, "upper"),
+                work: ws.relative(&self.snapshots, "work"),
+                merged: ws.merged(),
+            }
+        } else {
+            self.snapshots
+                .materialize(&self.store, &step.layers, &ws.merged())?;
+            before = Some(diff::record_tree(&ws.merged()).map_err(env_err("recording the root"))?);
+            RootFs::Dir(ws.merged())
+        };
+        let read_etc = |name: &str| -> Vec<u8> {
+            let rel = Path::new("etc").join(name);
+            let path = if overlay {
+                diff::lower_file(&lowers, &rel)
+            } else {
+                Some(ws.merged().join(&rel))
+            };
+            path.and_then(|p| std::fs::read(p).ok()).unwrap_or_default()
+        };
+        let identity = user::resolve(&step.user, &read_etc("passwd"), &read_etc("group"))
+            .map_err(StepError::User)?;
+        let mut mounts = Vec::new();
+        if self.plan.namespaces != Namespaces::Chroot {
+            let hosts = ws.files().join("hosts");
+            std::fs::write(
+                &hosts,
+                format!(
+                    "127.0.0.1\tlocalhost {0}\n::1\tlocalhost ip6-localhost ip6-loopback {0}\n",
+                    self.hostname
+                ),
+            )
+            .map_err(env_err("writing /etc/hosts"))?;
+            let resolv = ws.files().join("resolv.conf");
+            let host_resolv = std::fs::read("/etc/resolv.conf").unwrap_or_default();
+            std::fs::write(&resolv, host_resolv).map_err(env_err("writing /etc/resolv.conf"))?;
+            for (target, source) in [("/etc/hosts", hosts), ("/etc/resolv.conf", resolv)] {
+                mounts.push(MountSpec {
+                    target: target.to_string(),
+                    kind: MountKind::Bind {
+                        source,
+                        readonly: false,
+                    },
+                });
+            }
+        }
+        mounts.extend(step.mounts.iter().cloned());
+        let cgroup = if self.limits.any() {
+            Some(
+                self.cgroups
+                    .create(&self.limits)
+                    .map_err(StepError::Environment)?,
+            )
+        } else {
+            None
+        };
+        let report = ws.path().join("stubs.json");
+        let spec = SandboxSpec {
+            root,
+            args: step.args.clone(),
+            env: step.env.clone(),
+            cwd: step.cwd.clone(),
+            uid: identity.uid,
+            gid: identity.gid,
+            groups: identity.groups,
+            hostname: self.hostname.clone(),
+            network_none: step.network_none,
+            namespaces: self.plan.namespaces,
+            userns: self.plan.userns,
+            mounts,
+            cgroup_procs: cgroup.as_ref().map(|c| c.procs_files()).unwrap_or_default(),
+            stub_report: Some(report.clone()),
+        };
+        let output = self
+            .executor
+            .run_streaming(&spec, sink)
+            .map_err(env_err("starting the sandbox helper"))?;
+        let events = cgroup.map(|c| c.finish()).unwrap_or_default();
+        let changed_root = if overlay { ws.upper() } else { ws.merged() };
+        remove_stubs(&changed_root, &report);
+        let failure = describe_failure(&output, &events, &self.limits);
+        let layer = if failure.is_none() {
+            let changes = match &before {
+                None => diff::overlay_changes(&ws.upper(), &lowers),
+                Some(state) => diff::copy_changes(state, &ws.merged()),
+            }
+            .map_err(env_err("computing the layer diff"))?;
+            Some(diff::write_layer(
+                &self.store,
+                &changes,
+                self.layer_options,
+            )?)
+        } else {
+            None
+        };
+        Ok(StepOutcome {
+            output,
+            layer,
+            events,
+            failure,
+        })
+    }
+}
+
+/// Removes the mount points the sandbox created (deepest first) and puts
+/// their parents' times back, so they leave no trace in the layer.
+fn remove_stubs(root: &Path, report: &Path) {
+    let Ok(bytes) = std::fs::read(report) else {
+        return;
+    };
+    let Ok(stubs) = serde_json::from_slice::<Vec<Stub>>(&bytes) else {
+        return;
+    };
+    for stub in stubs.iter().rev() {
+        let path = root.join(&stub.path);
+        let removed = if stub.dir {
+            std::fs::remove_dir(&path)
+        } else if std::fs::symlink_metadata(&path).is_ok_and(|m| m.is_file() && m.len() == 0) {
+            std::fs::remove_file(&path)
+        } else {
+            continue;
+        };
+        if removed.is_err() {
+            continue; // the step put something there: it stays, as in docker
+        }
+        let parent = path.parent().unwrap_or(root);
+        let times = stub.parent_times.map(|(sec, nsec)| rustix::fs::Timespec {
+            tv_sec: sec,
+            tv_nsec: nsec as _,
+        });
+        let _ = rustix::fs::utimensat(
+            rustix::fs::CWD,
+            parent,
+            &rustix::fs::Timestamps {
+                last_access: times[0],
+                last_modification: times[1],
+            },
+            rustix::fs::AtFlags::SYMLINK_NOFOLLOW,
+        );
+    }
+}
+
+/// A person's reading of a failed step, or None when it succeeded.
+pub fn describe_failure(
+    output: &RunOutput,
+    events: &CgroupEvents,
+    limits: &Limits,
+) -> Option<String> {
+    if events.oom_kills > 0 {
+        let limit = limits
+            .memory
+            .map(cgroup::human_bytes)
+            .unwrap_or_else(|| "?".to_string());
+        return Some(format!("RUN was killed: out of memory (limit {limit})"));
+    }
+    if output.code == 0 {
+        return None;
+    }
+    let mut text = if output.code == SETUP_FAILED
+        && String::from_utf8_lossy(&output.stderr).contains("rbuild sandbox:")
+    {
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        let line = stderr
+            .lines()
+            .rev()
+            .find(|l| l.contains("rbuild sandbox:"))
+            .unwrap_or("")
+            .trim();
+        format!("the RUN sandbox could not be set up: {line}")
+    } else if output.code > 128 && output.code < 128 + 65 {
+        format!(
+            "RUN was killed by signal {} (exit code {})",
+            output.code - 128,
+            output.code
+        )
+    } else {
+        format!("RUN exited with code {}", output.code)
+    };
+    if events.pids_refused > 0 {
+        text.push_str(&format!(
+            " after reaching the process limit (--pids-limit {})",
+            limits.pids.unwrap_or(0)
+        ));
+    }
+    Some(text)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failures_read_as_sentences() {
+        let out = |code| RunOutput {
+            code,
+            stdout: vec![],
+            stderr: vec![],
+        };
+        let limits = Limits {
+            memory: Some(64 << 20),
+            pids: Some(32),
+            cpus: None,
+        };
+        let oom = CgroupEvents {
+            oom_kills: 1,
+            pids_refused: 0,
+        };
+        assert_eq!(
+            describe_failure(&out(137), &oom, &limits).unwrap(),
+            "RUN was killed: out of memory (limit 64 MiB)"
+        );
+        let forks = CgroupEvents {
+            oom_kills: 0,
+            pids_refused: 12,
+        };
+        assert_eq!(
+            describe_failure(&out(2), &forks, &limits).unwrap(),
+            "RUN exited with code 2 after reaching the process limit (--pids-limit 32)"
+        );
+        assert_eq!(
+            describe_failure(&out(0), &CgroupEvents::default(), &limits),
+            None
+        );
     }
 }

@@ -12,15 +12,105 @@
 
 use std::ffi::CString;
 use std::io::Read;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
+use rustix::fs::{self as rfs, Mode, OFlags, ResolveFlags};
+use rustix::io::Errno;
 use serde::{Deserialize, Serialize};
+
+/// Which namespaces a step gets (the tier, as far as the helper cares).
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Namespaces {
+    /// Mount, pid, uts, ipc (and net with `--network=none`): a fresh /proc.
+    #[default]
+    Full,
+    /// As full without a pid namespace: /proc is the existing one, read-only,
+    /// and leftovers are found by their mount namespace.
+    NoPidns,
+    /// No namespaces at all: chroot into the root (opt-in, for containers
+    /// whose seccomp profile forbids unshare).
+    Chroot,
+}
+
+/// The root a step runs in.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub enum RootFs {
+    /// A writable directory used as it is.
+    Dir(PathBuf),
+    /// An overlay mount made inside the sandbox's mount namespace. Lower,
+    /// upper and work dirs are relative to `base` (short names keep long
+    /// chains under the one-page mount option limit); lowers are top first.
+    Overlay {
+        /// Dir the relative names are resolved from.
+        base: PathBuf,
+        /// Lower dirs, top first.
+        lowers: Vec<String>,
+        /// Upper dir.
+        upper: String,
+        /// Work dir.
+        work: String,
+        /// Mount point.
+        merged: PathBuf,
+    },
+}
+
+impl RootFs {
+    /// Where the root appears on the host side before pivoting.
+    pub fn path(&self) -> &Path {
+        match self {
+            RootFs::Dir(p) => p,
+            RootFs::Overlay { merged, .. } => merged,
+        }
+    }
+}
+
+/// A mount inside the step (RUN --mount, /etc/hosts, ...).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct MountSpec {
+    /// Absolute path inside the root.
+    pub target: String,
+    /// What is mounted there.
+    pub kind: MountKind,
+}
+
+/// The kinds of mounts a step can get.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub enum MountKind {
+    /// A bind mount of a host file or directory.
+    Bind {
+        /// Host path.
+        source: PathBuf,
+        /// Mounted read-only.
+        readonly: bool,
+    },
+    /// A fresh tmpfs.
+    Tmpfs {
+        /// Size limit in bytes.
+        size: Option<u64>,
+    },
+}
+
+/// A path the sandbox created in the root only to mount something on it;
+/// the caller removes it after the step (it is never part of a layer).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Stub {
+    /// Path relative to the root.
+    pub path: String,
+    /// Whether it is a directory.
+    pub dir: bool,
+    /// The parent's access and modification times before, as
+    /// (seconds, nanoseconds) pairs, to restore after removal.
+    pub parent_times: [(i64, i64); 2],
+}
 
 /// What a sandboxed step runs, and where.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct SandboxSpec {
-    /// The root file system (a writable directory).
-    pub rootfs: PathBuf,
+    /// The root file system.
+    pub root: RootFs,
     /// argv; `args[0]` is looked up in the rootfs's `PATH` when not absolute.
     pub args: Vec<String>,
     /// `KEY=value` environment.
@@ -37,6 +127,21 @@ pub struct SandboxSpec {
     pub hostname: String,
     /// A private network namespace with only `lo` (`--network=none`).
     pub network_none: bool,
+    /// Which namespaces to create.
+    #[serde(default)]
+    pub namespaces: Namespaces,
+    /// Create a user namespace mapping the caller to root (rootless).
+    #[serde(default)]
+    pub userns: bool,
+    /// Mounts inside the root, in order.
+    #[serde(default)]
+    pub mounts: Vec<MountSpec>,
+    /// `cgroup.procs` files the helper joins before anything else.
+    #[serde(default)]
+    pub cgroup_procs: Vec<PathBuf>,
+    /// Where the helper writes the [`Stub`]s it created (JSON).
+    #[serde(default)]
+    pub stub_report: Option<PathBuf>,
 }
 
 /// Exit code the helper uses for its own setup failures.
@@ -110,36 +215,210 @@ fn loopback_up() -> Result<(), String> {
     }
 }
 
-/// Builds the root: private mounts, /proc, /dev, /sys, then pivot_root.
-fn enter_root(spec: &SandboxSpec) -> Result<(), String> {
-    let root = &spec.rootfs;
-    mount("", Path::new("/"), "", libc::MS_REC | libc::MS_PRIVATE, "")?;
-    // The rootfs must be a mount point for pivot_root.
-    mount(
-        &root.to_string_lossy(),
+/// Opens `rel` with every symlink resolved as if the root were `/`.
+fn open_in_root(root: &OwnedFd, rel: &str) -> Result<OwnedFd, Errno> {
+    let rel = rel.trim_start_matches('/');
+    rfs::openat2(
         root,
-        "",
-        libc::MS_BIND | libc::MS_REC,
-        "",
-    )?;
-    for dir in ["proc", "dev", "sys", "tmp"] {
-        let _ = std::fs::create_dir_all(root.join(dir));
+        if rel.is_empty() { "." } else { rel },
+        OFlags::PATH | OFlags::CLOEXEC,
+        Mode::empty(),
+        ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS,
+    )
+}
+
+fn fd_path(fd: &OwnedFd) -> String {
+    format!("/proc/self/fd/{}", fd.as_raw_fd())
+}
+
+/// The root being assembled: its fd, host path, and the stubs created.
+struct RootBuilder {
+    fd: OwnedFd,
+    host_path: PathBuf,
+    stubs: Vec<Stub>,
+}
+
+impl RootBuilder {
+    fn new(path: &Path) -> Result<RootBuilder, String> {
+        let fd = rfs::open(
+            path,
+            OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|e| format!("open root {}: {e}", path.display()))?;
+        Ok(RootBuilder {
+            fd,
+            host_path: path.to_path_buf(),
+            stubs: Vec::new(),
+        })
     }
-    mount(
-        "proc",
-        &root.join("proc"),
-        "proc",
-        libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
-        "",
-    )?;
-    let dev = root.join("dev");
-    mount(
+
+    /// Opens `target` inside the root, creating what is missing (recorded
+    /// as stubs). `dir` says what the last component must be.
+    fn ensure(&mut self, target: &str, dir: bool) -> Result<OwnedFd, String> {
+        let parts: Vec<&str> = target
+            .split('/')
+            .filter(|p| !p.is_empty() && *p != ".")
+            .collect();
+        if parts.contains(&"..") {
+            return Err(format!("mount target {target} contains .."));
+        }
+        for depth in 1..=parts.len() {
+            let prefix = parts[..depth].join("/");
+            match open_in_root(&self.fd, &prefix) {
+                Ok(fd) if depth == parts.len() => return Ok(fd),
+                Ok(_) => continue,
+                Err(Errno::NOENT) => {}
+                Err(e) => return Err(format!("resolve {target} in the root: {e}")),
+            }
+            let parent = open_in_root(&self.fd, &parts[..depth - 1].join("/"))
+                .map_err(|e| format!("resolve parent of {target}: {e}"))?;
+            let stat = rfs::fstat(&parent).map_err(|e| format!("stat parent of {target}: {e}"))?;
+            // Where the parent really is (symlinks resolved), relative to the root.
+            let real = std::fs::read_link(fd_path(&parent))
+                .map_err(|e| format!("locate parent of {target}: {e}"))?;
+            let real_rel = real
+                .strip_prefix(&self.host_path)
+                .map(Path::to_path_buf)
+                .unwrap_or_default();
+            let name = parts[depth - 1];
+            let parent_dir = rfs::openat(
+                &self.fd,
+                fd_path(&parent),
+                OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+                Mode::empty(),
+            )
+            .map_err(|e| format!("open parent of {target}: {e}"))?;
+            let make_dir = dir || depth < parts.len();
+            let made = if make_dir {
+                rfs::mkdirat(&parent_dir, name, Mode::from_raw_mode(0o755))
+            } else {
+                rfs::openat(
+                    &parent_dir,
+                    name,
+                    OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::CLOEXEC,
+                    Mode::from_raw_mode(0o644),
+                )
+                .map(drop)
+            };
+            made.map_err(|e| format!("create mount point {target}: {e}"))?;
+            self.stubs.push(Stub {
+                path: real_rel.join(name).to_string_lossy().into_owned(),
+                dir: make_dir,
+                parent_times: [
+                    (stat.st_atime as i64, stat.st_atime_nsec as i64),
+                    (stat.st_mtime as i64, stat.st_mtime_nsec as i64),
+                ],
+            });
+            if depth == parts.len() {
+                return open_in_root(&self.fd, &prefix)
+                    .map_err(|e| format!("open created {target}: {e}"));
+            }
+        }
+        open_in_root(&self.fd, "").map_err(|e| format!("open root: {e}"))
+    }
+
+    /// Mounts `source` on `target` inside the root.
+    fn mount_on(
+        &mut self,
+        source: &str,
+        target: &str,
+        dir: bool,
+        fstype: &str,
+        flags: libc::c_ulong,
+        data: &str,
+    ) -> Result<(), String> {
+        let fd = self.ensure(target, dir)?;
+        mount(source, Path::new(&fd_path(&fd)), fstype, flags, data)
+            .map_err(|e| format!("{e} (at {target})"))?;
+        if flags & libc::MS_BIND != 0 && flags & libc::MS_RDONLY != 0 {
+            // A bind mount ignores MS_RDONLY until it is remounted.
+            let fd = open_in_root(&self.fd, target).map_err(|e| e.to_string())?;
+            mount(
+                "",
+                Path::new(&fd_path(&fd)),
+                "",
+                libc::MS_BIND | libc::MS_REMOUNT | flags,
+                "",
+            )?;
+        }
+        Ok(())
+    }
+}
+
+fn mount_overlay(
+    base: &Path,
+    lowers: &[String],
+    upper: &str,
+    work: &str,
+    merged: &Path,
+    userns: bool,
+) -> Result<(), String> {
+    std::env::set_current_dir(base).map_err(|e| format!("enter {}: {e}", base.display()))?;
+    let mut data = format!(
+        "lowerdir={},upperdir={upper},workdir={work}",
+        lowers.join(":")
+    );
+    // redirect_dir and metacopy would leave upper entries that are not the
+    // whole truth; the differ reads only the upper dir, so both stay off.
+    if userns {
+        data.push_str(",userxattr");
+    } else {
+        data.push_str(",redirect_dir=off,metacopy=off,index=off");
+    }
+    mount("overlay", merged, "overlay", 0, &data)
+}
+
+/// Builds the root: private mounts, overlay, /proc, /dev, /sys, the
+/// step's mounts, then pivot_root.
+fn enter_root(spec: &SandboxSpec) -> Result<(), String> {
+    mount("", Path::new("/"), "", libc::MS_REC | libc::MS_PRIVATE, "")?;
+    let root = spec.root.path().to_path_buf();
+    if let RootFs::Overlay {
+        base,
+        lowers,
+        upper,
+        work,
+        ..
+    } = &spec.root
+    {
+        mount_overlay(base, lowers, upper, work, &root, spec.userns)?;
+    } else {
+        // The rootfs must be a mount point for pivot_root.
+        mount(
+            &root.to_string_lossy(),
+            &root,
+            "",
+            libc::MS_BIND | libc::MS_REC,
+            "",
+        )?;
+    }
+    let mut builder = RootBuilder::new(&root)?;
+    let nodev = libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC;
+    if spec.namespaces == Namespaces::NoPidns {
+        // A fresh proc needs a pid namespace; the existing one, read-only.
+        builder.mount_on("/proc", "proc", true, "", libc::MS_BIND | libc::MS_REC, "")?;
+        let fd = open_in_root(&builder.fd, "proc").map_err(|e| e.to_string())?;
+        mount(
+            "",
+            Path::new(&fd_path(&fd)),
+            "",
+            libc::MS_BIND | libc::MS_REMOUNT | libc::MS_RDONLY | nodev,
+            "",
+        )?;
+    } else {
+        builder.mount_on("proc", "proc", true, "proc", nodev, "")?;
+    }
+    builder.mount_on(
         "tmpfs",
-        &dev,
+        "dev",
+        true,
         "tmpfs",
         libc::MS_NOSUID | libc::MS_STRICTATIME,
         "mode=755,size=65536k",
     )?;
+    let dev_fd = open_in_root(&builder.fd, "dev").map_err(|e| e.to_string())?;
+    let dev = PathBuf::from(fd_path(&dev_fd));
     for node in ["null", "zero", "full", "random", "urandom", "tty"] {
         let target = dev.join(node);
         std::fs::write(&target, b"").map_err(|e| format!("create /dev/{node}: {e}"))?;
@@ -170,26 +449,47 @@ fn enter_root(spec: &SandboxSpec) -> Result<(), String> {
     ] {
         std::os::unix::fs::symlink(target, dev.join(link)).map_err(|e| e.to_string())?;
     }
+    drop(dev_fd);
     // The host's /sys, read-only (a fresh sysfs needs a network namespace of our own).
-    mount(
+    builder.mount_on(
         "/sys",
-        &root.join("sys"),
+        "sys",
+        true,
         "",
-        libc::MS_BIND | libc::MS_REC,
-        "",
-    )?;
-    mount(
-        "",
-        &root.join("sys"),
-        "",
-        libc::MS_BIND
-            | libc::MS_REMOUNT
-            | libc::MS_RDONLY
-            | libc::MS_NOSUID
-            | libc::MS_NODEV
-            | libc::MS_NOEXEC,
+        libc::MS_BIND | libc::MS_REC | libc::MS_RDONLY | nodev,
         "",
     )?;
+    for m in &spec.mounts {
+        match &m.kind {
+            MountKind::Bind { source, readonly } => {
+                let is_dir = source.is_dir();
+                let mut flags = libc::MS_BIND | libc::MS_REC;
+                if *readonly {
+                    flags |= libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NODEV;
+                }
+                builder.mount_on(&source.to_string_lossy(), &m.target, is_dir, "", flags, "")?;
+            }
+            MountKind::Tmpfs { size } => {
+                let data = match size {
+                    Some(bytes) => format!("mode=1777,size={bytes}"),
+                    None => "mode=1777".to_string(),
+                };
+                builder.mount_on(
+                    "tmpfs",
+                    &m.target,
+                    true,
+                    "tmpfs",
+                    libc::MS_NOSUID | libc::MS_NODEV,
+                    &data,
+                )?;
+            }
+        }
+    }
+    if let Some(report) = &spec.stub_report {
+        let json = serde_json::to_vec(&builder.stubs).map_err(|e| e.to_string())?;
+        std::fs::write(report, json).map_err(|e| format!("write stub report: {e}"))?;
+    }
+    drop(builder);
 
     let old = root.join(".rbuild-oldroot");
     std::fs::create_dir_all(&old).map_err(|e| format!("create pivot dir: {e}"))?;
@@ -208,7 +508,7 @@ fn enter_root(spec: &SandboxSpec) -> Result<(), String> {
     } else {
         // pivot_root is refused on some roots (e.g. a ramfs /): move + chroot.
         let _ = std::fs::remove_dir(&old);
-        std::env::set_current_dir(root).map_err(|e| e.to_string())?;
+        std::env::set_current_dir(&root).map_err(|e| e.to_string())?;
         mount(".", Path::new("/"), "", libc::MS_MOVE, "")?;
         let dot = cstr(".");
         // SAFETY: valid path.
@@ -243,12 +543,24 @@ fn exec_command(spec: &SandboxSpec) -> String {
     let groups: Vec<libc::gid_t> = spec.groups.clone();
     // SAFETY: identity syscalls with plain integers and an owned slice.
     unsafe {
-        if libc::setgroups(groups.len(), groups.as_ptr()) != 0
-            || libc::setgid(spec.gid) != 0
-            || libc::setuid(spec.uid) != 0
+        // In a rootless user namespace setgroups is denied (that is what
+        // lets an unprivileged caller write its gid map).
+        if (!spec.userns || !groups.is_empty())
+            && libc::setgroups(groups.len(), groups.as_ptr()) != 0
         {
             return format!(
-                "switching to {}:{}: {}",
+                "setting supplementary groups {groups:?}: {}",
+                std::io::Error::last_os_error()
+            );
+        }
+        if libc::setgid(spec.gid) != 0 || libc::setuid(spec.uid) != 0 {
+            let hint = if spec.userns {
+                " (a rootless build maps only root; other users need subordinate ids)"
+            } else {
+                ""
+            };
+            return format!(
+                "switching to {}:{}: {}{hint}",
                 spec.uid,
                 spec.gid,
                 std::io::Error::last_os_error()
@@ -291,7 +603,49 @@ fn wait_for(pid: libc::pid_t) -> i32 {
     }
 }
 
-/// PID 1 of the sandbox: set up the root, run the command, reap, exit.
+/// Kills every other process in this mount namespace (the nopidns tier's
+/// substitute for a pid namespace dying with its PID 1).
+fn kill_mount_namespace_peers() {
+    let Ok(own) = std::fs::metadata("/proc/self/ns/mnt") else {
+        return;
+    };
+    let me = std::process::id();
+    for _ in 0..100 {
+        let mut found = false;
+        let Ok(entries) = std::fs::read_dir("/proc") else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let Some(pid) = entry
+                .file_name()
+                .to_str()
+                .and_then(|n| n.parse::<u32>().ok())
+            else {
+                continue;
+            };
+            if pid == me {
+                continue;
+            }
+            let same = std::fs::metadata(entry.path().join("ns/mnt"))
+                .is_ok_and(|m| m.ino() == own.ino() && m.dev() == own.dev());
+            if same {
+                found = true;
+                // SAFETY: signalling a pid in our own mount namespace.
+                unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
+            }
+        }
+        if !found {
+            return;
+        }
+        // Reap what we killed (they may be our children).
+        // SAFETY: non-blocking waitpid with a null status pointer.
+        while unsafe { libc::waitpid(-1, std::ptr::null_mut(), libc::WNOHANG) } > 0 {}
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+}
+
+/// The sandbox's init (PID 1 with a pid namespace): set up the root, run
+/// the command, reap, exit.
 fn init(spec: &SandboxSpec) -> i32 {
     let hostname = cstr(&spec.hostname);
     // SAFETY: valid buffer and length.
@@ -307,7 +661,7 @@ fn init(spec: &SandboxSpec) -> i32 {
         return SETUP_FAILED;
     }
     // SAFETY: fork in a single-threaded process.
-    match unsafe { libc::fork() } {
+    let code = match unsafe { libc::fork() } {
         -1 => SETUP_FAILED,
         0 => {
             let message = exec_command(spec);
@@ -316,7 +670,74 @@ fn init(spec: &SandboxSpec) -> i32 {
             unsafe { libc::_exit(127) }
         }
         pid => wait_for(pid),
+    };
+    if spec.namespaces == Namespaces::NoPidns {
+        kill_mount_namespace_peers();
     }
+    code
+}
+
+/// The chroot tier: no namespaces; the command runs in its own session
+/// chrooted into the root, and its process group is killed afterwards.
+fn run_chroot(spec: &SandboxSpec) -> i32 {
+    let RootFs::Dir(root) = &spec.root else {
+        eprintln!("rbuild sandbox: the chroot tier needs a directory root, not overlay");
+        return SETUP_FAILED;
+    };
+    if !spec.mounts.is_empty() {
+        eprintln!(
+            "rbuild sandbox: the chroot tier cannot mount (RUN --mount needs a namespace tier)"
+        );
+        return SETUP_FAILED;
+    }
+    // SAFETY: fork in a single-threaded process.
+    match unsafe { libc::fork() } {
+        -1 => SETUP_FAILED,
+        0 => {
+            let path = cstr(&root.to_string_lossy());
+            // SAFETY: plain syscalls in the child before exec.
+            let rc = unsafe {
+                libc::setsid();
+                libc::chroot(path.as_ptr())
+            };
+            if rc != 0 {
+                eprintln!(
+                    "rbuild sandbox: chroot {}: {}",
+                    root.display(),
+                    std::io::Error::last_os_error()
+                );
+                // SAFETY: leave the child.
+                unsafe { libc::_exit(SETUP_FAILED) }
+            }
+            let _ = std::env::set_current_dir("/");
+            let message = exec_command(spec);
+            eprintln!("rbuild sandbox: {message}");
+            // SAFETY: leave the child.
+            unsafe { libc::_exit(127) }
+        }
+        pid => {
+            let code = wait_for(pid);
+            // SAFETY: kill the step's process group (its session leader's pid).
+            unsafe { libc::kill(-pid, libc::SIGKILL) };
+            code
+        }
+    }
+}
+
+/// Maps the caller's uid and gid to root in a new user namespace.
+pub(crate) fn enter_user_namespace() -> Result<(), String> {
+    // SAFETY: plain id getters.
+    let (uid, gid) = unsafe { (libc::geteuid(), libc::getegid()) };
+    // SAFETY: unshare in this single-threaded helper.
+    check("unshare(CLONE_NEWUSER)", unsafe {
+        libc::unshare(libc::CLONE_NEWUSER)
+    })?;
+    let write = |file: &str, text: String| {
+        std::fs::write(file, text).map_err(|e| format!("write {file}: {e}"))
+    };
+    write("/proc/self/setgroups", "deny".to_string())?;
+    write("/proc/self/uid_map", format!("0 {uid} 1"))?;
+    write("/proc/self/gid_map", format!("0 {gid} 1"))
 }
 
 /// Entry point of the hidden helper subcommand: reads the spec from stdin,
@@ -338,8 +759,25 @@ pub fn helper_main() -> i32 {
         eprintln!("rbuild sandbox: no command");
         return SETUP_FAILED;
     }
-    let mut flags =
-        libc::CLONE_NEWNS | libc::CLONE_NEWPID | libc::CLONE_NEWUTS | libc::CLONE_NEWIPC;
+    for procs in &spec.cgroup_procs {
+        if let Err(e) = std::fs::write(procs, std::process::id().to_string()) {
+            eprintln!("rbuild sandbox: joining cgroup {}: {e}", procs.display());
+            return SETUP_FAILED;
+        }
+    }
+    if spec.namespaces == Namespaces::Chroot {
+        return run_chroot(&spec);
+    }
+    if spec.userns {
+        if let Err(e) = enter_user_namespace() {
+            eprintln!("rbuild sandbox: {e}");
+            return SETUP_FAILED;
+        }
+    }
+    let mut flags = libc::CLONE_NEWNS | libc::CLONE_NEWUTS | libc::CLONE_NEWIPC;
+    if spec.namespaces == Namespaces::Full {
+        flags |= libc::CLONE_NEWPID;
+    }
     if spec.network_none {
         flags |= libc::CLONE_NEWNET;
     }

@@ -86,9 +86,23 @@ pub struct LayerBlob {
 }
 
 /// Hashes what passes through to the inner writer.
-struct HashingWriter<W> {
+pub(crate) struct HashingWriter<W> {
     inner: W,
     hasher: Sha256,
+}
+
+impl<W> HashingWriter<W> {
+    pub(crate) fn new(inner: W) -> HashingWriter<W> {
+        HashingWriter {
+            inner,
+            hasher: Sha256::new(),
+        }
+    }
+
+    /// The inner writer and the sha256 of everything written.
+    pub(crate) fn finish(self) -> (W, [u8; 32]) {
+        (self.inner, self.hasher.finalize().into())
+    }
 }
 
 impl<W: Write> Write for HashingWriter<W> {

@@ -53,6 +53,11 @@ pub struct ApplyOptions {
     pub ownership: bool,
     /// Create device nodes (needs CAP_MKNOD); otherwise they are skipped.
     pub devices: bool,
+    /// Write an overlay lower dir instead of a merged tree: a whiteout
+    /// becomes a 0/0 character device and an opaque marker becomes the
+    /// `trusted.overlay.opaque` (as root) and `user.overlay.opaque` xattrs,
+    /// so the directory can be stacked under others by overlayfs.
+    pub overlay_format: bool,
 }
 
 impl Default for ApplyOptions {
@@ -61,6 +66,7 @@ impl Default for ApplyOptions {
         ApplyOptions {
             ownership: root,
             devices: root,
+            overlay_format: false,
         }
     }
 }
@@ -157,8 +163,12 @@ impl Applier<'_> {
                     rfs::mkdirat(&up, &parts[depth - 1], Mode::from_raw_mode(0o755))
                         .or_else(|e| if e == Errno::EXIST { Ok(()) } else { Err(e) })
                         .map_err(|e| self.io(entry, "creating parent directory", e))?;
-                    self.open_beneath(&prefix, OFlags::PATH | OFlags::DIRECTORY)
+                    let fd = self
+                        .open_beneath(&prefix, OFlags::PATH | OFlags::DIRECTORY)
                         .map_err(|e| self.io(entry, "opening created parent", e))?;
+                    if depth == parts.len() {
+                        return Ok(fd);
+                    }
                 }
                 Err(Errno::XDEV) | Err(Errno::LOOP) => {
                     return Err(self.escape(
@@ -217,6 +227,30 @@ impl Applier<'_> {
         Ok(())
     }
 
+    /// Sets overlayfs's opaque xattrs on `dir` (trusted.* needs root;
+    /// user.* is what a `userxattr` mount in a user namespace reads).
+    fn mark_opaque(&self, dir: &OwnedFd) -> io::Result<()> {
+        let fd = rfs::openat(
+            dir,
+            ".",
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )?;
+        let mut done = false;
+        for key in ["trusted.overlay.opaque", "user.overlay.opaque"] {
+            if rfs::fsetxattr(&fd, key, b"y", rfs::XattrFlags::empty()).is_ok() {
+                done = true;
+            }
+        }
+        if done {
+            Ok(())
+        } else {
+            Err(io::Error::other(
+                "neither trusted. nor user. xattrs can be set",
+            ))
+        }
+    }
+
     fn set_times(&self, dir: &OwnedFd, name: &OsStr, mtime: i64) -> io::Result<()> {
         let t = Timespec {
             tv_sec: mtime,
@@ -243,6 +277,31 @@ impl Applier<'_> {
         };
         let dir = self.parent_dir(&shown, parent)?;
         let name_bytes = name.as_bytes();
+        if name_bytes == OPAQUE.as_bytes() && self.options.overlay_format {
+            self.mark_opaque(&dir)
+                .map_err(|e| self.io(&shown, "marking opaque directory", e))?;
+            self.stats.whiteouts += 1;
+            return Ok(());
+        }
+        if let (Some(hidden), true) = (
+            name_bytes.strip_prefix(WHITEOUT.as_bytes()),
+            self.options.overlay_format,
+        ) {
+            let hidden = OsStr::from_bytes(hidden);
+            self.remove(&dir, hidden)
+                .map_err(|e| self.io(&shown, "replacing with whiteout", e))?;
+            // Unprivileged whiteout creation is allowed since Linux 5.8.
+            rfs::mknodat(
+                &dir,
+                hidden,
+                FileType::CharacterDevice,
+                Mode::empty(),
+                rfs::makedev(0, 0),
+            )
+            .map_err(|e| self.io(&shown, "creating whiteout device", e))?;
+            self.stats.whiteouts += 1;
+            return Ok(());
+        }
         if name_bytes == OPAQUE.as_bytes() {
             let parent_path = join(parent);
             let list = rfs::openat(

@@ -1,0 +1,295 @@
+//! `RUN --mount`: turning parsed mounts into host paths the sandbox binds.
+//!
+//! Cache mounts are persistent dirs under `$RBUILD_ROOT/cache-mounts`
+//! keyed by id, with docker's sharing modes (shared: used together;
+//! locked: one user at a time, others wait on a file lock; private: a busy
+//! cache gives the next user a fresh throwaway dir). Secrets are copied to
+//! a private tmpfs file (or passed as an environment variable) that only
+//! the sandbox sees and that is deleted with the step; they never reach
+//! the root, so never a layer, the cache or a log. Bind mounts from the
+//! context stay inside it; a writable bind gets a throwaway copy, so the
+//! context is never changed. Mounts from other stages need the solver.
+
+use std::collections::HashMap;
+use std::os::fd::AsFd;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest as _, Sha256};
+
+use super::sandbox::{MountKind, MountSpec};
+use crate::parser::{CacheSharing, Mount, MountType};
+
+/// Where a secret's value comes from (`--secret id=…,src=…|env=…`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SecretSource {
+    /// A file on the build host.
+    File(PathBuf),
+    /// An environment variable of the rbuild process.
+    Env(String),
+}
+
+/// What mounts are resolved against.
+#[derive(Debug, Clone, Default)]
+pub struct MountContext {
+    /// `$RBUILD_ROOT`.
+    pub storage: PathBuf,
+    /// The build context directory, if any.
+    pub context: Option<PathBuf>,
+    /// Secrets by id.
+    pub secrets: HashMap<String, SecretSource>,
+}
+
+/// Mounts ready for one step; holds locks and temporary files until dropped.
+#[derive(Debug, Default)]
+pub struct PreparedMounts {
+    /// The sandbox mounts.
+    pub mounts: Vec<MountSpec>,
+    /// Extra environment (`type=secret,env=…`); never logged.
+    pub env: Vec<String>,
+    locks: Vec<std::fs::File>,
+    temps: Vec<tempfile::TempDir>,
+}
+
+fn secret_dir(storage: &Path) -> std::io::Result<tempfile::TempDir> {
+    // A tmpfs keeps secret bytes off disk where there is one.
+    for base in [Path::new("/dev/shm"), &storage.join("tmp")] {
+        if let Ok(dir) = tempfile::Builder::new()
+            .prefix("rbuild-secret-")
+            .tempdir_in(base)
+        {
+            std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700))?;
+            return Ok(dir);
+        }
+    }
+    tempfile::tempdir()
+}
+
+fn lock(path: &Path, wait: bool) -> std::io::Result<Option<std::fs::File>> {
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path)?;
+    let mode = if wait {
+        rustix::fs::FlockOperation::LockExclusive
+    } else {
+        rustix::fs::FlockOperation::NonBlockingLockExclusive
+    };
+    match rustix::fs::flock(file.as_fd(), mode) {
+        Ok(()) => Ok(Some(file)),
+        Err(rustix::io::Errno::WOULDBLOCK) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn copy_tree(from: &Path, to: &Path) -> std::io::Result<()> {
+    let meta = std::fs::symlink_metadata(from)?;
+    if meta.is_dir() {
+        std::fs::create_dir_all(to)?;
+        std::fs::set_permissions(to, meta.permissions())?;
+        for entry in std::fs::read_dir(from)? {
+            let entry = entry?;
+            copy_tree(&entry.path(), &to.join(entry.file_name()))?;
+        }
+    } else if meta.file_type().is_symlink() {
+        std::os::unix::fs::symlink(std::fs::read_link(from)?, to)?;
+    } else {
+        std::fs::copy(from, to)?;
+    }
+    Ok(())
+}
+
+impl PreparedMounts {
+    /// Resolves `mounts` for one step.
+    pub fn prepare(mounts: &[Mount], ctx: &MountContext) -> Result<PreparedMounts, String> {
+        let mut out = PreparedMounts::default();
+        for m in mounts {
+            let target = m.target.clone();
+            match m.kind {
+                MountType::Tmpfs => {
+                    let target = target.ok_or("--mount=type=tmpfs needs target=")?;
+                    let size = match &m.size {
+                        Some(s) => Some(super::cgroup::parse_size(s)?),
+                        None => None,
+                    };
+                    out.mounts.push(MountSpec {
+                        target,
+                        kind: MountKind::Tmpfs { size },
+                    });
+                }
+                MountType::Cache => out.cache(m, ctx)?,
+                MountType::Secret => out.secret(m, ctx)?,
+                MountType::Bind => out.bind(m, ctx)?,
+                MountType::Ssh => {
+                    return Err("--mount=type=ssh is not supported yet".to_string());
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    fn cache(&mut self, m: &Mount, ctx: &MountContext) -> Result<(), String> {
+        let target = m.target.clone().ok_or("--mount=type=cache needs target=")?;
+        if m.from.is_some() {
+            return Err("--mount=type=cache,from=… needs the multi-stage solver (not yet)".into());
+        }
+        let id = m.id.clone().unwrap_or_else(|| target.clone());
+        let key = hex(&Sha256::digest(id.as_bytes()))[..32].to_string();
+        let base = ctx.storage.join("cache-mounts");
+        std::fs::create_dir_all(&base).map_err(|e| format!("{}: {e}", base.display()))?;
+        let dir = base.join(&key);
+        let lock_path = base.join(format!("{key}.lock"));
+        let io = |e: std::io::Error| format!("cache mount {id}: {e}");
+        let source = match m.sharing.unwrap_or_default() {
+            CacheSharing::Shared => dir.clone(),
+            CacheSharing::Locked => {
+                self.locks
+                    .push(lock(&lock_path, true).map_err(io)?.expect("blocking lock"));
+                dir.clone()
+            }
+            CacheSharing::Private => match lock(&lock_path, false).map_err(io)? {
+                Some(held) => {
+                    self.locks.push(held);
+                    dir.clone()
+                }
+                None => {
+                    let temp = tempfile::Builder::new()
+                        .prefix("private-")
+                        .tempdir_in(&base)
+                        .map_err(io)?;
+                    let path = temp.path().join("dir");
+                    self.temps.push(temp);
+                    path
+                }
+            },
+        };
+        if !source.exists() {
+            std::fs::create_dir_all(&source).map_err(io)?;
+            let mode = m.mode.unwrap_or(0o755);
+            std::fs::set_permissions(&source, std::fs::Permissions::from_mode(mode)).map_err(io)?;
+            if rustix::process::geteuid().is_root() {
+                rustix::fs::chown(
+                    &source,
+                    Some(rustix::fs::Uid::from_raw(m.uid.unwrap_or(0))),
+                    Some(rustix::fs::Gid::from_raw(m.gid.unwrap_or(0))),
+                )
+                .map_err(|e| io(e.into()))?;
+            }
+        }
+        self.mounts.push(MountSpec {
+            target,
+            kind: MountKind::Bind {
+                source,
+                readonly: m.readonly,
+            },
+        });
+        Ok(())
+    }
+
+    fn secret(&mut self, m: &Mount, ctx: &MountContext) -> Result<(), String> {
+        let id =
+            m.id.clone()
+                .or_else(|| {
+                    m.target
+                        .as_deref()
+                        .and_then(|t| Path::new(t).file_name())
+                        .map(|n| n.to_string_lossy().into_owned())
+                })
+                .ok_or("--mount=type=secret needs id= or target=")?;
+        let value = match ctx.secrets.get(&id) {
+            Some(SecretSource::File(path)) => std::fs::read(path)
+                .map_err(|e| format!("secret {id}: reading {}: {e}", path.display()))?,
+            Some(SecretSource::Env(var)) => std::env::var_os(var)
+                .ok_or_else(|| format!("secret {id}: environment variable {var} is not set"))?
+                .into_encoded_bytes(),
+            None if m.required => {
+                return Err(format!(
+                    "secret {id} is required but was not provided (--secret id={id},src=…)"
+                ))
+            }
+            None => return Ok(()),
+        };
+        if let Some(var) = &m.env {
+            let text = String::from_utf8(value.clone()).map_err(|_| {
+                format!("secret {id} is not UTF-8 and cannot be an environment variable")
+            })?;
+            self.env.push(format!("{var}={text}"));
+            if m.target.is_none() {
+                return Ok(());
+            }
+        }
+        let dir = secret_dir(&ctx.storage).map_err(|e| format!("secret {id}: {e}"))?;
+        let file = dir.path().join("secret");
+        std::fs::write(&file, &value).map_err(|e| format!("secret {id}: {e}"))?;
+        let mode = m.mode.unwrap_or(0o400);
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(mode))
+            .map_err(|e| format!("secret {id}: {e}"))?;
+        if rustix::process::geteuid().is_root() {
+            let _ = rustix::fs::chown(
+                &file,
+                Some(rustix::fs::Uid::from_raw(m.uid.unwrap_or(0))),
+                Some(rustix::fs::Gid::from_raw(m.gid.unwrap_or(0))),
+            );
+        }
+        self.mounts.push(MountSpec {
+            target: m
+                .target
+                .clone()
+                .unwrap_or_else(|| format!("/run/secrets/{id}")),
+            kind: MountKind::Bind {
+                source: file,
+                readonly: true,
+            },
+        });
+        self.temps.push(dir);
+        Ok(())
+    }
+
+    fn bind(&mut self, m: &Mount, ctx: &MountContext) -> Result<(), String> {
+        let target = m.target.clone().ok_or("--mount=type=bind needs target=")?;
+        if m.from.is_some() {
+            return Err("--mount=type=bind,from=… needs the multi-stage solver (not yet)".into());
+        }
+        let context = ctx
+            .context
+            .as_ref()
+            .ok_or("--mount=type=bind needs a build context")?;
+        let context = context
+            .canonicalize()
+            .map_err(|e| format!("build context {}: {e}", context.display()))?;
+        let rel = m.source.as_deref().unwrap_or(".").trim_start_matches('/');
+        let source = context
+            .join(rel)
+            .canonicalize()
+            .map_err(|e| format!("bind source {rel}: {e}"))?;
+        if !source.starts_with(&context) {
+            return Err(format!("bind source {rel} is outside the build context"));
+        }
+        let source = if m.readonly {
+            source
+        } else {
+            // Writes are allowed but thrown away, as in docker.
+            let temp = tempfile::Builder::new()
+                .prefix("bind-")
+                .tempdir_in(ctx.storage.join("tmp"))
+                .map_err(|e| format!("bind {rel}: {e}"))?;
+            let copy = temp.path().join("src");
+            copy_tree(&source, &copy).map_err(|e| format!("bind {rel}: {e}"))?;
+            self.temps.push(temp);
+            copy
+        };
+        self.mounts.push(MountSpec {
+            target,
+            kind: MountKind::Bind {
+                source,
+                readonly: m.readonly,
+            },
+        });
+        Ok(())
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}

@@ -1,0 +1,687 @@
+//! Layer diffs: what a RUN changed, as a deterministic layer tar.
+//!
+//! Two ways to find the changes. Over overlayfs only the upper directory is
+//! walked ([`overlay_changes`]): a 0/0 character device is a deletion, an
+//! opaque xattr replaces a lower directory, and copy-ups whose metadata and
+//! contents equal the lower file are dropped, so the cost follows what the
+//! step changed, not the size of the root. Without overlay the root is
+//! walked before ([`record_tree`]) and after ([`copy_changes`]); an inode or
+//! ctime change counts as a change even when size and mtime stayed (a
+//! rewrite of `/etc/group-` by `useradd` keeps both).
+//!
+//! [`write_layer`] turns the changes into a tar (sorted, no user or group
+//! names, mtimes clamped to `SOURCE_DATE_EPOCH`, xattrs as PAX records,
+//! hardlinks kept) compressed with gzip and hashed in the same pass.
+
+use std::collections::{BTreeMap, HashMap};
+use std::ffi::OsStr;
+use std::io::{self, Read, Write};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+use flate2::write::GzEncoder;
+use flate2::Compression;
+
+use crate::cache::ContentStore;
+use crate::image::layer::{HashingWriter, LayerBlob, LayerError};
+use crate::image::Digest;
+
+const WHITEOUT_PREFIX: &str = ".wh.";
+const OPAQUE_MARKER: &str = ".wh..wh..opq";
+const OPAQUE_XATTRS: [&str; 2] = ["trusted.overlay.opaque", "user.overlay.opaque"];
+
+/// One change a step made, relative to the root.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    /// `path` was added or modified; its new state is read from `source`.
+    Put {
+        /// Path inside the root, without a leading `/`.
+        path: PathBuf,
+        /// Where the new version is on disk.
+        source: PathBuf,
+    },
+    /// `path` was deleted.
+    Delete(PathBuf),
+    /// The directory `path` replaced whatever lower layers had there.
+    Opaque(PathBuf),
+}
+
+impl Change {
+    fn sort_key(&self) -> Vec<u8> {
+        match self {
+            Change::Put { path, .. } => path.as_os_str().as_bytes().to_vec(),
+            Change::Delete(path) => whiteout_name(path, WHITEOUT_PREFIX),
+            Change::Opaque(path) => {
+                let mut key = path.as_os_str().as_bytes().to_vec();
+                key.extend_from_slice(b"/");
+                key.extend_from_slice(OPAQUE_MARKER.as_bytes());
+                key
+            }
+        }
+    }
+}
+
+fn whiteout_name(path: &Path, prefix: &str) -> Vec<u8> {
+    let mut out = Vec::new();
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        out.extend_from_slice(parent.as_os_str().as_bytes());
+        out.push(b'/');
+    }
+    out.extend_from_slice(prefix.as_bytes());
+    out.extend_from_slice(path.file_name().unwrap_or_default().as_bytes());
+    out
+}
+
+fn is_whiteout_device(meta: &std::fs::Metadata) -> bool {
+    use std::os::unix::fs::FileTypeExt;
+    meta.file_type().is_char_device() && meta.rdev() == 0
+}
+
+fn xattr_value(path: &Path, key: &str) -> Option<Vec<u8>> {
+    let mut buf = vec![0u8; 256];
+    let n = rustix::fs::lgetxattr(path, key, &mut buf[..]).ok()?;
+    buf.truncate(n);
+    Some(buf)
+}
+
+fn is_opaque(path: &Path) -> bool {
+    OPAQUE_XATTRS
+        .iter()
+        .any(|key| xattr_value(path, key).as_deref() == Some(b"y"))
+}
+
+/// Extended attributes a layer carries: everything but overlayfs's own.
+fn layer_xattrs(path: &Path) -> io::Result<Vec<(Vec<u8>, Vec<u8>)>> {
+    let size = match rustix::fs::llistxattr_query(path) {
+        Ok(n) => n,
+        Err(rustix::io::Errno::NOTSUP) => return Ok(Vec::new()),
+        Err(e) => return Err(e.into()),
+    };
+    if size == 0 {
+        return Ok(Vec::new());
+    }
+    let mut names = vec![0u8; size + 64];
+    let n = rustix::fs::llistxattr(path, &mut names[..])?;
+    names.truncate(n);
+    let mut out = Vec::new();
+    for name in names.split(|b| *b == 0).filter(|n| !n.is_empty()) {
+        if name.starts_with(b"trusted.overlay.") || name.starts_with(b"user.overlay.") {
+            continue;
+        }
+        let key = OsStr::from_bytes(name);
+        let len = rustix::fs::lgetxattr_query(path, key)?;
+        let mut value = vec![0u8; len];
+        let got = rustix::fs::lgetxattr(path, key, &mut value[..])?;
+        value.truncate(got);
+        out.push((name.to_vec(), value));
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// Finds the file a path had in the stacked lower dirs (top first), if any,
+/// honouring whiteouts and opaque directories between them.
+pub fn lower_file(lowers: &[PathBuf], rel: &Path) -> Option<PathBuf> {
+    'lowers: for lower in lowers {
+        let mut dir = lower.clone();
+        let mut hides_below = false;
+        if let Some(parent) = rel.parent() {
+            for part in parent.components() {
+                dir.push(part);
+                match std::fs::symlink_metadata(&dir) {
+                    Err(_) => {
+                        if hides_below {
+                            return None;
+                        }
+                        continue 'lowers;
+                    }
+                    Ok(meta) if !meta.is_dir() => return None,
+                    Ok(_) => hides_below |= is_opaque(&dir),
+                }
+            }
+        }
+        let candidate = lower.join(rel);
+        match std::fs::symlink_metadata(&candidate) {
+            Ok(meta) if is_whiteout_device(&meta) => return None,
+            Ok(_) => return Some(candidate),
+            Err(_) if hides_below => return None,
+            Err(_) => {}
+        }
+    }
+    None
+}
+
+fn same_contents(a: &Path, b: &Path) -> io::Result<bool> {
+    let (mut fa, mut fb) = (std::fs::File::open(a)?, std::fs::File::open(b)?);
+    let (mut ba, mut bb) = (vec![0u8; 64 * 1024], vec![0u8; 64 * 1024]);
+    loop {
+        let na = read_full(&mut fa, &mut ba)?;
+        let nb = read_full(&mut fb, &mut bb)?;
+        if na != nb || ba[..na] != bb[..nb] {
+            return Ok(false);
+        }
+        if na == 0 {
+            return Ok(true);
+        }
+    }
+}
+
+fn read_full(file: &mut std::fs::File, buf: &mut [u8]) -> io::Result<usize> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        match file.read(&mut buf[filled..])? {
+            0 => break,
+            n => filled += n,
+        }
+    }
+    Ok(filled)
+}
+
+/// Whether an upper entry is an unchanged copy of its lower file: same type,
+/// owner, mode, size, mtime, xattrs, link target and contents.
+fn unchanged_copy_up(upper: &Path, meta: &std::fs::Metadata, lower: &Path) -> io::Result<bool> {
+    let Ok(old) = std::fs::symlink_metadata(lower) else {
+        return Ok(false);
+    };
+    if old.file_type() != meta.file_type()
+        || (!meta.is_dir() && meta.nlink() > 1)
+        || old.mode() != meta.mode()
+        || old.uid() != meta.uid()
+        || old.gid() != meta.gid()
+        || old.mtime() != meta.mtime()
+        || old.mtime_nsec() != meta.mtime_nsec()
+        || layer_xattrs(upper)? != layer_xattrs(lower)?
+    {
+        return Ok(false);
+    }
+    if meta.is_dir() {
+        return Ok(true);
+    }
+    if meta.file_type().is_symlink() {
+        return Ok(std::fs::read_link(upper)? == std::fs::read_link(lower)?);
+    }
+    if meta.is_file() {
+        return Ok(old.len() == meta.len() && same_contents(upper, lower)?);
+    }
+    Ok(old.rdev() == meta.rdev())
+}
+
+/// The changes recorded in an overlay upper dir. `lowers` are the lower dirs
+/// the step ran over, top first; `skip` are paths the sandbox created for
+/// its own mounts and removed again (never part of a layer).
+pub fn overlay_changes(upper: &Path, lowers: &[PathBuf]) -> io::Result<Vec<Change>> {
+    let mut changes = Vec::new();
+    walk_upper(upper, Path::new(""), lowers, false, &mut changes)?;
+    Ok(with_parents(changes, upper))
+}
+
+/// Adds every changed path's parent directories (read from `root`), as
+/// docker's layers carry them: a layer applied alone, or stacked as an
+/// overlay lower dir, then shows each parent with its real metadata
+/// rather than one invented on extraction.
+fn with_parents(mut changes: Vec<Change>, root: &Path) -> Vec<Change> {
+    let mut present: std::collections::HashSet<PathBuf> = changes
+        .iter()
+        .filter_map(|c| match c {
+            Change::Put { path, .. } => Some(path.clone()),
+            _ => None,
+        })
+        .collect();
+    let mut parents = Vec::new();
+    for change in &changes {
+        let path = match change {
+            Change::Put { path, .. } | Change::Delete(path) => path,
+            Change::Opaque(path) => {
+                if present.insert(path.clone()) {
+                    parents.push(path.clone());
+                }
+                path
+            }
+        };
+        for ancestor in path.ancestors().skip(1) {
+            if ancestor.as_os_str().is_empty() {
+                break;
+            }
+            if present.insert(ancestor.to_path_buf()) {
+                parents.push(ancestor.to_path_buf());
+            }
+        }
+    }
+    changes.extend(parents.into_iter().map(|path| Change::Put {
+        source: root.join(&path),
+        path,
+    }));
+    changes.sort_by_key(Change::sort_key);
+    changes
+}
+
+fn walk_upper(
+    upper: &Path,
+    rel_dir: &Path,
+    lowers: &[PathBuf],
+    under_opaque: bool,
+    changes: &mut Vec<Change>,
+) -> io::Result<()> {
+    for entry in std::fs::read_dir(upper.join(rel_dir))? {
+        let entry = entry?;
+        let rel = rel_dir.join(entry.file_name());
+        let source = entry.path();
+        let meta = std::fs::symlink_metadata(&source)?;
+        if is_whiteout_device(&meta) {
+            if !under_opaque && lower_file(lowers, &rel).is_some() {
+                changes.push(Change::Delete(rel));
+            }
+            continue;
+        }
+        let lower = if under_opaque {
+            None
+        } else {
+            lower_file(lowers, &rel)
+        };
+        if meta.is_dir() {
+            let opaque = is_opaque(&source);
+            let lower_is_dir = lower
+                .as_ref()
+                .is_some_and(|l| std::fs::symlink_metadata(l).is_ok_and(|m| m.is_dir()));
+            let same = match (&lower, opaque) {
+                (Some(l), false) => unchanged_copy_up(&source, &meta, l)?,
+                _ => false,
+            };
+            if !same {
+                changes.push(Change::Put {
+                    path: rel.clone(),
+                    source: source.clone(),
+                });
+            }
+            if opaque && lower_is_dir {
+                changes.push(Change::Opaque(rel.clone()));
+            }
+            walk_upper(
+                upper,
+                &rel,
+                lowers,
+                under_opaque || opaque || (lower.is_some() && !lower_is_dir),
+                changes,
+            )?;
+            continue;
+        }
+        if let Some(lower) = &lower {
+            if unchanged_copy_up(&source, &meta, lower)? {
+                continue;
+            }
+        }
+        changes.push(Change::Put { path: rel, source });
+    }
+    Ok(())
+}
+
+/// What the copy-tier differ remembers of one path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileState {
+    ino: u64,
+    ctime: (i64, i64),
+    mtime: (i64, i64),
+    mode: u32,
+    uid: u32,
+    gid: u32,
+    size: u64,
+    rdev: u64,
+}
+
+impl FileState {
+    fn of(meta: &std::fs::Metadata) -> FileState {
+        FileState {
+            ino: meta.ino(),
+            ctime: (meta.ctime(), meta.ctime_nsec()),
+            mtime: (meta.mtime(), meta.mtime_nsec()),
+            mode: meta.mode(),
+            uid: meta.uid(),
+            gid: meta.gid(),
+            size: meta.len(),
+            rdev: meta.rdev(),
+        }
+    }
+}
+
+/// Every path of a root and its state, taken right before a step runs.
+pub type TreeState = BTreeMap<PathBuf, FileState>;
+
+/// Records the state of every path under `root`.
+pub fn record_tree(root: &Path) -> io::Result<TreeState> {
+    let mut state = TreeState::new();
+    record_dir(root, Path::new(""), &mut state)?;
+    Ok(state)
+}
+
+fn record_dir(root: &Path, rel_dir: &Path, state: &mut TreeState) -> io::Result<()> {
+    for entry in std::fs::read_dir(root.join(rel_dir))? {
+        let entry = entry?;
+        let rel = rel_dir.join(entry.file_name());
+        let meta = std::fs::symlink_metadata(entry.path())?;
+        state.insert(rel.clone(), FileState::of(&meta));
+        if meta.is_dir() {
+            record_dir(root, &rel, state)?;
+        }
+    }
+    Ok(())
+}
+
+/// The changes between `before` (from [`record_tree`]) and `root` now.
+/// Inode and ctime are compared too, so a rewrite that kept size and mtime
+/// is still seen.
+pub fn copy_changes(before: &TreeState, root: &Path) -> io::Result<Vec<Change>> {
+    let after = record_tree(root)?;
+    let mut changes = Vec::new();
+    for (path, now) in &after {
+        let changed = match before.get(path) {
+            None => true,
+            Some(old) => {
+                let is_dir = now.mode & libc::S_IFMT == libc::S_IFDIR;
+                // A directory's ctime and inode say nothing about its own
+                // entry's header; its children are compared one by one.
+                if is_dir && old.mode & libc::S_IFMT == libc::S_IFDIR {
+                    old.mode != now.mode
+                        || old.uid != now.uid
+                        || old.gid != now.gid
+                        || old.mtime != now.mtime
+                } else {
+                    old != now
+                }
+            }
+        };
+        if changed {
+            changes.push(Change::Put {
+                path: path.clone(),
+                source: root.join(path),
+            });
+        }
+    }
+    let mut deleted: Option<&PathBuf> = None;
+    for path in before.keys() {
+        if after.contains_key(path) {
+            continue;
+        }
+        if deleted.is_some_and(|d| path.starts_with(d)) {
+            continue; // inside a directory already deleted as a whole
+        }
+        // A directory replaced by a file: putting the file removes it all.
+        if path.ancestors().skip(1).any(|a| {
+            after
+                .get(a)
+                .is_some_and(|s| s.mode & libc::S_IFMT != libc::S_IFDIR)
+        }) {
+            continue;
+        }
+        deleted = Some(path);
+        changes.push(Change::Delete(path.clone()));
+    }
+    Ok(with_parents(changes, root))
+}
+
+/// How files on disk become tar headers.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct LayerOptions {
+    /// Clamp every mtime to this (seconds since the epoch).
+    pub source_date_epoch: Option<i64>,
+    /// In a rootless build, host ids of the caller become these ids in the
+    /// layer (the single mapping a user namespace gives: caller → root).
+    pub id_map: Option<IdMap>,
+}
+
+/// A single-id mapping from host ids to layer ids.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IdMap {
+    /// The host uid that is root inside the build.
+    pub host_uid: u32,
+    /// The host gid that is root inside the build.
+    pub host_gid: u32,
+}
+
+impl LayerOptions {
+    fn ids(&self, uid: u32, gid: u32) -> (u64, u64) {
+        match self.id_map {
+            Some(map) => (
+                if uid == map.host_uid { 0 } else { 65534 },
+                if gid == map.host_gid { 0 } else { 65534 },
+            ),
+            None => (uid as u64, gid as u64),
+        }
+    }
+
+    fn mtime(&self, mtime: i64) -> u64 {
+        let clamped = match self.source_date_epoch {
+            Some(epoch) => mtime.min(epoch),
+            None => mtime,
+        };
+        clamped.max(0) as u64
+    }
+}
+
+fn pax_record(key: &[u8], value: &[u8]) -> Vec<u8> {
+    // "<len> <key>=<value>\n", where <len> counts the whole record.
+    let body = key.len() + value.len() + 3;
+    let mut len = body + 1;
+    while len != body + len.to_string().len() {
+        len = body + len.to_string().len();
+    }
+    let mut out = format!("{len} ").into_bytes();
+    out.extend_from_slice(key);
+    out.push(b'=');
+    out.extend_from_slice(value);
+    out.push(b'\n');
+    out
+}
+
+struct TarWriter<W: Write> {
+    tar: tar::Builder<W>,
+    options: LayerOptions,
+    /// (dev, ino) of files already written → their path in the layer.
+    links: HashMap<(u64, u64), PathBuf>,
+}
+
+impl<W: Write> TarWriter<W> {
+    fn marker(&mut self, name: Vec<u8>) -> io::Result<()> {
+        let mut header = tar::Header::new_ustar();
+        header.set_entry_type(tar::EntryType::Regular);
+        header.set_mode(0o644);
+        header.set_uid(0);
+        header.set_gid(0);
+        header.set_mtime(self.options.mtime(0));
+        header.set_size(0);
+        self.tar
+            .append_data(&mut header, OsStr::from_bytes(&name), io::empty())
+    }
+
+    fn put(&mut self, path: &Path, source: &Path) -> io::Result<()> {
+        use std::os::unix::fs::FileTypeExt;
+        let meta = std::fs::symlink_metadata(source)?;
+        let kind = meta.file_type();
+        if kind.is_socket() {
+            return Ok(()); // sockets never go into layers (as docker does)
+        }
+        let mut header = tar::Header::new_ustar();
+        let (uid, gid) = self.options.ids(meta.uid(), meta.gid());
+        header.set_mode(meta.mode() & 0o7777);
+        header.set_uid(uid);
+        header.set_gid(gid);
+        header.set_mtime(self.options.mtime(meta.mtime()));
+        header.set_size(0);
+        let xattrs = if kind.is_symlink() {
+            Vec::new()
+        } else {
+            layer_xattrs(source)?
+        };
+        if !xattrs.is_empty() {
+            let mut records = Vec::new();
+            for (key, value) in &xattrs {
+                let mut full = b"SCHILY.xattr.".to_vec();
+                full.extend_from_slice(key);
+                records.extend(pax_record(&full, value));
+            }
+            let mut pax = tar::Header::new_ustar();
+            pax.set_entry_type(tar::EntryType::XHeader);
+            pax.set_mode(0o644);
+            pax.set_mtime(self.options.mtime(0));
+            pax.set_size(records.len() as u64);
+            let mut pax_name = b"PaxHeaders.0/".to_vec();
+            pax_name.extend_from_slice(path.file_name().unwrap_or_default().as_bytes());
+            pax_name.truncate(99);
+            self.tar
+                .append_data(&mut pax, OsStr::from_bytes(&pax_name), records.as_slice())?;
+        }
+        if kind.is_dir() {
+            header.set_entry_type(tar::EntryType::Directory);
+            let mut name = path.as_os_str().as_bytes().to_vec();
+            name.push(b'/');
+            return self
+                .tar
+                .append_data(&mut header, OsStr::from_bytes(&name), io::empty());
+        }
+        if kind.is_symlink() {
+            header.set_entry_type(tar::EntryType::Symlink);
+            let target = std::fs::read_link(source)?;
+            return self.tar.append_link(&mut header, path, target);
+        }
+        if kind.is_file() {
+            if meta.nlink() > 1 {
+                if let Some(first) = self.links.get(&(meta.dev(), meta.ino())) {
+                    header.set_entry_type(tar::EntryType::Link);
+                    let first = first.clone();
+                    return self.tar.append_link(&mut header, path, first);
+                }
+                self.links
+                    .insert((meta.dev(), meta.ino()), path.to_path_buf());
+            }
+            header.set_entry_type(tar::EntryType::Regular);
+            header.set_size(meta.len());
+            let file = std::fs::File::open(source)?;
+            // A file that shrank underneath would corrupt the tar: read
+            // exactly the size in the header.
+            return self
+                .tar
+                .append_data(&mut header, path, file.take(meta.len()));
+        }
+        let (entry_type, dev) = if kind.is_char_device() {
+            (tar::EntryType::Char, true)
+        } else if kind.is_block_device() {
+            (tar::EntryType::Block, true)
+        } else {
+            (tar::EntryType::Fifo, false)
+        };
+        header.set_entry_type(entry_type);
+        if dev {
+            let rdev = meta.rdev();
+            header.set_device_major(libc::major(rdev))?;
+            header.set_device_minor(libc::minor(rdev))?;
+        }
+        self.tar.append_data(&mut header, path, io::empty())
+    }
+}
+
+/// Writes `changes` as a gzip layer into `store`: tar, diff_id and the
+/// compressed digest in one streaming pass.
+pub fn write_layer(
+    store: &ContentStore,
+    changes: &[Change],
+    options: LayerOptions,
+) -> Result<LayerBlob, LayerError> {
+    let blob = store.writer()?;
+    let gz = GzEncoder::new(blob, Compression::new(6));
+    let mut tar = tar::Builder::new(HashingWriter::new(gz));
+    tar.mode(tar::HeaderMode::Deterministic);
+    let mut writer = TarWriter {
+        tar,
+        options,
+        links: HashMap::new(),
+    };
+    for change in changes {
+        match change {
+            Change::Put { path, source } => writer.put(path, source)?,
+            Change::Delete(path) => writer.marker(whiteout_name(path, WHITEOUT_PREFIX))?,
+            Change::Opaque(path) => {
+                let mut name = path.as_os_str().as_bytes().to_vec();
+                name.push(b'/');
+                name.extend_from_slice(OPAQUE_MARKER.as_bytes());
+                writer.marker(name)?
+            }
+        }
+    }
+    let hashing = writer.tar.into_inner()?;
+    let (gz, hash) = hashing.finish();
+    let diff_id = Digest::from_sha256(hash);
+    let blob = gz.finish()?;
+    let (digest, size) = blob.commit(None)?;
+    Ok(LayerBlob {
+        digest,
+        size,
+        diff_id,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pax_records_count_their_own_length() {
+        let rec = pax_record(b"SCHILY.xattr.user.a", b"1");
+        let text = String::from_utf8(rec.clone()).unwrap();
+        let (len, _) = text.split_once(' ').unwrap();
+        assert_eq!(len.parse::<usize>().unwrap(), rec.len());
+        // Crossing a digit boundary: 95 bytes of body need a 3-digit length.
+        let long = pax_record(&[b'k'; 40], &[b'v'; 52]);
+        let text = String::from_utf8(long.clone()).unwrap();
+        assert_eq!(
+            text.split_once(' ').unwrap().0.parse::<usize>().unwrap(),
+            long.len()
+        );
+    }
+
+    #[test]
+    fn whiteout_names_keep_the_parent() {
+        assert_eq!(whiteout_name(Path::new("a/b/c"), ".wh."), b"a/b/.wh.c");
+        assert_eq!(whiteout_name(Path::new("top"), ".wh."), b".wh.top");
+    }
+
+    #[test]
+    fn copy_changes_see_rewrites_with_the_same_size_and_mtime() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        std::fs::create_dir(root.join("etc")).unwrap();
+        std::fs::write(root.join("etc/group-"), b"root:x:0:\n").unwrap();
+        std::fs::write(root.join("keep"), b"same").unwrap();
+        std::fs::create_dir_all(root.join("gone/deep")).unwrap();
+        std::fs::write(root.join("gone/deep/f"), b"x").unwrap();
+        let mtime = std::fs::metadata(root.join("etc/group-"))
+            .unwrap()
+            .modified()
+            .unwrap();
+        let before = record_tree(root).unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        // Same size, same mtime, different bytes.
+        std::fs::write(root.join("etc/group-"), b"user:x:9:\n").unwrap();
+        let file = std::fs::File::options()
+            .write(true)
+            .open(root.join("etc/group-"))
+            .unwrap();
+        file.set_modified(mtime).unwrap();
+        std::fs::remove_dir_all(root.join("gone")).unwrap();
+        let changes = copy_changes(&before, root).unwrap();
+        // The changed file's parent comes along (as in docker's layers);
+        // the untouched file does not.
+        let mut expected = vec![
+            Change::Delete(PathBuf::from("gone")),
+            Change::Put {
+                path: PathBuf::from("etc/group-"),
+                source: root.join("etc/group-"),
+            },
+            Change::Put {
+                path: PathBuf::from("etc"),
+                source: root.join("etc"),
+            },
+        ];
+        expected.sort_by_key(Change::sort_key);
+        assert_eq!(changes, expected);
+    }
+}

@@ -1,0 +1,291 @@
+//! The snapshot store: every layer extracted once, as an overlay lower dir
+//! keyed by its chain id, shared by all builds; and per-step workspaces.
+//!
+//! Layout under the store root (normally `$RBUILD_ROOT/snapshots`):
+//! `<chain-id hex>/fs` is a layer in overlay format (whiteouts as 0/0
+//! character devices, opaque dirs marked by xattrs); `l/<16 hex>` is a
+//! short symlink to it, so a mount option string naming a long chain of
+//! lower dirs stays under the kernel's one-page limit; `w/<id>/` holds a
+//! step's `upper`, `work` and `merged` dirs (or `rootfs` in the copy tier).
+//! Extraction goes to a temporary dir renamed into place, so a killed build
+//! never leaves a half-extracted snapshot under its real name.
+
+use std::io::{self, BufReader, Read};
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest as _, Sha256};
+
+use super::apply::{apply_layer, ApplyError, ApplyOptions};
+use crate::cache::{ContentStore, StoreError};
+use crate::image::Digest;
+
+/// A layer of an image: its blob in the content store and its diff_id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LayerRef {
+    /// Digest of the (usually gzip-compressed) blob.
+    pub digest: Digest,
+    /// Digest of the uncompressed tar.
+    pub diff_id: Digest,
+}
+
+/// Snapshot store failures.
+#[derive(Debug, thiserror::Error)]
+pub enum SnapshotError {
+    /// Reading a layer blob failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The layer could not be applied (includes escape attempts).
+    #[error(transparent)]
+    Apply(#[from] ApplyError),
+    /// A file system operation on the store failed.
+    #[error("snapshot store {path}: {source}")]
+    Io {
+        /// The path involved.
+        path: PathBuf,
+        /// The error.
+        source: io::Error,
+    },
+    /// Too many layers for one overlay mount.
+    #[error(
+        "{0} layers are too many for one overlay mount (the option string would exceed a page)"
+    )]
+    TooManyLayers(usize),
+}
+
+fn io_at(path: &Path) -> impl FnOnce(io::Error) -> SnapshotError + '_ {
+    move |source| SnapshotError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Chain ids of a stack of layers (bottom first), as the OCI spec defines
+/// them: the first is its diff_id, each next is sha256("<prev> <diff_id>").
+pub fn chain_ids(diff_ids: &[Digest]) -> Vec<Digest> {
+    let mut out: Vec<Digest> = Vec::with_capacity(diff_ids.len());
+    for diff_id in diff_ids {
+        let next = match out.last() {
+            None => diff_id.clone(),
+            Some(prev) => {
+                let hash: [u8; 32] = Sha256::digest(format!("{prev} {diff_id}")).into();
+                Digest::from_sha256(hash)
+            }
+        };
+        out.push(next);
+    }
+    out
+}
+
+/// Opens a layer blob, undoing gzip when the bytes say so.
+pub fn open_layer(store: &ContentStore, digest: &Digest) -> Result<Box<dyn Read>, StoreError> {
+    let mut file = BufReader::new(store.open_blob(digest)?);
+    let magic = {
+        use std::io::BufRead;
+        let buf = file.fill_buf().map_err(|e| StoreError::Io {
+            path: store.blob_path(digest),
+            source: e,
+        })?;
+        buf.get(..2).map(|m| [m[0], m[1]])
+    };
+    Ok(match magic {
+        Some([0x1f, 0x8b]) => Box::new(flate2::read::GzDecoder::new(file)),
+        _ => Box::new(file),
+    })
+}
+
+/// The store of extracted layers.
+#[derive(Debug, Clone)]
+pub struct SnapshotStore {
+    root: PathBuf,
+}
+
+impl SnapshotStore {
+    /// Opens (creating) a snapshot store at `root`.
+    pub fn open(root: impl Into<PathBuf>) -> Result<SnapshotStore, SnapshotError> {
+        let root = root.into();
+        for sub in ["l", "w", "tmp", "empty"] {
+            std::fs::create_dir_all(root.join(sub)).map_err(io_at(&root))?;
+        }
+        Ok(SnapshotStore { root })
+    }
+
+    /// The store's root dir (overlay mounts name lower dirs relative to it).
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    fn short_name(chain: &Digest) -> String {
+        format!("l/{}", &chain.hex()[..16])
+    }
+
+    /// Extracts any of `layers` (bottom first) not yet in the store and
+    /// returns their lower dir names relative to [`SnapshotStore::root`],
+    /// top first, as overlay's `lowerdir=` wants them.
+    pub fn lowers(
+        &self,
+        store: &ContentStore,
+        layers: &[LayerRef],
+    ) -> Result<Vec<String>, SnapshotError> {
+        let diff_ids: Vec<Digest> = layers.iter().map(|l| l.diff_id.clone()).collect();
+        let chains = chain_ids(&diff_ids);
+        let mut names = Vec::with_capacity(layers.len());
+        for (layer, chain) in layers.iter().zip(&chains) {
+            self.ensure(store, layer, chain)?;
+            names.push(Self::short_name(chain));
+        }
+        names.reverse();
+        if names.is_empty() {
+            // FROM scratch: overlay still wants a lower dir.
+            names.push("empty".to_string());
+        }
+        let option_len: usize = names.iter().map(|n| n.len() + 1).sum::<usize>() + 300;
+        if option_len > 4096 {
+            return Err(SnapshotError::TooManyLayers(layers.len()));
+        }
+        Ok(names)
+    }
+
+    fn ensure(
+        &self,
+        store: &ContentStore,
+        layer: &LayerRef,
+        chain: &Digest,
+    ) -> Result<(), SnapshotError> {
+        let dir = self.root.join(chain.hex());
+        let link = self.root.join(Self::short_name(chain));
+        if !dir.join("fs").is_dir() {
+            let tmp = tempfile::Builder::new()
+                .prefix("extract-")
+                .tempdir_in(self.root.join("tmp"))
+                .map_err(io_at(&self.root))?;
+            let fs = tmp.path().join("fs");
+            std::fs::create_dir(&fs).map_err(io_at(&fs))?;
+            let options = ApplyOptions {
+                overlay_format: true,
+                ..ApplyOptions::default()
+            };
+            apply_layer(
+                &fs,
+                open_layer(store, &layer.digest)?,
+                &layer.digest.to_string(),
+                options,
+            )?;
+            let tmp = tmp.keep();
+            match std::fs::rename(&tmp, &dir) {
+                Ok(()) => {}
+                // Another build extracted it first: theirs is as good.
+                Err(e)
+                    if dir.join("fs").is_dir()
+                        && matches!(e.raw_os_error(), Some(libc::EEXIST | libc::ENOTEMPTY)) =>
+                {
+                    let _ = std::fs::remove_dir_all(&tmp);
+                }
+                Err(e) => return Err(io_at(&dir)(e)),
+            }
+        }
+        if std::fs::symlink_metadata(&link).is_err() {
+            let target = format!("../{}/fs", chain.hex());
+            match std::os::unix::fs::symlink(&target, &link) {
+                Err(e) if e.kind() != io::ErrorKind::AlreadyExists => return Err(io_at(&link)(e)),
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// The absolute lower dirs for `names` from [`SnapshotStore::lowers`].
+    pub fn lower_paths(&self, names: &[String]) -> Vec<PathBuf> {
+        names.iter().map(|n| self.root.join(n)).collect()
+    }
+
+    /// Applies `layers` (bottom first) onto the empty dir `dest`: the copy
+    /// tier's root for a step.
+    pub fn materialize(
+        &self,
+        store: &ContentStore,
+        layers: &[LayerRef],
+        dest: &Path,
+    ) -> Result<(), SnapshotError> {
+        for layer in layers {
+            apply_layer(
+                dest,
+                open_layer(store, &layer.digest)?,
+                &layer.digest.to_string(),
+                ApplyOptions::default(),
+            )?;
+        }
+        Ok(())
+    }
+
+    /// A fresh workspace for one step.
+    pub fn workspace(&self) -> Result<Workspace, SnapshotError> {
+        let dir = tempfile::Builder::new()
+            .prefix("")
+            .rand_bytes(8)
+            .tempdir_in(self.root.join("w"))
+            .map_err(io_at(&self.root))?;
+        for sub in ["upper", "work", "merged", "etc"] {
+            std::fs::create_dir(dir.path().join(sub)).map_err(io_at(dir.path()))?;
+        }
+        Ok(Workspace { dir })
+    }
+}
+
+/// One step's scratch dirs, removed on drop.
+#[derive(Debug)]
+pub struct Workspace {
+    dir: tempfile::TempDir,
+}
+
+impl Workspace {
+    /// The workspace dir.
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// The overlay upper dir.
+    pub fn upper(&self) -> PathBuf {
+        self.dir.path().join("upper")
+    }
+
+    /// The overlay work dir.
+    pub fn work(&self) -> PathBuf {
+        self.dir.path().join("work")
+    }
+
+    /// Where the step's root is assembled (overlay mount point, or the
+    /// copy tier's materialized root).
+    pub fn merged(&self) -> PathBuf {
+        self.dir.path().join("merged")
+    }
+
+    /// A dir for files bind-mounted into the step (/etc/hosts, ...).
+    pub fn files(&self) -> PathBuf {
+        self.dir.path().join("etc")
+    }
+
+    /// Path of `sub` relative to the store root.
+    pub fn relative(&self, store: &SnapshotStore, sub: &str) -> String {
+        let rel = self
+            .dir
+            .path()
+            .strip_prefix(store.root())
+            .unwrap_or(self.dir.path());
+        format!("{}/{sub}", rel.display())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chain_ids_follow_the_oci_definition() {
+        let a = Digest::from_sha256([1; 32]);
+        let b = Digest::from_sha256([2; 32]);
+        let chains = chain_ids(&[a.clone(), b.clone()]);
+        assert_eq!(chains[0], a);
+        let expected: [u8; 32] = Sha256::digest(format!("{a} {b}")).into();
+        assert_eq!(chains[1], Digest::from_sha256(expected));
+    }
+}
