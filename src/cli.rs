@@ -415,7 +415,12 @@ fn debug_run(args: DebugRun) -> i32 {
             return EXIT_ENVIRONMENT;
         }
     };
-    eprintln!("isolation: {}", plan.tier);
+    let mut plan = plan;
+    if std::env::var("RBUILD_SNAPSHOTS").as_deref() == Ok("copy") {
+        // Forces the copy tier's snapshots and differ (tests, odd file systems).
+        plan.snapshots = crate::executor::SnapshotMode::Copy;
+    }
+    eprintln!("isolation: {} (snapshots: {:?})", plan.tier, plan.snapshots);
     let source_date_epoch = args.source_date_epoch.or_else(|| {
         std::env::var("SOURCE_DATE_EPOCH")
             .ok()

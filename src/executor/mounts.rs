@@ -53,7 +53,9 @@ pub struct PreparedMounts {
 
 fn secret_dir(storage: &Path) -> std::io::Result<tempfile::TempDir> {
     // A tmpfs keeps secret bytes off disk where there is one.
-    for base in [Path::new("/dev/shm"), &storage.join("tmp")] {
+    let fallback = storage.join("tmp");
+    let _ = std::fs::create_dir_all(&fallback);
+    for base in [Path::new("/dev/shm"), &fallback] {
         if let Ok(dir) = tempfile::Builder::new()
             .prefix("rbuild-secret-")
             .tempdir_in(base)
@@ -270,6 +272,8 @@ impl PreparedMounts {
             source
         } else {
             // Writes are allowed but thrown away, as in docker.
+            let scratch = ctx.storage.join("tmp");
+            std::fs::create_dir_all(&scratch).map_err(|e| format!("{}: {e}", scratch.display()))?;
             let temp = tempfile::Builder::new()
                 .prefix("bind-")
                 .tempdir_in(ctx.storage.join("tmp"))

@@ -1,0 +1,437 @@
+//! RUN steps end to end through the real binary (`rbuild debug run`): the
+//! sandbox, overlay (and copy) snapshots, the differ, limits and mounts,
+//! checked with independent tools: the image is pushed to the real
+//! registry with skopeo, pulled back and unpacked by umoci, and the tree
+//! umoci builds is compared with the tree the last RUN saw.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+mod common;
+
+use common::{is_root, run_ok, TestRegistry};
+
+const SANDBOX_DATA: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/testdata/dockerfiles/sandbox");
+
+fn rbuild() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_rbuild"))
+}
+
+/// Runs `rbuild debug run` on `dockerfile` with storage in `root`.
+fn debug_run(dockerfile: &Path, root: &Path, oci: &Path, extra: &[&str]) -> Output {
+    rbuild()
+        .args(["debug", "run", "--context", SANDBOX_DATA, "--root"])
+        .arg(root)
+        .arg("-f")
+        .arg(dockerfile)
+        .arg("--oci-dir")
+        .arg(oci)
+        .args(extra)
+        .output()
+        .unwrap()
+}
+
+fn write_dockerfile(dir: &Path, text: &str) -> PathBuf {
+    let path = dir.join("Dockerfile");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+fn assert_built(out: &Output) {
+    assert!(out.status.success(), "build failed:\n{}", stderr(out));
+}
+
+/// Lines a step printed on stdout (the `  ` prefixed log lines).
+fn step_lines(out: &Output) -> Vec<String> {
+    stderr(out)
+        .lines()
+        .filter_map(|l| l.strip_prefix("  "))
+        .map(str::to_string)
+        .collect()
+}
+
+/// The manifest of the one image in an OCI layout.
+fn manifest(oci: &Path) -> serde_json::Value {
+    let index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(oci.join("index.json")).unwrap()).unwrap();
+    let digest = index["manifests"][0]["digest"].as_str().unwrap();
+    serde_json::from_slice(
+        &std::fs::read(oci.join("blobs/sha256").join(&digest["sha256:".len()..])).unwrap(),
+    )
+    .unwrap()
+}
+
+fn layer_digests(oci: &Path) -> Vec<String> {
+    manifest(oci)["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["digest"].as_str().unwrap().to_string())
+        .collect()
+}
+
+/// Pushes the layout's image to `registry` with skopeo, pulls it back into
+/// a fresh layout and unpacks it with umoci; returns the rootfs.
+fn push_pull_unpack(oci: &Path, registry: &TestRegistry, repo: &str, work: &Path) -> PathBuf {
+    let remote = format!("docker://{}/{repo}:1", registry.addr);
+    run_ok(Command::new("skopeo").args([
+        "copy",
+        "--dest-tls-verify=false",
+        &format!("oci:{}:latest", oci.display()),
+        &remote,
+    ]));
+    let pulled = work.join("pulled");
+    run_ok(Command::new("skopeo").args([
+        "copy",
+        "--src-tls-verify=false",
+        &remote,
+        &format!("oci:{}:x", pulled.display()),
+    ]));
+    let bundle = work.join("bundle");
+    run_ok(
+        Command::new("umoci")
+            .args(["unpack", "--image"])
+            .arg(format!("{}:x", pulled.display()))
+            .arg(&bundle),
+    );
+    bundle.join("rootfs")
+}
+
+/// The listing `list-tree.sh` prints for a chroot of `rootfs`.
+fn list_tree_in(rootfs: &Path) -> Vec<String> {
+    let script = rootfs.join("list-tree");
+    std::fs::copy(Path::new(SANDBOX_DATA).join("list-tree.sh"), &script).unwrap();
+    let out = run_ok(
+        Command::new("chroot")
+            .arg(rootfs)
+            .args(["/bin/sh", "/list-tree"]),
+    );
+    std::fs::remove_file(script).unwrap();
+    out.lines().map(str::to_string).collect()
+}
+
+fn exact_layers(snapshots: &str) {
+    if !is_root() {
+        eprintln!("*** skipping: chroot into umoci's unpack needs root ***");
+        return;
+    }
+    let work = tempfile::tempdir().unwrap();
+    let oci = work.path().join("oci");
+    let dockerfile = Path::new(SANDBOX_DATA).join("layers/Dockerfile");
+    let out = Command::new(env!("CARGO_BIN_EXE_rbuild"))
+        .env("RBUILD_SNAPSHOTS", snapshots)
+        .args(["debug", "run", "--context", SANDBOX_DATA, "--root"])
+        .arg(work.path().join("root"))
+        .arg("-f")
+        .arg(&dockerfile)
+        .arg("--oci-dir")
+        .arg(&oci)
+        .output()
+        .unwrap();
+    assert_built(&out);
+    let seen_by_run = step_lines(&out)
+        .into_iter()
+        .filter(|l| l.starts_with("./"))
+        .collect::<Vec<_>>();
+    assert!(seen_by_run.len() > 200, "{}", stderr(&out));
+    // base + 4 changing steps; `RUN true` and the listing add no layer.
+    assert_eq!(layer_digests(&oci).len(), 5, "{}", stderr(&out));
+
+    let registry = TestRegistry::start(&[]);
+    let rootfs = push_pull_unpack(&oci, &registry, "sandbox/layers", work.path());
+    let unpacked = list_tree_in(&rootfs);
+    let diff: Vec<String> = similar_lines(&seen_by_run, &unpacked);
+    assert!(
+        diff.is_empty(),
+        "umoci's tree differs from the RUN's view:\n{}",
+        diff.join("\n")
+    );
+    // The hardlinked pair is still one inode.
+    use std::os::unix::fs::MetadataExt;
+    let (h1, h2) = (
+        std::fs::metadata(rootfs.join("app/h1")).unwrap(),
+        std::fs::metadata(rootfs.join("app/h2")).unwrap(),
+    );
+    assert_eq!(h1.ino(), h2.ino(), "hardlinks survive the layer");
+    // Spot checks of what the Dockerfile did.
+    assert!(!rootfs.join("bin/vi").exists() && !rootfs.join("app/sub").exists());
+    assert_eq!(
+        std::fs::read_to_string(rootfs.join("var")).unwrap(),
+        "file\n"
+    );
+    assert_eq!(
+        std::fs::read_dir(rootfs.join("usr/sbin")).unwrap().count(),
+        1,
+        "the recreated dir hides everything the base had there"
+    );
+    assert!(!rootfs.join("list-tree").exists() && !rootfs.join("etc/hosts").exists());
+}
+
+/// Lines only in one of the two listings, marked `-` (RUN) and `+` (umoci).
+fn similar_lines(run: &[String], unpacked: &[String]) -> Vec<String> {
+    let a: std::collections::BTreeSet<&String> = run.iter().collect();
+    let b: std::collections::BTreeSet<&String> = unpacked.iter().collect();
+    a.difference(&b)
+        .map(|l| format!("- {l}"))
+        .chain(b.difference(&a).map(|l| format!("+ {l}")))
+        .collect()
+}
+
+#[test]
+fn overlay_layers_apply_to_exactly_what_the_run_saw() {
+    exact_layers("overlay");
+}
+
+#[test]
+fn copy_tier_layers_apply_to_exactly_what_the_run_saw() {
+    exact_layers("copy");
+}
+
+#[test]
+fn the_same_build_twice_gives_byte_identical_layers() {
+    let work = tempfile::tempdir().unwrap();
+    let dockerfile = Path::new(SANDBOX_DATA).join("layers/Dockerfile");
+    let mut digests = Vec::new();
+    for round in 0..2 {
+        let oci = work.path().join(format!("oci{round}"));
+        let out = debug_run(
+            &dockerfile,
+            &work.path().join(format!("root{round}")),
+            &oci,
+            &["--source-date-epoch", "1700000000"],
+        );
+        assert_built(&out);
+        digests.push((
+            layer_digests(&oci),
+            manifest(&oci)["config"]["digest"].clone(),
+        ));
+        // A later second apart: wall-clock times must not leak in.
+        std::thread::sleep(std::time::Duration::from_millis(1100));
+    }
+    assert_eq!(digests[0], digests[1]);
+}
+
+fn needs_root_cgroups() -> bool {
+    if !is_root() {
+        eprintln!("*** skipping: limits need a writable cgroup (root on this VM) ***");
+        return false;
+    }
+    true
+}
+
+#[test]
+fn pids_limit_stops_a_fork_bomb_and_the_next_build_works() {
+    if !needs_root_cgroups() {
+        return;
+    }
+    let work = tempfile::tempdir().unwrap();
+    let bomb = write_dockerfile(
+        work.path(),
+        "FROM busybox\nRUN i=0; while [ $i -lt 200 ]; do sleep 60 & i=$((i+1)); done; wait\n",
+    );
+    let started = std::time::Instant::now();
+    let out = debug_run(
+        &bomb,
+        &work.path().join("root"),
+        &work.path().join("oci"),
+        &["--pids-limit", "32"],
+    );
+    assert!(!out.status.success());
+    assert_eq!(out.status.code(), Some(1));
+    let text = stderr(&out);
+    assert!(
+        text.contains("after reaching the process limit (--pids-limit 32)"),
+        "{text}"
+    );
+    assert!(started.elapsed().as_secs() < 30, "the bomb was stopped");
+    // Nothing of it is left running.
+    let left = Command::new("pgrep")
+        .args(["-f", "sleep 60"])
+        .output()
+        .unwrap();
+    assert!(
+        left.stdout.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&left.stdout)
+    );
+
+    let ok = write_dockerfile(work.path(), "FROM busybox\nRUN echo fine > /fine\n");
+    let out = debug_run(
+        &ok,
+        &work.path().join("root"),
+        &work.path().join("oci"),
+        &["--pids-limit", "32"],
+    );
+    assert_built(&out);
+}
+
+#[test]
+fn memory_limit_kills_with_an_out_of_memory_message() {
+    if !needs_root_cgroups() {
+        return;
+    }
+    let work = tempfile::tempdir().unwrap();
+    // dd holds one 256 MiB block in memory.
+    let hog = write_dockerfile(
+        work.path(),
+        "FROM busybox\nRUN dd if=/dev/zero of=/dev/null bs=256M count=1\n",
+    );
+    let out = debug_run(
+        &hog,
+        &work.path().join("root"),
+        &work.path().join("oci"),
+        &["--memory", "64m"],
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("RUN was killed: out of memory (limit 64 MiB)"),
+        "{}",
+        stderr(&out)
+    );
+    let ok = write_dockerfile(
+        work.path(),
+        "FROM busybox\nRUN dd if=/dev/zero of=/dev/null bs=8M count=1\n",
+    );
+    assert_built(&debug_run(
+        &ok,
+        &work.path().join("root"),
+        &work.path().join("oci"),
+        &["--memory", "64m", "--cpus", "0.5"],
+    ));
+}
+
+#[test]
+fn mounts_cache_tmpfs_secret_and_bind_leave_nothing_in_the_layer() {
+    let work = tempfile::tempdir().unwrap();
+    let root = work.path().join("root");
+    let secret_file = work.path().join("token");
+    let secret = "s3cr3t-value-that-must-not-leak";
+    std::fs::write(&secret_file, secret).unwrap();
+    // The Dockerfile names the secret only by its hash, so any copy of the
+    // value found later came from the secret itself.
+    let hash: String = {
+        use sha2::Digest as _;
+        sha2::Sha256::digest(secret.as_bytes())
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    };
+    let dockerfile = write_dockerfile(
+        work.path(),
+        &format!(
+            "FROM busybox\n\
+             RUN --mount=type=cache,target=/cache echo run >> /cache/log && wc -l < /cache/log\n\
+             RUN --mount=type=tmpfs,target=/scratch,size=1m df -k /scratch | tail -1 | awk '{{print \"tmpfs\", $2}}' && touch /scratch/x\n\
+             RUN --mount=type=secret,id=token test \"$(sha256sum < /run/secrets/token | cut -c1-64)\" = {hash} && echo secret-ok\n\
+             RUN --mount=type=secret,id=token,env=TOKEN test \"$(printf %s \"$TOKEN\" | sha256sum | cut -c1-64)\" = {hash} && echo env-ok\n\
+             RUN --mount=type=bind,source=list-tree.sh,target=/mnt/list head -1 /mnt/list && (echo x > /mnt/list) 2>/dev/null || echo bind-ro\n\
+             RUN --mount=type=bind,source=.,target=/ctx,rw echo scribble > /ctx/scribble && echo bind-rw\n"
+        ),
+    );
+    let secret_arg = format!("id=token,src={}", secret_file.display());
+    for round in 1..=2 {
+        let out = debug_run(
+            &dockerfile,
+            &root,
+            &work.path().join("oci"),
+            &["--secret", &secret_arg],
+        );
+        assert_built(&out);
+        let lines = step_lines(&out);
+        assert_eq!(
+            lines,
+            vec![
+                round.to_string(),
+                "tmpfs 1024".to_string(),
+                "secret-ok".to_string(),
+                "env-ok".to_string(),
+                "#!/bin/sh".to_string(),
+                "bind-ro".to_string(),
+                "bind-rw".to_string(),
+            ],
+            "the cache mount persists between builds"
+        );
+        assert!(!stderr(&out).contains(secret), "the secret is not logged");
+        // Every step left nothing behind: only the base layer remains.
+        assert_eq!(layer_digests(&work.path().join("oci")).len(), 1);
+    }
+    assert!(
+        !Path::new(SANDBOX_DATA).join("scribble").exists(),
+        "the context is untouched"
+    );
+    // The secret is nowhere under the storage root.
+    let grep = Command::new("grep")
+        .args(["-r", "-l", secret])
+        .arg(&root)
+        .output()
+        .unwrap();
+    assert!(
+        grep.stdout.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&grep.stdout)
+    );
+}
+
+#[test]
+fn run_steps_stream_output_whole_and_report_exit_codes() {
+    let work = tempfile::tempdir().unwrap();
+    let dockerfile = write_dockerfile(
+        work.path(),
+        "FROM busybox\nRUN i=0; while [ $i -lt 3000 ]; do echo line-$i; i=$((i+1)); done\nRUN echo about to fail; exit 3\n",
+    );
+    let out = debug_run(
+        &dockerfile,
+        &work.path().join("root"),
+        &work.path().join("oci"),
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let lines = step_lines(&out);
+    assert_eq!(lines.len(), 3001);
+    assert_eq!(lines[2999], "line-2999");
+    assert!(
+        stderr(&out)
+            .contains("Dockerfile:3:1: RUN echo about to fail; exit 3: RUN exited with code 3"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn user_workdir_and_missing_users() {
+    if !is_root() {
+        eprintln!("*** skipping: USER other than root needs root or subordinate ids ***");
+        return;
+    }
+    let work = tempfile::tempdir().unwrap();
+    let dockerfile = write_dockerfile(
+        work.path(),
+        "FROM busybox\nRUN echo 'app:x:1000:1000::/home/app:/bin/sh' >> /etc/passwd && echo 'app:x:1000:' >> /etc/group && echo 'staff:x:50:app' >> /etc/group\nWORKDIR /srv/app\nUSER app\nRUN id && pwd\nUSER 4242:7\nRUN id -u; id -g\nUSER ghost\nRUN true\n",
+    );
+    let out = debug_run(
+        &dockerfile,
+        &work.path().join("root"),
+        &work.path().join("oci"),
+        &[],
+    );
+    assert_eq!(
+        step_lines(&out),
+        vec![
+            "uid=1000(app) gid=1000(app) groups=50(staff)".to_string(),
+            "/srv/app".to_string(),
+            "4242".to_string(),
+            "7".to_string()
+        ],
+        "{}",
+        stderr(&out)
+    );
+    assert!(
+        stderr(&out).contains("unable to find user ghost"),
+        "{}",
+        stderr(&out)
+    );
+}
