@@ -124,7 +124,11 @@ impl CgroupSupport {
             let dir = root.join(controller);
             if dir.join("cgroup.procs").exists() {
                 let own = own_path(controller).unwrap_or_default();
-                parents.push((controller.to_string(), dir.join(own)));
+                // In a container the hierarchy is often mounted at our own
+                // cgroup, so the path /proc/self/cgroup names is not there.
+                let nested = dir.join(own);
+                let parent = if nested.is_dir() { nested } else { dir };
+                parents.push((controller.to_string(), parent));
             }
         }
         if parents.is_empty() {

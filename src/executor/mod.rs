@@ -415,9 +415,13 @@ fn remove_stubs(root: &Path, report: &Path) {
     };
     for stub in stubs.iter().rev() {
         let path = root.join(&stub.path);
+        let removable_file = std::fs::symlink_metadata(&path).is_ok_and(|m| {
+            use std::os::unix::fs::FileTypeExt;
+            (m.is_file() && m.len() == 0) || m.file_type().is_char_device()
+        });
         let removed = if stub.dir {
             std::fs::remove_dir(&path)
-        } else if std::fs::symlink_metadata(&path).is_ok_and(|m| m.is_file() && m.len() == 0) {
+        } else if removable_file {
             std::fs::remove_file(&path)
         } else {
             continue;

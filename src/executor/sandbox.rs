@@ -610,6 +610,9 @@ fn kill_mount_namespace_peers() {
         return;
     };
     let me = std::process::id();
+    // Our parent, the helper, shares this mount namespace and waits for us.
+    // SAFETY: plain getter.
+    let parent = unsafe { libc::getppid() } as u32;
     for _ in 0..100 {
         let mut found = false;
         let Ok(entries) = std::fs::read_dir("/proc") else {
@@ -623,7 +626,7 @@ fn kill_mount_namespace_peers() {
             else {
                 continue;
             };
-            if pid == me {
+            if pid == me || pid == parent {
                 continue;
             }
             let same = std::fs::metadata(entry.path().join("ns/mnt"))
@@ -689,6 +692,61 @@ fn run_chroot(spec: &SandboxSpec) -> i32 {
             "rbuild sandbox: the chroot tier cannot mount (RUN --mount needs a namespace tier)"
         );
         return SETUP_FAILED;
+    }
+    if spec.network_none {
+        eprintln!("rbuild sandbox: the chroot tier shares the network (--network=none needs a namespace tier)");
+        return SETUP_FAILED;
+    }
+    // No mounts here, so /dev gets real nodes where CAP_MKNOD allows;
+    // they are stubs, removed after the step like mount points.
+    if let Ok(mut builder) = RootBuilder::new(root) {
+        for (name, major, minor) in [
+            ("null", 1, 3),
+            ("zero", 1, 5),
+            ("full", 1, 7),
+            ("random", 1, 8),
+            ("urandom", 1, 9),
+            ("tty", 5, 0),
+        ] {
+            let Ok(dev) = builder.ensure("dev", true) else {
+                break;
+            };
+            let Ok(dev) = rfs::openat(
+                &builder.fd,
+                fd_path(&dev),
+                OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+                Mode::empty(),
+            ) else {
+                break;
+            };
+            if rfs::statat(&dev, name, rfs::AtFlags::SYMLINK_NOFOLLOW).is_ok() {
+                continue;
+            }
+            let Ok(before) = rfs::fstat(&dev) else { break };
+            if rfs::mknodat(
+                &dev,
+                name,
+                rfs::FileType::CharacterDevice,
+                Mode::from_raw_mode(0o666),
+                rfs::makedev(major, minor),
+            )
+            .is_ok()
+            {
+                builder.stubs.push(Stub {
+                    path: format!("dev/{name}"),
+                    dir: false,
+                    parent_times: [
+                        (before.st_atime as i64, before.st_atime_nsec as i64),
+                        (before.st_mtime as i64, before.st_mtime_nsec as i64),
+                    ],
+                });
+            }
+        }
+        if let Some(report) = &spec.stub_report {
+            if let Ok(json) = serde_json::to_vec(&builder.stubs) {
+                let _ = std::fs::write(report, json);
+            }
+        }
     }
     // SAFETY: fork in a single-threaded process.
     match unsafe { libc::fork() } {

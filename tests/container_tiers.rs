@@ -1,0 +1,181 @@
+//! The tier probe inside a container with podman's default seccomp profile
+//! and capabilities (what a default Kubernetes pod gets): rbuild must pick
+//! a lower tier that works, or refuse naming the failed probe and what
+//! would unlock more. Needs root (to run podman) and skips otherwise.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+mod common;
+
+use common::{is_root, Podman};
+
+/// A root file system holding just the rbuild binary, the libraries it
+/// links, Debian's static busybox and a Dockerfile.
+fn container_root(dockerfile: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    for sub in ["tmp", "proc", "dev", "sys", "bin", "etc"] {
+        std::fs::create_dir_all(root.join(sub)).unwrap();
+    }
+    let binary = env!("CARGO_BIN_EXE_rbuild");
+    std::fs::copy(binary, root.join("rbuild")).unwrap();
+    std::fs::copy("/bin/busybox", root.join("bin/busybox")).unwrap();
+    let ldd = Command::new("ldd").arg(binary).output().unwrap();
+    for lib in String::from_utf8_lossy(&ldd.stdout)
+        .split_whitespace()
+        .filter(|w| w.starts_with('/'))
+    {
+        let target = root.join(lib.trim_start_matches('/'));
+        std::fs::create_dir_all(target.parent().unwrap()).unwrap();
+        std::fs::copy(lib, &target).unwrap();
+    }
+    std::fs::write(root.join("Dockerfile"), dockerfile).unwrap();
+    std::fs::write(
+        root.join("Dockerfile.chroot"),
+        "FROM busybox\nRUN echo started > /started\nRUN cat /started\nRUN --network=none true\n",
+    )
+    .unwrap();
+    dir
+}
+
+/// Runs rbuild in a default podman container on `rootfs`.
+fn in_container(podman: &Podman, rootfs: &Path, args: &[&str]) -> Output {
+    podman
+        .cmd()
+        .args([
+            "run",
+            "--rm",
+            "--network",
+            "none",
+            "--ulimit",
+            "nofile=1024:1024",
+            "--ulimit",
+            "nproc=1024:1024",
+            "--rootfs",
+        ])
+        .arg(rootfs)
+        .arg("/rbuild")
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn text(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+#[test]
+fn a_default_container_gets_a_lower_tier_or_a_clear_refusal() {
+    if !is_root() {
+        eprintln!("*** skipping: running podman here needs root ***");
+        return;
+    }
+    let root = container_root(
+        "FROM busybox\n\
+         RUN sleep 300 & echo started > /started\n\
+         RUN --network=none pgrep -f 'sleep 300' || echo no-leftovers; cat /started\n",
+    );
+    let podman = Podman::new();
+    let info = in_container(&podman, root.path(), &["info", "--root", "/tmp/r"]);
+    let shown = text(&info);
+    // No CAP_SYS_ADMIN: namespaces only through a user namespace.
+    assert!(
+        shown.contains(
+            "probe direct: mount namespace: FAILED: unshare(CLONE_NEWNS): Operation not permitted"
+        ),
+        "{shown}"
+    );
+
+    let build = in_container(
+        &podman,
+        root.path(),
+        &[
+            "debug",
+            "run",
+            "-f",
+            "/Dockerfile",
+            "--oci-dir",
+            "/tmp/o",
+            "--root",
+            "/tmp/r",
+        ],
+    );
+    let built = text(&build);
+    if build.status.success() {
+        // Podman masks parts of /proc, so a fresh /proc is refused and the
+        // nopidns tier (user + mount namespaces, overlay) runs the steps.
+        assert!(
+            built.contains("isolation: nopidns") || built.contains("isolation: full"),
+            "{built}"
+        );
+        assert!(
+            built.contains("  no-leftovers\n  started"),
+            "leftovers were killed: {built}"
+        );
+    } else {
+        assert_eq!(build.status.code(), Some(3), "{built}");
+        assert!(
+            built.contains("Failed probes") && built.contains("To unlock more"),
+            "{built}"
+        );
+    }
+
+    // Asking for the full tier names the probe that failed and the way out.
+    let full = in_container(
+        &podman,
+        root.path(),
+        &[
+            "debug",
+            "run",
+            "--isolation",
+            "full",
+            "-f",
+            "/Dockerfile",
+            "--oci-dir",
+            "/tmp/o",
+            "--root",
+            "/tmp/r",
+        ],
+    );
+    let refused = text(&full);
+    if !full.status.success() {
+        assert_eq!(full.status.code(), Some(3), "{refused}");
+        assert!(refused.contains("pid namespace + /proc"), "{refused}");
+        assert!(refused.contains("procMount: Unmasked"), "{refused}");
+    }
+
+    // The opt-in chroot tier needs no namespaces at all.
+    let chroot = in_container(
+        &podman,
+        root.path(),
+        &[
+            "debug",
+            "run",
+            "--isolation",
+            "chroot",
+            "-f",
+            "/Dockerfile.chroot",
+            "--oci-dir",
+            "/tmp/o",
+            "--root",
+            "/tmp/r",
+        ],
+    );
+    let chrooted = text(&chroot);
+    assert!(
+        chrooted.contains("isolation: chroot (snapshots: Copy)"),
+        "{chrooted}"
+    );
+    assert!(chrooted.contains("  started"), "{chrooted}");
+    // It cannot take the network away, and says so rather than pretend.
+    assert_eq!(chroot.status.code(), Some(1), "{chrooted}");
+    assert!(
+        chrooted.contains("--network=none needs a namespace tier"),
+        "{chrooted}"
+    );
+}

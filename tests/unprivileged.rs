@@ -1,0 +1,209 @@
+//! The tier probe and RUN sandboxes under reduced privileges: as an
+//! unprivileged user (root's tests switch to `nobody` with setpriv; a
+//! non-root test run is already unprivileged), where rbuild must map
+//! itself to root in a user namespace and mount overlay with `userxattr`.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+mod common;
+
+use common::{is_root, run_ok, TestRegistry};
+
+const SANDBOX_DATA: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/testdata/dockerfiles/sandbox");
+const NOBODY: u32 = 65534;
+
+/// `rbuild` as an unprivileged user.
+fn rbuild_unprivileged() -> Command {
+    if is_root() {
+        let mut c = Command::new("setpriv");
+        c.args([
+            "--reuid",
+            &NOBODY.to_string(),
+            "--regid",
+            &NOBODY.to_string(),
+            "--clear-groups",
+            env!("CARGO_BIN_EXE_rbuild"),
+        ]);
+        c
+    } else {
+        Command::new(env!("CARGO_BIN_EXE_rbuild"))
+    }
+}
+
+/// A temp dir the unprivileged user owns.
+fn owned_tempdir() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    if is_root() {
+        std::os::unix::fs::chown(dir.path(), Some(NOBODY), Some(NOBODY)).unwrap();
+    }
+    dir
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+fn step_lines(out: &Output) -> Vec<String> {
+    stderr(out)
+        .lines()
+        .filter_map(|l| l.strip_prefix("  "))
+        .map(str::to_string)
+        .collect()
+}
+
+fn debug_run(work: &Path, dockerfile: &Path) -> Output {
+    rbuild_unprivileged()
+        .args(["debug", "run", "--context", SANDBOX_DATA, "--root"])
+        .arg(work.join("root"))
+        .arg("-f")
+        .arg(dockerfile)
+        .arg("--oci-dir")
+        .arg(work.join("oci"))
+        .output()
+        .unwrap()
+}
+
+fn write_dockerfile(dir: &Path, text: &str) -> PathBuf {
+    let path = dir.join("Dockerfile");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+#[test]
+fn info_as_an_unprivileged_user_picks_a_rootless_tier() {
+    let work = owned_tempdir();
+    let out = rbuild_unprivileged()
+        .args(["info", "--root"])
+        .arg(work.path().join("root"))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("probe user namespace: create:"), "{text}");
+    assert!(
+        text.contains("probe chroot: FAILED"),
+        "no chroot without root: {text}"
+    );
+    if out.status.success() {
+        // This VM allows user namespaces and overlay in them.
+        assert!(text.contains("user namespace: yes"), "{text}");
+        assert!(
+            text.contains("tier: full")
+                || text.contains("tier: nopidns")
+                || text.contains("tier: rootless-copy"),
+            "{text}"
+        );
+    } else {
+        assert_eq!(out.status.code(), Some(3));
+        assert!(stderr(&out).contains("Failed probes"), "{}", stderr(&out));
+    }
+}
+
+#[test]
+fn an_unprivileged_run_is_isolated() {
+    let work = owned_tempdir();
+    let marker = format!("/tmp/rbuild-host-marker-{}", std::process::id());
+    std::fs::write(&marker, "host").unwrap();
+    let dockerfile = write_dockerfile(
+        work.path(),
+        &format!(
+            "FROM busybox\n\
+             RUN echo pid=$$ && grep PPid /proc/$$/status | tr -d '\\t' && ls /proc | grep -cE '^[0-9]+$' \
+             && id -u && echo inside > /written && cat /proc/self/uid_map | tr -s ' ' \
+             && (test -e {marker} && echo host-visible || echo host-hidden) \
+             && (touch /sys/x 2>/dev/null && echo sys-rw || echo sys-ro)\n\
+             RUN --network=none grep ':' /proc/net/dev | cut -d: -f1 | tr -d ' '\n"
+        ),
+    );
+    let out = debug_run(work.path(), &dockerfile);
+    std::fs::remove_file(&marker).unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let lines = step_lines(&out);
+    assert_eq!(lines[0], "pid=2", "the command is PID 1's child: {lines:?}");
+    assert_eq!(lines[1], "PPid:1");
+    let visible: usize = lines[2].parse().unwrap();
+    assert!(visible <= 6, "no host processes visible, saw {visible}");
+    assert_eq!(lines[3], "0", "root inside the user namespace");
+    let own_uid = if is_root() {
+        NOBODY
+    } else {
+        rustix::process::geteuid().as_raw()
+    };
+    assert_eq!(
+        lines[4].trim(),
+        format!("0 {own_uid} 1"),
+        "only the caller is mapped"
+    );
+    assert_eq!(lines[5], "host-hidden");
+    assert_eq!(lines[6], "sys-ro");
+    assert_eq!(&lines[7..], ["lo"], "--network=none has only loopback");
+    assert!(
+        !Path::new("/written").exists(),
+        "nothing was written on the host"
+    );
+}
+
+#[test]
+fn rootless_layers_apply_to_exactly_what_the_run_saw() {
+    let work = owned_tempdir();
+    // A rootless build maps only root, so the chown to 65534 goes.
+    let text = std::fs::read_to_string(Path::new(SANDBOX_DATA).join("layers/Dockerfile"))
+        .unwrap()
+        .replace(" && chown 65534:65534 /app/sub/a", "");
+    let dockerfile = write_dockerfile(work.path(), &text);
+    let out = debug_run(work.path(), &dockerfile);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let seen: Vec<String> = step_lines(&out)
+        .into_iter()
+        .filter(|l| l.starts_with("./"))
+        .collect();
+    assert!(seen.len() > 200);
+    assert!(
+        seen.iter().all(|l| l.split('|').nth(3) == Some("0")),
+        "every file is root's inside the rootless build"
+    );
+    if !is_root() {
+        eprintln!("*** the umoci comparison needs root for chroot; the build itself passed ***");
+        return;
+    }
+    let registry = TestRegistry::start(&[]);
+    let remote = format!("docker://{}/rootless/layers:1", registry.addr);
+    run_ok(Command::new("skopeo").args([
+        "copy",
+        "--dest-tls-verify=false",
+        &format!("oci:{}:latest", work.path().join("oci").display()),
+        &remote,
+    ]));
+    let pulled = work.path().join("pulled");
+    run_ok(Command::new("skopeo").args([
+        "copy",
+        "--src-tls-verify=false",
+        &remote,
+        &format!("oci:{}:x", pulled.display()),
+    ]));
+    let bundle = work.path().join("bundle");
+    run_ok(
+        Command::new("umoci")
+            .args(["unpack", "--image"])
+            .arg(format!("{}:x", pulled.display()))
+            .arg(&bundle),
+    );
+    let rootfs = bundle.join("rootfs");
+    std::fs::copy(
+        Path::new(SANDBOX_DATA).join("list-tree.sh"),
+        rootfs.join("list-tree"),
+    )
+    .unwrap();
+    let unpacked = run_ok(
+        Command::new("chroot")
+            .arg(&rootfs)
+            .args(["/bin/sh", "/list-tree"]),
+    );
+    let unpacked: Vec<String> = unpacked.lines().map(str::to_string).collect();
+    let only_run: Vec<&String> = seen.iter().filter(|l| !unpacked.contains(l)).collect();
+    let only_umoci: Vec<&String> = unpacked.iter().filter(|l| !seen.contains(l)).collect();
+    assert!(
+        only_run.is_empty() && only_umoci.is_empty(),
+        "RUN saw {only_run:#?}\numoci has {only_umoci:#?}"
+    );
+}
