@@ -227,6 +227,16 @@ fn open_in_root(root: &OwnedFd, rel: &str) -> Result<OwnedFd, Errno> {
     )
 }
 
+/// Access and modification times of `stat` as (seconds, nanoseconds).
+// The field types differ between architectures; the casts are no-ops here.
+#[allow(clippy::unnecessary_cast)]
+fn stat_times(stat: &rfs::Stat) -> [(i64, i64); 2] {
+    [
+        (stat.st_atime as i64, stat.st_atime_nsec as i64),
+        (stat.st_mtime as i64, stat.st_mtime_nsec as i64),
+    ]
+}
+
 fn fd_path(fd: &OwnedFd) -> String {
     format!("/proc/self/fd/{}", fd.as_raw_fd())
 }
@@ -305,10 +315,7 @@ impl RootBuilder {
             self.stubs.push(Stub {
                 path: real_rel.join(name).to_string_lossy().into_owned(),
                 dir: make_dir,
-                parent_times: [
-                    (stat.st_atime as i64, stat.st_atime_nsec as i64),
-                    (stat.st_mtime as i64, stat.st_mtime_nsec as i64),
-                ],
+                parent_times: stat_times(&stat),
             });
             if depth == parts.len() {
                 return open_in_root(&self.fd, &prefix)
@@ -735,10 +742,7 @@ fn run_chroot(spec: &SandboxSpec) -> i32 {
                 builder.stubs.push(Stub {
                     path: format!("dev/{name}"),
                     dir: false,
-                    parent_times: [
-                        (before.st_atime as i64, before.st_atime_nsec as i64),
-                        (before.st_mtime as i64, before.st_mtime_nsec as i64),
-                    ],
+                    parent_times: stat_times(&before),
                 });
             }
         }
