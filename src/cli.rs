@@ -415,6 +415,18 @@ fn debug_run(args: DebugRun) -> i32 {
             return EXIT_ENVIRONMENT;
         }
     };
+    let limits = crate::executor::Limits {
+        memory: args.sandbox.memory,
+        cpus: args.sandbox.cpus,
+        pids: args.sandbox.pids_limit,
+    };
+    if limits.any() && !probes.cgroup.writable {
+        eprintln!(
+            "error: --memory, --cpus and --pids-limit need a writable cgroup, and this one is not: {}",
+            probes.cgroup.problem.as_deref().unwrap_or("no cgroupfs")
+        );
+        return EXIT_ENVIRONMENT;
+    }
     let mut plan = plan;
     if std::env::var("RBUILD_SNAPSHOTS").as_deref() == Ok("copy") {
         // Forces the copy tier's snapshots and differ (tests, odd file systems).
@@ -430,11 +442,7 @@ fn debug_run(args: DebugRun) -> i32 {
         storage: root,
         plan,
         cgroups: probes.cgroup.clone(),
-        limits: crate::executor::Limits {
-            memory: args.sandbox.memory,
-            cpus: args.sandbox.cpus,
-            pids: args.sandbox.pids_limit,
-        },
+        limits,
         network_none,
         source_date_epoch,
         busybox: args.busybox,

@@ -10,6 +10,12 @@ use std::process::{Command, Output};
 mod common;
 
 use common::{is_root, run_ok, TestRegistry};
+use rbuild::cache::ContentStore;
+use rbuild::executor::{choose, Executor, IsolationRequest, Limits, Step, StepRunner};
+use rbuild::image::busybox::{build_base, DEBIAN_BUSYBOX};
+use rbuild::image::layer::{write_gzip_layer, Entry};
+use rbuild::image::media::MediaTypes;
+use rbuild::snapshot::{LayerRef, SnapshotStore};
 
 const SANDBOX_DATA: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/testdata/dockerfiles/sandbox");
 
@@ -229,9 +235,11 @@ fn pids_limit_stops_a_fork_bomb_and_the_next_build_works() {
         return;
     }
     let work = tempfile::tempdir().unwrap();
+    // The classic shape: each fork the limit refuses only makes the shell
+    // print an error, and the bomb as a whole exits 0.
     let bomb = write_dockerfile(
         work.path(),
-        "FROM busybox\nRUN i=0; while [ $i -lt 200 ]; do sleep 60 & i=$((i+1)); done; wait\n",
+        "FROM busybox\nRUN bomb() { bomb | bomb & wait; }; bomb\n",
     );
     let started = std::time::Instant::now();
     let out = debug_run(
@@ -240,22 +248,47 @@ fn pids_limit_stops_a_fork_bomb_and_the_next_build_works() {
         &work.path().join("oci"),
         &["--pids-limit", "32"],
     );
-    assert!(!out.status.success());
-    assert_eq!(out.status.code(), Some(1));
-    let text = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     assert!(
-        text.contains("after reaching the process limit (--pids-limit 32)"),
-        "{text}"
+        stderr(&out).contains("RUN hit the process limit (--pids-limit 32)"),
+        "{}",
+        stderr(&out)
     );
     assert!(started.elapsed().as_secs() < 30, "the bomb was stopped");
-    // Nothing of it is left running.
+    let left = Command::new("pgrep")
+        .args(["-f", "bomb[(]"])
+        .output()
+        .unwrap();
+    assert!(
+        left.stdout.is_empty(),
+        "left running: {}",
+        String::from_utf8_lossy(&left.stdout)
+    );
+
+    // A command that fails because it could not fork says so too.
+    let sleepers = write_dockerfile(
+        work.path(),
+        "FROM busybox\nRUN i=0; while [ $i -lt 200 ]; do sleep 60 & i=$((i+1)); done; wait\n",
+    );
+    let out = debug_run(
+        &sleepers,
+        &work.path().join("root"),
+        &work.path().join("oci"),
+        &["--pids-limit", "32"],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("(--pids-limit 32)"),
+        "{}",
+        stderr(&out)
+    );
     let left = Command::new("pgrep")
         .args(["-f", "sleep 60"])
         .output()
         .unwrap();
     assert!(
         left.stdout.is_empty(),
-        "{}",
+        "left running: {}",
         String::from_utf8_lossy(&left.stdout)
     );
 
@@ -433,5 +466,68 @@ fn user_workdir_and_missing_users() {
         stderr(&out).contains("unable to find user ghost"),
         "{}",
         stderr(&out)
+    );
+}
+
+#[test]
+fn a_chain_of_150_layers_mounts_as_one_overlay() {
+    // 150 lower dirs by absolute path would need ~14 KB of mount options;
+    // the short links keep them under the kernel's one-page limit.
+    let work = tempfile::tempdir().unwrap();
+    let root = work.path();
+    let executor = Executor::new(env!("CARGO_BIN_EXE_rbuild"));
+    let probes = executor.probe(&root.join("snapshots/tmp")).unwrap();
+    let plan = choose(&probes, IsolationRequest::Auto).unwrap();
+    let store = ContentStore::open(root).unwrap();
+    let base = build_base(&store, Path::new(DEBIAN_BUSYBOX), MediaTypes::Oci).unwrap();
+    let mut layers = base.layers.clone();
+    for i in 0..150 {
+        let entries = vec![
+            Entry::dir("stack", 0o755),
+            Entry::file(
+                &format!("stack/{i:03}"),
+                0o644,
+                format!("{i}\n").into_bytes(),
+            ),
+        ];
+        layers.push(write_gzip_layer(&store, entries, 0).unwrap());
+    }
+    let runner = StepRunner::new(
+        executor,
+        plan,
+        store.clone(),
+        SnapshotStore::open(root.join("snapshots")).unwrap(),
+        probes.cgroup,
+        Limits::default(),
+        None,
+    )
+    .unwrap();
+    let step = Step {
+        layers: layers
+            .iter()
+            .map(|l| LayerRef {
+                digest: l.digest.clone(),
+                diff_id: l.diff_id.clone(),
+            })
+            .collect(),
+        args: vec![
+            "/bin/sh".into(),
+            "-c".into(),
+            "ls /stack | wc -l; cat /stack/000 /stack/149".into(),
+        ],
+        env: vec!["PATH=/usr/bin:/bin".into()],
+        cwd: "/".into(),
+        ..Step::default()
+    };
+    let outcome = runner.run(&step, &mut |_, _| {}).unwrap();
+    assert_eq!(
+        outcome.failure,
+        None,
+        "{}",
+        String::from_utf8_lossy(&outcome.output.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&outcome.output.stdout),
+        "150\n0\n149\n"
     );
 }

@@ -207,3 +207,29 @@ fn rootless_layers_apply_to_exactly_what_the_run_saw() {
         "RUN saw {only_run:#?}\numoci has {only_umoci:#?}"
     );
 }
+
+#[test]
+fn limits_without_a_writable_cgroup_are_refused_not_ignored() {
+    let work = owned_tempdir();
+    let dockerfile = write_dockerfile(work.path(), "FROM busybox\nRUN true\n");
+    let out = rbuild_unprivileged()
+        .args(["debug", "run", "--memory", "64m", "--root"])
+        .arg(work.path().join("root"))
+        .arg("-f")
+        .arg(&dockerfile)
+        .arg("--oci-dir")
+        .arg(work.path().join("oci"))
+        .output()
+        .unwrap();
+    if out.status.success() {
+        // Machines that delegate a cgroup to users (systemd user slices)
+        // can apply the limit; this one cannot.
+        return;
+    }
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("need a writable cgroup"),
+        "{}",
+        stderr(&out)
+    );
+}

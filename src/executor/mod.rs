@@ -460,7 +460,15 @@ pub fn describe_failure(
         return Some(format!("RUN was killed: out of memory (limit {limit})"));
     }
     if output.code == 0 {
-        return None;
+        // A step whose forks were refused did not do what it said, even
+        // when its shell swallowed the errors (as a fork bomb's does).
+        return (events.pids_refused > 0).then(|| {
+            format!(
+                "RUN hit the process limit (--pids-limit {}): {} fork(s) were refused",
+                limits.pids.unwrap_or(0),
+                events.pids_refused
+            )
+        });
     }
     let mut text = if output.code == SETUP_FAILED
         && String::from_utf8_lossy(&output.stderr).contains("rbuild sandbox:")
@@ -526,6 +534,10 @@ mod tests {
         assert_eq!(
             describe_failure(&out(0), &CgroupEvents::default(), &limits),
             None
+        );
+        assert_eq!(
+            describe_failure(&out(0), &forks, &limits).unwrap(),
+            "RUN hit the process limit (--pids-limit 32): 12 fork(s) were refused"
         );
     }
 }
