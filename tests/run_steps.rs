@@ -531,3 +531,49 @@ fn a_chain_of_150_layers_mounts_as_one_overlay() {
         "150\n0\n149\n"
     );
 }
+
+#[test]
+fn killing_rbuild_mid_step_kills_the_step() {
+    use std::io::{BufRead, BufReader};
+    let work = tempfile::tempdir().unwrap();
+    let marker = 3_000_000 + std::process::id() % 100_000;
+    let dockerfile = write_dockerfile(
+        work.path(),
+        &format!("FROM busybox\nRUN echo started && sleep {marker} & sleep {marker}\n"),
+    );
+    let mut child = rbuild()
+        .args(["debug", "run", "--root"])
+        .arg(work.path().join("root"))
+        .arg("-f")
+        .arg(&dockerfile)
+        .arg("--oci-dir")
+        .arg(work.path().join("oci"))
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    for line in lines.by_ref() {
+        if line.unwrap() == "  started" {
+            break;
+        }
+    }
+    let running = || {
+        Command::new("pgrep")
+            .args(["-f", &format!("sleep {marker}")])
+            .output()
+            .unwrap()
+            .stdout
+    };
+    assert!(!running().is_empty(), "the step is running");
+    child.kill().unwrap(); // SIGKILL: no cleanup code of rbuild's runs
+    child.wait().unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while !running().is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the step outlived rbuild: {}",
+            String::from_utf8_lossy(&running())
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}

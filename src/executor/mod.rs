@@ -91,10 +91,12 @@ impl Executor {
             .stderr(Stdio::piped())
             .env_clear()
             .spawn()?;
-        let json = serde_json::to_vec(spec).map_err(std::io::Error::other)?;
-        let mut stdin = child.stdin.take().expect("piped stdin");
-        stdin.write_all(&json)?;
-        drop(stdin);
+        let mut json = serde_json::to_vec(spec).map_err(std::io::Error::other)?;
+        json.push(b'\n');
+        // Kept open until the step ends: the helper kills the step when it
+        // sees end-of-file, i.e. when this process dies.
+        let mut lifeline = child.stdin.take().expect("piped stdin");
+        lifeline.write_all(&json)?;
         let (tx, rx) = mpsc::channel::<(Stream, Vec<u8>)>();
         let readers = [
             (
@@ -138,6 +140,7 @@ impl Executor {
             let _ = reader.join();
         }
         let status = child.wait()?;
+        drop(lifeline);
         Ok(RunOutput {
             code: status.code().unwrap_or(SETUP_FAILED),
             stdout,

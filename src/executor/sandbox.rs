@@ -11,7 +11,7 @@
 //! exits, the kernel kills whatever the step left behind.
 
 use std::ffi::CString;
-use std::io::Read;
+use std::io::BufRead;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -610,6 +610,69 @@ fn wait_for(pid: libc::pid_t) -> i32 {
     }
 }
 
+/// Waits for `pid` while watching the lifeline (stdin): the caller keeps
+/// that pipe open for as long as it wants the step, so end-of-file means
+/// it died or gave up, and then `kill` ends the step at once.
+fn wait_with_lifeline(pid: libc::pid_t, kill: &dyn Fn()) -> i32 {
+    // SAFETY: pidfd_open with a pid we forked; -1 on old kernels.
+    let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) } as libc::c_int;
+    if pidfd < 0 {
+        return wait_for(pid);
+    }
+    let mut watching = true;
+    loop {
+        let mut fds = [
+            libc::pollfd {
+                fd: pidfd,
+                events: libc::POLLIN,
+                revents: 0,
+            },
+            libc::pollfd {
+                fd: if watching { 0 } else { -1 },
+                events: libc::POLLIN,
+                revents: 0,
+            },
+        ];
+        // SAFETY: polling two pollfds we own.
+        let n = unsafe { libc::poll(fds.as_mut_ptr(), 2, -1) };
+        if n < 0 {
+            if std::io::Error::last_os_error().raw_os_error() == Some(libc::EINTR) {
+                continue;
+            }
+            break;
+        }
+        if fds[0].revents != 0 {
+            break;
+        }
+        if fds[1].revents != 0 {
+            let mut buf = [0u8; 64];
+            // SAFETY: reading into a local buffer.
+            let got = unsafe { libc::read(0, buf.as_mut_ptr().cast(), buf.len()) };
+            if got <= 0 {
+                watching = false;
+                kill();
+            }
+        }
+    }
+    // SAFETY: closing our pidfd.
+    unsafe { libc::close(pidfd) };
+    wait_for(pid)
+}
+
+/// Points stdin at /dev/null: RUN steps read nothing (as in docker), and
+/// they must not hold the caller's lifeline pipe.
+fn stdin_from_dev_null() {
+    let null = cstr("/dev/null");
+    // SAFETY: open and dup2 with valid arguments.
+    unsafe {
+        let fd = libc::open(null.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC);
+        if fd >= 0 {
+            libc::dup2(fd, 0);
+            libc::close(fd);
+        }
+    }
+}
+
 /// Kills every other process in this mount namespace (the nopidns tier's
 /// substitute for a pid namespace dying with its PID 1).
 fn kill_mount_namespace_peers() {
@@ -657,6 +720,7 @@ fn kill_mount_namespace_peers() {
 /// The sandbox's init (PID 1 with a pid namespace): set up the root, run
 /// the command, reap, exit.
 fn init(spec: &SandboxSpec) -> i32 {
+    stdin_from_dev_null();
     let hostname = cstr(&spec.hostname);
     // SAFETY: valid buffer and length.
     unsafe { libc::sethostname(hostname.as_ptr(), spec.hostname.len()) };
@@ -756,6 +820,7 @@ fn run_chroot(spec: &SandboxSpec) -> i32 {
     match unsafe { libc::fork() } {
         -1 => SETUP_FAILED,
         0 => {
+            stdin_from_dev_null();
             let path = cstr(&root.to_string_lossy());
             // SAFETY: plain syscalls in the child before exec.
             let rc = unsafe {
@@ -778,7 +843,10 @@ fn run_chroot(spec: &SandboxSpec) -> i32 {
             unsafe { libc::_exit(127) }
         }
         pid => {
-            let code = wait_for(pid);
+            // SAFETY (both closures): signalling the step's process group.
+            let code = wait_with_lifeline(pid, &|| unsafe {
+                libc::kill(-pid, libc::SIGKILL);
+            });
             // SAFETY: kill the step's process group (its session leader's pid).
             unsafe { libc::kill(-pid, libc::SIGKILL) };
             code
@@ -805,8 +873,9 @@ pub(crate) fn enter_user_namespace() -> Result<(), String> {
 /// Entry point of the hidden helper subcommand: reads the spec from stdin,
 /// creates the namespaces and returns the command's exit code.
 pub fn helper_main() -> i32 {
+    // One line of JSON; the pipe then stays open as the caller's lifeline.
     let mut text = String::new();
-    if let Err(e) = std::io::stdin().read_to_string(&mut text) {
+    if let Err(e) = std::io::stdin().lock().read_line(&mut text) {
         eprintln!("rbuild sandbox: reading the spec: {e}");
         return SETUP_FAILED;
     }
@@ -856,6 +925,16 @@ pub fn helper_main() -> i32 {
             // SAFETY: leave without unwinding into the parent's state.
             unsafe { libc::_exit(code) }
         }
-        pid => wait_for(pid),
+        pid => {
+            let nopidns = spec.namespaces == Namespaces::NoPidns;
+            wait_with_lifeline(pid, &|| {
+                // SAFETY: killing the sandbox's init (with a pid namespace,
+                // the kernel then kills everything in it).
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+                if nopidns {
+                    kill_mount_namespace_peers();
+                }
+            })
+        }
     }
 }

@@ -60,7 +60,7 @@ fn io_at(path: &Path) -> impl FnOnce(io::Error) -> SnapshotError + '_ {
 }
 
 /// Chain ids of a stack of layers (bottom first), as the OCI spec defines
-/// them: the first is its diff_id, each next is sha256("<prev> <diff_id>").
+/// them: the first is its diff_id, each next is `sha256("<prev> <diff_id>")`.
 pub fn chain_ids(diff_ids: &[Digest]) -> Vec<Digest> {
     let mut out: Vec<Digest> = Vec::with_capacity(diff_ids.len());
     for diff_id in diff_ids {
