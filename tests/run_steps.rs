@@ -250,7 +250,8 @@ fn pids_limit_stops_a_fork_bomb_and_the_next_build_works() {
     );
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     assert!(
-        stderr(&out).contains("RUN hit the process limit (--pids-limit 32)"),
+        // Whether the bomb's shell then exits 0 or 2 varies from run to run.
+        stderr(&out).contains("the process limit (--pids-limit 32)"),
         "{}",
         stderr(&out)
     );
