@@ -269,25 +269,27 @@ fn storage_root(root: Option<PathBuf>) -> PathBuf {
     root.unwrap_or_else(crate::cache::default_root)
 }
 
+/// Finds the helper binary and probes what the environment allows.
+fn probe_environment(root: &std::path::Path) -> Result<(Executor, crate::executor::Probes), i32> {
+    let executor = Executor::current().map_err(|e| {
+        eprintln!("error: locating the rbuild binary: {e}");
+        EXIT_ENVIRONMENT
+    })?;
+    let scratch = crate::executor::probe::scratch_dir(&root.join("snapshots"));
+    let probes = executor.probe(&scratch).map_err(|e| {
+        eprintln!("error: {e}");
+        EXIT_ENVIRONMENT
+    })?;
+    Ok((executor, probes))
+}
+
 fn info(isolation: IsolationRequest, root: Option<PathBuf>) -> i32 {
     let root = storage_root(root);
     println!("rbuild {}", env!("CARGO_PKG_VERSION"));
     println!("storage root: {}", root.display());
-    let executor = match Executor::current() {
-        Ok(e) => e,
-        Err(e) => {
-            eprintln!("error: locating the rbuild binary: {e}");
-            return EXIT_ENVIRONMENT;
-        }
-    };
-    let probes = match executor.probe(&crate::executor::probe::scratch_dir(
-        &root.join("snapshots"),
-    )) {
-        Ok(p) => p,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return EXIT_ENVIRONMENT;
-        }
+    let (_, probes) = match probe_environment(&root) {
+        Ok(found) => found,
+        Err(code) => return code,
     };
     for line in probes.describe() {
         println!("{line}");
@@ -392,21 +394,9 @@ fn debug_run(args: DebugRun) -> i32 {
         }
     };
     let root = storage_root(args.sandbox.root.clone());
-    let executor = match Executor::current() {
-        Ok(e) => e,
-        Err(e) => {
-            eprintln!("error: locating the rbuild binary: {e}");
-            return EXIT_ENVIRONMENT;
-        }
-    };
-    let probes = match executor.probe(&crate::executor::probe::scratch_dir(
-        &root.join("snapshots"),
-    )) {
-        Ok(p) => p,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return EXIT_ENVIRONMENT;
-        }
+    let (executor, probes) = match probe_environment(&root) {
+        Ok(found) => found,
+        Err(code) => return code,
     };
     let plan = match crate::executor::choose(&probes, args.sandbox.isolation) {
         Ok(plan) => plan,

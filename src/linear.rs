@@ -89,6 +89,17 @@ fn rfc3339(secs: i64) -> String {
     )
 }
 
+/// A command's argv: the shell form behind SHELL, the exec form as is.
+fn argv(command: &crate::parser::CommandLine, shell: &[String]) -> Vec<String> {
+    if command.prepend_shell {
+        let mut args = shell.to_vec();
+        args.push(command.args.join(" "));
+        args
+    } else {
+        command.args.clone()
+    }
+}
+
 fn history(created: &str, by: String, empty: bool) -> Result<History, String> {
     let mut builder = HistoryBuilder::default()
         .created(created.to_string())
@@ -205,13 +216,7 @@ pub fn build(
         };
         match &instruction.kind {
             InstructionKind::Run(run) => {
-                let args = if run.command.prepend_shell {
-                    let mut a = shell.clone();
-                    a.push(run.command.args.join(" "));
-                    a
-                } else {
-                    run.command.args.clone()
-                };
+                let args = argv(&run.command, &shell);
                 let prepared = PreparedMounts::prepare(&run.mounts, &mount_ctx)
                     .map_err(|e| format!("line {at}: {e}"))?;
                 let mut step_env: Vec<String> =
@@ -294,24 +299,12 @@ pub fn build(
                 empty_history(format!("SHELL {s:?}"), &mut config)?;
             }
             InstructionKind::Cmd(c) => {
-                let args = if c.prepend_shell {
-                    let mut a = shell.clone();
-                    a.push(c.args.join(" "));
-                    a
-                } else {
-                    c.args.clone()
-                };
+                let args = argv(c, &shell);
                 run_config.oci.set_cmd(Some(args.clone()));
                 empty_history(format!("CMD {args:?}"), &mut config)?;
             }
             InstructionKind::Entrypoint(c) => {
-                let args = if c.prepend_shell {
-                    let mut a = shell.clone();
-                    a.push(c.args.join(" "));
-                    a
-                } else {
-                    c.args.clone()
-                };
+                let args = argv(c, &shell);
                 run_config.oci.set_entrypoint(Some(args.clone()));
                 run_config.oci.set_cmd(None);
                 empty_history(format!("ENTRYPOINT {args:?}"), &mut config)?;

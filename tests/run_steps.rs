@@ -9,7 +9,7 @@ use std::process::{Command, Output};
 
 mod common;
 
-use common::{is_root, run_ok, TestRegistry};
+use common::{is_root, run_ok, stderr, step_lines, write_dockerfile, TestRegistry};
 use rbuild::cache::ContentStore;
 use rbuild::executor::{choose, Executor, IsolationRequest, Limits, Step, StepRunner};
 use rbuild::image::busybox::{build_base, DEBIAN_BUSYBOX};
@@ -37,27 +37,8 @@ fn debug_run(dockerfile: &Path, root: &Path, oci: &Path, extra: &[&str]) -> Outp
         .unwrap()
 }
 
-fn write_dockerfile(dir: &Path, text: &str) -> PathBuf {
-    let path = dir.join("Dockerfile");
-    std::fs::write(&path, text).unwrap();
-    path
-}
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
 fn assert_built(out: &Output) {
     assert!(out.status.success(), "build failed:\n{}", stderr(out));
-}
-
-/// Lines a step printed on stdout (the `  ` prefixed log lines).
-fn step_lines(out: &Output) -> Vec<String> {
-    stderr(out)
-        .lines()
-        .filter_map(|l| l.strip_prefix("  "))
-        .map(str::to_string)
-        .collect()
 }
 
 /// The manifest of the one image in an OCI layout.

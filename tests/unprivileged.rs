@@ -3,12 +3,12 @@
 //! non-root test run is already unprivileged), where rbuild must map
 //! itself to root in a user namespace and mount overlay with `userxattr`.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
 
 mod common;
 
-use common::{is_root, run_ok, TestRegistry};
+use common::{is_root, run_ok, stderr, step_lines, write_dockerfile, TestRegistry};
 
 const SANDBOX_DATA: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/testdata/dockerfiles/sandbox");
 const NOBODY: u32 = 65534;
@@ -40,18 +40,6 @@ fn owned_tempdir() -> tempfile::TempDir {
     dir
 }
 
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
-fn step_lines(out: &Output) -> Vec<String> {
-    stderr(out)
-        .lines()
-        .filter_map(|l| l.strip_prefix("  "))
-        .map(str::to_string)
-        .collect()
-}
-
 fn debug_run(work: &Path, dockerfile: &Path) -> Output {
     rbuild_unprivileged()
         .args(["debug", "run", "--context", SANDBOX_DATA, "--root"])
@@ -62,12 +50,6 @@ fn debug_run(work: &Path, dockerfile: &Path) -> Output {
         .arg(work.join("oci"))
         .output()
         .unwrap()
-}
-
-fn write_dockerfile(dir: &Path, text: &str) -> PathBuf {
-    let path = dir.join("Dockerfile");
-    std::fs::write(&path, text).unwrap();
-    path
 }
 
 #[test]

@@ -170,14 +170,7 @@ impl PreparedMounts {
             std::fs::create_dir_all(&source).map_err(io)?;
             let mode = m.mode.unwrap_or(0o755);
             std::fs::set_permissions(&source, std::fs::Permissions::from_mode(mode)).map_err(io)?;
-            if rustix::process::geteuid().is_root() {
-                rustix::fs::chown(
-                    &source,
-                    Some(rustix::fs::Uid::from_raw(m.uid.unwrap_or(0))),
-                    Some(rustix::fs::Gid::from_raw(m.gid.unwrap_or(0))),
-                )
-                .map_err(|e| io(e.into()))?;
-            }
+            chown_as_root(&source, m).map_err(io)?;
         }
         self.mounts.push(MountSpec {
             target,
@@ -227,13 +220,7 @@ impl PreparedMounts {
         let mode = m.mode.unwrap_or(0o400);
         std::fs::set_permissions(&file, std::fs::Permissions::from_mode(mode))
             .map_err(|e| format!("secret {id}: {e}"))?;
-        if rustix::process::geteuid().is_root() {
-            let _ = rustix::fs::chown(
-                &file,
-                Some(rustix::fs::Uid::from_raw(m.uid.unwrap_or(0))),
-                Some(rustix::fs::Gid::from_raw(m.gid.unwrap_or(0))),
-            );
-        }
+        chown_as_root(&file, m).map_err(|e| format!("secret {id}: {e}"))?;
         self.mounts.push(MountSpec {
             target: m
                 .target
@@ -292,6 +279,20 @@ impl PreparedMounts {
         });
         Ok(())
     }
+}
+
+/// Gives `path` the mount's `uid=`/`gid=` (default root); only root can,
+/// and in a rootless build everything is the caller's anyway.
+fn chown_as_root(path: &Path, m: &Mount) -> std::io::Result<()> {
+    if !rustix::process::geteuid().is_root() {
+        return Ok(());
+    }
+    rustix::fs::chown(
+        path,
+        Some(rustix::fs::Uid::from_raw(m.uid.unwrap_or(0))),
+        Some(rustix::fs::Gid::from_raw(m.gid.unwrap_or(0))),
+    )?;
+    Ok(())
 }
 
 fn hex(bytes: &[u8]) -> String {

@@ -263,38 +263,7 @@ fn sys_mount(
     flags: libc::c_ulong,
     data: &str,
 ) -> Result<(), String> {
-    let (s, t, f, d) = (
-        CString::new(source).unwrap_or_default(),
-        c(target),
-        CString::new(fstype).unwrap_or_default(),
-        CString::new(data).unwrap_or_default(),
-    );
-    // SAFETY: valid C strings for the duration of the call.
-    let rc = unsafe {
-        libc::mount(
-            s.as_ptr(),
-            t.as_ptr(),
-            if fstype.is_empty() {
-                std::ptr::null()
-            } else {
-                f.as_ptr()
-            },
-            flags,
-            if data.is_empty() {
-                std::ptr::null()
-            } else {
-                d.as_ptr().cast()
-            },
-        )
-    };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(last_error(&format!(
-            "mount {fstype} on {}",
-            target.display()
-        )))
-    }
+    super::sandbox::mount(source, target, fstype, flags, data)
 }
 
 fn unshare(flags: libc::c_int, what: &str) -> Result<(), String> {

@@ -159,7 +159,7 @@ fn check(what: &str, rc: libc::c_int) -> Result<(), String> {
     }
 }
 
-fn mount(
+pub(crate) fn mount(
     source: &str,
     target: &Path,
     fstype: &str,

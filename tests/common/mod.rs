@@ -667,3 +667,25 @@ pub fn run_ok(cmd: &mut Command) -> String {
     );
     String::from_utf8(out.stdout).unwrap()
 }
+
+/// Writes `text` as `dir/Dockerfile` and returns its path.
+pub fn write_dockerfile(dir: &Path, text: &str) -> std::path::PathBuf {
+    let path = dir.join("Dockerfile");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// A command's standard error as text.
+pub fn stderr(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// The lines RUN steps printed on stdout (`rbuild debug run` logs them to
+/// stderr with a two-space prefix).
+pub fn step_lines(out: &std::process::Output) -> Vec<String> {
+    stderr(out)
+        .lines()
+        .filter_map(|l| l.strip_prefix("  "))
+        .map(str::to_string)
+        .collect()
+}
