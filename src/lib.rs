@@ -16,3 +16,4 @@ pub mod linear;
 pub mod parser;
 pub mod registry;
 pub mod snapshot;
+pub mod solver;
