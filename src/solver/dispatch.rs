@@ -861,10 +861,11 @@ impl Dispatcher<'_> {
                     }
                 }
                 spec.dest = x(self, &c.dest)?;
-                for field in [&mut spec.chown, &mut spec.chmod, &mut spec.checksum] {
-                    if let Some(v) = field {
-                        *v = x(self, v)?;
-                    }
+                for v in [&mut spec.chown, &mut spec.chmod, &mut spec.checksum]
+                    .into_iter()
+                    .flatten()
+                {
+                    *v = x(self, v)?;
                 }
                 let from = match &c.from {
                     Some(f) => {
