@@ -120,6 +120,12 @@ enum DebugCommand {
         /// A secret for RUN --mount=type=secret: id=ID,src=PATH or id=ID,env=VAR.
         #[arg(long)]
         secret: Vec<String>,
+        /// A build argument: KEY=VALUE, or KEY to take it from the environment.
+        #[arg(long = "build-arg")]
+        build_arg: Vec<String>,
+        /// The stage to build (default: the last).
+        #[arg(long)]
+        target: Option<String>,
         #[command(flatten)]
         sandbox: Box<SandboxArgs>,
     },
@@ -242,6 +248,8 @@ pub fn main() -> i32 {
                 busybox,
                 source_date_epoch,
                 secret,
+                build_arg,
+                target,
                 sandbox,
             } => debug_run(DebugRun {
                 file,
@@ -251,6 +259,8 @@ pub fn main() -> i32 {
                 busybox,
                 source_date_epoch,
                 secret,
+                build_arg,
+                target,
                 sandbox: *sandbox,
             }),
         },
@@ -326,6 +336,8 @@ struct DebugRun {
     busybox: PathBuf,
     source_date_epoch: Option<i64>,
     secret: Vec<String>,
+    build_arg: Vec<String>,
+    target: Option<String>,
     sandbox: SandboxArgs,
 }
 
@@ -349,6 +361,25 @@ fn parse_secret(spec: &str) -> Result<(String, crate::executor::mounts::SecretSo
     let id = id.ok_or_else(|| format!("invalid --secret {spec:?}: id= is missing"))?;
     let source = source.unwrap_or_else(|| SecretSource::Env(id.clone()));
     Ok((id, source))
+}
+
+/// `--build-arg K=V` and `--build-arg K` (the value from the environment;
+/// left out when the variable is unset, as docker does).
+fn parse_build_args(specs: &[String]) -> std::collections::BTreeMap<String, String> {
+    let mut out = std::collections::BTreeMap::new();
+    for spec in specs {
+        match spec.split_once('=') {
+            Some((k, v)) => {
+                out.insert(k.to_string(), v.to_string());
+            }
+            None => {
+                if let Ok(v) = std::env::var(spec) {
+                    out.insert(spec.clone(), v);
+                }
+            }
+        }
+    }
+    out
 }
 
 fn debug_run(args: DebugRun) -> i32 {
@@ -438,6 +469,8 @@ fn debug_run(args: DebugRun) -> i32 {
         busybox: args.busybox,
         context: args.context,
         secrets,
+        build_args: parse_build_args(&args.build_arg),
+        target: args.target,
     };
     let mut log = |line: &str| eprintln!("{line}");
     match crate::linear::build(&dockerfile, &options, executor, &mut log) {

@@ -1,28 +1,27 @@
-//! A sequential, single-stage builder: `FROM busybox|scratch` followed by
-//! RUN, ENV, WORKDIR, USER, SHELL, CMD, ENTRYPOINT and LABEL, each RUN in a
-//! real sandbox, each change a real layer, the result a stored image.
+//! A sequential builder: the solver's plan (stages the target needs, with
+//! docker's ARG/ENV/config rules) executed one step after another, each
+//! RUN in a real sandbox, each change a real layer, the result a stored
+//! image. Bases are `busybox` (built from Debian's busybox-static) and
+//! `scratch`.
 //!
-//! It exists to drive the sandbox and the snapshot differ end to end
-//! (`rbuild debug run`) before the solver does: no DAG, no cache, no COPY.
-//! The solver replaces it; what it computes (configs, history, layers) is
-//! what the solver will compute for the same steps.
+//! It drives the sandbox and the snapshot differ end to end (`rbuild debug
+//! run`) until the scheduler, the cache and COPY/ADD exist: no parallel
+//! stages, no cache, no COPY.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-
-use oci_spec::image::{History, HistoryBuilder};
 
 use crate::cache::ContentStore;
 use crate::executor::mounts::{MountContext, PreparedMounts, SecretSource};
 use crate::executor::{CgroupSupport, Executor, Limits, Plan, Step, StepRunner, Stream};
 use crate::image::busybox::build_base;
-use crate::image::config::{ImageConfig, RunConfig};
+use crate::image::config::ImageConfig;
 use crate::image::layer::LayerBlob;
 use crate::image::layout::{store_image, StoredImage};
 use crate::image::media::MediaTypes;
-use crate::parser::shell::Lexer;
-use crate::parser::{Dockerfile, InstructionKind, NetworkMode};
+use crate::parser::{Dockerfile, NetworkMode};
 use crate::snapshot::{LayerRef, SnapshotStore};
+use crate::solver::{self, Base, PlanOptions, Platform, StepKind};
 
 /// Settings for a linear build.
 #[derive(Debug, Clone)]
@@ -45,6 +44,10 @@ pub struct LinearOptions {
     pub context: Option<PathBuf>,
     /// Secrets by id.
     pub secrets: HashMap<String, SecretSource>,
+    /// `--build-arg`s.
+    pub build_args: std::collections::BTreeMap<String, String>,
+    /// `--target`.
+    pub target: Option<String>,
 }
 
 /// The image built and where its blobs are.
@@ -89,29 +92,8 @@ fn rfc3339(secs: i64) -> String {
     )
 }
 
-/// A command's argv: the shell form behind SHELL, the exec form as is.
-fn argv(command: &crate::parser::CommandLine, shell: &[String]) -> Vec<String> {
-    if command.prepend_shell {
-        let mut args = shell.to_vec();
-        args.push(command.args.join(" "));
-        args
-    } else {
-        command.args.clone()
-    }
-}
-
-fn history(created: &str, by: String, empty: bool) -> Result<History, String> {
-    let mut builder = HistoryBuilder::default()
-        .created(created.to_string())
-        .created_by(by)
-        .comment("buildkit.dockerfile.v0".to_string());
-    if empty {
-        builder = builder.empty_layer(true);
-    }
-    builder.build().map_err(|e| e.to_string())
-}
-
-/// Runs the last stage of `dockerfile`; `log` gets progress and output lines.
+/// Builds `dockerfile` (the target stage and what it needs, one step after
+/// another); `log` gets progress and output lines.
 pub fn build(
     dockerfile: &Dockerfile,
     options: &LinearOptions,
@@ -121,47 +103,6 @@ pub fn build(
     let store = ContentStore::open(&options.storage).map_err(|e| e.to_string())?;
     let snapshots =
         SnapshotStore::open(options.storage.join("snapshots")).map_err(|e| e.to_string())?;
-    let stage = dockerfile
-        .stages
-        .last()
-        .ok_or("the Dockerfile has no FROM")?;
-    if dockerfile.stages.len() > 1 {
-        return Err("debug run builds one stage; multi-stage needs the solver".to_string());
-    }
-    let (mut config, mut layers): (ImageConfig, Vec<LayerBlob>) = match stage.from.image.as_str() {
-        "scratch" => (
-            ImageConfig {
-                created: None,
-                author: None,
-                architecture: crate::image::busybox::host_architecture().to_string(),
-                os: "linux".to_string(),
-                variant: None,
-                config: Some(RunConfig::default()),
-                rootfs: oci_spec::image::RootFsBuilder::default()
-                    .typ("layers")
-                    .diff_ids(Vec::<String>::new())
-                    .build()
-                    .map_err(|e| e.to_string())?,
-                history: Vec::new(),
-            },
-            Vec::new(),
-        ),
-        "busybox" => {
-            let base =
-                build_base(&store, &options.busybox, MediaTypes::Oci).map_err(|e| e.to_string())?;
-            let bytes = store.read(&base.config_digest).map_err(|e| e.to_string())?;
-            (
-                ImageConfig::from_blob(&bytes).map_err(|e| e.to_string())?,
-                base.layers,
-            )
-        }
-        other => {
-            return Err(format!(
-                "debug run knows FROM busybox (built from {}) and FROM scratch, not {other}",
-                options.busybox.display()
-            ))
-        }
-    };
     let runner = StepRunner::new(
         executor,
         options.plan.clone(),
@@ -172,184 +113,136 @@ pub fn build(
         options.source_date_epoch,
     )?;
     let when = created(options.source_date_epoch);
-    let lexer = Lexer::new(dockerfile.directives.escape);
-    let mut run_config = config.config.clone().unwrap_or_default();
-    let mut env: Vec<(String, String)> = run_config
-        .oci
-        .env()
-        .clone()
-        .unwrap_or_default()
-        .iter()
-        .filter_map(|e| {
-            e.split_once('=')
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-        })
-        .collect();
-    let mut workdir = run_config.oci.working_dir().clone().unwrap_or_default();
-    let mut user = run_config.oci.user().clone().unwrap_or_default();
-    let mut shell = run_config
-        .shell
-        .clone()
-        .unwrap_or_else(|| vec!["/bin/sh".to_string(), "-c".to_string()]);
+    let mut bases: HashMap<String, StoredImage> = HashMap::new();
+    let plan_options = PlanOptions {
+        build_args: options.build_args.clone(),
+        target: options.target.clone(),
+        target_platform: Platform::host(),
+        build_platform: Platform::host(),
+        labels: Default::default(),
+        created: when.clone(),
+    };
+    let plan = solver::plan(dockerfile, &plan_options, &mut |name, _| {
+        if name != "busybox" && name != "busybox:latest" {
+            return Err(format!(
+                "debug run knows FROM busybox (built from {}) and FROM scratch, not {name}",
+                options.busybox.display()
+            ));
+        }
+        let base =
+            build_base(&store, &options.busybox, MediaTypes::Oci).map_err(|e| e.to_string())?;
+        let bytes = store.read(&base.config_digest).map_err(|e| e.to_string())?;
+        let config = ImageConfig::from_blob(&bytes).map_err(|e| e.to_string())?;
+        bases.insert(name.to_string(), base);
+        Ok(config)
+    })
+    .map_err(|e| format!("Dockerfile: {e}"))?;
+    for warning in &plan.warnings {
+        log(warning);
+    }
     let mount_ctx = MountContext {
         storage: options.storage.clone(),
         context: options.context.clone(),
         secrets: options.secrets.clone(),
     };
+    let mut results: HashMap<usize, (ImageConfig, Vec<LayerBlob>)> = HashMap::new();
     let mut steps = 0;
-    let total = stage.instructions.len() + 1;
-    log(&format!("[1/{total}] FROM {}", stage.from.image));
-    for (index, instruction) in stage.instructions.iter().enumerate() {
-        let at = format!(
-            "{}:{}",
-            instruction.span.start.line, instruction.span.start.column
-        );
-        log(&format!("[{}/{total}] {}", index + 2, instruction.original));
-        let expand = |word: &str, env: &[(String, String)]| {
-            lexer
-                .process_word(word, env)
-                .map_err(|e| format!("line {at}: {}", e.message))
+    for stage in &plan.stages {
+        let label = stage
+            .name
+            .clone()
+            .unwrap_or_else(|| format!("stage-{}", stage.index));
+        let mut layers: Vec<LayerBlob> = match &stage.base {
+            Base::Scratch => Vec::new(),
+            Base::Image(name) => bases[name].layers.clone(),
+            Base::Stage(j) => results[j].1.clone(),
         };
-        let empty_history = |by: String, config: &mut ImageConfig| -> Result<(), String> {
-            config.history.push(history(&when, by, true)?);
-            Ok(())
-        };
-        match &instruction.kind {
-            InstructionKind::Run(run) => {
-                let args = argv(&run.command, &shell);
-                let prepared = PreparedMounts::prepare(&run.mounts, &mount_ctx)
-                    .map_err(|e| format!("line {at}: {e}"))?;
-                let mut step_env: Vec<String> =
-                    env.iter().map(|(k, v)| format!("{k}={v}")).collect();
-                step_env.extend(prepared.env.iter().cloned());
-                let parents: Vec<LayerRef> = layers
-                    .iter()
-                    .map(|l| LayerRef {
-                        digest: l.digest.clone(),
-                        diff_id: l.diff_id.clone(),
-                    })
-                    .collect();
-                let step = Step {
-                    layers: parents,
-                    args: args.clone(),
-                    env: step_env,
-                    cwd: if workdir.is_empty() {
-                        "/".to_string()
-                    } else {
-                        workdir.clone()
-                    },
-                    user: user.clone(),
-                    network_none: options.network_none || run.network == Some(NetworkMode::None),
-                    mounts: prepared.mounts.clone(),
-                };
-                let mut sink = |stream: Stream, line: &[u8]| {
-                    let text = String::from_utf8_lossy(line);
-                    let prefix = if stream == Stream::Stderr { "! " } else { "  " };
-                    log(&format!("{prefix}{}", text.trim_end_matches('\n')));
-                };
-                let outcome = runner
-                    .run(&step, &mut sink)
-                    .map_err(|e| format!("line {at}: {e}"))?;
-                drop(prepared);
-                steps += 1;
-                if let Some(failure) = outcome.failure {
+        let mut config = stage.config.clone();
+        for (n, step) in stage.steps.iter().enumerate() {
+            log(&format!(
+                "[{label} {}/{}] {}",
+                n + 1,
+                stage.steps.len(),
+                step.original
+            ));
+            let at = format!(
+                "Dockerfile:{}:{}: {}",
+                step.line, step.column, step.original
+            );
+            let parents: Vec<LayerRef> = layers
+                .iter()
+                .map(|l| LayerRef {
+                    digest: l.digest.clone(),
+                    diff_id: l.diff_id.clone(),
+                })
+                .collect();
+            let layer = match &step.kind {
+                StepKind::Run(run) => {
+                    if run.mount_sources.iter().any(Option::is_some) {
+                        return Err(format!("{at}: RUN --mount from= another stage or image needs the full solver (not yet)"));
+                    }
+                    let prepared = PreparedMounts::prepare(&run.mounts, &mount_ctx)
+                        .map_err(|e| format!("{at}: {e}"))?;
+                    let mut env = run.env.clone();
+                    env.extend(run.proxy_env.iter().cloned());
+                    env.extend(prepared.env.iter().cloned());
+                    let step = Step {
+                        layers: parents,
+                        args: run.args.clone(),
+                        env,
+                        cwd: run.workdir.clone(),
+                        user: run.user.clone(),
+                        network_none: options.network_none || run.network == NetworkMode::None,
+                        mounts: prepared.mounts.clone(),
+                    };
+                    let mut sink = |stream: Stream, line: &[u8]| {
+                        let text = String::from_utf8_lossy(line);
+                        let prefix = if stream == Stream::Stderr { "! " } else { "  " };
+                        log(&format!("{prefix}{}", text.trim_end_matches('\n')));
+                    };
+                    let outcome = runner
+                        .run(&step, &mut sink)
+                        .map_err(|e| format!("{at}: {e}"))?;
+                    drop(prepared);
+                    steps += 1;
+                    if let Some(failure) = outcome.failure {
+                        return Err(format!("{at}: {failure}"));
+                    }
+                    let layer = outcome.layer.expect("a successful step has a layer");
+                    (!is_empty_layer(&store, &layer)?).then_some(layer)
+                }
+                StepKind::Mkdir { path, user } => runner
+                    .mkdir_layer(&parents, path, user)
+                    .map_err(|e| format!("{at}: {e}"))?,
+                StepKind::Copy(_) => {
                     return Err(format!(
-                        "{}:{at}: {}: {failure}",
-                        "Dockerfile", instruction.original
-                    ));
+                        "{at}: COPY and ADD are not handled by debug run yet"
+                    ))
                 }
-                let layer = outcome.layer.expect("a successful step has a layer");
-                let by = format!("RUN {} # buildkit", args.join(" "));
-                if is_empty_layer(&store, &layer)? {
-                    config.history.push(history(&when, by, true)?);
-                } else {
-                    config.history.push(history(&when, by, false)?);
-                    layers.push(layer);
+            };
+            match layer {
+                Some(layer) => layers.push(layer),
+                // BuildKit leaves a step that changed nothing out of the layers.
+                None => {
+                    config.history[step.history_index].set_empty_layer(Some(true));
                 }
-            }
-            InstructionKind::Env(pairs) => {
-                for kv in pairs {
-                    let value = expand(&kv.value, &env)?;
-                    env.retain(|(k, _)| k != &kv.key);
-                    env.push((kv.key.clone(), value));
-                }
-                empty_history(
-                    format!(
-                        "ENV {}",
-                        instruction.original.trim_start_matches("ENV ").trim()
-                    ),
-                    &mut config,
-                )?;
-            }
-            InstructionKind::Workdir(dir) => {
-                let dir = expand(dir, &env)?;
-                workdir = if dir.starts_with('/') {
-                    dir
-                } else {
-                    format!("{}/{dir}", workdir.trim_end_matches('/'))
-                };
-                empty_history(format!("WORKDIR {workdir}"), &mut config)?;
-            }
-            InstructionKind::User(u) => {
-                user = expand(u, &env)?;
-                empty_history(format!("USER {user}"), &mut config)?;
-            }
-            InstructionKind::Shell(s) => {
-                shell = s.clone();
-                empty_history(format!("SHELL {s:?}"), &mut config)?;
-            }
-            InstructionKind::Cmd(c) => {
-                let args = argv(c, &shell);
-                run_config.oci.set_cmd(Some(args.clone()));
-                empty_history(format!("CMD {args:?}"), &mut config)?;
-            }
-            InstructionKind::Entrypoint(c) => {
-                let args = argv(c, &shell);
-                run_config.oci.set_entrypoint(Some(args.clone()));
-                run_config.oci.set_cmd(None);
-                empty_history(format!("ENTRYPOINT {args:?}"), &mut config)?;
-            }
-            InstructionKind::Label(pairs) => {
-                let mut labels = run_config.oci.labels().clone().unwrap_or_default();
-                for kv in pairs {
-                    labels.insert(expand(&kv.key, &env)?, expand(&kv.value, &env)?);
-                }
-                run_config.oci.set_labels(Some(labels));
-                empty_history(
-                    format!(
-                        "LABEL {}",
-                        instruction.original.trim_start_matches("LABEL ").trim()
-                    ),
-                    &mut config,
-                )?;
-            }
-            _ => {
-                return Err(format!(
-                "Dockerfile:{at}: {}: debug run does not handle this instruction (the solver will)",
-                instruction.original
-            ))
             }
         }
+        config.rootfs = oci_spec::image::RootFsBuilder::default()
+            .typ("layers")
+            .diff_ids(
+                layers
+                    .iter()
+                    .map(|l| l.diff_id.to_string())
+                    .collect::<Vec<_>>(),
+            )
+            .build()
+            .map_err(|e| e.to_string())?;
+        results.insert(stage.index, (config, layers));
     }
-    run_config
-        .oci
-        .set_env(Some(env.iter().map(|(k, v)| format!("{k}={v}")).collect()));
-    run_config
-        .oci
-        .set_working_dir((!workdir.is_empty()).then_some(workdir));
-    run_config.oci.set_user((!user.is_empty()).then_some(user));
-    config.config = Some(run_config);
+    let target = plan.stages.last().expect("a plan has a target");
+    let (mut config, layers) = results.remove(&target.index).expect("built");
     config.created = Some(when);
-    config.rootfs = oci_spec::image::RootFsBuilder::default()
-        .typ("layers")
-        .diff_ids(
-            layers
-                .iter()
-                .map(|l| l.diff_id.to_string())
-                .collect::<Vec<_>>(),
-        )
-        .build()
-        .map_err(|e| e.to_string())?;
     let image =
         store_image(&store, &config, &layers, MediaTypes::Oci).map_err(|e| e.to_string())?;
     Ok(Built {

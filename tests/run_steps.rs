@@ -559,3 +559,86 @@ fn killing_rbuild_mid_step_kills_the_step() {
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
 }
+
+#[test]
+fn multi_stage_build_args_and_target() {
+    let work = tempfile::tempdir().unwrap();
+    let dockerfile = write_dockerfile(
+        work.path(),
+        "ARG BASE=busybox\n\
+         FROM ${BASE} AS first\n\
+         ARG GREETING=hello\n\
+         RUN echo \"$GREETING\" > /greeting\n\
+         FROM first AS second\n\
+         WORKDIR /srv/app\n\
+         RUN cat /greeting && pwd\n\
+         FROM busybox AS unused\n\
+         RUN exit 1\n\
+         FROM second\n\
+         ARG GREETING\n\
+         RUN echo \"final:$GREETING\"\n",
+    );
+    let oci = work.path().join("oci");
+    let out = debug_run(
+        &dockerfile,
+        &work.path().join("root"),
+        &oci,
+        &[
+            "--build-arg",
+            "GREETING=bonjour",
+            "--build-arg",
+            "NOBODY_USES=1",
+        ],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(step_lines(&out), ["bonjour", "/srv/app", "final:bonjour"]);
+    assert!(
+        stderr(&out).contains("[Warning] One or more build-args [NOBODY_USES] were not consumed"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(
+        !stderr(&out).contains("exit 1"),
+        "the unused stage is not built"
+    );
+    // base + greeting + WORKDIR's mkdir; the last RUN changed nothing.
+    assert_eq!(layer_digests(&oci).len(), 3);
+    let manifest = manifest(&oci);
+    let config_digest = manifest["config"]["digest"].as_str().unwrap();
+    let config: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(
+            oci.join("blobs/sha256")
+                .join(&config_digest["sha256:".len()..]),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(config["config"]["WorkingDir"], "/srv/app");
+    let history: Vec<String> = config["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["created_by"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        history[1..],
+        [
+            "ARG GREETING=hello",
+            "RUN |1 GREETING=bonjour /bin/sh -c echo \"$GREETING\" > /greeting # buildkit",
+            "WORKDIR /srv/app # buildkit",
+            "RUN |1 GREETING=bonjour /bin/sh -c cat /greeting && pwd # buildkit",
+            "ARG GREETING",
+            "RUN |1 GREETING=bonjour /bin/sh -c echo \"final:$GREETING\" # buildkit",
+        ]
+    );
+
+    let out = debug_run(
+        &dockerfile,
+        &work.path().join("root"),
+        &oci,
+        &["--target", "first"],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(step_lines(&out).is_empty());
+    assert_eq!(layer_digests(&oci).len(), 2);
+}

@@ -288,6 +288,52 @@ impl StepRunner {
         &self.store
     }
 
+    /// The layer that creates `path` (and missing parents) on top of
+    /// `layers`, owned by `user` as resolved in that root, as WORKDIR does;
+    /// None when the directory already exists.
+    pub fn mkdir_layer(
+        &self,
+        layers: &[LayerRef],
+        path: &str,
+        user: &str,
+    ) -> Result<Option<LayerBlob>, StepError> {
+        let names = self.snapshots.lowers(&self.store, layers)?;
+        let lowers = self.snapshots.lower_paths(&names);
+        let read_etc = |name: &str| {
+            diff::lower_file(&lowers, &Path::new("etc").join(name))
+                .and_then(|p| std::fs::read(p).ok())
+                .unwrap_or_default()
+        };
+        let identity = user::resolve(user, &read_etc("passwd"), &read_etc("group"))
+            .map_err(StepError::User)?;
+        let mut entries = Vec::new();
+        let mut rel = PathBuf::new();
+        for part in path.split('/').filter(|p| !p.is_empty()) {
+            rel.push(part);
+            if diff::lower_file(&lowers, &rel).is_none() {
+                entries.push(crate::image::layer::Entry {
+                    path: rel.to_string_lossy().into_owned(),
+                    kind: crate::image::layer::EntryKind::Dir,
+                    mode: 0o755,
+                    uid: identity.uid as u64,
+                    gid: identity.gid as u64,
+                });
+            }
+        }
+        if entries.is_empty() {
+            return Ok(None);
+        }
+        let mtime = self.layer_options.source_date_epoch.unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs() as i64)
+                .unwrap_or(0)
+        });
+        let layer =
+            crate::image::layer::write_gzip_layer(&self.store, entries, mtime.max(0) as u64)?;
+        Ok(Some(layer))
+    }
+
     /// Runs `step`, streaming output lines to `sink`.
     pub fn run(
         &self,

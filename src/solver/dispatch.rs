@@ -167,6 +167,8 @@ pub struct Step {
     pub kind: StepKind,
     /// Line of the instruction (0 for ONBUILD triggers of the base).
     pub line: usize,
+    /// Column where the instruction starts.
+    pub column: usize,
     /// The instruction as written.
     pub original: String,
     /// Index into the stage config's history of this step's entry.
@@ -189,6 +191,11 @@ pub struct StagePlan {
     /// The config the stage ends with (layers' diff_ids are the builder's
     /// to fill in; history entries are complete).
     pub config: ImageConfig,
+    /// ARG values in scope at the end (stages built FROM this one inherit
+    /// them, as BuildKit does).
+    pub args: Vec<(String, String)>,
+    /// ARGs declared by the end, with their values (shown in RUN history).
+    pub declared_args: Vec<(String, Option<String>)>,
 }
 
 /// The whole build.
@@ -420,6 +427,10 @@ pub fn plan(
                 .map_err(|e| err(format!("line {}: {e}", stage.span.start.line)))?,
             None => opts.target_platform.clone(),
         };
+        let inherited = match &bases[i] {
+            Base::Stage(j) => (planned[j].args.clone(), planned[j].declared_args.clone()),
+            _ => (Vec::new(), Vec::new()),
+        };
         let base_config = match &bases[i] {
             Base::Scratch => empty_config(&platform),
             Base::Stage(j) => planned[j].config.clone(),
@@ -431,7 +442,14 @@ pub fn plan(
                 config
             }
         };
-        let plan = d.dispatch_stage(dockerfile, i, bases[i].clone(), platform, base_config)?;
+        let plan = d.dispatch_stage(
+            dockerfile,
+            i,
+            bases[i].clone(),
+            platform,
+            base_config,
+            inherited,
+        )?;
         planned.insert(i, plan);
     }
     let mut stages: Vec<StagePlan> = order
@@ -663,6 +681,7 @@ impl Dispatcher<'_> {
         base: Base,
         platform: Platform,
         base_config: ImageConfig,
+        inherited: (Vec<(String, String)>, Vec<(String, Option<String>)>),
     ) -> Result<StagePlan, PlanError> {
         let stage = &dockerfile.stages[index];
         let mut run = base_config.config.clone().unwrap_or_default();
@@ -685,8 +704,8 @@ impl Dispatcher<'_> {
             config: base_config,
             run,
             env,
-            args: Scope::default(),
-            declared: Vec::new(),
+            args: Scope(inherited.0),
+            declared: inherited.1,
             cmd_set: false,
             steps: Vec::new(),
         };
@@ -732,6 +751,8 @@ impl Dispatcher<'_> {
             platform,
             steps: state.steps,
             config,
+            args: state.args.0,
+            declared_args: state.declared,
         })
     }
 
@@ -848,6 +869,7 @@ impl Dispatcher<'_> {
                         heredocs: run.heredocs.clone(),
                     }),
                     line,
+                    column: instruction.span.start.column,
                     original: instruction.original.clone(),
                     history_index,
                 });
@@ -897,6 +919,7 @@ impl Dispatcher<'_> {
                         from,
                     }),
                     line,
+                    column: instruction.span.start.column,
                     original: instruction.original.clone(),
                     history_index,
                 });
@@ -914,6 +937,7 @@ impl Dispatcher<'_> {
                             user: s.user(),
                         },
                         line,
+                        column: instruction.span.start.column,
                         original: instruction.original.clone(),
                         history_index,
                     });

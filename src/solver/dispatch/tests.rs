@@ -393,3 +393,24 @@ fn go_formats() {
     );
     assert!(expand_port_spec("99999").is_err());
 }
+
+#[test]
+fn a_stage_built_from_another_inherits_its_args() {
+    let text = "FROM busybox AS a\nARG LOCAL=in-a\nENV X=1\nFROM a AS child\nRUN true\nFROM busybox\nRUN true\n";
+    let mut o = opts(&[]);
+    o.target = Some("child".to_string());
+    let p = plan_of(text, &o);
+    let r = runs(&p)[0];
+    assert_eq!(env_of(r, "LOCAL").as_deref(), Some("in-a"));
+    assert_eq!(env_of(r, "X").as_deref(), Some("1"));
+    assert_eq!(
+        history(&p).last().unwrap().0,
+        "RUN |1 LOCAL=in-a /bin/sh -c true # buildkit"
+    );
+    let p = plan_of(text, &opts(&[]));
+    assert_eq!(
+        env_of(runs(&p)[0], "LOCAL"),
+        None,
+        "an unrelated stage does not see it"
+    );
+}
