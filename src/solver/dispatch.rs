@@ -511,6 +511,9 @@ fn empty_config(platform: &Platform) -> ImageConfig {
     }
 }
 
+/// ARG values and declarations a stage takes over from its base stage.
+type InheritedArgs = (Vec<(String, String)>, Vec<(String, Option<String>)>);
+
 /// The state while dispatching one stage.
 struct StageState {
     config: ImageConfig,
@@ -681,7 +684,7 @@ impl Dispatcher<'_> {
         base: Base,
         platform: Platform,
         base_config: ImageConfig,
-        inherited: (Vec<(String, String)>, Vec<(String, Option<String>)>),
+        inherited: InheritedArgs,
     ) -> Result<StagePlan, PlanError> {
         let stage = &dockerfile.stages[index];
         let mut run = base_config.config.clone().unwrap_or_default();
