@@ -126,6 +126,12 @@ enum DebugCommand {
         /// The stage to build (default: the last).
         #[arg(long)]
         target: Option<String>,
+        /// Run every step instead of reusing cached results.
+        #[arg(long)]
+        no_cache: bool,
+        /// Run every step of these stages (repeatable).
+        #[arg(long = "no-cache-filter")]
+        no_cache_filter: Vec<String>,
         #[command(flatten)]
         sandbox: Box<SandboxArgs>,
     },
@@ -250,6 +256,8 @@ pub fn main() -> i32 {
                 secret,
                 build_arg,
                 target,
+                no_cache,
+                no_cache_filter,
                 sandbox,
             } => debug_run(DebugRun {
                 file,
@@ -261,6 +269,8 @@ pub fn main() -> i32 {
                 secret,
                 build_arg,
                 target,
+                no_cache,
+                no_cache_filter,
                 sandbox: *sandbox,
             }),
         },
@@ -338,6 +348,8 @@ struct DebugRun {
     secret: Vec<String>,
     build_arg: Vec<String>,
     target: Option<String>,
+    no_cache: bool,
+    no_cache_filter: Vec<String>,
     sandbox: SandboxArgs,
 }
 
@@ -471,6 +483,8 @@ fn debug_run(args: DebugRun) -> i32 {
         secrets,
         build_args: parse_build_args(&args.build_arg),
         target: args.target,
+        no_cache: args.no_cache,
+        no_cache_filter: args.no_cache_filter,
     };
     let mut log = |line: &str| eprintln!("{line}");
     match crate::linear::build(&dockerfile, &options, executor, &mut log) {

@@ -11,7 +11,7 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 
-use crate::cache::ContentStore;
+use crate::cache::{CacheEntry, CacheIndex, CachedLayer, ContentStore};
 use crate::executor::mounts::{MountContext, PreparedMounts, SecretSource};
 use crate::executor::{CgroupSupport, Executor, Limits, Plan, Step, StepRunner, Stream};
 use crate::image::busybox::build_base;
@@ -19,9 +19,10 @@ use crate::image::config::ImageConfig;
 use crate::image::layer::LayerBlob;
 use crate::image::layout::{store_image, StoredImage};
 use crate::image::media::MediaTypes;
-use crate::parser::{Dockerfile, NetworkMode};
+use crate::image::Digest;
+use crate::parser::{Dockerfile, MountType, NetworkMode};
 use crate::snapshot::{LayerRef, SnapshotStore};
-use crate::solver::{self, Base, PlanOptions, Platform, StepKind};
+use crate::solver::{self, keys, Base, PlanOptions, Platform, StepKind};
 
 /// Settings for a linear build.
 #[derive(Debug, Clone)]
@@ -48,6 +49,10 @@ pub struct LinearOptions {
     pub build_args: std::collections::BTreeMap<String, String>,
     /// `--target`.
     pub target: Option<String>,
+    /// `--no-cache`: run every step (results are still recorded).
+    pub no_cache: bool,
+    /// `--no-cache-filter`: stages that run every step.
+    pub no_cache_filter: Vec<String>,
 }
 
 /// The image built and where its blobs are.
@@ -145,9 +150,29 @@ pub fn build(
         context: options.context.clone(),
         secrets: options.secrets.clone(),
     };
+    let index = CacheIndex::open(&options.storage).map_err(|e| e.to_string())?;
     let mut results: HashMap<usize, (ImageConfig, Vec<LayerBlob>)> = HashMap::new();
+    let mut stage_keys: HashMap<usize, Digest> = HashMap::new();
     let mut steps = 0;
+    let mut cached = 0;
     for stage in &plan.stages {
+        let manifest = match &stage.base {
+            Base::Image(name) => Some(bases[name].manifest_digest.clone()),
+            _ => None,
+        };
+        let base_stage_key = match &stage.base {
+            Base::Stage(j) => stage_keys.get(j).cloned(),
+            _ => None,
+        };
+        let mut running = keys::base_key(&stage.base, manifest.as_ref(), base_stage_key.as_ref());
+        let use_cache = !options.no_cache
+            && !stage.name.as_ref().is_some_and(|n| {
+                options
+                    .no_cache_filter
+                    .iter()
+                    .any(|f| f.eq_ignore_ascii_case(n))
+            });
+        let platform = stage.platform.format();
         let label = stage
             .name
             .clone()
@@ -176,6 +201,34 @@ pub fn build(
                     diff_id: l.diff_id.clone(),
                 })
                 .collect();
+            let inputs: Vec<Option<Digest>> = match &step.kind {
+                StepKind::Run(run) => run
+                    .mounts
+                    .iter()
+                    .map(|m| match (&m.kind, &m.from, &options.context) {
+                        (MountType::Bind, None, Some(context)) => {
+                            let source = m.source.as_deref().unwrap_or(".").trim_start_matches('/');
+                            keys::tree_digest(&context.join(source)).ok()
+                        }
+                        _ => None,
+                    })
+                    .collect(),
+                _ => Vec::new(),
+            };
+            let key = keys::step_key(&running, &step.kind, &inputs, &platform);
+            running = key.clone();
+            if let Some(entry) = use_cache.then(|| index.get(&key, &store)).flatten() {
+                log("  CACHED");
+                cached += 1;
+                config.history[step.history_index].set_created(Some(entry.created.clone()));
+                match &entry.layer {
+                    Some(layer) => layers.push(LayerBlob::from(layer)),
+                    None => {
+                        config.history[step.history_index].set_empty_layer(Some(true));
+                    }
+                }
+                continue;
+            }
             let layer = match &step.kind {
                 StepKind::Run(run) => {
                     if run.mount_sources.iter().any(Option::is_some) {
@@ -204,7 +257,6 @@ pub fn build(
                         .run(&step, &mut sink)
                         .map_err(|e| format!("{at}: {e}"))?;
                     drop(prepared);
-                    steps += 1;
                     if let Some(failure) = outcome.failure {
                         return Err(format!("{at}: {failure}"));
                     }
@@ -220,12 +272,46 @@ pub fn build(
                     ))
                 }
             };
+            steps += 1;
+            // Only now that the blob is stored: an entry never names a
+            // missing layer, and a killed build keeps what finished.
+            index
+                .put(
+                    &key,
+                    &CacheEntry {
+                        layer: layer.as_ref().map(CachedLayer::from),
+                        created: when.clone(),
+                    },
+                )
+                .map_err(|e| format!("{at}: recording the cache entry: {e}"))?;
             match layer {
                 Some(layer) => layers.push(layer),
                 // BuildKit leaves a step that changed nothing out of the layers.
                 None => {
                     config.history[step.history_index].set_empty_layer(Some(true));
                 }
+            }
+        }
+        stage_keys.insert(stage.index, running);
+        // Config-only entries take the time of the step before them, so a
+        // fully cached rebuild writes the very same config.
+        let mut current = config
+            .history
+            .get(stage.base_history_len.wrapping_sub(1))
+            .and_then(|h| h.created().clone())
+            .unwrap_or_else(|| when.clone());
+        let step_entries: std::collections::HashSet<usize> =
+            stage.steps.iter().map(|s| s.history_index).collect();
+        for (i, entry) in config
+            .history
+            .iter_mut()
+            .enumerate()
+            .skip(stage.base_history_len)
+        {
+            if step_entries.contains(&i) {
+                current = entry.created().clone().unwrap_or_else(|| current.clone());
+            } else {
+                entry.set_created(Some(current.clone()));
             }
         }
         config.rootfs = oci_spec::image::RootFsBuilder::default()
@@ -242,7 +328,14 @@ pub fn build(
     }
     let target = plan.stages.last().expect("a plan has a target");
     let (mut config, layers) = results.remove(&target.index).expect("built");
-    config.created = Some(when);
+    config.created = Some(
+        config
+            .history
+            .last()
+            .and_then(|h| h.created().clone())
+            .unwrap_or(when),
+    );
+    log(&format!("{steps} step(s) run, {cached} cached"));
     let image =
         store_image(&store, &config, &layers, MediaTypes::Oci).map_err(|e| e.to_string())?;
     Ok(Built {

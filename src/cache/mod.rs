@@ -7,8 +7,10 @@
 //! the right one. It knows bytes and digests, nothing about images or
 //! Dockerfiles.
 
+pub mod index;
 mod store;
 
+pub use index::{CacheEntry, CacheIndex, CachedLayer};
 pub use store::{BlobWriter, ContentStore, StoreError};
 
 /// `$RBUILD_ROOT`, or `/var/lib/rbuild` for root, or

@@ -191,6 +191,8 @@ pub struct StagePlan {
     /// The config the stage ends with (layers' diff_ids are the builder's
     /// to fill in; history entries are complete).
     pub config: ImageConfig,
+    /// How many history entries came from the base image.
+    pub base_history_len: usize,
     /// ARG values in scope at the end (stages built FROM this one inherit
     /// them, as BuildKit does).
     pub args: Vec<(String, String)>,
@@ -712,6 +714,7 @@ impl Dispatcher<'_> {
             cmd_set: false,
             steps: Vec::new(),
         };
+        let base_history_len = state.config.history.len();
         state.config.os = platform.os.clone();
         state.config.architecture = platform.architecture.clone();
         // The base's ONBUILD triggers run first, as if written after FROM.
@@ -754,6 +757,7 @@ impl Dispatcher<'_> {
             platform,
             steps: state.steps,
             config,
+            base_history_len,
             args: state.args.0,
             declared_args: state.declared,
         })

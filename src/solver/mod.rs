@@ -7,6 +7,7 @@
 //! except through the base-config resolver its caller passes in.
 
 pub mod dispatch;
+pub mod keys;
 
 pub use dispatch::{
     plan, Base, FromSource, Plan, PlanError, PlanOptions, Platform, StagePlan, Step, StepKind,

@@ -1,0 +1,186 @@
+//! The step cache through the real binary (`rbuild debug run`): a second
+//! build runs nothing and writes the same image (so pushing it again
+//! uploads no blob to the real registry), a changed build argument reruns
+//! only the steps after its declaration, `--no-cache` and
+//! `--no-cache-filter` rerun what they name, and a build killed with
+//! SIGKILL in the middle of a RUN leaves every finished step reusable.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+mod common;
+
+use common::{run_ok, stderr, step_lines, write_dockerfile, TestRegistry};
+
+fn build(dockerfile: &Path, root: &Path, oci: &Path, extra: &[&str]) -> Output {
+    let out = Command::new(env!("CARGO_BIN_EXE_rbuild"))
+        .args(["debug", "run", "--root"])
+        .arg(root)
+        .arg("-f")
+        .arg(dockerfile)
+        .arg("--oci-dir")
+        .arg(oci)
+        .args(extra)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    out
+}
+
+/// "N step(s) run, M cached" from the log.
+fn counts(out: &Output) -> (usize, usize) {
+    let text = stderr(out);
+    let line = text
+        .lines()
+        .find(|l| l.contains("step(s) run"))
+        .unwrap_or_else(|| panic!("no summary in {text}"));
+    let words: Vec<&str> = line.split_whitespace().collect();
+    (words[0].parse().unwrap(), words[3].parse().unwrap())
+}
+
+fn digest(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+fn push(oci: &Path, registry: &TestRegistry) {
+    run_ok(Command::new("skopeo").args([
+        "copy",
+        "--dest-tls-verify=false",
+        &format!("oci:{}:latest", oci.display()),
+        &format!("docker://{}/cache/app:1", registry.addr),
+    ]));
+}
+
+#[test]
+fn a_second_build_runs_nothing_and_pushes_nothing_new() {
+    let work = tempfile::tempdir().unwrap();
+    let root = work.path().join("root");
+    let dockerfile = write_dockerfile(
+        work.path(),
+        "FROM busybox\nRUN echo one > /one\nENV X=1\nWORKDIR /app\nRUN echo two > two && echo ran\nRUN true\nCMD [\"cat\", \"two\"]\n",
+    );
+    let first = build(&dockerfile, &root, &work.path().join("oci1"), &[]);
+    assert_eq!(counts(&first), (4, 0));
+    assert_eq!(step_lines(&first), ["ran"]);
+    let second = build(&dockerfile, &root, &work.path().join("oci2"), &[]);
+    assert_eq!(counts(&second), (0, 4));
+    assert!(
+        step_lines(&second).iter().all(|l| l == "CACHED"),
+        "nothing ran: {:?}",
+        step_lines(&second)
+    );
+    assert_eq!(digest(&first), digest(&second), "the very same image");
+
+    let registry = TestRegistry::start(&[]);
+    push(&work.path().join("oci1"), &registry);
+    let uploads = registry.count_requests("POST", "/blobs/uploads/");
+    assert!(uploads >= 3, "the first push uploads layers and config");
+    push(&work.path().join("oci2"), &registry);
+    assert_eq!(
+        registry.count_requests("POST", "/blobs/uploads/"),
+        uploads,
+        "the second push uploads no blob"
+    );
+}
+
+#[test]
+fn a_changed_build_arg_reruns_only_what_follows_its_declaration() {
+    let work = tempfile::tempdir().unwrap();
+    let root = work.path().join("root");
+    let dockerfile = write_dockerfile(
+        work.path(),
+        "FROM busybox\nRUN echo before > /before\nARG VERSION=1\nRUN echo \"v$VERSION\" > /version\nRUN echo after > /after\n",
+    );
+    let first = build(
+        &dockerfile,
+        &root,
+        &work.path().join("o1"),
+        &["--build-arg", "VERSION=1"],
+    );
+    assert_eq!(counts(&first), (3, 0));
+    let same = build(
+        &dockerfile,
+        &root,
+        &work.path().join("o2"),
+        &["--build-arg", "VERSION=1"],
+    );
+    assert_eq!(counts(&same), (0, 3));
+    let changed = build(
+        &dockerfile,
+        &root,
+        &work.path().join("o3"),
+        &["--build-arg", "VERSION=2"],
+    );
+    // /before stays cached; every RUN after ARG VERSION sees it in its environment.
+    assert_eq!(counts(&changed), (2, 1));
+    let back = build(
+        &dockerfile,
+        &root,
+        &work.path().join("o4"),
+        &["--build-arg", "VERSION=1"],
+    );
+    assert_eq!(counts(&back), (0, 3), "both variants stay cached");
+    assert_eq!(digest(&back), digest(&first));
+}
+
+#[test]
+fn no_cache_and_no_cache_filter_rerun_what_they_name() {
+    let work = tempfile::tempdir().unwrap();
+    let root = work.path().join("root");
+    let dockerfile = write_dockerfile(
+        work.path(),
+        "FROM busybox AS base\nRUN echo base > /base\nFROM base AS app\nRUN echo app > /app\n",
+    );
+    build(&dockerfile, &root, &work.path().join("o"), &[]);
+    assert_eq!(
+        counts(&build(
+            &dockerfile,
+            &root,
+            &work.path().join("o"),
+            &["--no-cache"]
+        )),
+        (2, 0)
+    );
+    assert_eq!(
+        counts(&build(
+            &dockerfile,
+            &root,
+            &work.path().join("o"),
+            &["--no-cache-filter", "APP"]
+        )),
+        (1, 1)
+    );
+}
+
+#[test]
+fn a_build_killed_mid_run_keeps_every_finished_step() {
+    use std::io::{BufRead, BufReader};
+    let work = tempfile::tempdir().unwrap();
+    let root = work.path().join("root");
+    let marker = 5_000_000 + std::process::id() % 100_000;
+    let slow = format!(
+        "FROM busybox\nRUN echo a > /a\nRUN echo b > /b\nRUN echo started && sleep {marker}\n"
+    );
+    let dockerfile = write_dockerfile(work.path(), &slow);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_rbuild"))
+        .args(["debug", "run", "--root"])
+        .arg(&root)
+        .arg("-f")
+        .arg(&dockerfile)
+        .arg("--oci-dir")
+        .arg(work.path().join("o"))
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    for line in BufReader::new(child.stderr.take().unwrap()).lines() {
+        if line.unwrap() == "  started" {
+            break;
+        }
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let finished = slow.replace(&format!("sleep {marker}"), "true");
+    std::fs::write(&dockerfile, finished).unwrap();
+    let out = build(&dockerfile, &root, &work.path().join("o"), &[]);
+    assert_eq!(counts(&out), (1, 2), "{}", stderr(&out));
+}
