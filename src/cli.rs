@@ -83,6 +83,8 @@ fn parse_size_arg(text: &str) -> Result<u64, String> {
     crate::executor::cgroup::parse_size(text)
 }
 
+// Parsed once per process: the size of the largest variant costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand, Debug)]
 enum DebugCommand {
     /// Print the parse tree in BuildKit's dump format (FILE `-` = stdin).
