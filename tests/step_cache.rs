@@ -184,3 +184,120 @@ fn a_build_killed_mid_run_keeps_every_finished_step() {
     let out = build(&dockerfile, &root, &work.path().join("o"), &[]);
     assert_eq!(counts(&out), (1, 2), "{}", stderr(&out));
 }
+
+#[test]
+fn independent_stages_run_at_the_same_time() {
+    let work = tempfile::tempdir().unwrap();
+    let dockerfile = write_dockerfile(
+        work.path(),
+        "FROM busybox AS a\nRUN sleep 2 && echo from-a > /a\n\
+         FROM busybox AS b\nRUN sleep 2 && echo from-b > /b\n\
+         FROM busybox\nRUN --mount=type=bind,from=a,target=/ma --mount=type=bind,from=b,target=/mb cat /ma/a /mb/b\n",
+    );
+    let root = work.path().join("root");
+    // Stamp each log line as it arrives: the two stages start, and the
+    // stage that needs both starts once both are done.
+    use std::io::{BufRead, BufReader};
+    let mut child = Command::new(env!("CARGO_BIN_EXE_rbuild"))
+        .args(["debug", "run", "--root"])
+        .arg(&root)
+        .arg("-f")
+        .arg(&dockerfile)
+        .arg("--oci-dir")
+        .arg(work.path().join("o"))
+        .stderr(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stamped = Vec::new();
+    for line in BufReader::new(child.stderr.take().unwrap()).lines() {
+        stamped.push((std::time::Instant::now(), line.unwrap()));
+    }
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    let at = |prefix: &str| {
+        stamped
+            .iter()
+            .find(|(_, l)| l.starts_with(prefix))
+            .unwrap_or_else(|| panic!("no {prefix} in {stamped:?}"))
+            .0
+    };
+    let first = at("[a 1/1]").min(at("[b 1/1]"));
+    let both_done = at("[stage-2 1/1]");
+    let took = both_done - first;
+    assert!(
+        took.as_secs_f64() < 3.0,
+        "two 2 s stages took {took:?} in all"
+    );
+    let lines: Vec<String> = stamped
+        .iter()
+        .filter_map(|(_, l)| l.strip_prefix("  ").map(str::to_string))
+        .collect();
+    assert_eq!(
+        lines
+            .iter()
+            .filter(|l| l.starts_with("from-"))
+            .collect::<Vec<_>>(),
+        ["from-a", "from-b"]
+    );
+    let out = Output {
+        stderr: stamped
+            .iter()
+            .map(|(_, l)| format!("{l}\n"))
+            .collect::<String>()
+            .into_bytes(),
+        ..out
+    };
+    assert_eq!(counts(&out), (3, 0));
+    // Changing stage b reruns b and what mounts it; a stays cached.
+    let text = std::fs::read_to_string(&dockerfile)
+        .unwrap()
+        .replace("from-b", "from-B");
+    std::fs::write(&dockerfile, text).unwrap();
+    let out = build(&dockerfile, &root, &work.path().join("o"), &[]);
+    assert_eq!(counts(&out), (2, 1));
+    assert!(step_lines(&out).contains(&"from-B".to_string()));
+}
+
+#[test]
+fn a_failing_stage_cancels_the_others() {
+    let work = tempfile::tempdir().unwrap();
+    let marker = 6_000_000 + std::process::id() % 100_000;
+    let dockerfile = write_dockerfile(
+        work.path(),
+        &format!(
+            "FROM busybox AS slow\nRUN sleep {marker}\n\
+             FROM busybox AS broken\nRUN sleep 1 && exit 7\n\
+             FROM busybox\nRUN --mount=type=bind,from=slow,target=/s --mount=type=bind,from=broken,target=/b true\n"
+        ),
+    );
+    let started = std::time::Instant::now();
+    let out = Command::new(env!("CARGO_BIN_EXE_rbuild"))
+        .args(["debug", "run", "--root"])
+        .arg(work.path().join("root"))
+        .arg("-f")
+        .arg(&dockerfile)
+        .arg("--oci-dir")
+        .arg(work.path().join("o"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        started.elapsed().as_secs() < 20,
+        "the slow stage was stopped"
+    );
+    assert!(
+        stderr(&out).contains("Dockerfile:4:1: RUN sleep 1 && exit 7: RUN exited with code 7"),
+        "the error names the failing stage's instruction and line: {}",
+        stderr(&out)
+    );
+    let left = Command::new("pgrep")
+        .args(["-f", &format!("sleep {marker}")])
+        .output()
+        .unwrap();
+    assert!(
+        left.stdout.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&left.stdout)
+    );
+}

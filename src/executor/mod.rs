@@ -17,7 +17,8 @@ pub mod user;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc};
 
 pub use cgroup::{CgroupEvents, CgroupSupport, Limits};
 pub use probe::{choose, IsolationRequest, Plan, Probes, SnapshotMode};
@@ -84,6 +85,17 @@ impl Executor {
         spec: &SandboxSpec,
         sink: &mut dyn FnMut(Stream, &[u8]),
     ) -> std::io::Result<RunOutput> {
+        self.run_cancellable(spec, sink, &AtomicBool::new(false))
+    }
+
+    /// As [`Executor::run_streaming`]; once `cancel` is set the step is
+    /// killed (its lifeline is closed) and whatever it printed is returned.
+    pub fn run_cancellable(
+        &self,
+        spec: &SandboxSpec,
+        sink: &mut dyn FnMut(Stream, &[u8]),
+        cancel: &AtomicBool,
+    ) -> std::io::Result<RunOutput> {
         let mut child = Command::new(&self.helper)
             .arg(HELPER_SUBCOMMAND)
             .stdin(Stdio::piped())
@@ -97,6 +109,7 @@ impl Executor {
         // sees end-of-file, i.e. when this process dies.
         let mut lifeline = child.stdin.take().expect("piped stdin");
         lifeline.write_all(&json)?;
+        let mut lifeline = Some(lifeline);
         let (tx, rx) = mpsc::channel::<(Stream, Vec<u8>)>();
         let readers = [
             (
@@ -129,11 +142,20 @@ impl Executor {
         .collect::<Vec<_>>();
         drop(tx);
         let (mut stdout, mut stderr) = (Vec::new(), Vec::new());
-        for (stream, line) in rx {
-            sink(stream, &line);
-            match stream {
-                Stream::Stdout => stdout.extend_from_slice(&line),
-                Stream::Stderr => stderr.extend_from_slice(&line),
+        loop {
+            match rx.recv_timeout(std::time::Duration::from_millis(50)) {
+                Ok((stream, line)) => {
+                    sink(stream, &line);
+                    match stream {
+                        Stream::Stdout => stdout.extend_from_slice(&line),
+                        Stream::Stderr => stderr.extend_from_slice(&line),
+                    }
+                }
+                Err(mpsc::RecvTimeoutError::Timeout) => {}
+                Err(mpsc::RecvTimeoutError::Disconnected) => break,
+            }
+            if lifeline.is_some() && cancel.load(Ordering::Relaxed) {
+                drop(lifeline.take()); // the helper kills the step
             }
         }
         for reader in readers {
@@ -223,6 +245,9 @@ pub enum StepError {
     /// Something else in the environment.
     #[error("{0}")]
     Environment(String),
+    /// The build was cancelled (another stage failed).
+    #[error("cancelled")]
+    Cancelled,
 }
 
 fn env_err(what: &str) -> impl FnOnce(std::io::Error) -> StepError + '_ {
@@ -240,9 +265,16 @@ pub struct StepRunner {
     limits: Limits,
     layer_options: LayerOptions,
     hostname: String,
+    cancelled: Arc<AtomicBool>,
 }
 
 impl StepRunner {
+    /// Stops the steps running now (and refuses new ones): for a build
+    /// whose other stage failed.
+    pub fn cancel(&self) {
+        self.cancelled.store(true, Ordering::Relaxed);
+    }
+
     /// A runner; fails when limits are asked for and cgroups are unusable.
     pub fn new(
         executor: Executor,
@@ -275,6 +307,7 @@ impl StepRunner {
                 id_map,
             },
             hostname: "rbuild".to_string(),
+            cancelled: Arc::new(AtomicBool::new(false)),
         })
     }
 
@@ -340,6 +373,9 @@ impl StepRunner {
         step: &Step,
         sink: &mut dyn FnMut(Stream, &[u8]),
     ) -> Result<StepOutcome, StepError> {
+        if self.cancelled.load(Ordering::Relaxed) {
+            return Err(StepError::Cancelled);
+        }
         let ws = self.snapshots.workspace()?;
         let overlay = self.plan.snapshots == SnapshotMode::Overlay;
         let mut lowers = Vec::new();
@@ -424,7 +460,7 @@ impl StepRunner {
         };
         let output = self
             .executor
-            .run_streaming(&spec, sink)
+            .run_cancellable(&spec, sink, &self.cancelled)
             .map_err(env_err("starting the sandbox helper"))?;
         let events = cgroup.map(|c| c.finish()).unwrap_or_default();
         let changed_root = if overlay { ws.upper() } else { ws.merged() };

@@ -38,6 +38,8 @@ pub struct MountContext {
     pub context: Option<PathBuf>,
     /// Secrets by id.
     pub secrets: HashMap<String, SecretSource>,
+    /// Roots of other stages for `from=`, by the name the mount uses.
+    pub stage_roots: HashMap<String, PathBuf>,
 }
 
 /// Mounts ready for one step; holds locks and temporary files until dropped.
@@ -237,13 +239,15 @@ impl PreparedMounts {
 
     fn bind(&mut self, m: &Mount, ctx: &MountContext) -> Result<(), String> {
         let target = m.target.clone().ok_or("--mount=type=bind needs target=")?;
-        if m.from.is_some() {
-            return Err("--mount=type=bind,from=… needs the multi-stage solver (not yet)".into());
-        }
-        let context = ctx
-            .context
-            .as_ref()
-            .ok_or("--mount=type=bind needs a build context")?;
+        let context = match &m.from {
+            Some(from) => ctx.stage_roots.get(from).ok_or_else(|| {
+                format!("--mount=type=bind,from={from}: only stages of this Dockerfile can be mounted yet")
+            })?,
+            None => ctx
+                .context
+                .as_ref()
+                .ok_or("--mount=type=bind needs a build context")?,
+        };
         let context = context
             .canonicalize()
             .map_err(|e| format!("build context {}: {e}", context.display()))?;
@@ -253,7 +257,7 @@ impl PreparedMounts {
             .canonicalize()
             .map_err(|e| format!("bind source {rel}: {e}"))?;
         if !source.starts_with(&context) {
-            return Err(format!("bind source {rel} is outside the build context"));
+            return Err(format!("bind source {rel} is outside the mounted root"));
         }
         let source = if m.readonly {
             source

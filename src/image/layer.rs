@@ -75,7 +75,7 @@ impl Entry {
 }
 
 /// A layer stored in the content store.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct LayerBlob {
     /// Digest of the compressed blob.
     pub digest: Digest,

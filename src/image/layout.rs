@@ -21,7 +21,7 @@ use super::Digest;
 use crate::cache::{ContentStore, StoreError};
 
 /// An image whose manifest, config and layers are all in the store.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct StoredImage {
     /// Digest of the manifest blob (the image's identity in a registry).
     pub manifest_digest: Digest,
