@@ -390,7 +390,7 @@ fn build_stage(
         };
         let key = keys::step_key(&running, &step.kind, &inputs, &platform);
         running = key.clone();
-        if let Some(entry) = use_cache.then(|| index.get(&key, &store)).flatten() {
+        if let Some(entry) = use_cache.then(|| index.get(&key, store)).flatten() {
             log("  CACHED");
             cached += 1;
             config.history[step.history_index].set_created(Some(entry.created.clone()));
@@ -465,7 +465,7 @@ fn build_stage(
                     return Err(format!("{at}: {failure}"));
                 }
                 let layer = outcome.layer.expect("a successful step has a layer");
-                (!is_empty_layer(&store, &layer)?).then_some(layer)
+                (!is_empty_layer(store, &layer)?).then_some(layer)
             }
             StepKind::Mkdir { path, user } => runner
                 .mkdir_layer(&parents, path, user)
