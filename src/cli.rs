@@ -134,6 +134,9 @@ enum DebugCommand {
         /// Run every step of these stages (repeatable).
         #[arg(long = "no-cache-filter")]
         no_cache_filter: Vec<String>,
+        /// A registry to reach over plain HTTP (loopback always is).
+        #[arg(long = "insecure-registry")]
+        insecure_registry: Vec<String>,
         #[command(flatten)]
         sandbox: Box<SandboxArgs>,
     },
@@ -260,6 +263,7 @@ pub fn main() -> i32 {
                 target,
                 no_cache,
                 no_cache_filter,
+                insecure_registry,
                 sandbox,
             } => debug_run(DebugRun {
                 file,
@@ -273,6 +277,7 @@ pub fn main() -> i32 {
                 target,
                 no_cache,
                 no_cache_filter,
+                insecure_registry,
                 sandbox: *sandbox,
             }),
         },
@@ -352,6 +357,7 @@ struct DebugRun {
     target: Option<String>,
     no_cache: bool,
     no_cache_filter: Vec<String>,
+    insecure_registry: Vec<String>,
     sandbox: SandboxArgs,
 }
 
@@ -487,6 +493,7 @@ fn debug_run(args: DebugRun) -> i32 {
         target: args.target,
         no_cache: args.no_cache,
         no_cache_filter: args.no_cache_filter,
+        insecure_registries: args.insecure_registry,
     };
     let mut log = |line: &str| eprintln!("{line}");
     match crate::linear::build(&dockerfile, &options, executor, &mut log) {

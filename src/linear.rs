@@ -53,6 +53,8 @@ pub struct LinearOptions {
     pub no_cache: bool,
     /// `--no-cache-filter`: stages that run every step.
     pub no_cache_filter: Vec<String>,
+    /// Registries reached over plain HTTP besides loopback.
+    pub insecure_registries: Vec<String>,
 }
 
 /// The image built and where its blobs are.
@@ -127,16 +129,13 @@ pub fn build(
         labels: Default::default(),
         created: when.clone(),
     };
-    let plan = solver::plan(dockerfile, &plan_options, &mut |name, _| {
-        if name != "busybox" && name != "busybox:latest" {
-            return Err(format!(
-                "debug run knows FROM busybox (built from {}) and FROM scratch, not {name}",
-                options.busybox.display()
-            ));
-        }
-        let base = match bases.values().next() {
-            Some(built) => built.clone(),
-            None => busybox_base(&store, &options.storage, &options.busybox)?,
+    let plan = solver::plan(dockerfile, &plan_options, &mut |name, platform| {
+        let base = if let Some(known) = bases.get(name) {
+            known.clone()
+        } else if name == "busybox" || name == "busybox:latest" {
+            busybox_base(&store, &options.storage, &options.busybox)?
+        } else {
+            pull_base(&store, name, platform, &options.insecure_registries)?
         };
         let bytes = store.read(&base.config_digest).map_err(|e| e.to_string())?;
         let config = ImageConfig::from_blob(&bytes).map_err(|e| e.to_string())?;
@@ -534,6 +533,81 @@ fn build_stage(
         key: running,
         steps,
         cached,
+    })
+}
+
+/// Pulls a base image from its registry into the store (credentials from
+/// `$DOCKER_CONFIG`; plain HTTP for loopback and `insecure` registries).
+fn pull_base(
+    store: &ContentStore,
+    name: &str,
+    platform: &Platform,
+    insecure: &[String],
+) -> Result<StoredImage, String> {
+    use crate::registry::{CredentialSource, RegistryClient, RegistryOptions};
+    let reference: crate::image::reference::Reference =
+        name.parse().map_err(|e| format!("{name}: {e}"))?;
+    let credentials = CredentialSource::load(None)?;
+    let client = RegistryClient::new(
+        credentials,
+        RegistryOptions {
+            insecure: insecure.to_vec(),
+            ..RegistryOptions::default()
+        },
+    )?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    let pulled = runtime
+        .block_on(client.pull(store, &reference, &platform.os, &platform.architecture))
+        .map_err(|e| e.to_string())?;
+    let manifest_bytes = store
+        .read(&pulled.manifest_digest)
+        .map_err(|e| e.to_string())?;
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&manifest_bytes).map_err(|e| e.to_string())?;
+    let config_bytes = store
+        .read(&pulled.config_digest)
+        .map_err(|e| e.to_string())?;
+    let config = ImageConfig::from_blob(&config_bytes).map_err(|e| e.to_string())?;
+    let diff_ids = config.rootfs.diff_ids();
+    let sizes: Vec<u64> = manifest["layers"]
+        .as_array()
+        .map(|layers| {
+            layers
+                .iter()
+                .map(|l| l["size"].as_u64().unwrap_or(0))
+                .collect()
+        })
+        .unwrap_or_default();
+    if diff_ids.len() != pulled.layers.len() {
+        return Err(format!(
+            "{name}: the config lists {} layers, the manifest {}",
+            diff_ids.len(),
+            pulled.layers.len()
+        ));
+    }
+    let layers = pulled
+        .layers
+        .iter()
+        .zip(diff_ids)
+        .zip(sizes.iter().chain(std::iter::repeat(&0)))
+        .map(|((digest, diff_id), size)| {
+            Ok(LayerBlob {
+                digest: digest.clone(),
+                size: *size,
+                diff_id: diff_id.parse().map_err(|e| format!("{name}: {e}"))?,
+            })
+        })
+        .collect::<Result<Vec<_>, String>>()?;
+    Ok(StoredImage {
+        manifest_digest: pulled.manifest_digest,
+        manifest_size: manifest_bytes.len() as u64,
+        media_type: pulled.media_type,
+        config_digest: pulled.config_digest,
+        config_size: config_bytes.len() as u64,
+        layers,
     })
 }
 

@@ -643,3 +643,54 @@ fn multi_stage_build_args_and_target() {
     assert!(step_lines(&out).is_empty());
     assert_eq!(layer_digests(&oci).len(), 2);
 }
+
+#[test]
+fn bases_are_pulled_from_the_registry() {
+    let work = tempfile::tempdir().unwrap();
+    let registry = TestRegistry::start(&[]);
+    // Publish the busybox base, as a registry would hold it.
+    let base_file = write_dockerfile(work.path(), "FROM busybox\n");
+    assert_built(&debug_run(
+        &base_file,
+        &work.path().join("base-root"),
+        &work.path().join("base"),
+        &[],
+    ));
+    run_ok(Command::new("skopeo").args([
+        "copy",
+        "--dest-tls-verify=false",
+        &format!("oci:{}:latest", work.path().join("base").display()),
+        &format!("docker://{}/library/busybox:1.0", registry.addr),
+    ]));
+    let dockerfile = write_dockerfile(
+        work.path(),
+        &format!(
+            "ARG REGISTRY\nFROM ${{REGISTRY}}/library/busybox:1.0\nRUN echo pulled > /pulled && cat /pulled\n"
+        ),
+    );
+    let oci = work.path().join("oci");
+    let out = debug_run(
+        &dockerfile,
+        &work.path().join("root"),
+        &oci,
+        &["--build-arg", &format!("REGISTRY={}", registry.addr)],
+    );
+    assert_built(&out);
+    assert_eq!(step_lines(&out), ["pulled"]);
+    let layers = layer_digests(&oci);
+    assert_eq!(layers.len(), 2);
+    assert_eq!(
+        layers[0],
+        layer_digests(&work.path().join("base"))[0],
+        "the pulled base layer"
+    );
+    assert!(registry.count_requests("GET", "/v2/library/busybox/blobs/") >= 2);
+    // A reference the registry does not have is an error naming the line.
+    let missing = write_dockerfile(
+        work.path(),
+        &format!("FROM {}/library/nothing:1\nRUN true\n", registry.addr),
+    );
+    let out = debug_run(&missing, &work.path().join("root"), &oci, &[]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("line 1: FROM"), "{}", stderr(&out));
+}
