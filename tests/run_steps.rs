@@ -664,9 +664,7 @@ fn bases_are_pulled_from_the_registry() {
     ]));
     let dockerfile = write_dockerfile(
         work.path(),
-        &format!(
-            "ARG REGISTRY\nFROM ${{REGISTRY}}/library/busybox:1.0\nRUN echo pulled > /pulled && cat /pulled\n"
-        ),
+        "ARG REGISTRY\nFROM ${REGISTRY}/library/busybox:1.0\nRUN echo pulled > /pulled && cat /pulled\n",
     );
     let oci = work.path().join("oci");
     let out = debug_run(
