@@ -97,49 +97,9 @@ enum DebugCommand {
         /// The Dockerfile to read, or `-` for standard input.
         file: PathBuf,
     },
-    /// Run a single-stage Dockerfile's steps in sandboxes, one after another
-    /// (FROM busybox|scratch; RUN, ENV, WORKDIR, USER, SHELL, CMD,
-    /// ENTRYPOINT, LABEL), and write the image as an OCI layout.
-    Run {
-        /// The Dockerfile.
-        #[arg(short = 'f', long = "file")]
-        file: PathBuf,
-        /// Write the image to this OCI layout directory.
-        #[arg(long)]
-        oci_dir: PathBuf,
-        /// Name the image gets in the layout.
-        #[arg(long, default_value = "rbuild/debug:latest")]
-        tag: String,
-        /// Build context (for RUN --mount=type=bind).
-        #[arg(long)]
-        context: Option<PathBuf>,
-        /// The busybox binary FROM busybox is built from.
-        #[arg(long, default_value = crate::image::busybox::DEBIAN_BUSYBOX)]
-        busybox: PathBuf,
-        /// Clamp layer mtimes and set created times (default: $SOURCE_DATE_EPOCH).
-        #[arg(long)]
-        source_date_epoch: Option<i64>,
-        /// A secret for RUN --mount=type=secret: id=ID,src=PATH or id=ID,env=VAR.
-        #[arg(long)]
-        secret: Vec<String>,
-        /// A build argument: KEY=VALUE, or KEY to take it from the environment.
-        #[arg(long = "build-arg")]
-        build_arg: Vec<String>,
-        /// The stage to build (default: the last).
-        #[arg(long)]
-        target: Option<String>,
-        /// Run every step instead of reusing cached results.
-        #[arg(long)]
-        no_cache: bool,
-        /// Run every step of these stages (repeatable).
-        #[arg(long = "no-cache-filter")]
-        no_cache_filter: Vec<String>,
-        /// A registry to reach over plain HTTP (loopback always is).
-        #[arg(long = "insecure-registry")]
-        insecure_registry: Vec<String>,
-        #[command(flatten)]
-        sandbox: Box<SandboxArgs>,
-    },
+    /// Build a Dockerfile (no COPY/ADD yet), running its steps in sandboxes
+    /// with the step cache, and write the image as an OCI layout.
+    Run(DebugRun),
 }
 
 /// Reads a Dockerfile from a path or stdin; returns (display name, text).
@@ -251,35 +211,7 @@ pub fn main() -> i32 {
         Command::Debug(debug) => match *debug {
             DebugCommand::DumpAst { file } => dump_ast(&file),
             DebugCommand::Check { file } => check(&file),
-            DebugCommand::Run {
-                file,
-                oci_dir,
-                tag,
-                context,
-                busybox,
-                source_date_epoch,
-                secret,
-                build_arg,
-                target,
-                no_cache,
-                no_cache_filter,
-                insecure_registry,
-                sandbox,
-            } => debug_run(DebugRun {
-                file,
-                oci_dir,
-                tag,
-                context,
-                busybox,
-                source_date_epoch,
-                secret,
-                build_arg,
-                target,
-                no_cache,
-                no_cache_filter,
-                insecure_registry,
-                sandbox: *sandbox,
-            }),
+            DebugCommand::Run(args) => debug_run(args),
         },
         Command::Sandbox => crate::executor::sandbox::helper_main(),
         Command::Probe { scratch } => crate::executor::probe::probe_main(&scratch),
@@ -345,19 +277,46 @@ fn info(isolation: IsolationRequest, root: Option<PathBuf>) -> i32 {
     }
 }
 
+/// `rbuild debug run`'s flags.
+#[derive(clap::Args, Debug)]
 struct DebugRun {
+    /// The Dockerfile.
+    #[arg(short = 'f', long = "file")]
     file: PathBuf,
+    /// Write the image to this OCI layout directory.
+    #[arg(long)]
     oci_dir: PathBuf,
+    /// Name the image gets in the layout.
+    #[arg(long, default_value = "rbuild/debug:latest")]
     tag: String,
+    /// Build context (for RUN --mount=type=bind).
+    #[arg(long)]
     context: Option<PathBuf>,
+    /// The busybox binary FROM busybox is built from.
+    #[arg(long, default_value = crate::image::busybox::DEBIAN_BUSYBOX)]
     busybox: PathBuf,
+    /// Clamp layer mtimes and set created times (default: $SOURCE_DATE_EPOCH).
+    #[arg(long)]
     source_date_epoch: Option<i64>,
+    /// A secret for RUN --mount=type=secret: id=ID,src=PATH or id=ID,env=VAR.
+    #[arg(long)]
     secret: Vec<String>,
+    /// A build argument: KEY=VALUE, or KEY to take it from the environment.
+    #[arg(long = "build-arg")]
     build_arg: Vec<String>,
+    /// The stage to build (default: the last).
+    #[arg(long)]
     target: Option<String>,
+    /// Run every step instead of reusing cached results.
+    #[arg(long)]
     no_cache: bool,
+    /// Run every step of these stages (repeatable).
+    #[arg(long = "no-cache-filter")]
     no_cache_filter: Vec<String>,
+    /// A registry to reach over plain HTTP (loopback always is).
+    #[arg(long = "insecure-registry")]
     insecure_registry: Vec<String>,
+    #[command(flatten)]
     sandbox: SandboxArgs,
 }
 

@@ -9,7 +9,10 @@ use std::process::{Command, Output};
 
 mod common;
 
-use common::{is_root, run_ok, stderr, step_lines, write_dockerfile, TestRegistry};
+use common::{
+    debug_run_cmd, is_root, run_ok, spawn_until_logged, stderr, step_lines, write_dockerfile,
+    TestRegistry,
+};
 use rbuild::cache::ContentStore;
 use rbuild::executor::{choose, Executor, IsolationRequest, Limits, Step, StepRunner};
 use rbuild::image::busybox::{build_base, DEBIAN_BUSYBOX};
@@ -19,19 +22,10 @@ use rbuild::snapshot::{LayerRef, SnapshotStore};
 
 const SANDBOX_DATA: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/testdata/dockerfiles/sandbox");
 
-fn rbuild() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_rbuild"))
-}
-
 /// Runs `rbuild debug run` on `dockerfile` with storage in `root`.
 fn debug_run(dockerfile: &Path, root: &Path, oci: &Path, extra: &[&str]) -> Output {
-    rbuild()
-        .args(["debug", "run", "--context", SANDBOX_DATA, "--root"])
-        .arg(root)
-        .arg("-f")
-        .arg(dockerfile)
-        .arg("--oci-dir")
-        .arg(oci)
+    debug_run_cmd(dockerfile, root, oci)
+        .args(["--context", SANDBOX_DATA])
         .args(extra)
         .output()
         .unwrap()
@@ -109,14 +103,9 @@ fn exact_layers(snapshots: &str) {
     let work = tempfile::tempdir().unwrap();
     let oci = work.path().join("oci");
     let dockerfile = Path::new(SANDBOX_DATA).join("layers/Dockerfile");
-    let out = Command::new(env!("CARGO_BIN_EXE_rbuild"))
+    let out = debug_run_cmd(&dockerfile, &work.path().join("root"), &oci)
         .env("RBUILD_SNAPSHOTS", snapshots)
-        .args(["debug", "run", "--context", SANDBOX_DATA, "--root"])
-        .arg(work.path().join("root"))
-        .arg("-f")
-        .arg(&dockerfile)
-        .arg("--oci-dir")
-        .arg(&oci)
+        .args(["--context", SANDBOX_DATA])
         .output()
         .unwrap();
     assert_built(&out);
@@ -517,29 +506,20 @@ fn a_chain_of_150_layers_mounts_as_one_overlay() {
 
 #[test]
 fn killing_rbuild_mid_step_kills_the_step() {
-    use std::io::{BufRead, BufReader};
     let work = tempfile::tempdir().unwrap();
     let marker = 3_000_000 + std::process::id() % 100_000;
     let dockerfile = write_dockerfile(
         work.path(),
         &format!("FROM busybox\nRUN echo started && sleep {marker} & sleep {marker}\n"),
     );
-    let mut child = rbuild()
-        .args(["debug", "run", "--root"])
-        .arg(work.path().join("root"))
-        .arg("-f")
-        .arg(&dockerfile)
-        .arg("--oci-dir")
-        .arg(work.path().join("oci"))
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    for line in lines.by_ref() {
-        if line.unwrap() == "  started" {
-            break;
-        }
-    }
+    let mut child = spawn_until_logged(
+        &mut debug_run_cmd(
+            &dockerfile,
+            &work.path().join("root"),
+            &work.path().join("oci"),
+        ),
+        "  started",
+    );
     let running = || {
         Command::new("pgrep")
             .args(["-f", &format!("sleep {marker}")])

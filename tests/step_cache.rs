@@ -10,16 +10,12 @@ use std::process::{Command, Output};
 
 mod common;
 
-use common::{run_ok, stderr, step_lines, write_dockerfile, TestRegistry};
+use common::{
+    debug_run_cmd, run_ok, spawn_until_logged, stderr, step_lines, write_dockerfile, TestRegistry,
+};
 
 fn build(dockerfile: &Path, root: &Path, oci: &Path, extra: &[&str]) -> Output {
-    let out = Command::new(env!("CARGO_BIN_EXE_rbuild"))
-        .args(["debug", "run", "--root"])
-        .arg(root)
-        .arg("-f")
-        .arg(dockerfile)
-        .arg("--oci-dir")
-        .arg(oci)
+    let out = debug_run_cmd(dockerfile, root, oci)
         .args(extra)
         .output()
         .unwrap();
@@ -154,7 +150,6 @@ fn no_cache_and_no_cache_filter_rerun_what_they_name() {
 
 #[test]
 fn a_build_killed_mid_run_keeps_every_finished_step() {
-    use std::io::{BufRead, BufReader};
     let work = tempfile::tempdir().unwrap();
     let root = work.path().join("root");
     let marker = 5_000_000 + std::process::id() % 100_000;
@@ -162,21 +157,10 @@ fn a_build_killed_mid_run_keeps_every_finished_step() {
         "FROM busybox\nRUN echo a > /a\nRUN echo b > /b\nRUN echo started && sleep {marker}\n"
     );
     let dockerfile = write_dockerfile(work.path(), &slow);
-    let mut child = Command::new(env!("CARGO_BIN_EXE_rbuild"))
-        .args(["debug", "run", "--root"])
-        .arg(&root)
-        .arg("-f")
-        .arg(&dockerfile)
-        .arg("--oci-dir")
-        .arg(work.path().join("o"))
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    for line in BufReader::new(child.stderr.take().unwrap()).lines() {
-        if line.unwrap() == "  started" {
-            break;
-        }
-    }
+    let mut child = spawn_until_logged(
+        &mut debug_run_cmd(&dockerfile, &root, &work.path().join("o")),
+        "  started",
+    );
     child.kill().unwrap();
     child.wait().unwrap();
     let finished = slow.replace(&format!("sleep {marker}"), "true");
@@ -198,13 +182,7 @@ fn independent_stages_run_at_the_same_time() {
     // Stamp each log line as it arrives: the two stages start, and the
     // stage that needs both starts once both are done.
     use std::io::{BufRead, BufReader};
-    let mut child = Command::new(env!("CARGO_BIN_EXE_rbuild"))
-        .args(["debug", "run", "--root"])
-        .arg(&root)
-        .arg("-f")
-        .arg(&dockerfile)
-        .arg("--oci-dir")
-        .arg(work.path().join("o"))
+    let mut child = debug_run_cmd(&dockerfile, &root, &work.path().join("o"))
         .stderr(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .spawn()
@@ -272,15 +250,13 @@ fn a_failing_stage_cancels_the_others() {
         ),
     );
     let started = std::time::Instant::now();
-    let out = Command::new(env!("CARGO_BIN_EXE_rbuild"))
-        .args(["debug", "run", "--root"])
-        .arg(work.path().join("root"))
-        .arg("-f")
-        .arg(&dockerfile)
-        .arg("--oci-dir")
-        .arg(work.path().join("o"))
-        .output()
-        .unwrap();
+    let out = debug_run_cmd(
+        &dockerfile,
+        &work.path().join("root"),
+        &work.path().join("o"),
+    )
+    .output()
+    .unwrap();
     assert_eq!(out.status.code(), Some(1));
     assert!(
         started.elapsed().as_secs() < 20,

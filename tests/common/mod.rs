@@ -689,3 +689,30 @@ pub fn step_lines(out: &std::process::Output) -> Vec<String> {
         .map(str::to_string)
         .collect()
 }
+
+/// `rbuild debug run -f DOCKERFILE --root ROOT --oci-dir OCI`, to add
+/// flags to and run.
+pub fn debug_run_cmd(dockerfile: &Path, root: &Path, oci: &Path) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_rbuild"));
+    cmd.args(["debug", "run", "--root"])
+        .arg(root)
+        .arg("-f")
+        .arg(dockerfile)
+        .arg("--oci-dir")
+        .arg(oci);
+    cmd
+}
+
+/// Starts `cmd` with stderr piped and waits until it logs the line `line`
+/// (a RUN step's output shows as `  <text>`); returns the running child.
+pub fn spawn_until_logged(cmd: &mut Command, line: &str) -> Child {
+    use std::io::{BufRead, BufReader};
+    let mut child = cmd.stderr(Stdio::piped()).spawn().expect("spawn rbuild");
+    let stderr = child.stderr.take().expect("piped");
+    for got in BufReader::new(stderr).lines() {
+        if got.expect("stderr line") == line {
+            break;
+        }
+    }
+    child
+}
