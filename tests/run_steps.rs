@@ -672,3 +672,20 @@ fn bases_are_pulled_from_the_registry() {
     assert_eq!(out.status.code(), Some(1));
     assert!(stderr(&out).contains("line 1: FROM"), "{}", stderr(&out));
 }
+
+#[test]
+fn heredoc_runs_execute() {
+    let work = tempfile::tempdir().unwrap();
+    let dockerfile = write_dockerfile(
+        work.path(),
+        "FROM busybox\nRUN <<EOF\nset -e\nmkdir -p /app/data\necho \"built by rbuild\" > /app/data/greeting\nEOF\nRUN cat - /app/data/greeting <<GREETING\nand a heredoc\nGREETING\n",
+    );
+    let out = debug_run(
+        &dockerfile,
+        &work.path().join("root"),
+        &work.path().join("oci"),
+        &[],
+    );
+    assert_built(&out);
+    assert_eq!(step_lines(&out), ["and a heredoc", "built by rbuild"]);
+}

@@ -816,7 +816,7 @@ impl Dispatcher<'_> {
                 }
             }
             InstructionKind::Run(run) => {
-                let args = s.argv(&run.command);
+                let args = run_argv(s, run).map_err(|e| err(format!("line {line}: {e}")))?;
                 let mut env = Scope(s.args.0.clone());
                 for (k, v) in &s.env.0 {
                     env.set(k, v.clone());
@@ -1090,6 +1090,55 @@ impl Dispatcher<'_> {
         }
         Ok(())
     }
+}
+
+/// `<<-` heredocs lose the leading tabs of every line.
+fn chomp(content: &str) -> String {
+    content
+        .split_inclusive('\n')
+        .map(|line| line.trim_start_matches('\t'))
+        .collect()
+}
+
+/// A RUN's argv, with heredocs as BuildKit runs them: a command that is
+/// just one heredoc runs its body through the shell; a command that uses
+/// heredocs in a larger line is passed whole, bodies included, to the shell.
+fn run_argv(s: &StageState, run: &crate::parser::Run) -> Result<Vec<String>, String> {
+    if run.heredocs.is_empty() {
+        return Ok(s.argv(&run.command));
+    }
+    if !run.command.prepend_shell {
+        return Err("heredocs need the shell form of RUN".to_string());
+    }
+    let line = run.command.args.join(" ");
+    let body = |h: &crate::parser::Heredoc| {
+        if h.chomp {
+            chomp(&h.content)
+        } else {
+            h.content.clone()
+        }
+    };
+    let single = crate::parser::reader::parse_heredoc_marker(line.trim())
+        .ok()
+        .flatten()
+        .filter(|_| run.heredocs.len() == 1);
+    let mut args = s.shell();
+    if single.is_some() {
+        let data = body(&run.heredocs[0]);
+        if data.starts_with("#!") {
+            return Err("a heredoc with a #! line is not supported yet".to_string());
+        }
+        args.push(data);
+    } else {
+        let mut full = line;
+        for h in &run.heredocs {
+            full.push('\n');
+            full.push_str(&h.content);
+            full.push_str(&h.name);
+        }
+        args.push(full);
+    }
+    Ok(args)
 }
 
 /// `80`, `80/udp`, `8000-8002/tcp` → `["80/tcp"]`, … (docker's nat rules).

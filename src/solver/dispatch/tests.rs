@@ -414,3 +414,25 @@ fn a_stage_built_from_another_inherits_its_args() {
         "an unrelated stage does not see it"
     );
 }
+
+#[test]
+fn heredoc_runs_go_through_the_shell_as_buildkit_runs_them() {
+    let p = plan_of(
+        "FROM busybox\nRUN <<EOF\nset -e\necho one\nEOF\n",
+        &opts(&[]),
+    );
+    assert_eq!(
+        runs(&p)[0].args,
+        vec!["/bin/sh", "-c", "set -e\necho one\n"]
+    );
+    let p = plan_of(
+        "FROM busybox\nRUN <<-EOF\n\techo tabbed\n\tEOF\n",
+        &opts(&[]),
+    );
+    assert_eq!(runs(&p)[0].args, vec!["/bin/sh", "-c", "echo tabbed\n"]);
+    let p = plan_of("FROM busybox\nRUN cat <<A > /a\nhello\nA\n", &opts(&[]));
+    assert_eq!(
+        runs(&p)[0].args,
+        vec!["/bin/sh", "-c", "cat <<A > /a\nhello\nA"]
+    );
+}
