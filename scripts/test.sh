@@ -12,8 +12,9 @@ cd "$(dirname "$0")/.."
 # Debian packages the tests use: busybox-static is the base image's binary;
 # docker-registry is the real registry the tests start (apache2-utils makes
 # its htpasswd file); skopeo and umoci independently read what rbuild writes;
-# podman (with runc: crun refuses cgroup v1 hybrid hosts) loads and runs it.
-APT_PACKAGES=(busybox-static docker-registry apache2-utils openssl skopeo umoci podman runc)
+# podman (with runc: crun refuses cgroup v1 hybrid hosts) loads and runs it;
+# debootstrap makes the Debian minbase base image the tests build on.
+APT_PACKAGES=(busybox-static docker-registry apache2-utils openssl skopeo umoci podman runc debootstrap)
 
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do

@@ -10,6 +10,7 @@ pub mod busybox;
 pub mod canonical;
 pub mod config;
 mod digest;
+pub mod import;
 pub mod layer;
 pub mod layout;
 pub mod media;

@@ -716,3 +716,51 @@ pub fn spawn_until_logged(cmd: &mut Command, line: &str) -> Child {
     }
     child
 }
+
+/// An OCI layout (tag `bookworm-minbase`) holding Debian 12 made by
+/// `debootstrap --variant=minbase` from the Debian mirror, built once per
+/// checkout under `target/tmp` and reused. None (with a loud message) when
+/// not root: debootstrap needs it.
+pub fn debian_minbase() -> Option<std::path::PathBuf> {
+    use std::os::fd::AsFd;
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("debian-minbase");
+    let layout = dir.join("oci");
+    std::fs::create_dir_all(&dir).unwrap();
+    // One builder at a time, across test processes.
+    let lock = std::fs::File::create(dir.join("lock")).unwrap();
+    rustix::fs::flock(lock.as_fd(), rustix::fs::FlockOperation::LockExclusive).unwrap();
+    if layout.join("index.json").exists() {
+        return Some(layout);
+    }
+    if !is_root() {
+        eprintln!("*** skipping: building the Debian minbase fixture needs root (debootstrap) ***");
+        return None;
+    }
+    let rootfs = dir.join("rootfs");
+    let _ = std::fs::remove_dir_all(&rootfs);
+    let mirror = std::env::var("RBUILD_DEBIAN_MIRROR")
+        .unwrap_or_else(|_| "http://deb.debian.org/debian".to_string());
+    run_ok(
+        Command::new("debootstrap")
+            .args(["--variant=minbase", "bookworm"])
+            .arg(&rootfs)
+            .arg(&mirror),
+    );
+    let store = rbuild::cache::ContentStore::open(dir.join("store")).unwrap();
+    let image = rbuild::image::import::image_from_dir(
+        &store,
+        &rootfs,
+        &["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"],
+        &["bash"],
+        "debootstrap --variant=minbase bookworm",
+    )
+    .unwrap();
+    let staging = dir.join("oci.tmp");
+    let _ = std::fs::remove_dir_all(&staging);
+    let name: rbuild::image::reference::Reference = "debian:bookworm-minbase".parse().unwrap();
+    rbuild::image::layout::write_oci_layout_dir(&store, &staging, &[(&image, &[name])]).unwrap();
+    std::fs::rename(&staging, &layout).unwrap();
+    let _ = std::fs::remove_dir_all(&rootfs);
+    let _ = std::fs::remove_dir_all(dir.join("store"));
+    Some(layout)
+}
