@@ -1,0 +1,43 @@
+# Shared set-up for the benchmark scripts (sourced, not run):
+#   - builds rbuild (release) into $RBUILD
+#   - makes $work (removed on exit, with any dockerd started here)
+#   - $work/base: the busybox base rbuild makes, as an OCI layout, for peers
+#   - buildah_store DIR: a buildah storage with that base as localhost/busybox
+#   - start_buildkit: a private dockerd with BuildKit, if Debian's docker.io is installed
+#   - now, median
+set -eu
+here=$(cd "$(dirname "$0")/.." && pwd)
+cd "$here"
+cargo build --release --quiet
+RBUILD="$here/target/release/rbuild"
+command -v buildah >/dev/null || { echo "buildah is not installed (apt-get install buildah)" >&2; exit 2; }
+# Lower-case: skopeo's and buildah's oci: transport name images after the path.
+work=/tmp/rbuild-bench-$$; rm -rf "$work"; mkdir -p "$work"
+trap 'if [ -f "$work/dockerd.pid" ]; then kill "$(cat "$work/dockerd.pid")"; sleep 2; fi; rm -rf "$work"' EXIT
+
+printf 'FROM busybox\n' > "$work/Base.Dockerfile"
+"$RBUILD" debug run -f "$work/Base.Dockerfile" --root "$work/base-root" --oci-dir "$work/base" --tag busybox:latest >/dev/null 2>&1
+
+# buildah_store DIR: prints the buildah command line for a storage in DIR
+# that holds the base as localhost/busybox:latest.
+buildah_store() {
+  B="buildah --root $1/root --runroot $1/run --storage-driver vfs"
+  $B pull -q "oci:$work/base:latest" >/dev/null
+  $B tag "$($B images -q | head -1)" localhost/busybox:latest
+  echo "$B"
+}
+
+BUILDKIT=
+start_buildkit() {
+  if command -v dockerd >/dev/null && [ -x /usr/bin/docker ]; then
+    export DOCKER_HOST="unix://$work/docker.sock"
+    dockerd --bridge=none --iptables=false --data-root "$work/docker" --exec-root "$work/docker-exec" \
+      -H "$DOCKER_HOST" -p "$work/dockerd.pid" >"$work/dockerd.log" 2>&1 &
+    i=0; until /usr/bin/docker info >/dev/null 2>&1 || [ $i -gt 100 ]; do sleep 0.2; i=$((i+1)); done
+    skopeo copy -q "oci:$work/base:latest" "docker-archive:$work/base.tar:busybox:latest" >/dev/null
+    /usr/bin/docker load -q -i "$work/base.tar" >/dev/null && BUILDKIT=1
+  fi
+}
+
+now() { date +%s.%N; }
+median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
