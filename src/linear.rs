@@ -403,15 +403,22 @@ fn build_stage(
         }
         let layer = match &step.kind {
             StepKind::Run(run) => {
-                // Stages mounted with from= are materialized for the step.
+                // Stages mounted with from=: over overlay, their snapshot
+                // lower dirs are mounted read-only; in the copy tier their
+                // root is materialized into a directory for the step.
+                let overlay = runner.plan().snapshots == crate::executor::SnapshotMode::Overlay;
+                let snapshots = SnapshotStore::open(options.storage.join("snapshots"))
+                    .map_err(|e| format!("{at}: {e}"))?;
                 let mut step_ctx = mount_ctx.clone();
-                let mut roots = Vec::new();
+                let mut keep = Vec::new();
+                let mut stage_mounts = Vec::new();
+                let mut other_mounts = Vec::new();
                 for (m, source) in run.mounts.iter().zip(&run.mount_sources) {
                     match (source, &m.from) {
                         (Some(FromSource::Stage(j)), Some(name)) => {
                             let dir = tempfile::Builder::new()
                                 .prefix("stage-root-")
-                                .tempdir_in(options.storage.join("snapshots/tmp"))
+                                .tempdir_in(snapshots.root().join("tmp"))
                                 .map_err(|e| format!("{at}: {e}"))?;
                             let source_layers: Vec<LayerRef> = built[j]
                                 .layers
@@ -421,24 +428,43 @@ fn build_stage(
                                     diff_id: l.diff_id.clone(),
                                 })
                                 .collect();
-                            SnapshotStore::open(options.storage.join("snapshots"))
-                                .and_then(|s| s.materialize(store, &source_layers, dir.path()))
-                                .map_err(|e| format!("{at}: stage {name}: {e}"))?;
-                            step_ctx
-                                .stage_roots
-                                .insert(name.clone(), dir.path().to_path_buf());
-                            roots.push(dir);
+                            if overlay && m.kind == MountType::Bind {
+                                let mut lowers = snapshots
+                                    .lowers(store, &source_layers)
+                                    .map_err(|e| format!("{at}: stage {name}: {e}"))?;
+                                // A lower-only overlay needs two dirs.
+                                lowers.push("empty".to_string());
+                                stage_mounts.push(crate::executor::MountSpec {
+                                    target: m.target.clone().unwrap_or_default(),
+                                    kind: crate::executor::MountKind::StageRoot {
+                                        base: snapshots.root().to_path_buf(),
+                                        lowers,
+                                        staging: dir.path().to_path_buf(),
+                                        subpath: m.source.clone().unwrap_or_else(|| ".".into()),
+                                    },
+                                });
+                            } else {
+                                snapshots
+                                    .materialize(store, &source_layers, dir.path())
+                                    .map_err(|e| format!("{at}: stage {name}: {e}"))?;
+                                step_ctx
+                                    .stage_roots
+                                    .insert(name.clone(), dir.path().to_path_buf());
+                                other_mounts.push(m.clone());
+                            }
+                            keep.push(dir);
                         }
                         (Some(FromSource::Image(image)), _) => {
                             return Err(format!(
                                 "{at}: --mount from={image}: mounting images is not supported yet"
                             ))
                         }
-                        _ => {}
+                        _ => other_mounts.push(m.clone()),
                     }
                 }
-                let prepared = PreparedMounts::prepare(&run.mounts, &step_ctx)
+                let mut prepared = PreparedMounts::prepare(&other_mounts, &step_ctx)
                     .map_err(|e| format!("{at}: {e}"))?;
+                prepared.mounts.extend(stage_mounts);
                 let mut env = run.env.clone();
                 env.extend(run.proxy_env.iter().cloned());
                 env.extend(prepared.env.iter().cloned());

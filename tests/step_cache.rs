@@ -277,3 +277,32 @@ fn a_failing_stage_cancels_the_others() {
         String::from_utf8_lossy(&left.stdout)
     );
 }
+
+#[test]
+fn stage_mounts_with_a_source_path_in_both_tiers() {
+    let work = tempfile::tempdir().unwrap();
+    let dockerfile = write_dockerfile(
+        work.path(),
+        "FROM busybox AS data\nRUN mkdir -p /out/sub && echo file > /out/f && echo deep > /out/sub/g && rm /bin/vi\n\
+         FROM busybox\n\
+         RUN --mount=type=bind,from=data,source=/out,target=/in cat /in/f /in/sub/g && (touch /in/x 2>/dev/null || echo read-only)\n\
+         RUN --mount=type=bind,from=data,source=out/f,target=/one cat /one\n\
+         RUN --mount=type=bind,from=data,target=/whole test ! -e /whole/bin/vi && echo whiteouts-hold\n",
+    );
+    for snapshots in ["overlay", "copy"] {
+        let out = debug_run_cmd(
+            &dockerfile,
+            &work.path().join(format!("root-{snapshots}")),
+            &work.path().join("o"),
+        )
+        .env("RBUILD_SNAPSHOTS", snapshots)
+        .output()
+        .unwrap();
+        assert!(out.status.success(), "{snapshots}: {}", stderr(&out));
+        assert_eq!(
+            step_lines(&out)[..5],
+            ["file", "deep", "read-only", "file", "whiteouts-hold"],
+            "{snapshots}"
+        );
+    }
+}

@@ -215,3 +215,18 @@ fn limits_without_a_writable_cgroup_are_refused_not_ignored() {
         stderr(&out)
     );
 }
+
+#[test]
+fn an_unprivileged_build_mounts_another_stage() {
+    let work = owned_tempdir();
+    let dockerfile = write_dockerfile(
+        work.path(),
+        "FROM busybox AS data\nRUN mkdir -p /out && echo file > /out/f && rm /bin/vi\n\
+         FROM busybox\n\
+         RUN --mount=type=bind,from=data,source=/out,target=/in cat /in/f\n\
+         RUN --mount=type=bind,from=data,target=/whole test ! -e /whole/bin/vi && echo whiteouts-hold\n",
+    );
+    let out = debug_run(work.path(), &dockerfile);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(step_lines(&out), ["file", "whiteouts-hold"]);
+}

@@ -91,6 +91,19 @@ pub enum MountKind {
         /// Size limit in bytes.
         size: Option<u64>,
     },
+    /// Another stage's root, read-only: an overlay of its snapshot lower
+    /// dirs (named relative to `base`, top first) made at `staging`, of
+    /// which `subpath` is bound at the target (`RUN --mount from=stage`).
+    StageRoot {
+        /// Dir the lower dir names are relative to.
+        base: PathBuf,
+        /// Lower dirs, top first (at least two: the store's empty dir last).
+        lowers: Vec<String>,
+        /// An empty host dir to mount the overlay on first.
+        staging: PathBuf,
+        /// The part of the stage's root to mount (`source=`), relative.
+        subpath: String,
+    },
 }
 
 /// A path the sandbox created in the root only to mount something on it;
@@ -475,6 +488,39 @@ fn enter_root(spec: &SandboxSpec) -> Result<(), String> {
                     flags |= libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NODEV;
                 }
                 builder.mount_on(&source.to_string_lossy(), &m.target, is_dir, "", flags, "")?;
+            }
+            MountKind::StageRoot {
+                base,
+                lowers,
+                staging,
+                subpath,
+            } => {
+                std::env::set_current_dir(base)
+                    .map_err(|e| format!("enter {}: {e}", base.display()))?;
+                let mut data = format!("lowerdir={}", lowers.join(":"));
+                if spec.userns {
+                    data.push_str(",userxattr");
+                }
+                mount("overlay", staging, "overlay", libc::MS_RDONLY, &data)?;
+                // The part asked for, resolved inside the stage's root.
+                let stage_root = RootBuilder::new(staging)?;
+                let part = open_in_root(&stage_root.fd, subpath)
+                    .map_err(|e| format!("--mount source {subpath}: {e}"))?;
+                let is_dir = rfs::fstat(&part)
+                    .map(|st| rfs::FileType::from_raw_mode(st.st_mode) == rfs::FileType::Directory)
+                    .unwrap_or(true);
+                builder.mount_on(
+                    &fd_path(&part),
+                    &m.target,
+                    is_dir,
+                    "",
+                    libc::MS_BIND
+                        | libc::MS_REC
+                        | libc::MS_RDONLY
+                        | libc::MS_NOSUID
+                        | libc::MS_NODEV,
+                    "",
+                )?;
             }
             MountKind::Tmpfs { size } => {
                 let data = match size {
