@@ -32,13 +32,7 @@ fn ms(d: Duration) -> f64 {
 }
 
 fn refs(layers: &[LayerBlob]) -> Vec<LayerRef> {
-    layers
-        .iter()
-        .map(|l| LayerRef {
-            digest: l.digest.clone(),
-            diff_id: l.diff_id.clone(),
-        })
-        .collect()
+    layers.iter().map(LayerRef::from).collect()
 }
 
 fn runner(root: &Path) -> (StepRunner, ContentStore) {

@@ -120,6 +120,20 @@ fn read_dockerfile(path: &PathBuf) -> Result<(String, String), String> {
     Ok((name, String::from_utf8_lossy(&bytes).into_owned()))
 }
 
+/// Reads and parses a Dockerfile; on failure prints why and gives the
+/// exit code.
+fn load_dockerfile(path: &PathBuf) -> Result<(String, parser::Dockerfile), i32> {
+    let (name, text) = read_dockerfile(path).map_err(|e| {
+        eprintln!("error: {e}");
+        EXIT_USAGE
+    })?;
+    let dockerfile = parser::parse(&text, &name).map_err(|diagnostic| {
+        eprintln!("{diagnostic}");
+        EXIT_USAGE
+    })?;
+    Ok((name, dockerfile))
+}
+
 fn dump_ast(path: &PathBuf) -> i32 {
     let (name, text) = match read_dockerfile(path) {
         Ok(v) => v,
@@ -144,19 +158,9 @@ fn dump_ast(path: &PathBuf) -> i32 {
 }
 
 fn check(path: &PathBuf) -> i32 {
-    let (name, text) = match read_dockerfile(path) {
-        Ok(v) => v,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return EXIT_USAGE;
-        }
-    };
-    let dockerfile = match parser::parse(&text, &name) {
-        Ok(d) => d,
-        Err(diagnostic) => {
-            eprintln!("{diagnostic}");
-            return EXIT_USAGE;
-        }
+    let (name, dockerfile) = match load_dockerfile(path) {
+        Ok(loaded) => loaded,
+        Err(code) => return code,
     };
     for w in &dockerfile.warnings {
         eprintln!("{name}:{}: warning: {}", w.line, w.message);
@@ -362,19 +366,9 @@ fn parse_build_args(specs: &[String]) -> std::collections::BTreeMap<String, Stri
 }
 
 fn debug_run(args: DebugRun) -> i32 {
-    let (name, text) = match read_dockerfile(&args.file) {
-        Ok(v) => v,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return EXIT_USAGE;
-        }
-    };
-    let dockerfile = match parser::parse(&text, &name) {
-        Ok(d) => d,
-        Err(diagnostic) => {
-            eprintln!("{diagnostic}");
-            return EXIT_USAGE;
-        }
+    let (_, dockerfile) = match load_dockerfile(&args.file) {
+        Ok(loaded) => loaded,
+        Err(code) => return code,
     };
     let tag: crate::image::reference::Reference = match args.tag.parse() {
         Ok(r) => r,

@@ -188,6 +188,7 @@ pub fn build(
 }
 
 /// What every stage of one build shares.
+#[derive(Clone, Copy)]
 struct StageContext<'a> {
     options: &'a LinearOptions,
     runner: &'a StepRunner,
@@ -322,9 +323,7 @@ fn build_stage(
         mount_ctx,
         bases,
         when,
-    } = ctx;
-    let (options, runner, store, index, mount_ctx, bases) =
-        (*options, *runner, *store, *index, *mount_ctx, *bases);
+    } = *ctx;
     let when = when.to_string();
     let mut steps = 0;
     let mut cached = 0;
@@ -363,13 +362,7 @@ fn build_stage(
             "Dockerfile:{}:{}: {}",
             step.line, step.column, step.original
         );
-        let parents: Vec<LayerRef> = layers
-            .iter()
-            .map(|l| LayerRef {
-                digest: l.digest.clone(),
-                diff_id: l.diff_id.clone(),
-            })
-            .collect();
+        let parents: Vec<LayerRef> = layers.iter().map(LayerRef::from).collect();
         let inputs: Vec<Option<Digest>> = match &step.kind {
             StepKind::Run(run) => run
                 .mounts
@@ -407,8 +400,7 @@ fn build_stage(
                 // lower dirs are mounted read-only; in the copy tier their
                 // root is materialized into a directory for the step.
                 let overlay = runner.plan().snapshots == crate::executor::SnapshotMode::Overlay;
-                let snapshots = SnapshotStore::open(options.storage.join("snapshots"))
-                    .map_err(|e| format!("{at}: {e}"))?;
+                let snapshots = runner.snapshots();
                 let mut step_ctx = mount_ctx.clone();
                 let mut keep = Vec::new();
                 let mut stage_mounts = Vec::new();
@@ -420,14 +412,8 @@ fn build_stage(
                                 .prefix("stage-root-")
                                 .tempdir_in(snapshots.root().join("tmp"))
                                 .map_err(|e| format!("{at}: {e}"))?;
-                            let source_layers: Vec<LayerRef> = built[j]
-                                .layers
-                                .iter()
-                                .map(|l| LayerRef {
-                                    digest: l.digest.clone(),
-                                    diff_id: l.diff_id.clone(),
-                                })
-                                .collect();
+                            let source_layers: Vec<LayerRef> =
+                                built[j].layers.iter().map(LayerRef::from).collect();
                             if overlay && m.kind == MountType::Bind {
                                 let mut lowers = snapshots
                                     .lowers(store, &source_layers)
@@ -489,8 +475,7 @@ fn build_stage(
                 if let Some(failure) = outcome.failure {
                     return Err(format!("{at}: {failure}"));
                 }
-                let layer = outcome.layer.expect("a successful step has a layer");
-                (!is_empty_layer(store, &layer)?).then_some(layer)
+                outcome.layer
             }
             StepKind::Mkdir { path, user } => runner
                 .mkdir_layer(&parents, path, user)
@@ -669,20 +654,8 @@ fn busybox_base(
     }
     let image = build_base(store, busybox, MediaTypes::Oci).map_err(|e| e.to_string())?;
     let json = serde_json::to_vec(&(stamp, &image)).map_err(|e| e.to_string())?;
-    let mut temp = tempfile::NamedTempFile::new_in(storage).map_err(|e| e.to_string())?;
-    std::io::Write::write_all(&mut temp, &json).map_err(|e| e.to_string())?;
-    temp.persist(&record).map_err(|e| e.to_string())?;
+    crate::cache::write_atomically(&record, &json).map_err(|e| e.to_string())?;
     Ok(image)
-}
-
-/// Whether a layer's tar has no entries (BuildKit leaves such steps out
-/// of the layer list and marks their history `empty_layer`).
-fn is_empty_layer(store: &ContentStore, layer: &LayerBlob) -> Result<bool, String> {
-    let reader =
-        crate::snapshot::store::open_layer(store, &layer.digest).map_err(|e| e.to_string())?;
-    let mut archive = tar::Archive::new(reader);
-    let mut entries = archive.entries().map_err(|e| e.to_string())?;
-    Ok(entries.next().is_none())
 }
 
 #[cfg(test)]

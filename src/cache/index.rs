@@ -9,7 +9,6 @@
 //! index: keys are content addresses, so two writers of one key write the
 //! same meaning and the last rename wins harmlessly.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -98,11 +97,7 @@ impl CacheIndex {
     /// Records `entry` for `key` atomically.
     pub fn put(&self, key: &Digest, entry: &CacheEntry) -> std::io::Result<()> {
         let json = serde_json::to_vec(entry).map_err(std::io::Error::other)?;
-        let mut temp = tempfile::NamedTempFile::new_in(&self.dir)?;
-        temp.write_all(&json)?;
-        temp.as_file().sync_all()?;
-        temp.persist(self.path(key)).map_err(|e| e.error)?;
-        Ok(())
+        super::write_atomically(&self.path(key), &json)
     }
 }
 

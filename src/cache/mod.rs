@@ -28,3 +28,16 @@ pub fn default_root() -> std::path::PathBuf {
     let home = std::env::var_os("HOME").unwrap_or_else(|| "/tmp".into());
     std::path::PathBuf::from(home).join(".local/share/rbuild")
 }
+
+/// Writes `bytes` to `target` so that readers see the old file or the
+/// whole new one, never a part: a temporary file beside it, fsynced, then
+/// renamed over it.
+pub(crate) fn write_atomically(target: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let dir = target.parent().unwrap_or(std::path::Path::new("."));
+    let mut temp = tempfile::NamedTempFile::new_in(dir)?;
+    temp.write_all(bytes)?;
+    temp.as_file().sync_all()?;
+    temp.persist(target).map_err(|e| e.error)?;
+    Ok(())
+}

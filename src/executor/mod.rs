@@ -222,7 +222,7 @@ pub struct Step {
 pub struct StepOutcome {
     /// The command's output and exit code.
     pub output: RunOutput,
-    /// The layer of its changes (only when it succeeded).
+    /// The layer of its changes (only when it succeeded and changed something).
     pub layer: Option<LayerBlob>,
     /// What its cgroup recorded.
     pub events: CgroupEvents,
@@ -321,6 +321,31 @@ impl StepRunner {
         &self.store
     }
 
+    /// The snapshot store steps run over.
+    pub fn snapshots(&self) -> &SnapshotStore {
+        &self.snapshots
+    }
+
+    /// Resolves `user` in the root made of `lowers` (their /etc/passwd
+    /// and /etc/group), or, with no lowers, in the directory `root`.
+    fn identity(
+        &self,
+        lowers: &[PathBuf],
+        root: &Path,
+        user: &str,
+    ) -> Result<user::Identity, StepError> {
+        let read_etc = |name: &str| -> Vec<u8> {
+            let rel = Path::new("etc").join(name);
+            let path = if lowers.is_empty() {
+                Some(root.join(&rel))
+            } else {
+                diff::lower_file(lowers, &rel)
+            };
+            path.and_then(|p| std::fs::read(p).ok()).unwrap_or_default()
+        };
+        user::resolve(user, &read_etc("passwd"), &read_etc("group")).map_err(StepError::User)
+    }
+
     /// The layer that creates `path` (and missing parents) on top of
     /// `layers`, owned by `user` as resolved in that root, as WORKDIR does;
     /// None when the directory already exists.
@@ -332,13 +357,7 @@ impl StepRunner {
     ) -> Result<Option<LayerBlob>, StepError> {
         let names = self.snapshots.lowers(&self.store, layers)?;
         let lowers = self.snapshots.lower_paths(&names);
-        let read_etc = |name: &str| {
-            diff::lower_file(&lowers, &Path::new("etc").join(name))
-                .and_then(|p| std::fs::read(p).ok())
-                .unwrap_or_default()
-        };
-        let identity = user::resolve(user, &read_etc("passwd"), &read_etc("group"))
-            .map_err(StepError::User)?;
+        let identity = self.identity(&lowers, Path::new("/"), user)?;
         let mut entries = Vec::new();
         let mut rel = PathBuf::new();
         for part in path.split('/').filter(|p| !p.is_empty()) {
@@ -396,17 +415,7 @@ impl StepRunner {
             before = Some(diff::record_tree(&ws.merged()).map_err(env_err("recording the root"))?);
             RootFs::Dir(ws.merged())
         };
-        let read_etc = |name: &str| -> Vec<u8> {
-            let rel = Path::new("etc").join(name);
-            let path = if overlay {
-                diff::lower_file(&lowers, &rel)
-            } else {
-                Some(ws.merged().join(&rel))
-            };
-            path.and_then(|p| std::fs::read(p).ok()).unwrap_or_default()
-        };
-        let identity = user::resolve(&step.user, &read_etc("passwd"), &read_etc("group"))
-            .map_err(StepError::User)?;
+        let identity = self.identity(&lowers, &ws.merged(), &step.user)?;
         let mut mounts = Vec::new();
         if self.plan.namespaces != Namespaces::Chroot {
             let hosts = ws.files().join("hosts");
@@ -472,11 +481,17 @@ impl StepRunner {
                 Some(state) => diff::copy_changes(state, &ws.merged()),
             }
             .map_err(env_err("computing the layer diff"))?;
-            Some(diff::write_layer(
-                &self.store,
-                &changes,
-                self.layer_options,
-            )?)
+            // A step that changed nothing makes no layer (BuildKit leaves
+            // it out of the image), and no blob is written for it.
+            if changes.is_empty() {
+                None
+            } else {
+                Some(diff::write_layer(
+                    &self.store,
+                    &changes,
+                    self.layer_options,
+                )?)
+            }
         } else {
             None
         };

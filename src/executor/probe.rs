@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use super::cgroup::{CgroupSupport, CgroupVersion};
-use super::sandbox::Namespaces;
+use super::sandbox::{mount, Namespaces};
 
 /// One probe's outcome: `None` when it worked, the error otherwise.
 pub type Outcome = Option<String>;
@@ -256,16 +256,6 @@ fn c(path: &Path) -> CString {
     CString::new(path.as_os_str().as_encoded_bytes()).unwrap_or_default()
 }
 
-fn sys_mount(
-    source: &str,
-    target: &Path,
-    fstype: &str,
-    flags: libc::c_ulong,
-    data: &str,
-) -> Result<(), String> {
-    super::sandbox::mount(source, target, fstype, flags, data)
-}
-
 fn unshare(flags: libc::c_int, what: &str) -> Result<(), String> {
     // SAFETY: unshare in a forked single-threaded child.
     if unsafe { libc::unshare(flags) } == 0 {
@@ -346,8 +336,8 @@ fn probe_namespaces(scratch: &Path, userns: bool) -> NamespaceProbes {
     let mountns = in_child(|| {
         enter(userns)?;
         unshare(libc::CLONE_NEWNS, "unshare(CLONE_NEWNS)")?;
-        sys_mount("", Path::new("/"), "", libc::MS_REC | libc::MS_PRIVATE, "")?;
-        sys_mount("tmpfs", &scratch.join("mnt"), "tmpfs", 0, "size=64k")
+        mount("", Path::new("/"), "", libc::MS_REC | libc::MS_PRIVATE, "")?;
+        mount("tmpfs", &scratch.join("mnt"), "tmpfs", 0, "size=64k")
     });
     let pidns_proc = in_child(|| {
         enter(userns)?;
@@ -356,8 +346,8 @@ fn probe_namespaces(scratch: &Path, userns: bool) -> NamespaceProbes {
             "unshare(CLONE_NEWNS|CLONE_NEWPID)",
         )?;
         let inner = in_child(|| {
-            sys_mount("", Path::new("/"), "", libc::MS_REC | libc::MS_PRIVATE, "")?;
-            sys_mount(
+            mount("", Path::new("/"), "", libc::MS_REC | libc::MS_PRIVATE, "")?;
+            mount(
                 "proc",
                 &scratch.join("proc"),
                 "proc",
@@ -373,7 +363,7 @@ fn probe_namespaces(scratch: &Path, userns: bool) -> NamespaceProbes {
     let overlay = in_child(|| {
         enter(userns)?;
         unshare(libc::CLONE_NEWNS, "unshare(CLONE_NEWNS)")?;
-        sys_mount("", Path::new("/"), "", libc::MS_REC | libc::MS_PRIVATE, "")?;
+        mount("", Path::new("/"), "", libc::MS_REC | libc::MS_PRIVATE, "")?;
         let mut data = format!(
             "lowerdir={},upperdir={},workdir={}",
             scratch.join("lower").display(),
@@ -384,7 +374,7 @@ fn probe_namespaces(scratch: &Path, userns: bool) -> NamespaceProbes {
             data.push_str(",userxattr");
         }
         let merged = scratch.join("merged");
-        sys_mount("overlay", &merged, "overlay", 0, &data)?;
+        mount("overlay", &merged, "overlay", 0, &data)?;
         // A deletion needs a whiteout in the upper dir.
         std::fs::remove_file(merged.join("file"))
             .map_err(|e| format!("delete through overlay: {e}"))?;

@@ -9,11 +9,8 @@
 use std::path::Path;
 use std::process::Command;
 
-use oci_spec::image::{ConfigBuilder, History, HistoryBuilder, RootFsBuilder};
-
-use super::config::{ImageConfig, RunConfig};
 use super::layer::{write_gzip_layer, Entry, LayerError};
-use super::layout::{store_image, StoredImage};
+use super::layout::StoredImage;
 use super::media::MediaTypes;
 use crate::cache::ContentStore;
 
@@ -105,34 +102,13 @@ pub fn build_base(
     }
     let layer = write_gzip_layer(store, entries, 0)?;
 
-    let oci = ConfigBuilder::default()
-        .env(vec![
-            "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".to_string(),
-        ])
-        .cmd(vec!["sh".to_string()])
-        .build()
-        .map_err(|e| BusyboxError::Image(e.to_string()))?;
-    let history: History = HistoryBuilder::default()
-        .created("1970-01-01T00:00:00Z")
-        .created_by("rbuild busybox base from Debian busybox-static")
-        .build()
-        .map_err(|e| BusyboxError::Image(e.to_string()))?;
-    let config = ImageConfig {
-        created: Some("1970-01-01T00:00:00Z".to_string()),
-        author: None,
-        architecture: host_architecture().to_string(),
-        os: "linux".to_string(),
-        variant: None,
-        config: Some(RunConfig {
-            oci,
-            ..RunConfig::default()
-        }),
-        rootfs: RootFsBuilder::default()
-            .typ("layers")
-            .diff_ids(vec![layer.diff_id.to_string()])
-            .build()
-            .map_err(|e| BusyboxError::Image(e.to_string()))?,
-        history: vec![history],
-    };
-    store_image(store, &config, &[layer], media).map_err(|e| BusyboxError::Image(e.to_string()))
+    super::import::single_layer_image(
+        store,
+        layer,
+        &["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"],
+        &["sh"],
+        "rbuild busybox base from Debian busybox-static",
+        media,
+    )
+    .map_err(BusyboxError::Image)
 }

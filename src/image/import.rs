@@ -7,6 +7,7 @@ use std::path::Path;
 use oci_spec::image::{ConfigBuilder, HistoryBuilder, RootFsBuilder};
 
 use super::config::{ImageConfig, RunConfig};
+use super::layer::LayerBlob;
 use super::layout::{store_image, StoredImage};
 use super::media::MediaTypes;
 use crate::cache::ContentStore;
@@ -24,6 +25,20 @@ pub fn image_from_dir(
     let changes = copy_changes(&TreeState::new(), root)
         .map_err(|e| format!("reading {}: {e}", root.display()))?;
     let layer = write_layer(store, &changes, LayerOptions::default()).map_err(|e| e.to_string())?;
+    single_layer_image(store, layer, env, cmd, created_by, MediaTypes::Oci)
+}
+
+/// Stores an image of the one `layer`, with `env` and `cmd` as its
+/// defaults, `created_by` as its history, and the epoch as its time (so the
+/// same layer always gives the same image).
+pub fn single_layer_image(
+    store: &ContentStore,
+    layer: LayerBlob,
+    env: &[&str],
+    cmd: &[&str],
+    created_by: &str,
+    media: MediaTypes,
+) -> Result<StoredImage, String> {
     let oci = ConfigBuilder::default()
         .env(env.iter().map(|s| s.to_string()).collect::<Vec<_>>())
         .cmd(cmd.iter().map(|s| s.to_string()).collect::<Vec<_>>())
@@ -50,5 +65,5 @@ pub fn image_from_dir(
             .build()
             .map_err(|e| e.to_string())?],
     };
-    store_image(store, &config, &[layer], MediaTypes::Oci).map_err(|e| e.to_string())
+    store_image(store, &config, &[layer], media).map_err(|e| e.to_string())
 }

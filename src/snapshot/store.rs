@@ -28,6 +28,15 @@ pub struct LayerRef {
     pub diff_id: Digest,
 }
 
+impl From<&crate::image::layer::LayerBlob> for LayerRef {
+    fn from(layer: &crate::image::layer::LayerBlob) -> LayerRef {
+        LayerRef {
+            digest: layer.digest.clone(),
+            diff_id: layer.diff_id.clone(),
+        }
+    }
+}
+
 /// Snapshot store failures.
 #[derive(Debug, thiserror::Error)]
 pub enum SnapshotError {
