@@ -42,18 +42,8 @@ fn container_root(dockerfile: &str) -> tempfile::TempDir {
 /// Runs rbuild in a default podman container on `rootfs`.
 fn in_container(podman: &Podman, rootfs: &Path, args: &[&str]) -> Output {
     podman
-        .cmd()
-        .args([
-            "run",
-            "--rm",
-            "--network",
-            "none",
-            "--ulimit",
-            "nofile=1024:1024",
-            "--ulimit",
-            "nproc=1024:1024",
-            "--rootfs",
-        ])
+        .run_cmd()
+        .arg("--rootfs")
         .arg(rootfs)
         .arg("/rbuild")
         .args(args)

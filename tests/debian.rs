@@ -12,8 +12,8 @@ use std::process::Command;
 mod common;
 
 use common::{
-    debian_minbase, debug_run_cmd, run_ok, stderr, step_lines, write_dockerfile, Podman,
-    TestRegistry,
+    debian_minbase, debug_run_cmd, push_pull_unpack, run_ok, stderr, step_lines, write_dockerfile,
+    Podman, TestRegistry,
 };
 
 #[test]
@@ -67,28 +67,12 @@ fn useradd_user_and_workdir_on_debian() {
         let sandbox_hashes = &lines[4..7];
 
         // What umoci unpacks from the pushed image is what the RUN saw.
-        let remote = format!("docker://{}/debian/app-{snapshots}:1", registry.addr);
-        run_ok(Command::new("skopeo").args([
-            "copy",
-            "--dest-tls-verify=false",
-            &format!("oci:{}:latest", oci.display()),
-            &remote,
-        ]));
-        let pulled = work.path().join(format!("pulled-{snapshots}"));
-        run_ok(Command::new("skopeo").args([
-            "copy",
-            "--src-tls-verify=false",
-            &remote,
-            &format!("oci:{}:x", pulled.display()),
-        ]));
-        let bundle = work.path().join(format!("bundle-{snapshots}"));
-        run_ok(
-            Command::new("umoci")
-                .args(["unpack", "--image"])
-                .arg(format!("{}:x", pulled.display()))
-                .arg(&bundle),
+        let rootfs = push_pull_unpack(
+            &oci,
+            &registry,
+            &format!("debian/app-{snapshots}"),
+            work.path(),
         );
-        let rootfs = bundle.join("rootfs");
         for (file, seen) in ["etc/group-", "etc/gshadow-", "etc/passwd-"]
             .iter()
             .zip(sandbox_hashes)

@@ -4,14 +4,14 @@
 //! registry with skopeo, pulled back and unpacked by umoci, and the tree
 //! umoci builds is compared with the tree the last RUN saw.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
 
 mod common;
 
 use common::{
-    debug_run_cmd, is_root, run_ok, spawn_until_logged, stderr, step_lines, write_dockerfile,
-    TestRegistry,
+    debug_run_cmd, is_root, list_tree_in, listing_differences, push_pull_unpack, run_ok,
+    spawn_until_logged, stderr, step_lines, write_dockerfile, TestRegistry,
 };
 use rbuild::cache::ContentStore;
 use rbuild::executor::{choose, Executor, IsolationRequest, Limits, Step, StepRunner};
@@ -55,46 +55,6 @@ fn layer_digests(oci: &Path) -> Vec<String> {
         .collect()
 }
 
-/// Pushes the layout's image to `registry` with skopeo, pulls it back into
-/// a fresh layout and unpacks it with umoci; returns the rootfs.
-fn push_pull_unpack(oci: &Path, registry: &TestRegistry, repo: &str, work: &Path) -> PathBuf {
-    let remote = format!("docker://{}/{repo}:1", registry.addr);
-    run_ok(Command::new("skopeo").args([
-        "copy",
-        "--dest-tls-verify=false",
-        &format!("oci:{}:latest", oci.display()),
-        &remote,
-    ]));
-    let pulled = work.join("pulled");
-    run_ok(Command::new("skopeo").args([
-        "copy",
-        "--src-tls-verify=false",
-        &remote,
-        &format!("oci:{}:x", pulled.display()),
-    ]));
-    let bundle = work.join("bundle");
-    run_ok(
-        Command::new("umoci")
-            .args(["unpack", "--image"])
-            .arg(format!("{}:x", pulled.display()))
-            .arg(&bundle),
-    );
-    bundle.join("rootfs")
-}
-
-/// The listing `list-tree.sh` prints for a chroot of `rootfs`.
-fn list_tree_in(rootfs: &Path) -> Vec<String> {
-    let script = rootfs.join("list-tree");
-    std::fs::copy(Path::new(SANDBOX_DATA).join("list-tree.sh"), &script).unwrap();
-    let out = run_ok(
-        Command::new("chroot")
-            .arg(rootfs)
-            .args(["/bin/sh", "/list-tree"]),
-    );
-    std::fs::remove_file(script).unwrap();
-    out.lines().map(str::to_string).collect()
-}
-
 fn exact_layers(snapshots: &str) {
     if !is_root() {
         eprintln!("*** skipping: chroot into umoci's unpack needs root ***");
@@ -120,7 +80,7 @@ fn exact_layers(snapshots: &str) {
     let registry = TestRegistry::start(&[]);
     let rootfs = push_pull_unpack(&oci, &registry, "sandbox/layers", work.path());
     let unpacked = list_tree_in(&rootfs);
-    let diff: Vec<String> = similar_lines(&seen_by_run, &unpacked);
+    let diff: Vec<String> = listing_differences(&seen_by_run, &unpacked);
     assert!(
         diff.is_empty(),
         "umoci's tree differs from the RUN's view:\n{}",
@@ -145,16 +105,6 @@ fn exact_layers(snapshots: &str) {
         "the recreated dir hides everything the base had there"
     );
     assert!(!rootfs.join("list-tree").exists() && !rootfs.join("etc/hosts").exists());
-}
-
-/// Lines only in one of the two listings, marked `-` (RUN) and `+` (umoci).
-fn similar_lines(run: &[String], unpacked: &[String]) -> Vec<String> {
-    let a: std::collections::BTreeSet<&String> = run.iter().collect();
-    let b: std::collections::BTreeSet<&String> = unpacked.iter().collect();
-    a.difference(&b)
-        .map(|l| format!("- {l}"))
-        .chain(b.difference(&a).map(|l| format!("+ {l}")))
-        .collect()
 }
 
 #[test]
@@ -475,13 +425,7 @@ fn a_chain_of_150_layers_mounts_as_one_overlay() {
     )
     .unwrap();
     let step = Step {
-        layers: layers
-            .iter()
-            .map(|l| LayerRef {
-                digest: l.digest.clone(),
-                diff_id: l.diff_id.clone(),
-            })
-            .collect(),
+        layers: layers.iter().map(LayerRef::from).collect(),
         args: vec![
             "/bin/sh".into(),
             "-c".into(),

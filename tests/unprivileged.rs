@@ -8,7 +8,10 @@ use std::process::{Command, Output};
 
 mod common;
 
-use common::{is_root, run_ok, stderr, step_lines, write_dockerfile, TestRegistry};
+use common::{
+    is_root, list_tree_in, listing_differences, push_pull_unpack, stderr, step_lines,
+    write_dockerfile, TestRegistry,
+};
 
 const SANDBOX_DATA: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/testdata/dockerfiles/sandbox");
 const NOBODY: u32 = 65534;
@@ -149,44 +152,17 @@ fn rootless_layers_apply_to_exactly_what_the_run_saw() {
         return;
     }
     let registry = TestRegistry::start(&[]);
-    let remote = format!("docker://{}/rootless/layers:1", registry.addr);
-    run_ok(Command::new("skopeo").args([
-        "copy",
-        "--dest-tls-verify=false",
-        &format!("oci:{}:latest", work.path().join("oci").display()),
-        &remote,
-    ]));
-    let pulled = work.path().join("pulled");
-    run_ok(Command::new("skopeo").args([
-        "copy",
-        "--src-tls-verify=false",
-        &remote,
-        &format!("oci:{}:x", pulled.display()),
-    ]));
-    let bundle = work.path().join("bundle");
-    run_ok(
-        Command::new("umoci")
-            .args(["unpack", "--image"])
-            .arg(format!("{}:x", pulled.display()))
-            .arg(&bundle),
+    let rootfs = push_pull_unpack(
+        &work.path().join("oci"),
+        &registry,
+        "rootless/layers",
+        work.path(),
     );
-    let rootfs = bundle.join("rootfs");
-    std::fs::copy(
-        Path::new(SANDBOX_DATA).join("list-tree.sh"),
-        rootfs.join("list-tree"),
-    )
-    .unwrap();
-    let unpacked = run_ok(
-        Command::new("chroot")
-            .arg(&rootfs)
-            .args(["/bin/sh", "/list-tree"]),
-    );
-    let unpacked: Vec<String> = unpacked.lines().map(str::to_string).collect();
-    let only_run: Vec<&String> = seen.iter().filter(|l| !unpacked.contains(l)).collect();
-    let only_umoci: Vec<&String> = unpacked.iter().filter(|l| !seen.contains(l)).collect();
+    let diff = listing_differences(&seen, &list_tree_in(&rootfs));
     assert!(
-        only_run.is_empty() && only_umoci.is_empty(),
-        "RUN saw {only_run:#?}\numoci has {only_umoci:#?}"
+        diff.is_empty(),
+        "umoci's tree differs from the RUN's view:\n{}",
+        diff.join("\n")
     );
 }
 

@@ -413,24 +413,26 @@ impl Podman {
         c
     }
 
+    /// `podman run --rm` with no network and ulimits this VM allows; add
+    /// the image (or `--rootfs DIR`) and the command.
+    pub fn run_cmd(&self) -> Command {
+        let mut c = self.cmd();
+        c.args([
+            "run",
+            "--rm",
+            "--network",
+            "none",
+            "--ulimit",
+            "nofile=1024:1024",
+            "--ulimit",
+            "nproc=1024:1024",
+        ]);
+        c
+    }
+
     /// Runs `image` with `args` (no network) and returns its stdout.
     pub fn run(&self, image: &str, args: &[&str]) -> String {
-        let out = self
-            .cmd()
-            .args([
-                "run",
-                "--rm",
-                "--network",
-                "none",
-                "--ulimit",
-                "nofile=1024:1024",
-                "--ulimit",
-                "nproc=1024:1024",
-            ])
-            .arg(image)
-            .args(args)
-            .output()
-            .unwrap();
+        let out = self.run_cmd().arg(image).args(args).output().unwrap();
         assert!(
             out.status.success(),
             "podman run {image}: {}",
@@ -763,4 +765,68 @@ pub fn debian_minbase() -> Option<std::path::PathBuf> {
     let _ = std::fs::remove_dir_all(&rootfs);
     let _ = std::fs::remove_dir_all(dir.join("store"));
     Some(layout)
+}
+
+/// The test data dir with `list-tree.sh`.
+const SANDBOX_DATA: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/testdata/dockerfiles/sandbox");
+
+/// Pushes the image tagged `latest` in the OCI layout `oci` to
+/// `registry/repo:1` with skopeo, pulls it back into a fresh layout and
+/// unpacks it with umoci (under `work`, in a dir named after `repo`);
+/// returns the unpacked rootfs.
+pub fn push_pull_unpack(
+    oci: &Path,
+    registry: &TestRegistry,
+    repo: &str,
+    work: &Path,
+) -> std::path::PathBuf {
+    let remote = format!("docker://{}/{repo}:1", registry.addr);
+    run_ok(Command::new("skopeo").args([
+        "copy",
+        "--dest-tls-verify=false",
+        &format!("oci:{}:latest", oci.display()),
+        &remote,
+    ]));
+    let dir = work.join(repo.replace('/', "_"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let pulled = dir.join("pulled");
+    run_ok(Command::new("skopeo").args([
+        "copy",
+        "--src-tls-verify=false",
+        &remote,
+        &format!("oci:{}:x", pulled.display()),
+    ]));
+    let bundle = dir.join("bundle");
+    run_ok(
+        Command::new("umoci")
+            .args(["unpack", "--image"])
+            .arg(format!("{}:x", pulled.display()))
+            .arg(&bundle),
+    );
+    bundle.join("rootfs")
+}
+
+/// The listing `testdata/dockerfiles/sandbox/list-tree.sh` prints for a
+/// chroot of `rootfs` (needs root).
+pub fn list_tree_in(rootfs: &Path) -> Vec<String> {
+    let script = rootfs.join("list-tree");
+    std::fs::copy(Path::new(SANDBOX_DATA).join("list-tree.sh"), &script).unwrap();
+    let out = run_ok(
+        Command::new("chroot")
+            .arg(rootfs)
+            .args(["/bin/sh", "/list-tree"]),
+    );
+    std::fs::remove_file(script).unwrap();
+    out.lines().map(str::to_string).collect()
+}
+
+/// Lines only in one of two listings, marked `-` (what the RUN saw) and
+/// `+` (what was unpacked).
+pub fn listing_differences(run: &[String], unpacked: &[String]) -> Vec<String> {
+    let a: std::collections::BTreeSet<&String> = run.iter().collect();
+    let b: std::collections::BTreeSet<&String> = unpacked.iter().collect();
+    a.difference(&b)
+        .map(|l| format!("- {l}"))
+        .chain(b.difference(&a).map(|l| format!("+ {l}")))
+        .collect()
 }
