@@ -9,6 +9,7 @@
 
 pub mod cache;
 pub mod cli;
+pub mod context;
 pub mod executor;
 pub mod export;
 pub mod image;

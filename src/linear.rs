@@ -9,6 +9,7 @@
 //! stages, no cache, no COPY.
 
 use std::collections::HashMap;
+use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 
 use crate::cache::{CacheEntry, CacheIndex, CachedLayer, ContentStore};
@@ -41,8 +42,12 @@ pub struct LinearOptions {
     pub source_date_epoch: Option<i64>,
     /// The busybox binary `FROM busybox` is built from.
     pub busybox: PathBuf,
-    /// Build context (for bind mounts).
+    /// Build context (COPY sources, bind mounts).
     pub context: Option<PathBuf>,
+    /// The context's `.dockerignore` text.
+    pub ignore_text: String,
+    /// The same, parsed.
+    pub ignore: crate::context::IgnoreRules,
     /// Secrets by id.
     pub secrets: HashMap<String, SecretSource>,
     /// `--build-arg`s.
@@ -224,12 +229,20 @@ fn schedule(
             deps.push(j);
         }
         for step in &stage.steps {
-            if let StepKind::Run(run) = &step.kind {
-                for source in run.mount_sources.iter().flatten() {
-                    if let FromSource::Stage(j) = source {
-                        deps.push(*j);
+            match &step.kind {
+                StepKind::Run(run) => {
+                    for source in run.mount_sources.iter().flatten() {
+                        if let FromSource::Stage(j) = source {
+                            deps.push(*j);
+                        }
                     }
                 }
+                StepKind::Copy(copy) => {
+                    if let Some(FromSource::Stage(j)) = copy.from {
+                        deps.push(j);
+                    }
+                }
+                StepKind::Mkdir { .. } => {}
             }
         }
         deps
@@ -378,6 +391,7 @@ fn build_stage(
                     _ => None,
                 })
                 .collect(),
+            StepKind::Copy(copy) => copy_inputs(ctx, copy, built, &at)?,
             _ => Vec::new(),
         };
         let key = keys::step_key(&running, &step.kind, &inputs, &platform);
@@ -480,10 +494,16 @@ fn build_stage(
             StepKind::Mkdir { path, user } => runner
                 .mkdir_layer(&parents, path, user)
                 .map_err(|e| format!("{at}: {e}"))?,
-            StepKind::Copy(_) => {
-                return Err(format!(
-                    "{at}: COPY and ADD are not handled by debug run yet"
-                ))
+            StepKind::Copy(copy) => {
+                let spec = copy_spec(ctx, copy, built, &at)?;
+                let outcome = runner
+                    .copy(&parents, spec.spec)
+                    .map_err(|e| format!("{at}: {e}"))?;
+                drop(spec.keep);
+                if let Some(failure) = outcome.failure {
+                    return Err(format!("{at}: {failure}"));
+                }
+                outcome.layer
             }
         };
         steps += 1;
@@ -544,6 +564,193 @@ fn build_stage(
         key: running,
         steps,
         cached,
+    })
+}
+
+/// The content each COPY source contributes to the cache key: the
+/// selected context files' digest, or the key of the stage (or manifest
+/// of the image) copied from. Heredoc bodies are in the step itself.
+fn copy_inputs(
+    ctx: &StageContext<'_>,
+    copy: &solver::CopyStep,
+    built: &HashMap<usize, StageResult>,
+    at: &str,
+) -> Result<Vec<Option<Digest>>, String> {
+    let from = match &copy.from {
+        Some(FromSource::Stage(j)) => Some(built[j].key.clone()),
+        Some(FromSource::Image(name)) => Some(ctx.bases[name].manifest_digest.clone()),
+        None => None,
+    };
+    let mut tree = None;
+    copy.spec
+        .sources
+        .iter()
+        .map(|source| match source {
+            crate::parser::Source::Heredoc(_) => Ok(None),
+            crate::parser::Source::Path(_) if from.is_some() => Ok(from.clone()),
+            crate::parser::Source::Path(p) => {
+                if tree.is_none() {
+                    tree = Some(context_tree(ctx, &copy.spec.exclude, at)?);
+                }
+                let tree = tree.as_ref().expect("just set");
+                tree.digest(std::slice::from_ref(p))
+                    .map(Some)
+                    .map_err(|e| format!("{at}: {e}"))
+            }
+        })
+        .collect()
+}
+
+fn context_tree<'a>(
+    ctx: &StageContext<'a>,
+    exclude: &[String],
+    at: &str,
+) -> Result<crate::context::SourceTree<'a>, String> {
+    let Some(context) = &ctx.options.context else {
+        return Err(format!("{at}: COPY from the context needs a build context"));
+    };
+    crate::context::SourceTree::new(context, &ctx.options.ignore, exclude)
+        .map_err(|e| format!("{at}: {e}"))
+}
+
+/// A COPY's helper spec and the temporary dirs it needs kept alive.
+struct PreparedCopy {
+    spec: crate::executor::CopySpec,
+    keep: Vec<tempfile::TempDir>,
+}
+
+/// Where a COPY reads from: the context (with .dockerignore), a dir of
+/// heredoc files, or another stage's or image's root (overlay lower dirs
+/// mounted by the helper, or a materialized copy in the copy tier).
+fn copy_spec(
+    ctx: &StageContext<'_>,
+    copy: &solver::CopyStep,
+    built: &HashMap<usize, StageResult>,
+    at: &str,
+) -> Result<PreparedCopy, String> {
+    use crate::parser::Source;
+    let spec = &copy.spec;
+    let urls: Vec<&String> = spec
+        .sources
+        .iter()
+        .filter_map(|s| match s {
+            Source::Path(p) if p.contains("://") || p.starts_with("git@") => Some(p),
+            _ => None,
+        })
+        .collect();
+    if let Some(url) = urls.first() {
+        return Err(format!(
+            "{at}: ADD {url}: remote sources are not supported yet"
+        ));
+    }
+    let chmod = match &spec.chmod {
+        None => None,
+        Some(text) => Some(
+            u32::from_str_radix(text, 8)
+                .map_err(|_| format!("{at}: --chmod={text}: only octal modes are supported yet"))?,
+        ),
+    };
+    let snapshots = ctx.runner.snapshots();
+    let tmp = |prefix: &str| {
+        tempfile::Builder::new()
+            .prefix(prefix)
+            .tempdir_in(snapshots.root().join("tmp"))
+            .map_err(|e| format!("{at}: {e}"))
+    };
+    let mut keep = Vec::new();
+    let heredocs: Vec<&crate::parser::Heredoc> = spec
+        .sources
+        .iter()
+        .filter_map(|s| match s {
+            Source::Heredoc(h) => Some(h),
+            _ => None,
+        })
+        .collect();
+    let mut ignore = String::new();
+    let mut source_lowers = None;
+    let source_root = if !heredocs.is_empty() {
+        if heredocs.len() != spec.sources.len() {
+            return Err(format!(
+                "{at}: mixing heredoc and path sources in one COPY is not supported yet"
+            ));
+        }
+        let dir = tmp("heredocs-")?;
+        for h in &heredocs {
+            let path = dir.path().join(&h.name);
+            std::fs::write(&path, h.body()).map_err(|e| format!("{at}: {e}"))?;
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644))
+                .map_err(|e| format!("{at}: {e}"))?;
+            let when = std::time::UNIX_EPOCH
+                + std::time::Duration::from_secs(
+                    ctx.options.source_date_epoch.unwrap_or(0).max(0) as u64
+                );
+            std::fs::File::options()
+                .write(true)
+                .open(&path)
+                .and_then(|f| f.set_modified(when))
+                .map_err(|e| format!("{at}: {e}"))?;
+        }
+        let root = dir.path().to_path_buf();
+        keep.push(dir);
+        root
+    } else {
+        let layers: Option<Vec<LayerRef>> = match &copy.from {
+            Some(FromSource::Stage(j)) => {
+                Some(built[j].layers.iter().map(LayerRef::from).collect())
+            }
+            Some(FromSource::Image(name)) => {
+                Some(ctx.bases[name].layers.iter().map(LayerRef::from).collect())
+            }
+            None => None,
+        };
+        match layers {
+            None => {
+                let Some(context) = &ctx.options.context else {
+                    return Err(format!("{at}: COPY from the context needs a build context"));
+                };
+                ignore = ctx.options.ignore_text.clone();
+                context.clone()
+            }
+            Some(layers) => {
+                let dir = tmp("copy-from-")?;
+                let root = dir.path().to_path_buf();
+                if ctx.runner.plan().snapshots == crate::executor::SnapshotMode::Overlay {
+                    let mut lowers = snapshots
+                        .lowers(ctx.store, &layers)
+                        .map_err(|e| format!("{at}: {e}"))?;
+                    lowers.push("empty".to_string());
+                    source_lowers = Some((snapshots.root().to_path_buf(), lowers));
+                } else {
+                    snapshots
+                        .materialize(ctx.store, &layers, &root)
+                        .map_err(|e| format!("{at}: {e}"))?;
+                }
+                keep.push(dir);
+                root
+            }
+        }
+    };
+    let sources = spec
+        .sources
+        .iter()
+        .map(|s| match s {
+            Source::Path(p) => p.clone(),
+            Source::Heredoc(h) => h.name.clone(),
+        })
+        .collect();
+    Ok(PreparedCopy {
+        spec: crate::executor::CopySpec {
+            source_root,
+            source_lowers,
+            sources,
+            dest: copy.dest.clone(),
+            ignore,
+            exclude: spec.exclude.clone(),
+            chown: spec.chown.clone(),
+            keep_owner: copy.from.is_some(),
+            chmod,
+        },
+        keep,
     })
 }
 

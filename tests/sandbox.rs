@@ -55,6 +55,7 @@ fn spec(root: &Path, script: &str) -> SandboxSpec {
         mounts: vec![],
         cgroup_procs: vec![],
         stub_report: None,
+        copy: None,
     }
 }
 

@@ -9,6 +9,7 @@
 //! environment is probed the same way ([`probe`]) to choose the tier.
 
 pub mod cgroup;
+pub mod copy;
 pub mod mounts;
 pub mod probe;
 pub mod sandbox;
@@ -21,6 +22,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc};
 
 pub use cgroup::{CgroupEvents, CgroupSupport, Limits};
+pub use copy::CopySpec;
 pub use probe::{choose, IsolationRequest, Plan, Probes, SnapshotMode};
 pub use sandbox::{MountKind, MountSpec, Namespaces, RootFs, SandboxSpec, Stub, SETUP_FAILED};
 
@@ -392,6 +394,38 @@ impl StepRunner {
         step: &Step,
         sink: &mut dyn FnMut(Stream, &[u8]),
     ) -> Result<StepOutcome, StepError> {
+        self.in_root(step, None, sink)
+    }
+
+    /// Copies files into the root made of `layers` (a COPY or ADD); the
+    /// outcome's failure says what went wrong (a missing source, ...).
+    pub fn copy(&self, layers: &[LayerRef], copy: CopySpec) -> Result<StepOutcome, StepError> {
+        let step = Step {
+            layers: layers.to_vec(),
+            cwd: "/".to_string(),
+            ..Step::default()
+        };
+        let mut errors = Vec::new();
+        let mut outcome = self.in_root(&step, Some(copy), &mut |_, line: &[u8]| {
+            errors.extend_from_slice(line)
+        })?;
+        if outcome.output.code != 0 {
+            let text = String::from_utf8_lossy(&errors).trim().to_string();
+            outcome.failure = Some(if text.is_empty() {
+                format!("the copy failed (exit {})", outcome.output.code)
+            } else {
+                text
+            });
+        }
+        Ok(outcome)
+    }
+
+    fn in_root(
+        &self,
+        step: &Step,
+        copy: Option<CopySpec>,
+        sink: &mut dyn FnMut(Stream, &[u8]),
+    ) -> Result<StepOutcome, StepError> {
         if self.cancelled.load(Ordering::Relaxed) {
             return Err(StepError::Cancelled);
         }
@@ -415,9 +449,12 @@ impl StepRunner {
             before = Some(diff::record_tree(&ws.merged()).map_err(env_err("recording the root"))?);
             RootFs::Dir(ws.merged())
         };
-        let identity = self.identity(&lowers, &ws.merged(), &step.user)?;
+        let identity = match copy {
+            Some(_) => user::Identity::default(),
+            None => self.identity(&lowers, &ws.merged(), &step.user)?,
+        };
         let mut mounts = Vec::new();
-        if self.plan.namespaces != Namespaces::Chroot {
+        if self.plan.namespaces != Namespaces::Chroot && copy.is_none() {
             let hosts = ws.files().join("hosts");
             std::fs::write(
                 &hosts,
@@ -441,7 +478,7 @@ impl StepRunner {
             }
         }
         mounts.extend(step.mounts.iter().cloned());
-        let cgroup = if self.limits.any() {
+        let cgroup = if self.limits.any() && copy.is_none() {
             Some(
                 self.cgroups
                     .create(&self.limits)
@@ -466,6 +503,7 @@ impl StepRunner {
             mounts,
             cgroup_procs: cgroup.as_ref().map(|c| c.procs_files()).unwrap_or_default(),
             stub_report: Some(report.clone()),
+            copy,
         };
         let output = self
             .executor

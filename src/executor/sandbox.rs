@@ -155,6 +155,9 @@ pub struct SandboxSpec {
     /// Where the helper writes the [`Stub`]s it created (JSON).
     #[serde(default)]
     pub stub_report: Option<PathBuf>,
+    /// A COPY to do in the root instead of running `args`.
+    #[serde(default)]
+    pub copy: Option<super::copy::CopySpec>,
 }
 
 /// Exit code the helper uses for its own setup failures.
@@ -916,6 +919,50 @@ pub(crate) fn enter_user_namespace() -> Result<(), String> {
     write("/proc/self/gid_map", format!("0 {gid} 1"))
 }
 
+/// A COPY: in a mount namespace of its own (through a user namespace when
+/// rootless), the root's overlay and the source stage's overlay are
+/// mounted, then the files are copied. No process of the image runs.
+fn copy_in_root(spec: &SandboxSpec, copy: &super::copy::CopySpec) -> Result<(), String> {
+    if spec.namespaces != Namespaces::Chroot {
+        if spec.userns {
+            enter_user_namespace()?;
+        }
+        // SAFETY: unshare in this single-threaded helper.
+        check("unshare(CLONE_NEWNS)", unsafe {
+            libc::unshare(libc::CLONE_NEWNS)
+        })?;
+        mount("", Path::new("/"), "", libc::MS_REC | libc::MS_PRIVATE, "")?;
+        if let RootFs::Overlay {
+            base,
+            lowers,
+            upper,
+            work,
+            merged,
+        } = &spec.root
+        {
+            mount_overlay(base, lowers, upper, work, merged, spec.userns)?;
+        }
+        if let Some((base, lowers)) = &copy.source_lowers {
+            std::env::set_current_dir(base)
+                .map_err(|e| format!("enter {}: {e}", base.display()))?;
+            let mut data = format!("lowerdir={}", lowers.join(":"));
+            if spec.userns {
+                data.push_str(",userxattr");
+            }
+            mount(
+                "overlay",
+                &copy.source_root,
+                "overlay",
+                libc::MS_RDONLY,
+                &data,
+            )?;
+        }
+    } else if matches!(spec.root, RootFs::Overlay { .. }) || copy.source_lowers.is_some() {
+        return Err("the chroot tier cannot mount overlays".to_string());
+    }
+    super::copy::run(copy, spec.root.path())
+}
+
 /// Entry point of the hidden helper subcommand: reads the spec from stdin,
 /// creates the namespaces and returns the command's exit code.
 pub fn helper_main() -> i32 {
@@ -932,6 +979,15 @@ pub fn helper_main() -> i32 {
             return SETUP_FAILED;
         }
     };
+    if let Some(copy) = &spec.copy {
+        return match copy_in_root(&spec, copy) {
+            Ok(()) => 0,
+            Err(e) => {
+                eprintln!("{e}");
+                1
+            }
+        };
+    }
     if spec.args.is_empty() {
         eprintln!("rbuild sandbox: no command");
         return SETUP_FAILED;

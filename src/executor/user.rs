@@ -2,7 +2,7 @@
 //! `user:group`, looked up in the step's own `/etc/passwd` and `/etc/group`.
 
 /// A resolved identity.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Identity {
     /// User id.
     pub uid: u32,

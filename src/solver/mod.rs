@@ -10,5 +10,6 @@ pub mod dispatch;
 pub mod keys;
 
 pub use dispatch::{
-    plan, Base, FromSource, Plan, PlanError, PlanOptions, Platform, StagePlan, Step, StepKind,
+    plan, Base, CopyStep, FromSource, Plan, PlanError, PlanOptions, Platform, StagePlan, Step,
+    StepKind,
 };

@@ -293,10 +293,18 @@ struct DebugRun {
     /// Name the image gets in the layout.
     #[arg(long, default_value = "rbuild/debug:latest")]
     tag: String,
-    /// Build context (for RUN --mount=type=bind).
+    /// Build context (COPY sources, RUN --mount=type=bind).
     #[arg(long)]
     context: Option<PathBuf>,
-    /// The busybox binary FROM busybox is built from.
+    #[command(flatten)]
+    build: BuildFlags,
+}
+
+/// Flags every command that builds shares.
+#[derive(clap::Args, Debug, Clone)]
+struct BuildFlags {
+    /// The busybox binary `FROM busybox` is built from when no local image
+    /// has that name (an offline base; Debian's busybox-static).
     #[arg(long, default_value = crate::image::busybox::DEBIAN_BUSYBOX)]
     busybox: PathBuf,
     /// Clamp layer mtimes and set created times (default: $SOURCE_DATE_EPOCH).
@@ -365,6 +373,95 @@ fn parse_build_args(specs: &[String]) -> std::collections::BTreeMap<String, Stri
     out
 }
 
+/// The executor and build options for `flags`: probes the isolation,
+/// checks limits, and reads the context's ignore file.
+fn prepare_build(
+    flags: &BuildFlags,
+    context: Option<PathBuf>,
+    dockerfile: &std::path::Path,
+) -> Result<(Executor, crate::linear::LinearOptions), i32> {
+    let mut secrets = std::collections::HashMap::new();
+    for spec in &flags.secret {
+        match parse_secret(spec) {
+            Ok((id, source)) => {
+                secrets.insert(id, source);
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                return Err(EXIT_USAGE);
+            }
+        }
+    }
+    let network_none = match flags.sandbox.network.as_str() {
+        "none" => true,
+        "default" | "host" => false,
+        other => {
+            eprintln!("error: --network {other}: expected default, host or none");
+            return Err(EXIT_USAGE);
+        }
+    };
+    let (ignore_text, ignore) = match &context {
+        Some(dir) => match crate::context::IgnoreRules::load_text(dir, dockerfile) {
+            Ok(found) => found,
+            Err(e) => {
+                eprintln!("error: {e}");
+                return Err(EXIT_USAGE);
+            }
+        },
+        None => Default::default(),
+    };
+    let root = storage_root(flags.sandbox.root.clone());
+    let (executor, probes) = probe_environment(&root)?;
+    let mut plan = match crate::executor::choose(&probes, flags.sandbox.isolation) {
+        Ok(plan) => plan,
+        Err(message) => {
+            eprintln!("error: {message}");
+            return Err(EXIT_ENVIRONMENT);
+        }
+    };
+    let limits = crate::executor::Limits {
+        memory: flags.sandbox.memory,
+        cpus: flags.sandbox.cpus,
+        pids: flags.sandbox.pids_limit,
+    };
+    if limits.any() && !probes.cgroup.writable {
+        eprintln!(
+            "error: --memory, --cpus and --pids-limit need a writable cgroup, and this one is not: {}",
+            probes.cgroup.problem.as_deref().unwrap_or("no cgroupfs")
+        );
+        return Err(EXIT_ENVIRONMENT);
+    }
+    if std::env::var("RBUILD_SNAPSHOTS").as_deref() == Ok("copy") {
+        // Forces the copy tier's snapshots and differ (tests, odd file systems).
+        plan.snapshots = crate::executor::SnapshotMode::Copy;
+    }
+    eprintln!("isolation: {} (snapshots: {:?})", plan.tier, plan.snapshots);
+    let source_date_epoch = flags.source_date_epoch.or_else(|| {
+        std::env::var("SOURCE_DATE_EPOCH")
+            .ok()
+            .and_then(|v| v.trim().parse().ok())
+    });
+    let options = crate::linear::LinearOptions {
+        storage: root,
+        plan,
+        cgroups: probes.cgroup.clone(),
+        limits,
+        network_none,
+        source_date_epoch,
+        busybox: flags.busybox.clone(),
+        context,
+        ignore_text,
+        ignore,
+        secrets,
+        build_args: parse_build_args(&flags.build_arg),
+        target: flags.target.clone(),
+        no_cache: flags.no_cache,
+        no_cache_filter: flags.no_cache_filter.clone(),
+        insecure_registries: flags.insecure_registry.clone(),
+    };
+    Ok((executor, options))
+}
+
 fn debug_run(args: DebugRun) -> i32 {
     let (_, dockerfile) = match load_dockerfile(&args.file) {
         Ok(loaded) => loaded,
@@ -377,76 +474,9 @@ fn debug_run(args: DebugRun) -> i32 {
             return EXIT_USAGE;
         }
     };
-    let mut secrets = std::collections::HashMap::new();
-    for spec in &args.secret {
-        match parse_secret(spec) {
-            Ok((id, source)) => {
-                secrets.insert(id, source);
-            }
-            Err(e) => {
-                eprintln!("error: {e}");
-                return EXIT_USAGE;
-            }
-        }
-    }
-    let network_none = match args.sandbox.network.as_str() {
-        "none" => true,
-        "default" | "host" => false,
-        other => {
-            eprintln!("error: --network {other}: expected default, host or none");
-            return EXIT_USAGE;
-        }
-    };
-    let root = storage_root(args.sandbox.root.clone());
-    let (executor, probes) = match probe_environment(&root) {
-        Ok(found) => found,
+    let (executor, options) = match prepare_build(&args.build, args.context.clone(), &args.file) {
+        Ok(prepared) => prepared,
         Err(code) => return code,
-    };
-    let plan = match crate::executor::choose(&probes, args.sandbox.isolation) {
-        Ok(plan) => plan,
-        Err(message) => {
-            eprintln!("error: {message}");
-            return EXIT_ENVIRONMENT;
-        }
-    };
-    let limits = crate::executor::Limits {
-        memory: args.sandbox.memory,
-        cpus: args.sandbox.cpus,
-        pids: args.sandbox.pids_limit,
-    };
-    if limits.any() && !probes.cgroup.writable {
-        eprintln!(
-            "error: --memory, --cpus and --pids-limit need a writable cgroup, and this one is not: {}",
-            probes.cgroup.problem.as_deref().unwrap_or("no cgroupfs")
-        );
-        return EXIT_ENVIRONMENT;
-    }
-    let mut plan = plan;
-    if std::env::var("RBUILD_SNAPSHOTS").as_deref() == Ok("copy") {
-        // Forces the copy tier's snapshots and differ (tests, odd file systems).
-        plan.snapshots = crate::executor::SnapshotMode::Copy;
-    }
-    eprintln!("isolation: {} (snapshots: {:?})", plan.tier, plan.snapshots);
-    let source_date_epoch = args.source_date_epoch.or_else(|| {
-        std::env::var("SOURCE_DATE_EPOCH")
-            .ok()
-            .and_then(|v| v.trim().parse().ok())
-    });
-    let options = crate::linear::LinearOptions {
-        storage: root,
-        plan,
-        cgroups: probes.cgroup.clone(),
-        limits,
-        network_none,
-        source_date_epoch,
-        busybox: args.busybox,
-        context: args.context,
-        secrets,
-        build_args: parse_build_args(&args.build_arg),
-        target: args.target,
-        no_cache: args.no_cache,
-        no_cache_filter: args.no_cache_filter,
-        insecure_registries: args.insecure_registry,
     };
     let mut log = |line: &str| eprintln!("{line}");
     match crate::linear::build(&dockerfile, &options, executor, &mut log) {

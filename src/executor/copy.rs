@@ -1,0 +1,394 @@
+//! COPY inside the sandbox helper: files from a source tree (the build
+//! context, a heredoc dir, or another stage's root) written into the
+//! step's root, following docker's destination rules.
+//!
+//! The helper runs this in its own mount namespace over the same overlay a
+//! RUN would get, so the layer comes from the ordinary upper-dir differ.
+//! Every destination path is resolved with `RESOLVE_IN_ROOT` (symlinks in
+//! the image resolve as if the root were `/`, never onto the host), and
+//! sources are walked by `context::SourceTree` without following links.
+
+use std::collections::HashMap;
+use std::io::Read;
+use std::os::fd::OwnedFd;
+use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
+use std::path::PathBuf;
+
+use rustix::fs::{self as rfs, AtFlags, Mode, OFlags, ResolveFlags, Timespec, Timestamps};
+use rustix::io::Errno;
+use serde::{Deserialize, Serialize};
+
+use crate::context::{IgnoreRules, SourceTree};
+
+/// A COPY as the helper performs it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct CopySpec {
+    /// Host directory the sources are relative to.
+    pub source_root: PathBuf,
+    /// Overlay the source root is (another stage's snapshot lower dirs,
+    /// relative to `base`, top first), mounted read-only at `source_root`.
+    pub source_lowers: Option<(PathBuf, Vec<String>)>,
+    /// Sources as written (after expansion of variables).
+    pub sources: Vec<String>,
+    /// Absolute destination; a trailing `/` means "a directory".
+    pub dest: String,
+    /// `.dockerignore` text applied to the sources (the context only).
+    pub ignore: String,
+    /// `--exclude` patterns.
+    pub exclude: Vec<String>,
+    /// `--chown` as written, resolved in the destination root.
+    pub chown: Option<String>,
+    /// Keep the sources' owners when there is no `--chown` (another
+    /// stage's files); otherwise they become 0:0 (the context's).
+    pub keep_owner: bool,
+    /// `--chmod` bits.
+    pub chmod: Option<u32>,
+}
+
+fn errno(what: &str) -> impl Fn(Errno) -> String + '_ {
+    move |e| format!("{what}: {e}")
+}
+
+fn open_in(root: &OwnedFd, rel: &str, flags: OFlags) -> Result<OwnedFd, Errno> {
+    let rel = rel.trim_start_matches('/');
+    rfs::openat2(
+        root,
+        if rel.is_empty() { "." } else { rel },
+        flags | OFlags::CLOEXEC,
+        Mode::empty(),
+        ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS,
+    )
+}
+
+/// Reads `etc/<name>` of the destination root (empty when missing).
+fn read_etc(root: &OwnedFd, name: &str) -> String {
+    let Ok(fd) = open_in(root, &format!("etc/{name}"), OFlags::RDONLY) else {
+        return String::new();
+    };
+    let mut text = String::new();
+    let _ = std::fs::File::from(fd).read_to_string(&mut text);
+    text
+}
+
+/// Resolves `--chown=user[:group]` as docker does: names from the root's
+/// /etc/passwd and /etc/group, numbers as they are, and a missing group
+/// taking the uid's number.
+pub fn resolve_chown(spec: &str, passwd: &str, group: &str) -> Result<(u32, u32), String> {
+    let (user, grp) = match spec.split_once(':') {
+        Some((u, g)) => (u, Some(g)),
+        None => (spec, None),
+    };
+    let lookup = |table: &str, name: &str, what: &str| -> Result<u32, String> {
+        if let Ok(n) = name.parse::<u32>() {
+            return Ok(n);
+        }
+        table
+            .lines()
+            .map(|l| l.split(':').collect::<Vec<_>>())
+            .find(|f| f.len() > 2 && f[0] == name)
+            .and_then(|f| f[2].parse().ok())
+            .ok_or_else(|| format!("--chown={spec}: no {what} named {name:?} in the image"))
+    };
+    let uid = lookup(passwd, user, "user")?;
+    let gid = match grp {
+        Some(g) if !g.is_empty() => lookup(group, g, "group")?,
+        _ => uid,
+    };
+    Ok((uid, gid))
+}
+
+/// Does the copy into the root at `root_path`.
+pub fn run(spec: &CopySpec, root_path: &std::path::Path) -> Result<(), String> {
+    let root = rfs::open(
+        root_path,
+        OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(errno("open the root"))?;
+    let owner = match &spec.chown {
+        Some(c) => Some(resolve_chown(
+            c,
+            &read_etc(&root, "passwd"),
+            &read_etc(&root, "group"),
+        )?),
+        None => None,
+    };
+    let ignore = IgnoreRules::parse(&spec.ignore)?;
+    let tree = SourceTree::new(&spec.source_root, &ignore, &spec.exclude)?;
+    let source_fd = rfs::open(
+        tree.root(),
+        OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(errno("open the source"))?;
+    let mut matched = Vec::new();
+    let mut wildcard = false;
+    for source in &spec.sources {
+        wildcard |= source.contains(['*', '?', '[']);
+        matched.extend(tree.expand(source)?);
+    }
+    let dest = spec.dest.clone();
+    let mut copier = Copier {
+        root,
+        source: source_fd,
+        owner,
+        keep_owner: spec.keep_owner,
+        chmod: spec.chmod,
+        links: HashMap::new(),
+        dir_times: Vec::new(),
+    };
+    let into_dir = dest.ends_with('/') || copier.is_dir(&dest);
+    if (spec.sources.len() > 1 || wildcard) && !into_dir && matched.len() > 1 {
+        return Err(format!(
+            "when copying more than one source, the destination {dest} must be a directory and end with a /"
+        ));
+    }
+    let dest_dir_owner = owner.unwrap_or((0, 0));
+    for top in &matched {
+        let target = if top.dir {
+            dest.trim_end_matches('/').to_string()
+        } else if into_dir {
+            format!("{}/{}", dest.trim_end_matches('/'), top.name)
+        } else {
+            dest.clone()
+        };
+        let target = target.trim_start_matches('/').to_string();
+        // Parents of the target are created as 0755 dirs (owned by the
+        // --chown user when there is one, as BuildKit does).
+        let parent = match target.rsplit_once('/') {
+            Some((p, _)) => p.to_string(),
+            None => String::new(),
+        };
+        copier.mkdir_all(&parent, dest_dir_owner)?;
+        for w in tree.walk(top)? {
+            let to = match (w.rel.is_empty(), target.is_empty()) {
+                (true, _) => target.clone(),
+                (false, true) => w.rel.clone(),
+                (false, false) => format!("{target}/{}", w.rel),
+            };
+            if to.is_empty() {
+                // The root itself: its contents merge into /.
+                continue;
+            }
+            if w.rel.is_empty() && top.dir && copier.is_dir(&to) {
+                // An existing destination directory keeps its own metadata.
+                continue;
+            }
+            copier.copy_one(&w, &to)?;
+        }
+    }
+    // Directory times last, deepest first: writing into a directory
+    // changes its mtime.
+    for (path, atime, mtime) in copier.dir_times.iter().rev() {
+        set_times(&copier.root, path, *atime, *mtime)?;
+    }
+    Ok(())
+}
+
+struct Copier {
+    root: OwnedFd,
+    source: OwnedFd,
+    owner: Option<(u32, u32)>,
+    keep_owner: bool,
+    chmod: Option<u32>,
+    /// Hardlinked sources already copied: (dev, ino) → destination path.
+    links: HashMap<(u64, u64), String>,
+    dir_times: Vec<(String, Timespec, Timespec)>,
+}
+
+fn split(path: &str) -> (&str, &str) {
+    match path.rsplit_once('/') {
+        Some((p, n)) => (p, n),
+        None => ("", path),
+    }
+}
+
+fn set_times(root: &OwnedFd, path: &str, atime: Timespec, mtime: Timespec) -> Result<(), String> {
+    let (parent, name) = split(path);
+    let dir = open_in(root, parent, OFlags::RDONLY | OFlags::DIRECTORY).map_err(errno(path))?;
+    rfs::utimensat(
+        &dir,
+        name,
+        &Timestamps {
+            last_access: atime,
+            last_modification: mtime,
+        },
+        AtFlags::SYMLINK_NOFOLLOW,
+    )
+    .map_err(errno(path))
+}
+
+impl Copier {
+    fn ids(&self, meta: &std::fs::Metadata) -> (u32, u32) {
+        match self.owner {
+            Some(ids) => ids,
+            None if self.keep_owner => (meta.uid(), meta.gid()),
+            None => (0, 0),
+        }
+    }
+
+    fn mode(&self, meta: &std::fs::Metadata) -> u32 {
+        self.chmod
+            .unwrap_or_else(|| meta.permissions().mode() & 0o7777)
+    }
+
+    fn is_dir(&self, path: &str) -> bool {
+        open_in(&self.root, path, OFlags::PATH)
+            .ok()
+            .and_then(|fd| rfs::fstat(&fd).ok())
+            .is_some_and(|st| rfs::FileType::from_raw_mode(st.st_mode) == rfs::FileType::Directory)
+    }
+
+    /// Creates `path` and its missing parents as 0755 directories.
+    fn mkdir_all(&self, path: &str, owner: (u32, u32)) -> Result<(), String> {
+        let mut so_far = String::new();
+        for part in path.split('/').filter(|p| !p.is_empty()) {
+            let parent = so_far.clone();
+            so_far = if so_far.is_empty() {
+                part.to_string()
+            } else {
+                format!("{so_far}/{part}")
+            };
+            match open_in(&self.root, &so_far, OFlags::PATH) {
+                Ok(fd) => {
+                    let st = rfs::fstat(&fd).map_err(errno(&so_far))?;
+                    if rfs::FileType::from_raw_mode(st.st_mode) != rfs::FileType::Directory {
+                        return Err(format!("/{so_far} exists and is not a directory"));
+                    }
+                }
+                Err(Errno::NOENT) => {
+                    let dir = open_in(&self.root, &parent, OFlags::RDONLY | OFlags::DIRECTORY)
+                        .map_err(errno(&so_far))?;
+                    rfs::mkdirat(&dir, part, Mode::from_raw_mode(0o755)).map_err(errno(&so_far))?;
+                    rfs::chownat(
+                        &dir,
+                        part,
+                        Some(rfs::Uid::from_raw(owner.0)),
+                        Some(rfs::Gid::from_raw(owner.1)),
+                        AtFlags::SYMLINK_NOFOLLOW,
+                    )
+                    .map_err(errno(&so_far))?;
+                }
+                Err(e) => return Err(format!("/{so_far}: {e}")),
+            }
+        }
+        Ok(())
+    }
+
+    fn copy_one(&mut self, w: &crate::context::Walked, to: &str) -> Result<(), String> {
+        let (parent, name) = split(to);
+        let dir =
+            open_in(&self.root, parent, OFlags::RDONLY | OFlags::DIRECTORY).map_err(errno(to))?;
+        let meta = &w.meta;
+        let ft = meta.file_type();
+        let existing = rfs::statat(&dir, name, AtFlags::SYMLINK_NOFOLLOW).ok();
+        let existing_dir = existing
+            .as_ref()
+            .is_some_and(|st| rfs::FileType::from_raw_mode(st.st_mode) == rfs::FileType::Directory);
+        if let Some(st) = &existing {
+            if ft.is_dir() && existing_dir {
+                // Merge into the existing directory (its metadata follows
+                // the source's, as BuildKit's copy does).
+            } else if existing_dir {
+                return Err(format!(
+                    "cannot replace the directory /{to} with a non-directory"
+                ));
+            } else {
+                let _ = st;
+                rfs::unlinkat(&dir, name, AtFlags::empty()).map_err(errno(to))?;
+            }
+        }
+        let (uid, gid) = self.ids(meta);
+        let mode = Mode::from_raw_mode(self.mode(meta));
+        let atime = Timespec {
+            tv_sec: meta.atime(),
+            tv_nsec: meta.atime_nsec() as _,
+        };
+        let mtime = Timespec {
+            tv_sec: meta.mtime(),
+            tv_nsec: meta.mtime_nsec() as _,
+        };
+        if ft.is_dir() {
+            if !existing_dir {
+                rfs::mkdirat(&dir, name, Mode::from_raw_mode(0o700)).map_err(errno(to))?;
+            }
+        } else if ft.is_symlink() {
+            let target = rfs::readlinkat(&self.source, w.tree_rel.as_str(), Vec::new())
+                .map_err(errno(&w.tree_rel))?;
+            rfs::symlinkat(target.as_c_str(), &dir, name).map_err(errno(to))?;
+        } else if ft.is_file() {
+            let key = (meta.dev(), meta.ino());
+            if meta.nlink() > 1 {
+                if let Some(first) = self.links.get(&key) {
+                    let (fp, fname) = split(first);
+                    let from_dir = open_in(&self.root, fp, OFlags::RDONLY | OFlags::DIRECTORY)
+                        .map_err(errno(first))?;
+                    rfs::linkat(&from_dir, fname, &dir, name, AtFlags::empty())
+                        .map_err(errno(to))?;
+                    return Ok(());
+                }
+                self.links.insert(key, to.to_string());
+            }
+            let src = open_in(&self.source, &w.tree_rel, OFlags::RDONLY | OFlags::NOFOLLOW)
+                .map_err(errno(&w.tree_rel))?;
+            let out = rfs::openat(
+                &dir,
+                name,
+                OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::CLOEXEC,
+                Mode::from_raw_mode(0o600),
+            )
+            .map_err(errno(to))?;
+            let mut reader = std::fs::File::from(src);
+            let mut writer = std::fs::File::from(out);
+            std::io::copy(&mut reader, &mut writer).map_err(|e| format!("{to}: {e}"))?;
+        } else if ft.is_fifo() || ft.is_char_device() || ft.is_block_device() {
+            let kind = if ft.is_fifo() {
+                rfs::FileType::Fifo
+            } else if ft.is_char_device() {
+                rfs::FileType::CharacterDevice
+            } else {
+                rfs::FileType::BlockDevice
+            };
+            rfs::mknodat(&dir, name, kind, mode, meta.rdev()).map_err(errno(to))?;
+        } else {
+            // Sockets are not copied (docker skips them too).
+            return Ok(());
+        }
+        rfs::chownat(
+            &dir,
+            name,
+            Some(rfs::Uid::from_raw(uid)),
+            Some(rfs::Gid::from_raw(gid)),
+            AtFlags::SYMLINK_NOFOLLOW,
+        )
+        .map_err(errno(to))?;
+        if !ft.is_symlink() {
+            // After chown, which clears setuid/setgid bits.
+            rfs::chmodat(&dir, name, mode, AtFlags::empty()).map_err(errno(to))?;
+        }
+        if ft.is_dir() {
+            self.dir_times.push((to.to_string(), atime, mtime));
+        } else {
+            set_times(&self.root, to, atime, mtime)?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chown_resolves_like_docker() {
+        let passwd = "root:x:0:0::/root:/bin/sh\napp:x:1000:1001::/home/app:/bin/sh\n";
+        let group = "root:x:0:\nstaff:x:50:\n";
+        assert_eq!(resolve_chown("app", passwd, group), Ok((1000, 1000)));
+        assert_eq!(resolve_chown("app:staff", passwd, group), Ok((1000, 50)));
+        assert_eq!(resolve_chown("7:8", passwd, group), Ok((7, 8)));
+        assert_eq!(resolve_chown("7", passwd, group), Ok((7, 7)));
+        assert!(resolve_chown("nobody", passwd, group)
+            .unwrap_err()
+            .contains("no user named"));
+    }
+}
