@@ -60,6 +60,11 @@ pub struct LinearOptions {
     pub no_cache_filter: Vec<String>,
     /// Registries reached over plain HTTP besides loopback.
     pub insecure_registries: Vec<String>,
+    /// `--label`s added to the image config.
+    pub labels: std::collections::BTreeMap<String, String>,
+    /// `--pull`: take base images from their registry even when an image
+    /// of that name is stored here.
+    pub pull: bool,
 }
 
 /// The image built and where its blobs are.
@@ -125,18 +130,25 @@ pub fn build(
         options.source_date_epoch,
     )?;
     let when = created(options.source_date_epoch);
+    let local_images = crate::image::local::LocalImages::open(&options.storage);
     let mut bases: HashMap<String, StoredImage> = HashMap::new();
     let plan_options = PlanOptions {
         build_args: options.build_args.clone(),
         target: options.target.clone(),
         target_platform: Platform::host(),
         build_platform: Platform::host(),
-        labels: Default::default(),
+        labels: options.labels.clone(),
         created: when.clone(),
     };
     let plan = solver::plan(dockerfile, &plan_options, &mut |name, platform| {
+        let local = (!options.pull)
+            .then(|| name.parse::<crate::image::reference::Reference>().ok())
+            .flatten()
+            .and_then(|reference| local_images.get(&reference, &store));
         let base = if let Some(known) = bases.get(name) {
             known.clone()
+        } else if let Some(image) = local {
+            image
         } else if name == "busybox" || name == "busybox:latest" {
             busybox_base(&store, &options.storage, &options.busybox)?
         } else {

@@ -10,6 +10,8 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
+mod build;
+
 use crate::executor::{Executor, IsolationRequest};
 use crate::parser::{self, InstructionKind};
 
@@ -31,6 +33,8 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// Build an image from a Dockerfile (the default command: `rbuild -t app .`).
+    Build(Box<build::BuildCommand>),
     /// Inspect how rbuild reads a Dockerfile.
     #[command(subcommand)]
     Debug(Box<DebugCommand>),
@@ -197,9 +201,27 @@ fn check(path: &PathBuf) -> i32 {
     EXIT_OK
 }
 
+/// Inserts `build` when the first argument is not a command, so that
+/// `rbuild -t app:1.0 .` means `rbuild build -t app:1.0 .` (help and
+/// version flags keep their meaning).
+fn with_default_command(mut args: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsString> {
+    const COMMANDS: &[&str] = &[
+        "build", "debug", "version", "info", "help", "__sandbox", "__probe",
+    ];
+    const TOP_FLAGS: &[&str] = &["-h", "--help", "-V", "--version"];
+    let insert = match args.get(1).and_then(|a| a.to_str()) {
+        None => false,
+        Some(first) => !COMMANDS.contains(&first) && !TOP_FLAGS.contains(&first),
+    };
+    if insert {
+        args.insert(1, "build".into());
+    }
+    args
+}
+
 /// Runs the CLI with the process arguments; returns the exit code.
 pub fn main() -> i32 {
-    let cli = match Cli::try_parse() {
+    let cli = match Cli::try_parse_from(with_default_command(std::env::args_os().collect())) {
         Ok(cli) => cli,
         Err(e) => {
             let code = if e.use_stderr() { EXIT_USAGE } else { EXIT_OK };
@@ -208,6 +230,7 @@ pub fn main() -> i32 {
         }
     };
     match cli.command {
+        Command::Build(args) => build::build(*args),
         Command::Version => {
             println!("rbuild {}", env!("CARGO_PKG_VERSION"));
             EXIT_OK
@@ -458,6 +481,8 @@ fn prepare_build(
         no_cache: flags.no_cache,
         no_cache_filter: flags.no_cache_filter.clone(),
         insecure_registries: flags.insecure_registry.clone(),
+        labels: Default::default(),
+        pull: false,
     };
     Ok((executor, options))
 }

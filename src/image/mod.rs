@@ -13,6 +13,7 @@ mod digest;
 pub mod import;
 pub mod layer;
 pub mod layout;
+pub mod local;
 pub mod media;
 pub mod reference;
 

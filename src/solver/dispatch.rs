@@ -251,14 +251,17 @@ fn platform_args(opts: &PlanOptions) -> Vec<(String, String)> {
     ]
 }
 
-/// A key=value scope where later entries replace earlier ones.
+/// A key=value scope where a later value replaces an earlier one in
+/// place (BuildKit's `addEnv`: the image's Env keeps its order).
 #[derive(Debug, Clone, Default)]
 struct Scope(Vec<(String, String)>);
 
 impl Scope {
     fn set(&mut self, key: &str, value: String) {
-        self.0.retain(|(k, _)| k != key);
-        self.0.push((key.to_string(), value));
+        match self.0.iter_mut().find(|(k, _)| k == key) {
+            Some(entry) => entry.1 = value,
+            None => self.0.push((key.to_string(), value)),
+        }
     }
     fn get(&self, key: &str) -> Option<&str> {
         self.0
