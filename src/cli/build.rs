@@ -147,14 +147,11 @@ pub(super) fn build(args: BuildCommand) -> i32 {
         let (k, v) = label.split_once('=').unwrap_or((label, ""));
         labels.insert(k.to_string(), v.to_string());
     }
-    let (executor, mut options) = match prepare_build(
-        &args.build,
-        Some(args.context.clone()),
-        &dockerfile_path,
-    ) {
-        Ok(prepared) => prepared,
-        Err(code) => return code,
-    };
+    let (executor, mut options) =
+        match prepare_build(&args.build, Some(args.context.clone()), &dockerfile_path) {
+            Ok(prepared) => prepared,
+            Err(code) => return code,
+        };
     options.labels = labels;
     options.pull = args.pull;
     let quiet = args.quiet;
@@ -291,6 +288,8 @@ mod tests {
         assert_eq!(parse_output("type=registry"), Ok(Output::Registry));
         assert_eq!(parse_output("type=image,push=true"), Ok(Output::Registry));
         assert!(parse_output("type=oci").unwrap_err().contains("dest"));
-        assert!(parse_output("outdir").unwrap_err().contains("not supported"));
+        assert!(parse_output("outdir")
+            .unwrap_err()
+            .contains("not supported"));
     }
 }

@@ -206,7 +206,13 @@ fn check(path: &PathBuf) -> i32 {
 /// version flags keep their meaning).
 fn with_default_command(mut args: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsString> {
     const COMMANDS: &[&str] = &[
-        "build", "debug", "version", "info", "help", "__sandbox", "__probe",
+        "build",
+        "debug",
+        "version",
+        "info",
+        "help",
+        "__sandbox",
+        "__probe",
     ];
     const TOP_FLAGS: &[&str] = &["-h", "--help", "-V", "--version"];
     let insert = match args.get(1).and_then(|a| a.to_str()) {

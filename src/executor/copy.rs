@@ -70,30 +70,35 @@ fn read_etc(root: &OwnedFd, name: &str) -> String {
     text
 }
 
-/// Resolves `--chown=user[:group]` as docker does: names from the root's
-/// /etc/passwd and /etc/group, numbers as they are, and a missing group
-/// taking the uid's number.
+/// Resolves `--chown=user[:group]` as BuildKit does: a user name gives
+/// its uid and primary group from the root's /etc/passwd, a number is
+/// both uid and gid; a group (name from /etc/group, or number) replaces
+/// the gid. Unknown names are errors rather than root.
 pub fn resolve_chown(spec: &str, passwd: &str, group: &str) -> Result<(u32, u32), String> {
     let (user, grp) = match spec.split_once(':') {
         Some((u, g)) => (u, Some(g)),
         None => (spec, None),
     };
-    let lookup = |table: &str, name: &str, what: &str| -> Result<u32, String> {
-        if let Ok(n) = name.parse::<u32>() {
-            return Ok(n);
-        }
+    let entry = |table: &str, name: &str| -> Option<Vec<String>> {
         table
             .lines()
-            .map(|l| l.split(':').collect::<Vec<_>>())
+            .map(|l| l.split(':').map(str::to_string).collect::<Vec<_>>())
             .find(|f| f.len() > 2 && f[0] == name)
-            .and_then(|f| f[2].parse().ok())
-            .ok_or_else(|| format!("--chown={spec}: no {what} named {name:?} in the image"))
     };
-    let uid = lookup(passwd, user, "user")?;
-    let gid = match grp {
-        Some(g) if !g.is_empty() => lookup(group, g, "group")?,
-        _ => uid,
+    let (uid, mut gid) = match user.parse::<u32>() {
+        Ok(n) => (n, n),
+        Err(_) => entry(passwd, user)
+            .and_then(|f| Some((f[2].parse().ok()?, f.get(3)?.parse().ok()?)))
+            .ok_or_else(|| format!("--chown={spec}: no user named {user:?} in the image"))?,
     };
+    if let Some(g) = grp.filter(|g| !g.is_empty()) {
+        gid = match g.parse::<u32>() {
+            Ok(n) => n,
+            Err(_) => entry(group, g)
+                .and_then(|f| f[2].parse().ok())
+                .ok_or_else(|| format!("--chown={spec}: no group named {g:?} in the image"))?,
+        };
+    }
     Ok((uid, gid))
 }
 
@@ -383,12 +388,15 @@ mod tests {
     fn chown_resolves_like_docker() {
         let passwd = "root:x:0:0::/root:/bin/sh\napp:x:1000:1001::/home/app:/bin/sh\n";
         let group = "root:x:0:\nstaff:x:50:\n";
-        assert_eq!(resolve_chown("app", passwd, group), Ok((1000, 1000)));
+        assert_eq!(resolve_chown("app", passwd, group), Ok((1000, 1001)));
         assert_eq!(resolve_chown("app:staff", passwd, group), Ok((1000, 50)));
         assert_eq!(resolve_chown("7:8", passwd, group), Ok((7, 8)));
         assert_eq!(resolve_chown("7", passwd, group), Ok((7, 7)));
         assert!(resolve_chown("nobody", passwd, group)
             .unwrap_err()
             .contains("no user named"));
+        assert!(resolve_chown("app:wheel", passwd, group)
+            .unwrap_err()
+            .contains("no group named"));
     }
 }

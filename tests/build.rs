@@ -1,0 +1,448 @@
+//! `rbuild build` end to end: real Dockerfiles with their contexts, built
+//! by the binary, pushed to the real registry, read back by skopeo,
+//! unpacked by umoci and run by podman.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use common::{is_root, run_ok, stderr, Podman, TestRegistry};
+
+const BUILD_DATA: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/testdata/dockerfiles/build");
+
+/// `rbuild ARGS --root ROOT` (no `build` word: it is the default command).
+fn rbuild(root: &Path, args: &[&str]) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_rbuild"));
+    cmd.args(args).arg("--root").arg(root);
+    cmd
+}
+
+fn built(out: Output) -> Output {
+    assert!(out.status.success(), "rbuild failed:\n{}", stderr(&out));
+    out
+}
+
+/// The image config as the registry serves it.
+fn remote_config(reference: &str) -> serde_json::Value {
+    let raw = run_ok(Command::new("skopeo").args([
+        "inspect",
+        "--tls-verify=false",
+        "--config",
+        "--raw",
+        &format!("docker://{reference}"),
+    ]));
+    serde_json::from_str(&raw).unwrap()
+}
+
+/// Pulls `reference` from the registry with skopeo and unpacks it with
+/// umoci under `work`; returns the rootfs.
+fn unpack_remote(reference: &str, work: &Path) -> PathBuf {
+    let layout = work.join("pulled");
+    run_ok(Command::new("skopeo").args([
+        "copy",
+        "--src-tls-verify=false",
+        &format!("docker://{reference}"),
+        &format!("oci:{}:x", layout.display()),
+    ]));
+    let bundle = work.join("bundle");
+    run_ok(
+        Command::new("umoci")
+            .args(["unpack", "--image"])
+            .arg(format!("{}:x", layout.display()))
+            .arg(&bundle),
+    );
+    bundle.join("rootfs")
+}
+
+/// `path mode uid:gid [content]` for a path in an unpacked rootfs.
+fn describe(rootfs: &Path, path: &str) -> String {
+    use std::os::unix::fs::MetadataExt;
+    let full = rootfs.join(path.trim_start_matches('/'));
+    let meta = std::fs::symlink_metadata(&full).unwrap_or_else(|e| panic!("{path}: {e}"));
+    let kind = if meta.is_dir() {
+        "d"
+    } else if meta.file_type().is_symlink() {
+        "l"
+    } else {
+        "f"
+    };
+    let mut line = format!(
+        "{path} {kind}{:o} {}:{}",
+        meta.mode() & 0o7777,
+        meta.uid(),
+        meta.gid()
+    );
+    if meta.is_file() {
+        line.push(' ');
+        line.push_str(std::fs::read_to_string(&full).unwrap().trim_end());
+    }
+    line
+}
+
+#[test]
+fn every_instruction_on_busybox_pushed_unpacked_and_run() {
+    if !is_root() {
+        eprintln!("*** skipping: umoci unpack and podman here need root ***");
+        return;
+    }
+    let registry = TestRegistry::start(&[]);
+    let work = tempfile::tempdir().unwrap();
+    let root = work.path().join("root");
+    let parent = format!("{}/onbuild-parent:1", registry.addr);
+    let image = format!("{}/all:1", registry.addr);
+    let data = Path::new(BUILD_DATA);
+    built(
+        rbuild(&root, &["-t", &parent, "--push"])
+            .arg(data.join("onbuild-parent"))
+            .output()
+            .unwrap(),
+    );
+    // --pull: the parent comes back from the registry, not the local store.
+    let out = built(
+        rbuild(
+            &root,
+            &[
+                "-t",
+                &image,
+                "--push",
+                "--pull",
+                "--build-arg",
+                &format!("PARENT={parent}"),
+            ],
+        )
+        .arg(data.join("all-busybox"))
+        .output()
+        .unwrap(),
+    );
+    let log = stderr(&out);
+    assert!(
+        !log.contains("[unused"),
+        "a stage the target does not need was built:\n{log}"
+    );
+    assert!(log.contains("shell is exec-form: /bin/sh"), "{log}");
+
+    // The config, written out by hand from the Dockerfile reference.
+    let config = remote_config(&image);
+    let expected = serde_json::json!({
+        "Cmd": ["--flag"],
+        "Entrypoint": ["/srv/app/bin/start"],
+        "Env": [
+            "PATH=/srv/app/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+            "APP_HOME=/srv/app"
+        ],
+        "ExposedPorts": {"8080/tcp": {}, "9090/udp": {}},
+        "Healthcheck": {
+            "Test": ["CMD", "/bin/true"],
+            "Interval": 30_000_000_000u64,
+            "Timeout": 5_000_000_000u64,
+            "Retries": 3
+        },
+        "Labels": {"org.example.name": "all-instructions", "version": "1"},
+        "Shell": ["/bin/sh", "-ec"],
+        "StopSignal": "SIGTERM",
+        "User": "1234:100",
+        "Volumes": {"/data": {}},
+        "WorkingDir": "/srv/app"
+    });
+    assert_eq!(config["config"], expected, "{config:#}");
+    assert_eq!(config["author"], "rbuild tests <tests@example.invalid>");
+    assert_eq!(config["os"], "linux");
+    // The final stage's history: the parent's entries, the triggers, then
+    // one entry per instruction; only filesystem changes have layers.
+    let history: Vec<(String, bool)> = config["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| {
+            (
+                h["created_by"].as_str().unwrap().to_string(),
+                h["empty_layer"].as_bool().unwrap_or(false),
+            )
+        })
+        .collect();
+    let tail: Vec<(&str, bool)> = history
+        .iter()
+        .skip(5)
+        .map(|(c, e)| (c.as_str(), *e))
+        .collect();
+    assert_eq!(
+        tail,
+        [
+            ("COPY greeting.txt /onbuild/greeting.txt # buildkit", false),
+            ("RUN /bin/sh -c echo \"triggered in the child\" > /onbuild/ran.txt # buildkit", false),
+            ("LABEL org.example.name=all-instructions version=1", true),
+            ("MAINTAINER rbuild tests <tests@example.invalid>", true),
+            ("ENV APP_HOME=/srv/app PATH=/srv/app/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", true),
+            ("ARG UID=1234", true),
+            ("RUN |1 UID=1234 /bin/sh -c echo \"users:x:100:\" >> /etc/group  && echo \"app:x:${UID}:100::/home/app:/bin/sh\" >> /etc/passwd  && mkdir -p /home/app && chown app:users /home/app # buildkit", false),
+            ("WORKDIR /srv/app # buildkit", false),
+            ("COPY bin/ bin/ # buildkit", false),
+            ("COPY config/app.conf /etc/app.conf # buildkit", false),
+            ("ADD notes.txt docs/ # buildkit", false),
+            ("COPY /out/message.txt message.txt # buildkit", false),
+            ("COPY <<EOF /etc/motd # buildkit", false),
+            ("USER app", true),
+            ("SHELL [/bin/sh -ec]", true),
+            ("RUN |1 UID=1234 /bin/sh -ec id -u > /tmp/uid; echo \"shell is exec-form: $0\" # buildkit", false),
+            ("USER 1234:100", true),
+            ("EXPOSE map[8080/tcp:{} 9090/udp:{}]", true),
+            ("VOLUME [/data]", true),
+            ("STOPSIGNAL SIGTERM", true),
+            ("HEALTHCHECK &{[\"CMD\" \"/bin/true\"] \"30s\" \"5s\" \"0s\" \"0s\" '\\x03'}", true),
+            ("ENTRYPOINT [\"/srv/app/bin/start\"]", true),
+            ("CMD [\"--flag\"]", true),
+        ],
+        "{history:#?}"
+    );
+    let layers = history.iter().filter(|(_, empty)| !empty).count();
+    assert_eq!(
+        layers,
+        config["rootfs"]["diff_ids"].as_array().unwrap().len()
+    );
+
+    // Files, modes and owners as umoci unpacks the pushed image.
+    let rootfs = unpack_remote(&image, work.path());
+    let tree: Vec<String> = [
+        "/srv/app",
+        "/srv/app/bin",
+        "/srv/app/bin/start",
+        "/srv/app/docs/notes.txt",
+        "/srv/app/message.txt",
+        "/etc/app.conf",
+        "/etc/motd",
+        "/onbuild/parent.txt",
+        "/onbuild/greeting.txt",
+        "/onbuild/ran.txt",
+        "/home/app",
+        "/tmp/uid",
+    ]
+    .iter()
+    .map(|p| describe(&rootfs, p))
+    .collect();
+    let start = std::fs::read_to_string(Path::new(BUILD_DATA).join("all-busybox/bin/start"))
+        .unwrap()
+        .trim_end()
+        .to_string();
+    assert_eq!(
+        tree,
+        [
+            "/srv/app d755 0:0".to_string(),
+            "/srv/app/bin d755 1234:100".to_string(),
+            format!("/srv/app/bin/start f755 1234:100 {start}"),
+            "/srv/app/docs/notes.txt f644 0:0 notes travel with ADD".to_string(),
+            "/srv/app/message.txt f640 1234:100 hello from builder".to_string(),
+            "/etc/app.conf f600 0:0 not a secret, but 0600".to_string(),
+            "/etc/motd f644 0:0 welcome".to_string(),
+            "/onbuild/parent.txt f644 0:0 parent".to_string(),
+            "/onbuild/greeting.txt f644 0:0 hi from the context".to_string(),
+            "/onbuild/ran.txt f644 0:0 triggered in the child".to_string(),
+            "/home/app d755 1234:100".to_string(),
+            "/tmp/uid f644 1234:100 1234".to_string(),
+        ]
+    );
+    for ignored in ["srv/app/bin/debug.log", "ignored-dir"] {
+        assert!(
+            !rootfs.join(ignored).exists(),
+            "{ignored} is in .dockerignore but reached the image"
+        );
+    }
+
+    // The image runs under podman, as USER 1234:100 with its ENTRYPOINT+CMD.
+    let podman = Podman::new();
+    run_ok(podman.cmd().args(["pull", "--tls-verify=false", &image]));
+    let printed = podman.run(&image, &[]);
+    assert_eq!(
+        printed,
+        "home=/srv/app user=1234:100 args=--flag\nhello from builder\nhi from the context\ntriggered in the child\n1234\n"
+    );
+}
+
+/// Copies `testdata/dockerfiles/build/cache` to a fresh dir (the test edits it).
+fn cache_context(dir: &Path) -> PathBuf {
+    let ctx = dir.join("ctx");
+    std::fs::create_dir_all(&ctx).unwrap();
+    for entry in std::fs::read_dir(Path::new(BUILD_DATA).join("cache")).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), ctx.join(entry.file_name())).unwrap();
+    }
+    ctx
+}
+
+/// The step titles that ran (not CACHED) in a build log.
+fn ran_steps(out: &Output) -> Vec<String> {
+    let log = stderr(out);
+    let lines: Vec<&str> = log.lines().collect();
+    let mut ran = Vec::new();
+    for (i, line) in lines.iter().enumerate() {
+        if line.starts_with('[') && lines.get(i + 1) != Some(&"  CACHED") {
+            let title = line.split_once("] ").map(|(_, t)| t).unwrap_or(line);
+            ran.push(title.to_string());
+        }
+    }
+    ran
+}
+
+#[test]
+fn cache_reruns_only_what_changed() {
+    let registry = TestRegistry::start(&[]);
+    let work = tempfile::tempdir().unwrap();
+    let root = work.path().join("root");
+    let ctx = cache_context(work.path());
+    let image = format!("{}/cache:1", registry.addr);
+    let build = |extra: &[&str]| -> Output {
+        let mut args = vec!["-t", image.as_str(), "--push"];
+        args.extend_from_slice(extra);
+        built(rbuild(&root, &args).arg(&ctx).output().unwrap())
+    };
+    let first = build(&[]);
+    assert_eq!(ran_steps(&first).len(), 7, "{}", stderr(&first));
+    let uploads = |registry: &TestRegistry| {
+        registry.count_requests("POST", "/blobs/uploads/")
+            + registry.count_requests("PUT", "/blobs/uploads/")
+    };
+    let pushed_first = uploads(&registry);
+    assert!(pushed_first > 0);
+
+    // Nothing changed: every step cached, no blob uploaded again.
+    let second = build(&[]);
+    assert_eq!(
+        ran_steps(&second),
+        Vec::<String>::new(),
+        "{}",
+        stderr(&second)
+    );
+    assert!(stderr(&second).contains("0 step(s) run, 7 cached"));
+    assert_eq!(
+        uploads(&registry),
+        pushed_first,
+        "a cached build uploaded blobs"
+    );
+
+    // Times alone, an ignored file and an unused file: nothing reruns.
+    let touch = |name: &str| {
+        let f = std::fs::File::options()
+            .write(true)
+            .open(ctx.join(name))
+            .unwrap();
+        f.set_modified(std::time::SystemTime::now() + std::time::Duration::from_secs(60))
+            .unwrap();
+    };
+    touch("a.txt");
+    std::fs::write(ctx.join("ignored.txt"), "changed").unwrap();
+    std::fs::write(ctx.join("unused.txt"), "changed").unwrap();
+    assert_eq!(ran_steps(&build(&[])), Vec::<String>::new());
+
+    // A byte of b.txt: its COPY and what follows in that stage rerun.
+    std::fs::write(ctx.join("b.txt"), "b changed\n").unwrap();
+    assert_eq!(
+        ran_steps(&build(&[])),
+        [
+            "COPY b.txt /b.txt",
+            "RUN cat /b.txt > /seen-b.txt",
+            "RUN echo \"$FLAVOUR\" > /flavour.txt",
+            "COPY --from=other /other.txt /other.txt",
+        ]
+    );
+
+    // A build arg: only the steps after its ARG rerun.
+    assert_eq!(
+        ran_steps(&build(&["--build-arg", "FLAVOUR=spicy"])),
+        [
+            "RUN echo \"$FLAVOUR\" > /flavour.txt",
+            "COPY --from=other /other.txt /other.txt",
+        ]
+    );
+    if !is_root() {
+        eprintln!("*** skipping the unpack check: umoci unpack here needs root ***");
+        return;
+    }
+    let rootfs = unpack_remote(&image, work.path());
+    assert_eq!(
+        std::fs::read_to_string(rootfs.join("flavour.txt")).unwrap(),
+        "spicy\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(rootfs.join("seen-b.txt")).unwrap(),
+        "b changed\n"
+    );
+}
+
+#[test]
+fn debian_app_with_useradd_copy_chown_and_merged_usr() {
+    let Some(layout) = common::debian_minbase() else {
+        return;
+    };
+    let registry = TestRegistry::start(&[]);
+    run_ok(Command::new("skopeo").args([
+        "copy",
+        "--dest-tls-verify=false",
+        &format!("oci:{}:bookworm-minbase", layout.display()),
+        &format!("docker://{}/library/debian:bookworm-minbase", registry.addr),
+    ]));
+    let work = tempfile::tempdir().unwrap();
+    let root = work.path().join("root");
+    let image = format!("{}/debian-app:1", registry.addr);
+    built(
+        rbuild(
+            &root,
+            &[
+                "-t",
+                &image,
+                "--push",
+                "--build-arg",
+                &format!("REGISTRY={}", registry.addr),
+            ],
+        )
+        .arg(Path::new(BUILD_DATA).join("debian-app"))
+        .output()
+        .unwrap(),
+    );
+    let config = remote_config(&image);
+    assert_eq!(
+        config["config"],
+        serde_json::json!({
+            "Entrypoint": ["hello"],
+            "Env": [
+                "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+                "LANG=C.UTF-8"
+            ],
+            "User": "app",
+            "WorkingDir": "/home/app"
+        }),
+        "{config:#}"
+    );
+    let rootfs = unpack_remote(&image, work.path());
+    let tree: Vec<String> = [
+        "/usr/local/bin/hello",
+        "/etc/app",
+        "/etc/app/config.ini",
+        "/usr/bin/tool.sh",
+        "/home/app",
+    ]
+    .iter()
+    .map(|p| describe(&rootfs, p))
+    .map(|l| l.lines().next().unwrap().to_string())
+    .collect();
+    assert_eq!(
+        tree,
+        [
+            "/usr/local/bin/hello f755 0:0 #!/bin/bash",
+            "/etc/app d755 1000:1000",
+            "/etc/app/config.ini f644 1000:1000 [app]",
+            "/usr/bin/tool.sh f755 0:0 #!/bin/sh",
+            "/home/app d755 1000:1000",
+        ]
+    );
+    // COPY followed /bin -> usr/bin inside the image, so /bin is still a link.
+    assert_eq!(
+        std::fs::read_link(rootfs.join("bin")).unwrap(),
+        Path::new("usr/bin")
+    );
+    let podman = Podman::new();
+    run_ok(podman.cmd().args(["pull", "--tls-verify=false", &image]));
+    assert_eq!(
+        podman.run(&image, &[]),
+        "hello from app in /home/app\n[app]\ncolour = blue\n"
+    );
+}
