@@ -7,13 +7,13 @@
 
 #![warn(missing_docs)]
 
+pub mod builder;
 pub mod cache;
 pub mod cli;
 pub mod context;
 pub mod executor;
 pub mod export;
 pub mod image;
-pub mod linear;
 pub mod parser;
 pub mod registry;
 pub mod snapshot;

@@ -312,7 +312,13 @@ fn cache_reruns_only_what_changed() {
         "{}",
         stderr(&second)
     );
-    assert!(stderr(&second).contains("0 step(s) run, 7 cached"));
+    // The stage `other` is not even looked at: the COPY reading it is a hit.
+    assert!(
+        stderr(&second).contains("0 step(s) run, 6 cached"),
+        "{}",
+        stderr(&second)
+    );
+    assert!(!stderr(&second).contains("[other"), "{}", stderr(&second));
     assert_eq!(
         uploads(&registry),
         pushed_first,
@@ -444,5 +450,43 @@ fn debian_app_with_useradd_copy_chown_and_merged_usr() {
     assert_eq!(
         podman.run(&image, &[]),
         "hello from app in /home/app\n[app]\ncolour = blue\n"
+    );
+}
+
+#[test]
+fn identical_ops_run_once_and_a_failure_names_stage_instruction_and_line() {
+    let work = tempfile::tempdir().unwrap();
+    let root = work.path().join("root");
+    let ctx = work.path().join("ctx");
+    std::fs::create_dir_all(&ctx).unwrap();
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        "FROM busybox AS a\nRUN echo shared-step-ran\nRUN echo a > /a\n\
+         FROM busybox AS b\nRUN echo shared-step-ran\nRUN echo b > /b\n\
+         FROM busybox\nCOPY --from=a /a /a\nCOPY --from=b /b /b\nRUN cat /a /b\n",
+    )
+    .unwrap();
+    let out = built(rbuild(&root, &[]).arg(&ctx).output().unwrap());
+    let log = stderr(&out);
+    assert_eq!(
+        log.matches("  shared-step-ran").count(),
+        1,
+        "the step both stages share ran more than once:\n{log}"
+    );
+    assert!(log.contains("  a\n  b\n"), "{log}");
+
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        "FROM busybox AS broken\nRUN true\n  RUN echo about to fail && exit 3\nFROM busybox\nCOPY --from=broken / /x\n",
+    )
+    .unwrap();
+    let out = rbuild(&root, &[]).arg(&ctx).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let log = stderr(&out);
+    assert!(
+        log.contains(
+            "error: stage broken, Dockerfile:3:3: RUN echo about to fail && exit 3: RUN exited with code 3"
+        ),
+        "{log}"
     );
 }

@@ -160,7 +160,7 @@ pub(super) fn build(args: BuildCommand) -> i32 {
             eprintln!("{line}");
         }
     };
-    let built = match crate::linear::build(&dockerfile, &options, executor, &mut log) {
+    let built = match crate::builder::build(&dockerfile, &options, executor, &mut log) {
         Ok(built) => built,
         Err(message) => {
             eprintln!("error: {message}");

@@ -408,7 +408,7 @@ fn prepare_build(
     flags: &BuildFlags,
     context: Option<PathBuf>,
     dockerfile: &std::path::Path,
-) -> Result<(Executor, crate::linear::LinearOptions), i32> {
+) -> Result<(Executor, crate::builder::BuildOptions), i32> {
     let mut secrets = std::collections::HashMap::new();
     for spec in &flags.secret {
         match parse_secret(spec) {
@@ -470,7 +470,7 @@ fn prepare_build(
             .ok()
             .and_then(|v| v.trim().parse().ok())
     });
-    let options = crate::linear::LinearOptions {
+    let options = crate::builder::BuildOptions {
         storage: root,
         plan,
         cgroups: probes.cgroup.clone(),
@@ -510,7 +510,7 @@ fn debug_run(args: DebugRun) -> i32 {
         Err(code) => return code,
     };
     let mut log = |line: &str| eprintln!("{line}");
-    match crate::linear::build(&dockerfile, &options, executor, &mut log) {
+    match crate::builder::build(&dockerfile, &options, executor, &mut log) {
         Ok(built) => {
             let names = [tag];
             if let Err(e) = crate::image::layout::write_oci_layout_dir(

@@ -499,7 +499,7 @@ fn visit(i: usize, deps: &[BTreeSet<usize>], seen: &mut BTreeSet<usize>, order: 
     order.push(i);
 }
 
-fn empty_config(platform: &Platform) -> ImageConfig {
+pub(crate) fn empty_config(platform: &Platform) -> ImageConfig {
     ImageConfig {
         created: None,
         author: None,

@@ -7,6 +7,7 @@
 //! except through the base-config resolver its caller passes in.
 
 pub mod dispatch;
+pub mod graph;
 pub mod keys;
 
 pub use dispatch::{

@@ -1,0 +1,1002 @@
+//! The builder: the solver's plan and op graph executed for real. Every
+//! op's cache key is known before anything runs and all cache lookups are
+//! done up front; ops whose entries hit are not run, and stages only hit
+//! ops read from are not built at all. The rest run as soon as the ops they
+//! wait for are done, on tokio with a bounded pool of blocking workers:
+//! each RUN in a sandbox, each COPY through the sandbox helper, each change
+//! a layer. The first failure cancels the ops still running.
+//!
+//! Bases come from the local image store, a registry, `scratch`, or (for
+//! `busybox` with no local image of that name) Debian's busybox-static.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use petgraph::graph::NodeIndex;
+use std::os::unix::fs::PermissionsExt;
+use std::path::PathBuf;
+
+use crate::cache::{CacheEntry, CacheIndex, CachedLayer, ContentStore};
+use crate::executor::mounts::{MountContext, PreparedMounts, SecretSource};
+use crate::executor::{CgroupSupport, Executor, Limits, Plan, Step, StepRunner, Stream};
+use crate::image::busybox::build_base;
+use crate::image::config::ImageConfig;
+use crate::image::layer::LayerBlob;
+use crate::image::layout::{store_image, StoredImage};
+use crate::image::media::MediaTypes;
+use crate::image::Digest;
+use crate::parser::{Dockerfile, MountType, NetworkMode};
+use crate::snapshot::{LayerRef, SnapshotStore};
+use crate::solver::graph::{BuildGraph, OpKind};
+use crate::solver::{self, Base, FromSource, PlanOptions, Platform, StepKind};
+
+/// Settings for a build.
+#[derive(Debug, Clone)]
+pub struct BuildOptions {
+    /// `$RBUILD_ROOT`: content store, snapshots, cache mounts.
+    pub storage: PathBuf,
+    /// The isolation plan.
+    pub plan: Plan,
+    /// Cgroup support found by the probe.
+    pub cgroups: CgroupSupport,
+    /// Limits for every RUN.
+    pub limits: Limits,
+    /// `--network=none` for every RUN.
+    pub network_none: bool,
+    /// Clamp layer mtimes and set created times.
+    pub source_date_epoch: Option<i64>,
+    /// The busybox binary `FROM busybox` is built from.
+    pub busybox: PathBuf,
+    /// Build context (COPY sources, bind mounts).
+    pub context: Option<PathBuf>,
+    /// The context's `.dockerignore` text.
+    pub ignore_text: String,
+    /// The same, parsed.
+    pub ignore: crate::context::IgnoreRules,
+    /// Secrets by id.
+    pub secrets: HashMap<String, SecretSource>,
+    /// `--build-arg`s.
+    pub build_args: std::collections::BTreeMap<String, String>,
+    /// `--target`.
+    pub target: Option<String>,
+    /// `--no-cache`: run every step (results are still recorded).
+    pub no_cache: bool,
+    /// `--no-cache-filter`: stages that run every step.
+    pub no_cache_filter: Vec<String>,
+    /// Registries reached over plain HTTP besides loopback.
+    pub insecure_registries: Vec<String>,
+    /// `--label`s added to the image config.
+    pub labels: std::collections::BTreeMap<String, String>,
+    /// `--pull`: take base images from their registry even when an image
+    /// of that name is stored here.
+    pub pull: bool,
+}
+
+/// The image built and where its blobs are.
+#[derive(Debug)]
+pub struct Built {
+    /// The content store holding every blob.
+    pub store: ContentStore,
+    /// The image.
+    pub image: StoredImage,
+    /// Steps that ran.
+    pub steps: usize,
+}
+
+fn created(epoch: Option<i64>) -> String {
+    let secs = epoch.unwrap_or_else(|| {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs() as i64)
+            .unwrap_or(0)
+    });
+    rfc3339(secs)
+}
+
+/// Seconds since the epoch as `YYYY-MM-DDTHH:MM:SSZ` (civil-from-days).
+fn rfc3339(secs: i64) -> String {
+    let days = secs.div_euclid(86_400);
+    let rem = secs.rem_euclid(86_400);
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+/// Builds `dockerfile` (the target stage and what it needs); `log` gets
+/// progress and output lines.
+pub fn build(
+    dockerfile: &Dockerfile,
+    options: &BuildOptions,
+    executor: Executor,
+    log: &mut dyn FnMut(&str),
+) -> Result<Built, String> {
+    let store = ContentStore::open(&options.storage).map_err(|e| e.to_string())?;
+    let snapshots =
+        SnapshotStore::open(options.storage.join("snapshots")).map_err(|e| e.to_string())?;
+    let runner = StepRunner::new(
+        executor,
+        options.plan.clone(),
+        store.clone(),
+        snapshots,
+        options.cgroups.clone(),
+        options.limits,
+        options.source_date_epoch,
+    )?;
+    let when = created(options.source_date_epoch);
+    let local_images = crate::image::local::LocalImages::open(&options.storage);
+    let mut bases: HashMap<String, StoredImage> = HashMap::new();
+    let plan_options = PlanOptions {
+        build_args: options.build_args.clone(),
+        target: options.target.clone(),
+        target_platform: Platform::host(),
+        build_platform: Platform::host(),
+        labels: options.labels.clone(),
+        created: when.clone(),
+    };
+    let plan = solver::plan(dockerfile, &plan_options, &mut |name, platform| {
+        let local = (!options.pull)
+            .then(|| name.parse::<crate::image::reference::Reference>().ok())
+            .flatten()
+            .and_then(|reference| local_images.get(&reference, &store));
+        let base = if let Some(known) = bases.get(name) {
+            known.clone()
+        } else if let Some(image) = local {
+            image
+        } else if name == "busybox" || name == "busybox:latest" {
+            busybox_base(&store, &options.storage, &options.busybox)?
+        } else {
+            pull_base(&store, name, platform, &options.insecure_registries)?
+        };
+        let bytes = store.read(&base.config_digest).map_err(|e| e.to_string())?;
+        let config = ImageConfig::from_blob(&bytes).map_err(|e| e.to_string())?;
+        bases.insert(name.to_string(), base);
+        Ok(config)
+    })
+    .map_err(|e| format!("Dockerfile: {e}"))?;
+    for warning in &plan.warnings {
+        log(warning);
+    }
+    let index = CacheIndex::open(&options.storage).map_err(|e| e.to_string())?;
+    let shared = Arc::new(Shared {
+        options: options.clone(),
+        runner,
+        store: store.clone(),
+        index,
+        bases,
+        when: when.clone(),
+        plan,
+        graph: None,
+    });
+    // Every key, from content, before anything runs.
+    let graph = BuildGraph::new(
+        &shared.plan,
+        &|name| shared.bases.get(name).map(|b| b.manifest_digest.clone()),
+        &mut |stage, step, stage_keys| step_inputs(&shared, stage, step, stage_keys),
+    )?;
+    let mut shared = Arc::into_inner(shared).expect("no other owner yet");
+    shared.graph = Some(graph);
+    let shared = Arc::new(shared);
+    let results = schedule(&shared, log)?;
+    let (steps, cached) = results.values().fold((0, 0), |(s, c), r| match r.how {
+        How::Ran => (s + 1, c),
+        How::Cached => (s, c + 1),
+        How::Base => (s, c),
+    });
+    let plan = &shared.plan;
+    let graph = shared.graph();
+    let target = plan.stages.last().expect("a plan has a target");
+    let tail = *graph.stages[&target.index].last().expect("non-empty");
+    let layers = results[&tail].layers.clone();
+    let config = final_config(plan, graph, &results, target, &layers, &when)?;
+    log(&format!("{steps} step(s) run, {cached} cached"));
+    let image =
+        store_image(&store, &config, &layers, MediaTypes::Oci).map_err(|e| e.to_string())?;
+    Ok(Built {
+        store,
+        image,
+        steps,
+    })
+}
+
+/// What every op of one build shares (owned: ops run on tokio's blocking
+/// pool).
+struct Shared {
+    options: BuildOptions,
+    runner: StepRunner,
+    store: ContentStore,
+    index: CacheIndex,
+    bases: HashMap<String, StoredImage>,
+    when: String,
+    plan: solver::Plan,
+    graph: Option<BuildGraph>,
+}
+
+impl Shared {
+    fn graph(&self) -> &BuildGraph {
+        self.graph.as_ref().expect("built before scheduling")
+    }
+
+    fn stage(&self, index: usize) -> &solver::StagePlan {
+        self.plan
+            .stages
+            .iter()
+            .find(|s| s.index == index)
+            .expect("a planned stage")
+    }
+
+    fn label(&self, index: usize) -> String {
+        self.stage(index)
+            .name
+            .clone()
+            .unwrap_or_else(|| format!("stage-{index}"))
+    }
+
+    /// Whether an op may come from the cache (`--no-cache`,
+    /// `--no-cache-filter` on any stage it stands for).
+    fn use_cache(&self, node: NodeIndex) -> bool {
+        let options = &self.options;
+        !options.no_cache
+            && !self.graph().graph[node].uses.iter().any(|(stage, step)| {
+                // A stage's base (another stage's last step) is not its own.
+                step.is_some()
+                    && self.stage(*stage).name.as_ref().is_some_and(|n| {
+                        options
+                            .no_cache_filter
+                            .iter()
+                            .any(|f| f.eq_ignore_ascii_case(n))
+                    })
+            })
+    }
+}
+
+/// How an op's result came about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum How {
+    /// A base image (or scratch).
+    Base,
+    /// From the cache index.
+    Cached,
+    /// Run now.
+    Ran,
+}
+
+/// An op's result: the layers of the root after it, and its history facts.
+#[derive(Debug, Clone)]
+struct OpResult {
+    layers: Vec<LayerBlob>,
+    created: String,
+    empty: bool,
+    how: How,
+}
+
+/// Runs the ops the target needs: ready ops start as soon as what they
+/// wait for is done, at most one per core at a time (blocking workers of a
+/// tokio runtime). A cache hit needs its parent (it stacks on it) but not
+/// its `--from` inputs, so stages only hits read from are skipped.
+fn schedule(
+    shared: &Arc<Shared>,
+    log: &mut dyn FnMut(&str),
+) -> Result<HashMap<NodeIndex, OpResult>, String> {
+    let graph = shared.graph();
+    // All lookups at once.
+    let hits: HashMap<NodeIndex, CacheEntry> = graph
+        .graph
+        .node_indices()
+        .filter(|&n| graph.graph[n].kind != OpKind::Source && shared.use_cache(n))
+        .filter_map(|n| {
+            shared
+                .index
+                .get(&graph.graph[n].key, &shared.store)
+                .map(|e| (n, e))
+        })
+        .collect();
+    // What the target needs.
+    let target = shared.plan.stages.last().expect("a target").index;
+    let mut needed: HashMap<NodeIndex, Vec<NodeIndex>> = HashMap::new();
+    let mut stack = vec![*graph.stages[&target].last().expect("non-empty")];
+    while let Some(node) = stack.pop() {
+        if needed.contains_key(&node) {
+            continue;
+        }
+        let waits: Vec<NodeIndex> = if hits.contains_key(&node) {
+            graph.parent(node).into_iter().collect()
+        } else {
+            graph.dependencies(node)
+        };
+        stack.extend(waits.iter().copied());
+        needed.insert(node, waits);
+    }
+    let parallel = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2)
+        .clamp(2, 8);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .max_blocking_threads(parallel)
+        .enable_all()
+        .build()
+        .map_err(|e| format!("starting the scheduler: {e}"))?;
+    let (log_tx, mut log_rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+    let hits = Arc::new(hits);
+    runtime.block_on(async {
+        let permits = Arc::new(tokio::sync::Semaphore::new(parallel));
+        let mut results: HashMap<NodeIndex, OpResult> = HashMap::new();
+        let mut started: std::collections::HashSet<NodeIndex> = Default::default();
+        let mut running = tokio::task::JoinSet::new();
+        let mut failure: Option<String> = None;
+        loop {
+            if failure.is_none() {
+                let ready: Vec<NodeIndex> = needed
+                    .iter()
+                    .filter(|(n, waits)| {
+                        !started.contains(*n) && waits.iter().all(|w| results.contains_key(w))
+                    })
+                    .map(|(n, _)| *n)
+                    .collect();
+                for node in ready {
+                    started.insert(node);
+                    let inputs: HashMap<NodeIndex, OpResult> = needed[&node]
+                        .iter()
+                        .map(|w| (*w, results[w].clone()))
+                        .collect();
+                    let (shared, hits, log_tx) = (shared.clone(), hits.clone(), log_tx.clone());
+                    let permit = permits.clone().acquire_owned().await.expect("open");
+                    running.spawn_blocking(move || {
+                        let _permit = permit;
+                        let log = |line: String| {
+                            let _ = log_tx.send(line);
+                        };
+                        (node, run_op(&shared, node, hits.get(&node), &inputs, &log))
+                    });
+                }
+            }
+            tokio::select! {
+                Some(line) = log_rx.recv() => log(&line),
+                done = running.join_next() => match done {
+                    None => break,
+                    Some(Ok((node, Ok(result)))) => {
+                        results.insert(node, result);
+                    }
+                    Some(Ok((_, Err(e)))) => {
+                        if failure.is_none() {
+                            shared.runner.cancel();
+                            failure = Some(e);
+                        }
+                    }
+                    Some(Err(e)) => {
+                        if failure.is_none() {
+                            shared.runner.cancel();
+                            failure = Some(format!("a build task failed: {e}"));
+                        }
+                    }
+                },
+            }
+        }
+        while let Ok(line) = log_rx.try_recv() {
+            log(&line);
+        }
+        match failure {
+            Some(e) => Err(e),
+            None => Ok(results),
+        }
+    })
+}
+
+/// Produces one op's result from its inputs' results.
+fn run_op(
+    shared: &Shared,
+    node: NodeIndex,
+    hit: Option<&CacheEntry>,
+    inputs: &HashMap<NodeIndex, OpResult>,
+    log: &dyn Fn(String),
+) -> Result<OpResult, String> {
+    let graph = shared.graph();
+    let op = &graph.graph[node];
+    let (stage_index, step_index) = op.uses[0];
+    let stage = shared.stage(stage_index);
+    let Some(step_index) = step_index else {
+        let layers = match &stage.base {
+            Base::Image(name) => shared.bases[name].layers.clone(),
+            _ => Vec::new(),
+        };
+        return Ok(OpResult {
+            layers,
+            created: shared.when.clone(),
+            empty: true,
+            how: How::Base,
+        });
+    };
+    let step = &stage.steps[step_index];
+    let label = shared.label(stage_index);
+    log(format!(
+        "[{label} {}/{}] {}",
+        step_index + 1,
+        stage.steps.len(),
+        step.original
+    ));
+    let parent = graph.parent(node).expect("a step has a parent");
+    let mut layers = inputs[&parent].layers.clone();
+    if let Some(entry) = hit {
+        log("  CACHED".to_string());
+        if let Some(layer) = &entry.layer {
+            layers.push(LayerBlob::from(layer));
+        }
+        return Ok(OpResult {
+            layers,
+            created: entry.created.clone(),
+            empty: entry.layer.is_none(),
+            how: How::Cached,
+        });
+    }
+    let at = format!(
+        "stage {label}, Dockerfile:{}:{}: {}",
+        step.line, step.column, step.original
+    );
+    // The results of the stages this step reads from, by stage index.
+    let from: HashMap<usize, &OpResult> = solver::graph::step_sources(&step.kind)
+        .into_iter()
+        .map(|j| {
+            let tail = graph.stages[&j].last().expect("non-empty");
+            (j, &inputs[tail])
+        })
+        .collect();
+    let parents: Vec<LayerRef> = layers.iter().map(LayerRef::from).collect();
+    let layer = match &step.kind {
+        StepKind::Run(run) => run_exec(shared, run, &parents, &from, log, &at)?,
+        StepKind::Mkdir { path, user } => shared
+            .runner
+            .mkdir_layer(&parents, path, user)
+            .map_err(|e| format!("{at}: {e}"))?,
+        StepKind::Copy(copy) => {
+            let spec = copy_spec(shared, copy, &from, &at)?;
+            let outcome = shared
+                .runner
+                .copy(&parents, spec.spec)
+                .map_err(|e| format!("{at}: {e}"))?;
+            drop(spec.keep);
+            if let Some(failure) = outcome.failure {
+                return Err(format!("{at}: {failure}"));
+            }
+            outcome.layer
+        }
+    };
+    // Only now that the blob is stored: an entry never names a missing
+    // layer, and a killed build keeps what finished.
+    shared
+        .index
+        .put(
+            &op.key,
+            &CacheEntry {
+                layer: layer.as_ref().map(CachedLayer::from),
+                created: shared.when.clone(),
+            },
+        )
+        .map_err(|e| format!("{at}: recording the cache entry: {e}"))?;
+    let empty = layer.is_none();
+    layers.extend(layer);
+    Ok(OpResult {
+        layers,
+        created: shared.when.clone(),
+        empty,
+        how: How::Ran,
+    })
+}
+
+/// Runs a RUN step in its sandbox and returns its layer (None when it
+/// changed nothing).
+fn run_exec(
+    shared: &Shared,
+    run: &solver::dispatch::RunStep,
+    parents: &[LayerRef],
+    from: &HashMap<usize, &OpResult>,
+    log: &dyn Fn(String),
+    at: &str,
+) -> Result<Option<LayerBlob>, String> {
+    let runner = &shared.runner;
+    let options = &shared.options;
+    // Stages mounted with from=: over overlay, their snapshot lower dirs
+    // are mounted read-only; in the copy tier their root is materialized
+    // into a directory for the step.
+    let overlay = runner.plan().snapshots == crate::executor::SnapshotMode::Overlay;
+    let snapshots = runner.snapshots();
+    let mut step_ctx = MountContext {
+        storage: options.storage.clone(),
+        context: options.context.clone(),
+        secrets: options.secrets.clone(),
+        stage_roots: HashMap::new(),
+    };
+    let mut keep = Vec::new();
+    let mut stage_mounts = Vec::new();
+    let mut other_mounts = Vec::new();
+    for (m, source) in run.mounts.iter().zip(&run.mount_sources) {
+        match (source, &m.from) {
+            (Some(FromSource::Stage(j)), Some(name)) => {
+                let dir = tempfile::Builder::new()
+                    .prefix("stage-root-")
+                    .tempdir_in(snapshots.root().join("tmp"))
+                    .map_err(|e| format!("{at}: {e}"))?;
+                let source_layers: Vec<LayerRef> =
+                    from[j].layers.iter().map(LayerRef::from).collect();
+                if overlay && m.kind == MountType::Bind {
+                    let mut lowers = snapshots
+                        .lowers(&shared.store, &source_layers)
+                        .map_err(|e| format!("{at}: stage {name}: {e}"))?;
+                    // A lower-only overlay needs two dirs.
+                    lowers.push("empty".to_string());
+                    stage_mounts.push(crate::executor::MountSpec {
+                        target: m.target.clone().unwrap_or_default(),
+                        kind: crate::executor::MountKind::StageRoot {
+                            base: snapshots.root().to_path_buf(),
+                            lowers,
+                            staging: dir.path().to_path_buf(),
+                            subpath: m.source.clone().unwrap_or_else(|| ".".into()),
+                        },
+                    });
+                } else {
+                    snapshots
+                        .materialize(&shared.store, &source_layers, dir.path())
+                        .map_err(|e| format!("{at}: stage {name}: {e}"))?;
+                    step_ctx
+                        .stage_roots
+                        .insert(name.clone(), dir.path().to_path_buf());
+                    other_mounts.push(m.clone());
+                }
+                keep.push(dir);
+            }
+            (Some(FromSource::Image(image)), _) => {
+                return Err(format!(
+                    "{at}: --mount from={image}: mounting images is not supported yet"
+                ))
+            }
+            _ => other_mounts.push(m.clone()),
+        }
+    }
+    let mut prepared =
+        PreparedMounts::prepare(&other_mounts, &step_ctx).map_err(|e| format!("{at}: {e}"))?;
+    prepared.mounts.extend(stage_mounts);
+    let mut env = run.env.clone();
+    env.extend(run.proxy_env.iter().cloned());
+    env.extend(prepared.env.iter().cloned());
+    let step = Step {
+        layers: parents.to_vec(),
+        args: run.args.clone(),
+        env,
+        cwd: run.workdir.clone(),
+        user: run.user.clone(),
+        network_none: options.network_none || run.network == NetworkMode::None,
+        mounts: prepared.mounts.clone(),
+    };
+    let mut sink = |stream: Stream, line: &[u8]| {
+        let text = String::from_utf8_lossy(line);
+        let prefix = if stream == Stream::Stderr { "! " } else { "  " };
+        log(format!("{prefix}{}", text.trim_end_matches('\n')));
+    };
+    let outcome = runner
+        .run(&step, &mut sink)
+        .map_err(|e| format!("{at}: {e}"))?;
+    drop(prepared);
+    drop(keep);
+    if let Some(failure) = outcome.failure {
+        return Err(format!("{at}: {failure}"));
+    }
+    Ok(outcome.layer)
+}
+
+/// The target's config with the facts only the build knows: each step's
+/// created time and whether it made a layer (along the whole chain of
+/// `FROM <stage>` stages), config-only entries dated like the step before
+/// them, and the rootfs diff_ids.
+fn final_config(
+    plan: &solver::Plan,
+    graph: &BuildGraph,
+    results: &HashMap<NodeIndex, OpResult>,
+    target: &solver::StagePlan,
+    layers: &[LayerBlob],
+    when: &str,
+) -> Result<ImageConfig, String> {
+    let mut config = target.config.clone();
+    let stage_of = |i: usize| plan.stages.iter().find(|s| s.index == i).expect("planned");
+    // The chain of stages, root first.
+    let mut chain = vec![target];
+    while let Base::Stage(j) = chain.last().expect("non-empty").base {
+        chain.push(stage_of(j));
+    }
+    chain.reverse();
+    let mut step_entries = std::collections::HashSet::new();
+    for stage in &chain {
+        for (n, step) in stage.steps.iter().enumerate() {
+            let node = graph.stages[&stage.index][n + 1];
+            let result = &results[&node];
+            let entry = &mut config.history[step.history_index];
+            entry.set_created(Some(result.created.clone()));
+            if result.empty {
+                entry.set_empty_layer(Some(true));
+            }
+            step_entries.insert(step.history_index);
+        }
+    }
+    let image_history = chain[0].base_history_len;
+    let mut current = config
+        .history
+        .get(image_history.wrapping_sub(1))
+        .and_then(|h| h.created().clone())
+        .unwrap_or_else(|| when.to_string());
+    for (i, entry) in config.history.iter_mut().enumerate().skip(image_history) {
+        if step_entries.contains(&i) {
+            current = entry.created().clone().unwrap_or_else(|| current.clone());
+        } else {
+            entry.set_created(Some(current.clone()));
+        }
+    }
+    config.rootfs = oci_spec::image::RootFsBuilder::default()
+        .typ("layers")
+        .diff_ids(
+            layers
+                .iter()
+                .map(|l| l.diff_id.to_string())
+                .collect::<Vec<_>>(),
+        )
+        .build()
+        .map_err(|e| e.to_string())?;
+    config.created = Some(
+        config
+            .history
+            .last()
+            .and_then(|h| h.created().clone())
+            .unwrap_or_else(|| when.to_string()),
+    );
+    Ok(config)
+}
+
+/// The content digests a step's key needs: a COPY's sources (see
+/// [`copy_inputs`]), a RUN's bind mounts of the context or of stages.
+fn step_inputs(
+    shared: &Shared,
+    stage: &solver::StagePlan,
+    step: &solver::Step,
+    stage_keys: &HashMap<usize, Digest>,
+) -> Result<Vec<Option<Digest>>, String> {
+    let at = format!(
+        "Dockerfile:{}:{}: {}",
+        step.line, step.column, step.original
+    );
+    let _ = stage;
+    match &step.kind {
+        StepKind::Run(run) => Ok(run
+            .mounts
+            .iter()
+            .zip(&run.mount_sources)
+            .map(|(m, from)| match (&m.kind, from, &shared.options.context) {
+                // A mounted stage is known by its final cache key.
+                (_, Some(FromSource::Stage(j)), _) => stage_keys.get(j).cloned(),
+                (MountType::Bind, None, Some(context)) => {
+                    let source = m.source.as_deref().unwrap_or(".").trim_start_matches('/');
+                    crate::solver::keys::tree_digest(&context.join(source)).ok()
+                }
+                _ => None,
+            })
+            .collect()),
+        StepKind::Copy(copy) => copy_inputs(shared, copy, stage_keys, &at),
+        StepKind::Mkdir { .. } => Ok(Vec::new()),
+    }
+}
+
+/// The content each COPY source contributes to the cache key: the
+/// selected context files' digest, or the key of the stage (or manifest
+/// of the image) copied from. Heredoc bodies are in the step itself.
+fn copy_inputs(
+    ctx: &Shared,
+    copy: &solver::CopyStep,
+    stage_keys: &HashMap<usize, Digest>,
+    at: &str,
+) -> Result<Vec<Option<Digest>>, String> {
+    let from = match &copy.from {
+        Some(FromSource::Stage(j)) => Some(stage_keys[j].clone()),
+        Some(FromSource::Image(name)) => Some(ctx.bases[name].manifest_digest.clone()),
+        None => None,
+    };
+    let mut tree = None;
+    copy.spec
+        .sources
+        .iter()
+        .map(|source| match source {
+            crate::parser::Source::Heredoc(_) => Ok(None),
+            crate::parser::Source::Path(_) if from.is_some() => Ok(from.clone()),
+            crate::parser::Source::Path(p) => {
+                if tree.is_none() {
+                    tree = Some(context_tree(ctx, &copy.spec.exclude, at)?);
+                }
+                let tree = tree.as_ref().expect("just set");
+                tree.digest(std::slice::from_ref(p))
+                    .map(Some)
+                    .map_err(|e| format!("{at}: {e}"))
+            }
+        })
+        .collect()
+}
+
+fn context_tree<'a>(
+    ctx: &'a Shared,
+    exclude: &[String],
+    at: &str,
+) -> Result<crate::context::SourceTree<'a>, String> {
+    let Some(context) = &ctx.options.context else {
+        return Err(format!("{at}: COPY from the context needs a build context"));
+    };
+    crate::context::SourceTree::new(context, &ctx.options.ignore, exclude)
+        .map_err(|e| format!("{at}: {e}"))
+}
+
+/// A COPY's helper spec and the temporary dirs it needs kept alive.
+struct PreparedCopy {
+    spec: crate::executor::CopySpec,
+    keep: Vec<tempfile::TempDir>,
+}
+
+/// Where a COPY reads from: the context (with .dockerignore), a dir of
+/// heredoc files, or another stage's or image's root (overlay lower dirs
+/// mounted by the helper, or a materialized copy in the copy tier).
+fn copy_spec(
+    ctx: &Shared,
+    copy: &solver::CopyStep,
+    from: &HashMap<usize, &OpResult>,
+    at: &str,
+) -> Result<PreparedCopy, String> {
+    use crate::parser::Source;
+    let spec = &copy.spec;
+    let urls: Vec<&String> = spec
+        .sources
+        .iter()
+        .filter_map(|s| match s {
+            Source::Path(p) if p.contains("://") || p.starts_with("git@") => Some(p),
+            _ => None,
+        })
+        .collect();
+    if let Some(url) = urls.first() {
+        return Err(format!(
+            "{at}: ADD {url}: remote sources are not supported yet"
+        ));
+    }
+    let chmod = match &spec.chmod {
+        None => None,
+        Some(text) => Some(
+            u32::from_str_radix(text, 8)
+                .map_err(|_| format!("{at}: --chmod={text}: only octal modes are supported yet"))?,
+        ),
+    };
+    let snapshots = ctx.runner.snapshots();
+    let tmp = |prefix: &str| {
+        tempfile::Builder::new()
+            .prefix(prefix)
+            .tempdir_in(snapshots.root().join("tmp"))
+            .map_err(|e| format!("{at}: {e}"))
+    };
+    let mut keep = Vec::new();
+    let heredocs: Vec<&crate::parser::Heredoc> = spec
+        .sources
+        .iter()
+        .filter_map(|s| match s {
+            Source::Heredoc(h) => Some(h),
+            _ => None,
+        })
+        .collect();
+    let mut ignore = String::new();
+    let mut source_lowers = None;
+    let source_root = if !heredocs.is_empty() {
+        if heredocs.len() != spec.sources.len() {
+            return Err(format!(
+                "{at}: mixing heredoc and path sources in one COPY is not supported yet"
+            ));
+        }
+        let dir = tmp("heredocs-")?;
+        for h in &heredocs {
+            let path = dir.path().join(&h.name);
+            std::fs::write(&path, h.body()).map_err(|e| format!("{at}: {e}"))?;
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644))
+                .map_err(|e| format!("{at}: {e}"))?;
+            let when = std::time::UNIX_EPOCH
+                + std::time::Duration::from_secs(
+                    ctx.options.source_date_epoch.unwrap_or(0).max(0) as u64
+                );
+            std::fs::File::options()
+                .write(true)
+                .open(&path)
+                .and_then(|f| f.set_modified(when))
+                .map_err(|e| format!("{at}: {e}"))?;
+        }
+        let root = dir.path().to_path_buf();
+        keep.push(dir);
+        root
+    } else {
+        let layers: Option<Vec<LayerRef>> = match &copy.from {
+            Some(FromSource::Stage(j)) => Some(from[j].layers.iter().map(LayerRef::from).collect()),
+            Some(FromSource::Image(name)) => {
+                Some(ctx.bases[name].layers.iter().map(LayerRef::from).collect())
+            }
+            None => None,
+        };
+        match layers {
+            None => {
+                let Some(context) = &ctx.options.context else {
+                    return Err(format!("{at}: COPY from the context needs a build context"));
+                };
+                ignore = ctx.options.ignore_text.clone();
+                context.clone()
+            }
+            Some(layers) => {
+                let dir = tmp("copy-from-")?;
+                let root = dir.path().to_path_buf();
+                if ctx.runner.plan().snapshots == crate::executor::SnapshotMode::Overlay {
+                    let mut lowers = snapshots
+                        .lowers(&ctx.store, &layers)
+                        .map_err(|e| format!("{at}: {e}"))?;
+                    lowers.push("empty".to_string());
+                    source_lowers = Some((snapshots.root().to_path_buf(), lowers));
+                } else {
+                    snapshots
+                        .materialize(&ctx.store, &layers, &root)
+                        .map_err(|e| format!("{at}: {e}"))?;
+                }
+                keep.push(dir);
+                root
+            }
+        }
+    };
+    let sources = spec
+        .sources
+        .iter()
+        .map(|s| match s {
+            Source::Path(p) => p.clone(),
+            Source::Heredoc(h) => h.name.clone(),
+        })
+        .collect();
+    Ok(PreparedCopy {
+        spec: crate::executor::CopySpec {
+            source_root,
+            source_lowers,
+            sources,
+            dest: copy.dest.clone(),
+            ignore,
+            exclude: spec.exclude.clone(),
+            chown: spec.chown.clone(),
+            keep_owner: copy.from.is_some(),
+            chmod,
+        },
+        keep,
+    })
+}
+
+/// Pulls a base image from its registry into the store (credentials from
+/// `$DOCKER_CONFIG`; plain HTTP for loopback and `insecure` registries).
+fn pull_base(
+    store: &ContentStore,
+    name: &str,
+    platform: &Platform,
+    insecure: &[String],
+) -> Result<StoredImage, String> {
+    use crate::registry::{CredentialSource, RegistryClient, RegistryOptions};
+    let reference: crate::image::reference::Reference =
+        name.parse().map_err(|e| format!("{name}: {e}"))?;
+    let credentials = CredentialSource::load(None)?;
+    let client = RegistryClient::new(
+        credentials,
+        RegistryOptions {
+            insecure: insecure.to_vec(),
+            ..RegistryOptions::default()
+        },
+    )?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    let pulled = runtime
+        .block_on(client.pull(store, &reference, &platform.os, &platform.architecture))
+        .map_err(|e| e.to_string())?;
+    let manifest_bytes = store
+        .read(&pulled.manifest_digest)
+        .map_err(|e| e.to_string())?;
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&manifest_bytes).map_err(|e| e.to_string())?;
+    let config_bytes = store
+        .read(&pulled.config_digest)
+        .map_err(|e| e.to_string())?;
+    let config = ImageConfig::from_blob(&config_bytes).map_err(|e| e.to_string())?;
+    let diff_ids = config.rootfs.diff_ids();
+    let sizes: Vec<u64> = manifest["layers"]
+        .as_array()
+        .map(|layers| {
+            layers
+                .iter()
+                .map(|l| l["size"].as_u64().unwrap_or(0))
+                .collect()
+        })
+        .unwrap_or_default();
+    if diff_ids.len() != pulled.layers.len() {
+        return Err(format!(
+            "{name}: the config lists {} layers, the manifest {}",
+            diff_ids.len(),
+            pulled.layers.len()
+        ));
+    }
+    let layers = pulled
+        .layers
+        .iter()
+        .zip(diff_ids)
+        .zip(sizes.iter().chain(std::iter::repeat(&0)))
+        .map(|((digest, diff_id), size)| {
+            Ok(LayerBlob {
+                digest: digest.clone(),
+                size: *size,
+                diff_id: diff_id.parse().map_err(|e| format!("{name}: {e}"))?,
+            })
+        })
+        .collect::<Result<Vec<_>, String>>()?;
+    Ok(StoredImage {
+        manifest_digest: pulled.manifest_digest,
+        manifest_size: manifest_bytes.len() as u64,
+        media_type: pulled.media_type,
+        config_digest: pulled.config_digest,
+        config_size: config_bytes.len() as u64,
+        layers,
+    })
+}
+
+/// The busybox base image, built once per busybox binary: a small record
+/// keyed by the binary's inode, size and times finds the stored image again
+/// (as long as its blobs are still in the store).
+fn busybox_base(
+    store: &ContentStore,
+    storage: &std::path::Path,
+    busybox: &std::path::Path,
+) -> Result<StoredImage, String> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(busybox)
+        .map_err(|e| format!("busybox binary {}: {e}", busybox.display()))?;
+    let stamp = format!(
+        "{}:{}:{}:{}.{}",
+        busybox.display(),
+        meta.ino(),
+        meta.len(),
+        meta.mtime(),
+        meta.mtime_nsec()
+    );
+    let record = storage.join("busybox-base.json");
+    if let Ok(bytes) = std::fs::read(&record) {
+        if let Ok((seen, image)) = serde_json::from_slice::<(String, StoredImage)>(&bytes) {
+            let complete = store.contains(&image.manifest_digest)
+                && store.contains(&image.config_digest)
+                && image.layers.iter().all(|l| store.contains(&l.digest));
+            if seen == stamp && complete {
+                return Ok(image);
+            }
+        }
+    }
+    let image = build_base(store, busybox, MediaTypes::Oci).map_err(|e| e.to_string())?;
+    let json = serde_json::to_vec(&(stamp, &image)).map_err(|e| e.to_string())?;
+    crate::cache::write_atomically(&record, &json).map_err(|e| e.to_string())?;
+    Ok(image)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rfc3339_dates() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(rfc3339(1_700_000_000), "2023-11-14T22:13:20Z");
+        assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z");
+    }
+}
