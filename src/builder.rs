@@ -81,6 +81,8 @@ pub struct Built {
     pub image: StoredImage,
     /// Steps that ran.
     pub steps: usize,
+    /// The build's lease: drop it once the image has been exported.
+    pub lease: crate::gc::Lease,
 }
 
 fn created(epoch: Option<i64>) -> String {
@@ -134,6 +136,10 @@ pub fn build(
         options.limits,
         options.source_date_epoch,
     )?;
+    // Held until the caller is done with the image: collection never
+    // takes what this build uses.
+    let mut lease = crate::gc::Lease::acquire(&options.storage)
+        .map_err(|e| format!("taking a lease on {}: {e}", options.storage.display()))?;
     let when = created(options.source_date_epoch);
     let local_images = crate::image::local::LocalImages::open(&options.storage);
     let mut bases: HashMap<String, StoredImage> = HashMap::new();
@@ -168,6 +174,17 @@ pub fn build(
     for warning in &plan.warnings {
         log(warning);
     }
+    let base_blobs: Vec<Digest> = bases
+        .values()
+        .flat_map(|b| {
+            [b.manifest_digest.clone(), b.config_digest.clone()]
+                .into_iter()
+                .chain(b.layers.iter().map(|l| l.digest.clone()))
+        })
+        .collect();
+    lease
+        .hold(|| ((), base_blobs))
+        .map_err(|e| format!("recording the lease: {e}"))?;
     let index = CacheIndex::open(&options.storage).map_err(|e| e.to_string())?;
     let shared = Arc::new(Shared {
         options: options.clone(),
@@ -188,7 +205,7 @@ pub fn build(
     let mut shared = Arc::into_inner(shared).expect("no other owner yet");
     shared.graph = Some(graph);
     let shared = Arc::new(shared);
-    let results = schedule(&shared, log)?;
+    let results = schedule(&shared, &mut lease, log)?;
     let (steps, cached) = results.values().fold((0, 0), |(s, c), r| match r.how {
         How::Ran => (s + 1, c),
         How::Cached => (s, c + 1),
@@ -207,6 +224,7 @@ pub fn build(
         store,
         image,
         steps,
+        lease,
     })
 }
 
@@ -287,21 +305,31 @@ struct OpResult {
 /// its `--from` inputs, so stages only hits read from are skipped.
 fn schedule(
     shared: &Arc<Shared>,
+    lease: &mut crate::gc::Lease,
     log: &mut dyn FnMut(&str),
 ) -> Result<HashMap<NodeIndex, OpResult>, String> {
     let graph = shared.graph();
-    // All lookups at once.
-    let hits: HashMap<NodeIndex, CacheEntry> = graph
-        .graph
-        .node_indices()
-        .filter(|&n| graph.graph[n].kind != OpKind::Source && shared.use_cache(n))
-        .filter_map(|n| {
-            shared
-                .index
-                .get(&graph.graph[n].key, &shared.store)
-                .map(|e| (n, e))
+    // All lookups at once, each hit's blob claimed as it is found.
+    let hits: HashMap<NodeIndex, CacheEntry> = lease
+        .hold(|| {
+            let hits: HashMap<NodeIndex, CacheEntry> = graph
+                .graph
+                .node_indices()
+                .filter(|&n| graph.graph[n].kind != OpKind::Source && shared.use_cache(n))
+                .filter_map(|n| {
+                    shared
+                        .index
+                        .get(&graph.graph[n].key, &shared.store)
+                        .map(|e| (n, e))
+                })
+                .collect();
+            let blobs = hits
+                .values()
+                .filter_map(|e| e.layer.as_ref().map(|l| l.digest.clone()))
+                .collect();
+            (hits, blobs)
         })
-        .collect();
+        .map_err(|e| format!("recording the lease: {e}"))?;
     // What the target needs.
     let target = shared.plan.stages.last().expect("a target").index;
     let mut needed: HashMap<NodeIndex, Vec<NodeIndex>> = HashMap::new();

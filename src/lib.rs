@@ -13,6 +13,7 @@ pub mod cli;
 pub mod context;
 pub mod executor;
 pub mod export;
+pub mod gc;
 pub mod image;
 pub mod parser;
 pub mod registry;

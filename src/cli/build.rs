@@ -190,6 +190,31 @@ pub(super) fn build(args: BuildCommand) -> i32 {
             }
         }
     }
+    // The image is where it should be: let collection see this build's
+    // data again, and apply the configured size cap.
+    drop(built.lease);
+    match crate::gc::configured_cap(&options.storage) {
+        Ok(Some(cap)) => match crate::gc::prune(
+            &options.storage,
+            crate::gc::PruneOptions {
+                all: false,
+                keep_storage: Some(cap),
+            },
+        ) {
+            Ok(report) if report.freed > 0 && !quiet => eprintln!(
+                "size cap {}: removed {} cache entries, {} blobs, {} snapshots ({})",
+                crate::executor::cgroup::human_bytes(cap),
+                report.entries,
+                report.blobs,
+                report.snapshots,
+                crate::executor::cgroup::human_bytes(report.freed)
+            ),
+            Ok(_) => {}
+            Err(e) => eprintln!("warning: applying the size cap: {e}"),
+        },
+        Ok(None) => {}
+        Err(e) => eprintln!("warning: {e}"),
+    }
     if let Some(path) = &args.iidfile {
         if let Err(e) = std::fs::write(path, image.config_digest.to_string()) {
             eprintln!("error: --iidfile {}: {e}", path.display());

@@ -49,6 +49,26 @@ enum Command {
         #[arg(long)]
         root: Option<PathBuf>,
     },
+    /// Remove build cache: dangling blobs and leftovers always; with
+    /// --all every cache entry and snapshot; with --keep-storage the least
+    /// recently used until the store fits. Named images stay.
+    Prune {
+        /// Remove every cache entry, snapshot and cache mount.
+        #[arg(long)]
+        all: bool,
+        /// Keep at most this much (e.g. 2g), least recently used first out.
+        #[arg(long, value_parser = parse_size_arg)]
+        keep_storage: Option<u64>,
+        /// Storage root (default: $RBUILD_ROOT, /var/lib/rbuild as root, ~/.local/share/rbuild).
+        #[arg(long)]
+        root: Option<PathBuf>,
+    },
+    /// Show how much storage rbuild uses.
+    Du {
+        /// Storage root (default: $RBUILD_ROOT, /var/lib/rbuild as root, ~/.local/share/rbuild).
+        #[arg(long)]
+        root: Option<PathBuf>,
+    },
     /// Internal: the single-threaded sandbox helper (spec on stdin).
     #[command(name = "__sandbox", hide = true)]
     Sandbox,
@@ -210,6 +230,8 @@ fn with_default_command(mut args: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsSt
         "debug",
         "version",
         "info",
+        "prune",
+        "du",
         "help",
         "__sandbox",
         "__probe",
@@ -249,6 +271,12 @@ pub fn main() -> i32 {
         Command::Sandbox => crate::executor::sandbox::helper_main(),
         Command::Probe { scratch } => crate::executor::probe::probe_main(&scratch),
         Command::Info { isolation, root } => info(isolation, root),
+        Command::Prune {
+            all,
+            keep_storage,
+            root,
+        } => prune(all, keep_storage, root),
+        Command::Du { root } => du(root),
     }
 }
 
@@ -273,6 +301,55 @@ fn probe_environment(root: &std::path::Path) -> Result<(Executor, crate::executo
         EXIT_ENVIRONMENT
     })?;
     Ok((executor, probes))
+}
+
+fn prune(all: bool, keep_storage: Option<u64>, root: Option<PathBuf>) -> i32 {
+    use crate::executor::cgroup::human_bytes;
+    let root = storage_root(root);
+    match crate::gc::prune(&root, crate::gc::PruneOptions { all, keep_storage }) {
+        Ok(report) => {
+            println!(
+                "removed {} cache entries, {} blobs, {} snapshots: {} freed",
+                report.entries,
+                report.blobs,
+                report.snapshots,
+                human_bytes(report.freed)
+            );
+            if report.builds_running {
+                println!("builds are running: their data and all snapshots were kept");
+            }
+            EXIT_OK
+        }
+        Err(e) => {
+            eprintln!("error: pruning {}: {e}", root.display());
+            EXIT_ENVIRONMENT
+        }
+    }
+}
+
+fn du(root: Option<PathBuf>) -> i32 {
+    use crate::executor::cgroup::human_bytes;
+    let root = storage_root(root);
+    let usage = crate::gc::usage(&root);
+    println!("storage root: {}", root.display());
+    println!(
+        "blobs:        {:>6}  {}",
+        usage.blobs,
+        human_bytes(usage.blob_bytes)
+    );
+    println!(
+        "snapshots:    {:>6}  {}",
+        usage.snapshots,
+        human_bytes(usage.snapshot_bytes)
+    );
+    println!(
+        "cache mounts:         {}",
+        human_bytes(usage.cache_mount_bytes)
+    );
+    println!("cache entries: {:>5}", usage.entries);
+    println!("named images:  {:>5}", usage.images);
+    println!("total:                {}", human_bytes(usage.total()));
+    EXIT_OK
 }
 
 fn info(isolation: IsolationRequest, root: Option<PathBuf>) -> i32 {

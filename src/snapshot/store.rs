@@ -162,6 +162,9 @@ impl SnapshotStore {
     ) -> Result<(), SnapshotError> {
         let dir = self.root.join(chain.hex());
         let link = self.root.join(Self::short_name(chain));
+        // Last use, for pruning least recently used snapshots first.
+        let _ =
+            std::fs::File::open(&dir).and_then(|d| d.set_modified(std::time::SystemTime::now()));
         if !dir.join("fs").is_dir() {
             let tmp = tempfile::Builder::new()
                 .prefix("extract-")

@@ -1,0 +1,578 @@
+//! Storage accounting and garbage collection for `$RBUILD_ROOT`: `rbuild
+//! du`, `rbuild prune`, the size cap applied after each build, and the
+//! leases that keep a running build's data safe from all three.
+//!
+//! A build holds a lease for its whole run: a file under `leases/` it keeps
+//! locked (so a crashed build's lease is recognisably stale) listing the
+//! blobs it uses from before its start. Blobs it writes itself are newer
+//! than the lease and are kept for that reason. Taking a cache hit and
+//! writing it into the lease happen under a shared `gc.lock`; collection
+//! holds that lock exclusively, so nothing a build has started to use can
+//! disappear under it. Snapshots and workspaces are only collected while no
+//! build runs: running steps have them mounted.
+//!
+//! What is kept: blobs of named images (`images/`), of the offline busybox
+//! base, and of cache entries that survive; `--all` drops every cache entry
+//! and snapshot; a size cap drops entries and snapshots least recently used
+//! first until the store fits.
+
+use std::collections::{HashMap, HashSet};
+use std::io::Write;
+use std::os::fd::AsFd;
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+use rustix::fs::{flock, FlockOperation};
+
+use crate::cache::{CacheEntry, ContentStore};
+use crate::image::layout::StoredImage;
+use crate::image::Digest;
+
+/// A running build's claim on the store.
+#[derive(Debug)]
+pub struct Lease {
+    root: PathBuf,
+    path: PathBuf,
+    file: std::fs::File,
+}
+
+fn lock_file(root: &Path) -> std::io::Result<std::fs::File> {
+    std::fs::create_dir_all(root)?;
+    std::fs::File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(root.join("gc.lock"))
+}
+
+/// The store-wide lock, held shared by builds while they claim blobs and
+/// exclusively by collection.
+struct GcLock {
+    _file: std::fs::File,
+}
+
+impl GcLock {
+    fn shared(root: &Path) -> std::io::Result<GcLock> {
+        let file = lock_file(root)?;
+        flock(file.as_fd(), FlockOperation::LockShared)?;
+        Ok(GcLock { _file: file })
+    }
+
+    fn exclusive(root: &Path) -> std::io::Result<GcLock> {
+        let file = lock_file(root)?;
+        flock(file.as_fd(), FlockOperation::LockExclusive)?;
+        Ok(GcLock { _file: file })
+    }
+}
+
+impl Lease {
+    /// Takes a lease on the store under `root`.
+    pub fn acquire(root: &Path) -> std::io::Result<Lease> {
+        let dir = root.join("leases");
+        std::fs::create_dir_all(&dir)?;
+        let file = tempfile::Builder::new()
+            .prefix(&format!("{}-", std::process::id()))
+            .tempfile_in(&dir)?;
+        let (file, path) = file.keep().map_err(|e| e.error)?;
+        flock(file.as_fd(), FlockOperation::LockExclusive)?;
+        Ok(Lease {
+            root: root.to_path_buf(),
+            path,
+            file,
+        })
+    }
+
+    /// Runs `f` with collection held off and records the digests it
+    /// returns as this build's: look a blob up and claim it in one step.
+    pub fn hold<T>(&mut self, f: impl FnOnce() -> (T, Vec<Digest>)) -> std::io::Result<T> {
+        let _lock = GcLock::shared(&self.root)?;
+        let (value, digests) = f();
+        let mut text = String::new();
+        for digest in digests {
+            text.push_str(digest.as_str());
+            text.push('\n');
+        }
+        self.file.write_all(text.as_bytes())?;
+        Ok(value)
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// The leases of builds still running: the digests they hold and when the
+/// oldest started. Stale leases (their build died) are removed.
+fn live_leases(root: &Path) -> (HashSet<Digest>, Option<SystemTime>) {
+    let mut held = HashSet::new();
+    let mut oldest: Option<SystemTime> = None;
+    let Ok(entries) = std::fs::read_dir(root.join("leases")) else {
+        return (held, oldest);
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let Ok(file) = std::fs::File::open(&path) else {
+            continue;
+        };
+        let live = flock(file.as_fd(), FlockOperation::NonBlockingLockShared).is_err();
+        if !live {
+            let _ = std::fs::remove_file(&path);
+            continue;
+        }
+        let started = entry
+            .metadata()
+            .and_then(|m| m.created().or_else(|_| m.modified()))
+            .unwrap_or(SystemTime::UNIX_EPOCH);
+        oldest = Some(oldest.map_or(started, |o| o.min(started)));
+        let text = std::fs::read_to_string(&path).unwrap_or_default();
+        held.extend(text.lines().filter_map(|l| l.parse().ok()));
+    }
+    (held, oldest)
+}
+
+/// What `rbuild du` reports, in bytes and counts.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Usage {
+    /// Blobs in the content store.
+    pub blobs: u64,
+    /// Their total size.
+    pub blob_bytes: u64,
+    /// Cache index entries.
+    pub entries: u64,
+    /// Extracted layers (overlay lower dirs).
+    pub snapshots: u64,
+    /// Their total size on disk.
+    pub snapshot_bytes: u64,
+    /// `RUN --mount=type=cache` directories' size.
+    pub cache_mount_bytes: u64,
+    /// Named images.
+    pub images: u64,
+}
+
+impl Usage {
+    /// Everything rbuild keeps on disk.
+    pub fn total(&self) -> u64 {
+        self.blob_bytes + self.snapshot_bytes + self.cache_mount_bytes
+    }
+}
+
+fn dir_size(path: &Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(meta) = std::fs::symlink_metadata(path) else {
+        return 0;
+    };
+    let own = meta.blocks() * 512;
+    if !meta.is_dir() {
+        return own;
+    }
+    own + std::fs::read_dir(path)
+        .map(|entries| entries.flatten().map(|e| dir_size(&e.path())).sum())
+        .unwrap_or(0)
+}
+
+fn blobs(root: &Path) -> Vec<(Digest, u64, SystemTime)> {
+    let Ok(entries) = std::fs::read_dir(root.join("blobs/sha256")) else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|e| {
+            let digest: Digest = format!("sha256:{}", e.file_name().to_string_lossy())
+                .parse()
+                .ok()?;
+            let meta = e.metadata().ok()?;
+            Some((digest, meta.len(), meta.modified().ok()?))
+        })
+        .collect()
+}
+
+/// Extracted snapshot dirs: (path, last use).
+fn snapshot_dirs(root: &Path) -> Vec<(PathBuf, SystemTime)> {
+    let Ok(entries) = std::fs::read_dir(root.join("snapshots")) else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter(|e| e.file_name().len() == 64)
+        .filter_map(|e| {
+            let used = e.metadata().ok()?.modified().ok()?;
+            Some((e.path(), used))
+        })
+        .collect()
+}
+
+/// Cache entries: (file, entry, last use).
+fn cache_entries(root: &Path) -> Vec<(PathBuf, Option<CacheEntry>, SystemTime)> {
+    let Ok(entries) = std::fs::read_dir(root.join("cache")) else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".json"))
+        .filter_map(|e| {
+            let used = e.metadata().ok()?.modified().ok()?;
+            let entry = std::fs::read(e.path())
+                .ok()
+                .and_then(|b| serde_json::from_slice(&b).ok());
+            Some((e.path(), entry, used))
+        })
+        .collect()
+}
+
+/// Measures the store under `root`.
+pub fn usage(root: &Path) -> Usage {
+    let blobs = blobs(root);
+    let snapshots = snapshot_dirs(root);
+    Usage {
+        blobs: blobs.len() as u64,
+        blob_bytes: blobs.iter().map(|b| b.1).sum(),
+        entries: cache_entries(root).len() as u64,
+        snapshots: snapshots.len() as u64,
+        snapshot_bytes: snapshots.iter().map(|(p, _)| dir_size(p)).sum(),
+        cache_mount_bytes: dir_size(&root.join("cache-mounts")),
+        images: crate::image::local::LocalImages::open(root).all().len() as u64,
+    }
+}
+
+/// What to collect.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PruneOptions {
+    /// Drop every cache entry, snapshot and cache mount (named images stay).
+    pub all: bool,
+    /// Drop least recently used entries and snapshots until the store
+    /// takes at most this many bytes.
+    pub keep_storage: Option<u64>,
+}
+
+/// What a collection removed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PruneReport {
+    /// Cache entries removed.
+    pub entries: u64,
+    /// Blobs removed.
+    pub blobs: u64,
+    /// Snapshots removed.
+    pub snapshots: u64,
+    /// Bytes freed.
+    pub freed: u64,
+    /// Whether snapshots were left alone because a build was running.
+    pub builds_running: bool,
+}
+
+fn image_blobs(image: &StoredImage) -> impl Iterator<Item = Digest> + '_ {
+    [image.manifest_digest.clone(), image.config_digest.clone()]
+        .into_iter()
+        .chain(image.layers.iter().map(|l| l.digest.clone()))
+}
+
+/// Collects garbage under `root` as `options` say. Dangling blobs (no
+/// named image, cache entry or running build uses them), leftovers of
+/// killed builds and stale leases always go.
+pub fn prune(root: &Path, options: PruneOptions) -> std::io::Result<PruneReport> {
+    let _lock = GcLock::exclusive(root)?;
+    let store = ContentStore::open(root).map_err(std::io::Error::other)?;
+    let mut report = PruneReport::default();
+    let (held, oldest_lease) = live_leases(root);
+    let idle = oldest_lease.is_none();
+    report.builds_running = !idle;
+
+    // Roots: named images, the busybox base, running builds.
+    let mut protected: HashSet<Digest> = held;
+    for image in crate::image::local::LocalImages::open(root).all() {
+        protected.extend(image_blobs(&image));
+    }
+    if let Ok(bytes) = std::fs::read(root.join("busybox-base.json")) {
+        if let Ok((_, image)) = serde_json::from_slice::<(String, StoredImage)>(&bytes) {
+            protected.extend(image_blobs(&image));
+        }
+    }
+    let fresh = |modified: SystemTime| oldest_lease.is_some_and(|start| modified >= start);
+
+    // References from cache entries.
+    let mut entries = cache_entries(root);
+    let mut refs: HashMap<Digest, u32> = HashMap::new();
+    for (_, entry, _) in &entries {
+        if let Some(layer) = entry.as_ref().and_then(|e| e.layer.as_ref()) {
+            *refs.entry(layer.digest.clone()).or_default() += 1;
+        }
+    }
+    let mut blobs: HashMap<Digest, (u64, SystemTime)> = blobs(root)
+        .into_iter()
+        .map(|(d, size, t)| (d, (size, t)))
+        .collect();
+    let removable = |d: &Digest, refs: &HashMap<Digest, u32>, t: SystemTime| {
+        !protected.contains(d) && refs.get(d).copied().unwrap_or(0) == 0 && !fresh(t)
+    };
+    let remove_blob = |d: &Digest, report: &mut PruneReport, size: u64| {
+        if std::fs::remove_file(store.blob_path(d)).is_ok() {
+            report.blobs += 1;
+            report.freed += size;
+        }
+    };
+    // Dangling blobs first.
+    let dangling: Vec<Digest> = blobs
+        .iter()
+        .filter(|(d, (_, t))| removable(d, &refs, *t))
+        .map(|(d, _)| d.clone())
+        .collect();
+    for d in dangling {
+        let (size, _) = blobs.remove(&d).expect("listed");
+        remove_blob(&d, &mut report, size);
+    }
+    // Entries (and so their blobs) and snapshots, least recently used first.
+    let mut snapshots = if idle {
+        snapshot_dirs(root)
+    } else {
+        Vec::new()
+    };
+    let mut total: u64 = blobs.values().map(|(s, _)| s).sum::<u64>()
+        + snapshots.iter().map(|(p, _)| dir_size(p)).sum::<u64>()
+        + dir_size(&root.join("cache-mounts"));
+    enum Victim {
+        Entry(usize),
+        Snapshot(usize),
+    }
+    let mut victims: Vec<(SystemTime, Victim)> = entries
+        .iter()
+        .enumerate()
+        .map(|(i, (_, _, t))| (*t, Victim::Entry(i)))
+        .chain(
+            snapshots
+                .iter()
+                .enumerate()
+                .map(|(i, (_, t))| (*t, Victim::Snapshot(i))),
+        )
+        .collect();
+    victims.sort_by_key(|(t, _)| *t);
+    for (_, victim) in victims {
+        let over = match options.keep_storage {
+            _ if options.all => true,
+            Some(cap) => total > cap,
+            None => false,
+        };
+        if !over {
+            break;
+        }
+        match victim {
+            Victim::Entry(i) => {
+                let (path, entry, _) = &mut entries[i];
+                if std::fs::remove_file(&*path).is_err() {
+                    continue;
+                }
+                report.entries += 1;
+                let Some(layer) = entry.take().and_then(|e| e.layer) else {
+                    continue;
+                };
+                let count = refs.entry(layer.digest.clone()).or_default();
+                *count = count.saturating_sub(1);
+                if let Some(&(size, t)) = blobs.get(&layer.digest) {
+                    if removable(&layer.digest, &refs, t) {
+                        blobs.remove(&layer.digest);
+                        remove_blob(&layer.digest, &mut report, size);
+                        total = total.saturating_sub(size);
+                    }
+                }
+            }
+            Victim::Snapshot(i) => {
+                let (path, _) = &snapshots[i];
+                let size = dir_size(path);
+                if remove_tree(path).is_ok() {
+                    report.snapshots += 1;
+                    report.freed += size;
+                    total = total.saturating_sub(size);
+                }
+            }
+        }
+    }
+    snapshots.clear();
+    if idle {
+        // Leftovers of killed builds, and links to removed snapshots.
+        for sub in ["snapshots/w", "snapshots/tmp", "tmp"] {
+            if let Ok(entries) = std::fs::read_dir(root.join(sub)) {
+                for entry in entries.flatten() {
+                    let _ = remove_tree(&entry.path());
+                }
+            }
+        }
+        if let Ok(links) = std::fs::read_dir(root.join("snapshots/l")) {
+            for link in links.flatten() {
+                if std::fs::metadata(link.path()).is_err() {
+                    let _ = std::fs::remove_file(link.path());
+                }
+            }
+        }
+        if options.all {
+            let mounts = root.join("cache-mounts");
+            report.freed += dir_size(&mounts);
+            let _ = remove_tree(&mounts);
+        }
+        let _ = store.clean_ingest(std::time::Duration::from_secs(0));
+    }
+    Ok(report)
+}
+
+/// Removes a tree that may hold read-only dirs (extracted layers do).
+fn remove_tree(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    match std::fs::remove_dir_all(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(_) => {
+            // Make every dir writable, then try again.
+            fn open_up(p: &Path) {
+                if let Ok(meta) = std::fs::symlink_metadata(p) {
+                    if meta.is_dir() {
+                        let _ = std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o700));
+                        if let Ok(entries) = std::fs::read_dir(p) {
+                            for e in entries.flatten() {
+                                open_up(&e.path());
+                            }
+                        }
+                    }
+                }
+            }
+            open_up(path);
+            std::fs::remove_dir_all(path)
+        }
+    }
+}
+
+/// The size cap configured for `root`: `$RBUILD_KEEP_STORAGE`, else
+/// `keep_storage` in `$RBUILD_ROOT/config.json` (e.g. `"2g"`).
+pub fn configured_cap(root: &Path) -> Result<Option<u64>, String> {
+    let text = match std::env::var("RBUILD_KEEP_STORAGE") {
+        Ok(v) if !v.is_empty() => Some(v),
+        _ => std::fs::read(root.join("config.json"))
+            .ok()
+            .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+            .and_then(|v| v["keep_storage"].as_str().map(str::to_string)),
+    };
+    text.map(|t| {
+        crate::executor::cgroup::parse_size(&t).map_err(|e| format!("keep_storage {t:?}: {e}"))
+    })
+    .transpose()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cache::{CacheIndex, CachedLayer};
+
+    fn entry_for(store: &ContentStore, index: &CacheIndex, bytes: &[u8]) -> (Digest, Digest) {
+        let blob = store.put(bytes).unwrap();
+        let key = Digest::of(bytes);
+        index
+            .put(
+                &key,
+                &CacheEntry {
+                    layer: Some(CachedLayer {
+                        digest: blob.clone(),
+                        size: bytes.len() as u64,
+                        diff_id: Digest::of(b"tar"),
+                    }),
+                    created: "2024-01-01T00:00:00Z".into(),
+                },
+            )
+            .unwrap();
+        (key, blob)
+    }
+
+    fn age(path: &Path, secs_ago: u64) {
+        let f = std::fs::File::options().append(true).open(path).unwrap();
+        f.set_modified(SystemTime::now() - std::time::Duration::from_secs(secs_ago))
+            .unwrap();
+    }
+
+    #[test]
+    fn dangling_blobs_go_and_referenced_ones_stay() {
+        let root = tempfile::tempdir().unwrap();
+        let store = ContentStore::open(root.path()).unwrap();
+        let index = CacheIndex::open(root.path()).unwrap();
+        let (_, kept) = entry_for(&store, &index, b"kept layer");
+        let dangling = store.put(b"nobody uses me").unwrap();
+        let report = prune(root.path(), PruneOptions::default()).unwrap();
+        assert_eq!((report.blobs, report.entries), (1, 0));
+        assert!(store.contains(&kept));
+        assert!(!store.contains(&dangling));
+    }
+
+    #[test]
+    fn a_cap_drops_the_least_recently_used_first_and_all_drops_everything() {
+        let root = tempfile::tempdir().unwrap();
+        let store = ContentStore::open(root.path()).unwrap();
+        let index = CacheIndex::open(root.path()).unwrap();
+        let big = vec![7u8; 40_000];
+        let mut other = big.clone();
+        other[0] = 8;
+        let (old_key, old_blob) = entry_for(&store, &index, &big);
+        let (new_key, new_blob) = entry_for(&store, &index, &other);
+        age(
+            &root.path().join(format!("cache/{}.json", old_key.hex())),
+            3600,
+        );
+        let report = prune(
+            root.path(),
+            PruneOptions {
+                all: false,
+                keep_storage: Some(50_000),
+            },
+        )
+        .unwrap();
+        assert_eq!((report.entries, report.blobs), (1, 1));
+        assert!(!store.contains(&old_blob));
+        assert!(store.contains(&new_blob));
+        assert!(index.get(&new_key, &store).is_some());
+        let report = prune(
+            root.path(),
+            PruneOptions {
+                all: true,
+                keep_storage: None,
+            },
+        )
+        .unwrap();
+        assert_eq!((report.entries, report.blobs), (1, 1));
+        assert_eq!(usage(root.path()).blobs, 0);
+    }
+
+    #[test]
+    fn a_running_builds_lease_and_new_blobs_survive_even_prune_all() {
+        let root = tempfile::tempdir().unwrap();
+        let store = ContentStore::open(root.path()).unwrap();
+        let index = CacheIndex::open(root.path()).unwrap();
+        let (_, used) = entry_for(&store, &index, b"a layer the build took");
+        let old_dangling = store.put(b"old garbage").unwrap();
+        age(&store.blob_path(&old_dangling), 3600);
+        let mut lease = Lease::acquire(root.path()).unwrap();
+        lease.hold(|| ((), vec![used.clone()])).unwrap();
+        let written = store.put(b"a layer the build just wrote").unwrap();
+        let report = prune(
+            root.path(),
+            PruneOptions {
+                all: true,
+                keep_storage: None,
+            },
+        )
+        .unwrap();
+        assert!(report.builds_running);
+        assert!(store.contains(&used), "a leased blob was removed");
+        assert!(
+            store.contains(&written),
+            "a running build's new blob was removed"
+        );
+        assert!(!store.contains(&old_dangling));
+        drop(lease);
+        let report = prune(
+            root.path(),
+            PruneOptions {
+                all: true,
+                keep_storage: None,
+            },
+        )
+        .unwrap();
+        assert!(!report.builds_running);
+        assert!(!store.contains(&used));
+        assert!(!store.contains(&written));
+    }
+}

@@ -1,0 +1,147 @@
+//! `rbuild du`, `rbuild prune` and the size cap, against real builds: what
+//! goes is least recently used, what a running build holds stays.
+
+mod common;
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use common::{run_ok, stderr};
+
+fn rbuild(root: &Path) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_rbuild"));
+    cmd.env("RBUILD_ROOT", root)
+        .env_remove("RBUILD_KEEP_STORAGE");
+    cmd
+}
+
+fn context(dir: &Path, name: &str, dockerfile: &str) -> std::path::PathBuf {
+    let ctx = dir.join(name);
+    std::fs::create_dir_all(&ctx).unwrap();
+    std::fs::write(ctx.join("Dockerfile"), dockerfile).unwrap();
+    ctx
+}
+
+fn ok(out: Output) -> Output {
+    assert!(out.status.success(), "{}", stderr(&out));
+    out
+}
+
+/// The step titles that ran (not CACHED).
+fn ran(out: &Output) -> usize {
+    let log = stderr(out);
+    let lines: Vec<&str> = log.lines().collect();
+    (0..lines.len())
+        .filter(|&i| lines[i].starts_with('[') && lines.get(i + 1) != Some(&"  CACHED"))
+        .count()
+}
+
+fn du_total_bytes(root: &Path) -> String {
+    let out = run_ok(rbuild(root).arg("du"));
+    out.lines()
+        .find(|l| l.starts_with("total:"))
+        .unwrap()
+        .to_string()
+}
+
+#[test]
+fn the_size_cap_drops_the_least_recently_used_build_first() {
+    let work = tempfile::tempdir().unwrap();
+    let root = work.path().join("root");
+    let first = context(
+        work.path(),
+        "first",
+        "FROM busybox\nRUN head -c 6000000 /dev/urandom > /big-1\n",
+    );
+    let second = context(
+        work.path(),
+        "second",
+        "FROM busybox\nRUN head -c 6000000 /dev/urandom > /big-2\n",
+    );
+    ok(rbuild(&root).arg(&first).output().unwrap());
+    let before = du_total_bytes(&root);
+    // About 13 MB of blobs and snapshots; a 10 MB cap keeps the newer build.
+    let out = ok(rbuild(&root)
+        .env("RBUILD_KEEP_STORAGE", "10m")
+        .arg(&second)
+        .output()
+        .unwrap());
+    assert!(
+        stderr(&out).contains("size cap 10 MiB: removed 1 cache entries,"),
+        "{}\nbefore: {before}",
+        stderr(&out)
+    );
+    assert_eq!(ran(&ok(rbuild(&root).arg(&second).output().unwrap())), 0);
+    assert_eq!(ran(&ok(rbuild(&root).arg(&first).output().unwrap())), 1);
+
+    // prune --all leaves only the busybox base; du agrees.
+    let report = run_ok(rbuild(&root).args(["prune", "--all"]));
+    assert!(report.contains("removed 2 cache entries"), "{report}");
+    let du = run_ok(rbuild(&root).arg("du"));
+    assert!(du.contains("cache entries:     0"), "{du}");
+    assert_eq!(ran(&ok(rbuild(&root).arg(&second).output().unwrap())), 1);
+}
+
+#[test]
+fn prune_all_during_a_build_keeps_what_the_build_holds() {
+    let work = tempfile::tempdir().unwrap();
+    let root = work.path().join("root");
+    let ctx = context(
+        work.path(),
+        "app",
+        "FROM busybox\nRUN head -c 100000 /dev/urandom > /cached\nARG N\nRUN echo waiting $N && sleep 2 && echo $N > /n\n",
+    );
+    ok(rbuild(&root)
+        .arg(&ctx)
+        .args(["--build-arg", "N=1"])
+        .output()
+        .unwrap());
+    let oci = work.path().join("out");
+    let log = work.path().join("build.log");
+    let mut child = rbuild(&root)
+        .arg(&ctx)
+        .args([
+            "--build-arg",
+            "N=2",
+            "-o",
+            &format!("type=oci,dest={},tar=false", oci.display()),
+        ])
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !std::fs::read_to_string(&log)
+        .unwrap()
+        .contains("\n  waiting 2\n")
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the build never reached its RUN"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    // The build is inside its second RUN, on top of a cached layer.
+    let report = run_ok(rbuild(&root).args(["prune", "--all"]));
+    assert!(report.contains("builds are running"), "{report}");
+    let status = child.wait().unwrap();
+    assert!(
+        status.success(),
+        "{}",
+        std::fs::read_to_string(&log).unwrap()
+    );
+    // Every blob of the image it wrote is there: skopeo reads it all.
+    let copied = work.path().join("copied");
+    run_ok(Command::new("skopeo").args([
+        "copy",
+        &format!("oci:{}", oci.display()),
+        &format!("oci:{}:x", copied.display()),
+    ]));
+    // prune --all dropped the first RUN's entry (not its blob, which the
+    // build held); the step the build recorded afterwards is still a hit.
+    let again = ok(rbuild(&root)
+        .arg(&ctx)
+        .args(["--build-arg", "N=2"])
+        .output()
+        .unwrap());
+    assert_eq!(ran(&again), 1, "{}", stderr(&again));
+}
