@@ -39,8 +39,8 @@ timed() { # FILE COMMAND...: appends the command's wall time to FILE
 r=0
 while [ $r -lt "$ROUNDS" ]; do
   rm -rf "$work/root"
-  timed rbuild-cold "$RBUILD" debug run -f "$work/Dockerfile" --root "$work/root" --oci-dir "$work/out"
-  timed rbuild-cached "$RBUILD" debug run -f "$work/Dockerfile" --root "$work/root" --oci-dir "$work/out"
+  timed rbuild-cold "$RBUILD" build -f "$work/Dockerfile" --root "$work/root" -t five "$work/ctx"
+  timed rbuild-cached "$RBUILD" build -f "$work/Dockerfile" --root "$work/root" -t five "$work/ctx"
 
   store="$work/buildah-$r"
   B=$(buildah_store "$store")

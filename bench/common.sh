@@ -15,8 +15,9 @@ command -v buildah >/dev/null || { echo "buildah is not installed (apt-get insta
 work=/tmp/rbuild-bench-$$; rm -rf "$work"; mkdir -p "$work"
 trap 'if [ -f "$work/dockerd.pid" ]; then kill "$(cat "$work/dockerd.pid")"; sleep 2; fi; rm -rf "$work"' EXIT
 
+mkdir -p "$work/ctx"
 printf 'FROM busybox\n' > "$work/Base.Dockerfile"
-"$RBUILD" debug run -f "$work/Base.Dockerfile" --root "$work/base-root" --oci-dir "$work/base" --tag busybox:latest >/dev/null 2>&1
+"$RBUILD" build -f "$work/Base.Dockerfile" --root "$work/base-root" -o "type=oci,dest=$work/base,tar=false" -t busybox:latest "$work/ctx" >/dev/null 2>&1
 
 # buildah_store DIR: prints the buildah command line for a storage in DIR
 # that holds the base as localhost/busybox:latest.

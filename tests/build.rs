@@ -490,3 +490,67 @@ fn identical_ops_run_once_and_a_failure_names_stage_instruction_and_line() {
         "{log}"
     );
 }
+
+#[test]
+fn target_builds_only_its_stage_with_global_args_redeclared() {
+    if !is_root() {
+        eprintln!("*** skipping: umoci unpack here needs root ***");
+        return;
+    }
+    let registry = TestRegistry::start(&[]);
+    let work = tempfile::tempdir().unwrap();
+    let root = work.path().join("root");
+    let image = format!("{}/builder:1", registry.addr);
+    // GREETING is global; the builder stage redeclares it, so the build
+    // arg reaches its RUN. PARENT only matters to the stage not built.
+    let out = built(
+        rbuild(
+            &root,
+            &[
+                "-t",
+                &image,
+                "--push",
+                "--target",
+                "builder",
+                "--build-arg",
+                "GREETING=bonjour",
+                "--build-arg",
+                "PARENT=nothing-pulls-this:1",
+            ],
+        )
+        .arg(Path::new(BUILD_DATA).join("all-busybox"))
+        .output()
+        .unwrap(),
+    );
+    let log = stderr(&out);
+    assert!(!log.contains("[final") && !log.contains("[unused"), "{log}");
+    let config = remote_config(&image);
+    assert_eq!(
+        config["config"]["Env"],
+        serde_json::json!([
+            "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+            "BUILT_BY=builder"
+        ])
+    );
+    assert_eq!(config["config"]["Cmd"], serde_json::json!(["sh"]));
+    let history: Vec<&str> = config["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["created_by"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        history[1..],
+        [
+            // BuildKit writes the value only for a default or an inherited global.
+            "ARG GREETING",
+            "ENV BUILT_BY=builder",
+            "RUN |1 GREETING=bonjour /bin/sh -c mkdir -p /out  && echo \"$GREETING from $BUILT_BY\" > /out/message.txt  && chmod 0640 /out/message.txt # buildkit",
+        ]
+    );
+    let rootfs = unpack_remote(&image, work.path());
+    assert_eq!(
+        describe(&rootfs, "/out/message.txt"),
+        "/out/message.txt f640 0:0 bonjour from builder"
+    );
+}
