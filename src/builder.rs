@@ -2,7 +2,8 @@
 //! op's cache key is known before anything runs and all cache lookups are
 //! done up front; ops whose entries hit are not run, and stages only hit
 //! ops read from are not built at all. The rest run as soon as the ops they
-//! wait for are done, on tokio with a bounded pool of blocking workers:
+//! wait for are done, on tokio with a bounded pool of blocking workers
+//! (at least four, one per core beyond that):
 //! each RUN in a sandbox, each COPY through the sandbox helper, each change
 //! a layer. The first failure cancels the ops still running.
 //!
@@ -346,10 +347,12 @@ fn schedule(
         stack.extend(waits.iter().copied());
         needed.insert(node, waits);
     }
+    // Steps mostly wait (on processes, disks, networks): at least four at
+    // once even on a two-core machine, as many as the cores beyond that.
     let parallel = std::thread::available_parallelism()
         .map(|n| n.get())
-        .unwrap_or(2)
-        .clamp(2, 8);
+        .unwrap_or(4)
+        .clamp(4, 16);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .max_blocking_threads(parallel)
@@ -914,21 +917,9 @@ fn pull_base(
     platform: &Platform,
     insecure: &[String],
 ) -> Result<StoredImage, String> {
-    use crate::registry::{CredentialSource, RegistryClient, RegistryOptions};
     let reference: crate::image::reference::Reference =
         name.parse().map_err(|e| format!("{name}: {e}"))?;
-    let credentials = CredentialSource::load(None)?;
-    let client = RegistryClient::new(
-        credentials,
-        RegistryOptions {
-            insecure: insecure.to_vec(),
-            ..RegistryOptions::default()
-        },
-    )?;
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| e.to_string())?;
+    let (client, runtime) = crate::registry::blocking_client(insecure)?;
     let pulled = runtime
         .block_on(client.pull(store, &reference, &platform.os, &platform.architecture))
         .map_err(|e| e.to_string())?;

@@ -479,6 +479,17 @@ mod tests {
         (key, blob)
     }
 
+    fn prune_all(root: &Path) -> PruneReport {
+        prune(
+            root,
+            PruneOptions {
+                all: true,
+                keep_storage: None,
+            },
+        )
+        .unwrap()
+    }
+
     fn age(path: &Path, secs_ago: u64) {
         let f = std::fs::File::options().append(true).open(path).unwrap();
         f.set_modified(SystemTime::now() - std::time::Duration::from_secs(secs_ago))
@@ -524,14 +535,7 @@ mod tests {
         assert!(!store.contains(&old_blob));
         assert!(store.contains(&new_blob));
         assert!(index.get(&new_key, &store).is_some());
-        let report = prune(
-            root.path(),
-            PruneOptions {
-                all: true,
-                keep_storage: None,
-            },
-        )
-        .unwrap();
+        let report = prune_all(root.path());
         assert_eq!((report.entries, report.blobs), (1, 1));
         assert_eq!(usage(root.path()).blobs, 0);
     }
@@ -547,14 +551,7 @@ mod tests {
         let mut lease = Lease::acquire(root.path()).unwrap();
         lease.hold(|| ((), vec![used.clone()])).unwrap();
         let written = store.put(b"a layer the build just wrote").unwrap();
-        let report = prune(
-            root.path(),
-            PruneOptions {
-                all: true,
-                keep_storage: None,
-            },
-        )
-        .unwrap();
+        let report = prune_all(root.path());
         assert!(report.builds_running);
         assert!(store.contains(&used), "a leased blob was removed");
         assert!(
@@ -563,14 +560,7 @@ mod tests {
         );
         assert!(!store.contains(&old_dangling));
         drop(lease);
-        let report = prune(
-            root.path(),
-            PruneOptions {
-                all: true,
-                keep_storage: None,
-            },
-        )
-        .unwrap();
+        let report = prune_all(root.path());
         assert!(!report.builds_running);
         assert!(!store.contains(&used));
         assert!(!store.contains(&written));

@@ -7,7 +7,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use common::{is_root, run_ok, stderr, Podman, TestRegistry};
+use common::{is_root, push_debian_minbase, run_ok, stderr, unpack_remote, Podman, TestRegistry};
 
 const BUILD_DATA: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/testdata/dockerfiles/build");
 
@@ -33,26 +33,6 @@ fn remote_config(reference: &str) -> serde_json::Value {
         &format!("docker://{reference}"),
     ]));
     serde_json::from_str(&raw).unwrap()
-}
-
-/// Pulls `reference` from the registry with skopeo and unpacks it with
-/// umoci under `work`; returns the rootfs.
-fn unpack_remote(reference: &str, work: &Path) -> PathBuf {
-    let layout = work.join("pulled");
-    run_ok(Command::new("skopeo").args([
-        "copy",
-        "--src-tls-verify=false",
-        &format!("docker://{reference}"),
-        &format!("oci:{}:x", layout.display()),
-    ]));
-    let bundle = work.join("bundle");
-    run_ok(
-        Command::new("umoci")
-            .args(["unpack", "--image"])
-            .arg(format!("{}:x", layout.display()))
-            .arg(&bundle),
-    );
-    bundle.join("rootfs")
 }
 
 /// `path mode uid:gid [content]` for a path in an unpacked rootfs.
@@ -376,16 +356,10 @@ fn cache_reruns_only_what_changed() {
 
 #[test]
 fn debian_app_with_useradd_copy_chown_and_merged_usr() {
-    let Some(layout) = common::debian_minbase() else {
-        return;
-    };
     let registry = TestRegistry::start(&[]);
-    run_ok(Command::new("skopeo").args([
-        "copy",
-        "--dest-tls-verify=false",
-        &format!("oci:{}:bookworm-minbase", layout.display()),
-        &format!("docker://{}/library/debian:bookworm-minbase", registry.addr),
-    ]));
+    if !push_debian_minbase(&registry) {
+        return;
+    }
     let work = tempfile::tempdir().unwrap();
     let root = work.path().join("root");
     let image = format!("{}/debian-app:1", registry.addr);

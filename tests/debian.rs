@@ -7,27 +7,20 @@
 //! ctime check is for), USER must resolve the new account, and WORKDIR
 //! must create its directory as that user.
 
-use std::process::Command;
 
 mod common;
 
 use common::{
-    debian_minbase, debug_run_cmd, push_pull_unpack, run_ok, stderr, step_lines, write_dockerfile,
-    Podman, TestRegistry,
+    debug_run_cmd, push_debian_minbase, push_pull_unpack, run_ok, stderr, step_lines,
+    write_dockerfile, Podman, TestRegistry,
 };
 
 #[test]
 fn useradd_user_and_workdir_on_debian() {
-    let Some(layout) = debian_minbase() else {
-        return;
-    };
     let registry = TestRegistry::start(&[]);
-    run_ok(Command::new("skopeo").args([
-        "copy",
-        "--dest-tls-verify=false",
-        &format!("oci:{}:bookworm-minbase", layout.display()),
-        &format!("docker://{}/library/debian:bookworm-minbase", registry.addr),
-    ]));
+    if !push_debian_minbase(&registry) {
+        return;
+    }
     let work = tempfile::tempdir().unwrap();
     let dockerfile = write_dockerfile(
         work.path(),

@@ -145,3 +145,32 @@ fn prune_all_during_a_build_keeps_what_the_build_holds() {
         .unwrap());
     assert_eq!(ran(&again), 1, "{}", stderr(&again));
 }
+
+#[test]
+fn two_builds_at_once_share_the_store_and_agree() {
+    let work = tempfile::tempdir().unwrap();
+    let root = work.path().join("root");
+    let ctx = context(
+        work.path(),
+        "same",
+        "FROM busybox AS a\nRUN echo a > /a && sleep 0.3\nFROM busybox\nCOPY --from=a /a /a\nRUN echo done > /done\n",
+    );
+    let spawn = |name: &str| {
+        rbuild(&root)
+            .arg(&ctx)
+            .args(["-q", "--source-date-epoch", "1700000000", "--iidfile"])
+            .arg(work.path().join(name))
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let (one, two) = (spawn("one"), spawn("two"));
+    for child in [one, two] {
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success(), "{}", stderr(&out));
+    }
+    let id = |name: &str| std::fs::read_to_string(work.path().join(name)).unwrap();
+    assert_eq!(id("one"), id("two"));
+    let third = ok(rbuild(&root).arg(&ctx).output().unwrap());
+    assert_eq!(ran(&third), 0, "{}", stderr(&third));
+}

@@ -267,18 +267,7 @@ fn push_image(
     tags: &[Reference],
     insecure: &[String],
 ) -> Result<(), String> {
-    use crate::registry::{CredentialSource, RegistryClient, RegistryOptions};
-    let client = RegistryClient::new(
-        CredentialSource::load(None)?,
-        RegistryOptions {
-            insecure: insecure.to_vec(),
-            ..RegistryOptions::default()
-        },
-    )?;
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| e.to_string())?;
+    let (client, runtime) = crate::registry::blocking_client(insecure)?;
     runtime
         .block_on(client.push(store, &image.manifest_digest, tags, None))
         .map_err(|e| e.to_string())

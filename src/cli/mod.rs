@@ -506,6 +506,15 @@ fn prepare_build(
             return Err(EXIT_USAGE);
         }
     };
+    // Absolute: the sandbox helper changes directory before copying.
+    let context = match context.map(|c| std::fs::canonicalize(&c).map_err(|e| (c, e))) {
+        None => None,
+        Some(Ok(dir)) => Some(dir),
+        Some(Err((dir, e))) => {
+            eprintln!("error: build context {}: {e}", dir.display());
+            return Err(EXIT_USAGE);
+        }
+    };
     let (ignore_text, ignore) = match &context {
         Some(dir) => match crate::context::IgnoreRules::load_text(dir, dockerfile) {
             Ok(found) => found,

@@ -12,3 +12,23 @@ mod client;
 
 pub use auth::{CredentialSource, Credentials};
 pub use client::{ImageRef, RegistryClient, RegistryError, RegistryOptions, TransferStats};
+
+/// A client with credentials from `$DOCKER_CONFIG` that reaches `insecure`
+/// registries over plain HTTP, and a current-thread runtime to drive it
+/// from synchronous code (the build's base pulls, the CLI's push).
+pub fn blocking_client(
+    insecure: &[String],
+) -> Result<(RegistryClient, tokio::runtime::Runtime), String> {
+    let client = RegistryClient::new(
+        CredentialSource::load(None)?,
+        RegistryOptions {
+            insecure: insecure.to_vec(),
+            ..RegistryOptions::default()
+        },
+    )?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    Ok((client, runtime))
+}

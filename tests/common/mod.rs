@@ -780,30 +780,52 @@ pub fn push_pull_unpack(
     repo: &str,
     work: &Path,
 ) -> std::path::PathBuf {
-    let remote = format!("docker://{}/{repo}:1", registry.addr);
+    let remote = format!("{}/{repo}:1", registry.addr);
     run_ok(Command::new("skopeo").args([
         "copy",
         "--dest-tls-verify=false",
         &format!("oci:{}:latest", oci.display()),
-        &remote,
+        &format!("docker://{remote}"),
     ]));
     let dir = work.join(repo.replace('/', "_"));
     std::fs::create_dir_all(&dir).unwrap();
-    let pulled = dir.join("pulled");
+    unpack_remote(&remote, &dir)
+}
+
+/// Pulls `reference` (plain HTTP) with skopeo into a fresh layout under
+/// `work` and unpacks it with umoci; returns the rootfs.
+pub fn unpack_remote(reference: &str, work: &Path) -> std::path::PathBuf {
+    let layout = work.join("pulled");
     run_ok(Command::new("skopeo").args([
         "copy",
         "--src-tls-verify=false",
-        &remote,
-        &format!("oci:{}:x", pulled.display()),
+        &format!("docker://{reference}"),
+        &format!("oci:{}:x", layout.display()),
     ]));
-    let bundle = dir.join("bundle");
+    let bundle = work.join("bundle");
     run_ok(
         Command::new("umoci")
             .args(["unpack", "--image"])
-            .arg(format!("{}:x", pulled.display()))
+            .arg(format!("{}:x", layout.display()))
             .arg(&bundle),
     );
     bundle.join("rootfs")
+}
+
+/// Pushes the Debian minbase fixture to `registry` as
+/// `library/debian:bookworm-minbase`; false (after a loud message) when
+/// the fixture cannot be made here.
+pub fn push_debian_minbase(registry: &TestRegistry) -> bool {
+    let Some(layout) = debian_minbase() else {
+        return false;
+    };
+    run_ok(Command::new("skopeo").args([
+        "copy",
+        "--dest-tls-verify=false",
+        &format!("oci:{}:bookworm-minbase", layout.display()),
+        &format!("docker://{}/library/debian:bookworm-minbase", registry.addr),
+    ]));
+    true
 }
 
 /// The listing `testdata/dockerfiles/sandbox/list-tree.sh` prints for a
