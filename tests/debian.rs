@@ -7,7 +7,6 @@
 //! ctime check is for), USER must resolve the new account, and WORKDIR
 //! must create its directory as that user.
 
-
 mod common;
 
 use common::{
