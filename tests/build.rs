@@ -355,7 +355,7 @@ fn cache_reruns_only_what_changed() {
 }
 
 #[test]
-fn debian_app_with_useradd_copy_chown_and_merged_usr() {
+fn debian_app_with_every_instruction_useradd_copy_chown_and_merged_usr() {
     let registry = TestRegistry::start(&[]);
     if !push_debian_minbase(&registry) {
         return;
@@ -363,7 +363,7 @@ fn debian_app_with_useradd_copy_chown_and_merged_usr() {
     let work = tempfile::tempdir().unwrap();
     let root = work.path().join("root");
     let image = format!("{}/debian-app:1", registry.addr);
-    built(
+    let out = built(
         rbuild(
             &root,
             &[
@@ -378,26 +378,38 @@ fn debian_app_with_useradd_copy_chown_and_merged_usr() {
         .output()
         .unwrap(),
     );
+    // The RUN went through SHELL (bash with pipefail) and saw the new user.
+    assert!(stderr(&out).contains("\n  1000\n"), "{}", stderr(&out));
     let config = remote_config(&image);
     assert_eq!(
         config["config"],
         serde_json::json!({
+            "Cmd": ["--verbose"],
             "Entrypoint": ["hello"],
             "Env": [
                 "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
                 "LANG=C.UTF-8"
             ],
+            "ExposedPorts": {"8443/tcp": {}},
+            "Healthcheck": {"Test": ["NONE"]},
+            "Labels": {"org.example.app": "debian-app"},
+            "OnBuild": ["RUN echo child"],
+            "Shell": ["/bin/bash", "-o", "pipefail", "-c"],
+            "StopSignal": "SIGINT",
             "User": "app",
+            "Volumes": {"/home/app/data": {}},
             "WorkingDir": "/home/app"
         }),
         "{config:#}"
     );
+    assert_eq!(config["author"], "rbuild tests");
     let rootfs = unpack_remote(&image, work.path());
     let tree: Vec<String> = [
         "/usr/local/bin/hello",
         "/etc/app",
         "/etc/app/config.ini",
         "/usr/bin/tool.sh",
+        "/usr/share/doc/app/notes.txt",
         "/home/app",
     ]
     .iter()
@@ -411,6 +423,7 @@ fn debian_app_with_useradd_copy_chown_and_merged_usr() {
             "/etc/app d755 1000:1000",
             "/etc/app/config.ini f644 1000:1000 [app]",
             "/usr/bin/tool.sh f755 0:0 #!/bin/sh",
+            "/usr/share/doc/app/notes.txt f644 0:0 Debian notes",
             "/home/app d755 1000:1000",
         ]
     );
