@@ -320,7 +320,7 @@ fn schedule(
                 .filter_map(|n| {
                     shared
                         .index
-                        .get(&graph.graph[n].key, &shared.store)
+                        .get(&graph.graph[n].cache_key, &shared.store)
                         .map(|e| (n, e))
                 })
                 .collect();
@@ -492,9 +492,11 @@ fn run_op(
             .map_err(|e| format!("{at}: {e}"))?,
         StepKind::Copy(copy) => {
             let spec = copy_spec(shared, copy, &from, &at)?;
+            // --link: the layer is made on an empty root and stacked.
+            let onto: &[LayerRef] = if copy.spec.link { &[] } else { &parents };
             let outcome = shared
                 .runner
-                .copy(&parents, spec.spec)
+                .copy(onto, spec.spec)
                 .map_err(|e| format!("{at}: {e}"))?;
             drop(spec.keep);
             if let Some(failure) = outcome.failure {
@@ -508,7 +510,7 @@ fn run_op(
     shared
         .index
         .put(
-            &op.key,
+            &op.cache_key,
             &CacheEntry {
                 layer: layer.as_ref().map(CachedLayer::from),
                 created: shared.when.clone(),
@@ -802,10 +804,9 @@ fn copy_spec(
     }
     let chmod = match &spec.chmod {
         None => None,
-        Some(text) => Some(
-            u32::from_str_radix(text, 8)
-                .map_err(|_| format!("{at}: --chmod={text}: only octal modes are supported yet"))?,
-        ),
+        Some(text) => {
+            Some(crate::executor::chmod::Chmod::parse(text).map_err(|e| format!("{at}: {e}"))?)
+        }
     };
     let snapshots = ctx.runner.snapshots();
     let tmp = |prefix: &str| {
@@ -903,6 +904,7 @@ fn copy_spec(
             exclude: spec.exclude.clone(),
             chown: spec.chown.clone(),
             keep_owner: copy.from.is_some(),
+            parents: spec.parents,
             chmod,
         },
         keep,

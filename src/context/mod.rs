@@ -28,7 +28,9 @@ use crate::image::Digest;
 pub struct SourceTree<'a> {
     root: PathBuf,
     ignore: &'a IgnoreRules,
-    exclude: Vec<Glob>,
+    /// `--exclude` patterns, matched against paths below each source (as
+    /// BuildKit filters the copied tree), with `.dockerignore`'s rules.
+    exclude: IgnoreRules,
 }
 
 /// A source path a COPY source named: a cleaned path relative to the
@@ -39,6 +41,8 @@ pub struct Matched {
     pub rel: String,
     /// Its name as the destination sees it (the last component as written).
     pub name: String,
+    /// Its path as matched, before symlinks (what `--parents` keeps).
+    pub written: String,
     /// Whether it is a directory (whose contents are copied).
     pub dir: bool,
 }
@@ -63,10 +67,7 @@ impl<'a> SourceTree<'a> {
     /// `--exclude` patterns leave.
     pub fn new(root: &Path, ignore: &'a IgnoreRules, exclude: &[String]) -> Result<Self, String> {
         let root = std::fs::canonicalize(root).map_err(|e| format!("{}: {e}", root.display()))?;
-        let exclude = exclude
-            .iter()
-            .map(|p| Glob::ignore(&clean(p)))
-            .collect::<Result<_, _>>()?;
+        let exclude = IgnoreRules::parse(&exclude.join("\n"))?;
         Ok(SourceTree {
             root,
             ignore,
@@ -80,7 +81,7 @@ impl<'a> SourceTree<'a> {
     }
 
     fn visible(&self, rel: &str) -> bool {
-        rel == "." || !(self.ignore.excluded(rel) || self.exclude.iter().any(|g| g.matches(rel)))
+        rel == "." || !self.ignore.excluded(rel)
     }
 
     /// The paths `source` names. A literal path must exist (and not be
@@ -129,7 +130,9 @@ impl<'a> SourceTree<'a> {
             current = next
                 .into_iter()
                 .filter(|rel| {
+                    let name = rel.rsplit('/').next().unwrap_or(rel);
                     self.visible(rel)
+                        && !(last && self.exclude.excluded(name))
                         && std::fs::symlink_metadata(self.root.join(rel))
                             .is_ok_and(|m| last || m.is_dir())
                 })
@@ -172,6 +175,7 @@ impl<'a> SourceTree<'a> {
         Ok(Matched {
             rel: real_rel,
             name,
+            written: rel.to_string(),
             dir: rfs::FileType::from_raw_mode(stat.st_mode) == rfs::FileType::Directory,
         })
     }
@@ -216,8 +220,9 @@ impl<'a> SourceTree<'a> {
             };
             let meta = std::fs::symlink_metadata(self.root.join(&tree_rel))
                 .map_err(|e| format!("{tree_rel}: {e}"))?;
-            let visible = self.visible(&tree_rel);
-            if !(visible || meta.is_dir() && self.ignore.has_exceptions()) {
+            let visible = self.visible(&tree_rel) && !self.exclude.excluded(&rel);
+            let exceptions = self.ignore.has_exceptions() || self.exclude.has_exceptions();
+            if !(visible || meta.is_dir() && exceptions) {
                 continue;
             }
             let at = out.len();
@@ -288,6 +293,18 @@ impl<'a> SourceTree<'a> {
     }
 }
 
+/// For `COPY --parents`: the part of `source` above its `/./` pivot
+/// (cleaned; empty without a pivot, when the whole path is kept).
+pub fn parents_pivot(source: &str) -> String {
+    match source.get(1..).and_then(|s| s.find("/./")) {
+        Some(at) => match clean(&source[..at + 1]).as_str() {
+            "." => String::new(),
+            prefix => prefix.to_string(),
+        },
+        None => String::new(),
+    }
+}
+
 /// The error for a source that does not exist (or is ignored).
 pub fn not_found(source: &str) -> String {
     format!("\"{source}\": not found in the build context (or excluded by .dockerignore)")
@@ -308,6 +325,14 @@ mod tests {
         std::os::unix::fs::symlink("src", p.join("link")).unwrap();
         std::os::unix::fs::symlink("/etc", p.join("escape")).unwrap();
         dir
+    }
+
+    #[test]
+    fn parents_pivots() {
+        assert_eq!(parents_pivot("./x/a.txt"), "");
+        assert_eq!(parents_pivot("x/./a.txt"), "x");
+        assert_eq!(parents_pivot("./x/y/./z/*.txt"), "x/y");
+        assert_eq!(parents_pivot("/./a"), "");
     }
 
     #[test]

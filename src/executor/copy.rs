@@ -41,8 +41,11 @@ pub struct CopySpec {
     /// Keep the sources' owners when there is no `--chown` (another
     /// stage's files); otherwise they become 0:0 (the context's).
     pub keep_owner: bool,
-    /// `--chmod` bits.
-    pub chmod: Option<u32>,
+    /// `--parents`: keep each source's path (below a `/./` pivot).
+    #[serde(default)]
+    pub parents: bool,
+    /// `--chmod`, octal or symbolic.
+    pub chmod: Option<super::chmod::Chmod>,
 }
 
 fn errno(what: &str) -> impl Fn(Errno) -> String + '_ {
@@ -126,11 +129,25 @@ pub fn run(spec: &CopySpec, root_path: &std::path::Path) -> Result<(), String> {
         Mode::empty(),
     )
     .map_err(errno("open the source"))?;
+    // Each match with the path it keeps under the destination (--parents).
     let mut matched = Vec::new();
     let mut wildcard = false;
     for source in &spec.sources {
         wildcard |= source.contains(['*', '?', '[']);
-        matched.extend(tree.expand(source)?);
+        let pivot = crate::context::parents_pivot(source);
+        for m in tree.expand(source)? {
+            let kept = if spec.parents {
+                let below = m
+                    .written
+                    .strip_prefix(&pivot)
+                    .map(|r| r.trim_start_matches('/'))
+                    .unwrap_or(&m.written);
+                Some(below.to_string())
+            } else {
+                None
+            };
+            matched.push((m, kept));
+        }
     }
     let dest = spec.dest.clone();
     let mut copier = Copier {
@@ -138,19 +155,21 @@ pub fn run(spec: &CopySpec, root_path: &std::path::Path) -> Result<(), String> {
         source: source_fd,
         owner,
         keep_owner: spec.keep_owner,
-        chmod: spec.chmod,
+        chmod: spec.chmod.clone(),
         links: HashMap::new(),
         dir_times: Vec::new(),
     };
-    let into_dir = dest.ends_with('/') || copier.is_dir(&dest);
+    let into_dir = spec.parents || dest.ends_with('/') || copier.is_dir(&dest);
     if (spec.sources.len() > 1 || wildcard) && !into_dir && matched.len() > 1 {
         return Err(format!(
             "when copying more than one source, the destination {dest} must be a directory and end with a /"
         ));
     }
     let dest_dir_owner = owner.unwrap_or((0, 0));
-    for top in &matched {
-        let target = if top.dir {
+    for (top, kept) in &matched {
+        let target = if let Some(kept) = kept.as_ref().filter(|k| !k.is_empty() && *k != ".") {
+            format!("{}/{kept}", dest.trim_end_matches('/'))
+        } else if top.dir {
             dest.trim_end_matches('/').to_string()
         } else if into_dir {
             format!("{}/{}", dest.trim_end_matches('/'), top.name)
@@ -195,7 +214,7 @@ struct Copier {
     source: OwnedFd,
     owner: Option<(u32, u32)>,
     keep_owner: bool,
-    chmod: Option<u32>,
+    chmod: Option<super::chmod::Chmod>,
     /// Hardlinked sources already copied: (dev, ino) → destination path.
     links: HashMap<(u64, u64), String>,
     dir_times: Vec<(String, Timespec, Timespec)>,
@@ -233,8 +252,11 @@ impl Copier {
     }
 
     fn mode(&self, meta: &std::fs::Metadata) -> u32 {
-        self.chmod
-            .unwrap_or_else(|| meta.permissions().mode() & 0o7777)
+        let own = meta.permissions().mode() & 0o7777;
+        match &self.chmod {
+            Some(chmod) => chmod.apply(own, meta.is_dir()),
+            None => own,
+        }
     }
 
     fn is_dir(&self, path: &str) -> bool {

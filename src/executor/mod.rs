@@ -9,6 +9,7 @@
 //! environment is probed the same way ([`probe`]) to choose the tier.
 
 pub mod cgroup;
+pub mod chmod;
 pub mod copy;
 pub mod mounts;
 pub mod probe;

@@ -39,8 +39,11 @@ pub enum OpKind {
 pub struct Op {
     /// What it does.
     pub kind: OpKind,
-    /// Its cache key.
+    /// Its identity in the graph (what it is, on top of what).
     pub key: Digest,
+    /// The key its result is cached under: the same, except for `COPY
+    /// --link`, whose layer does not depend on what it lands on.
+    pub cache_key: Digest,
     /// Stage and step (index into the stage's steps) of every place in
     /// the plan this op stands for; `None` for a stage's base.
     pub uses: Vec<(usize, Option<usize>)>,
@@ -100,6 +103,7 @@ impl BuildGraph {
                     *by_key.entry(key.clone()).or_insert_with(|| {
                         graph.add_node(Op {
                             kind: OpKind::Source,
+                            cache_key: key.clone(),
                             key,
                             uses: Vec::new(),
                         })
@@ -111,7 +115,17 @@ impl BuildGraph {
             let mut parent = base;
             for (n, step) in stage.steps.iter().enumerate() {
                 let step_inputs = inputs(stage, step, &stage_keys)?;
-                let key = keys::step_key(&graph[parent].key, &step.kind, &step_inputs, &platform);
+                let linked = matches!(&step.kind, StepKind::Copy(c) if c.spec.link);
+                let (key, cache_key) = if linked {
+                    // Keyed without its parent; the node still is one per parent.
+                    let cache_key =
+                        keys::step_key(&keys::link_parent(), &step.kind, &step_inputs, &platform);
+                    let key = keys::step_key(&graph[parent].key, &step.kind, &step_inputs, &platform);
+                    (key, cache_key)
+                } else {
+                    let key = keys::step_key(&graph[parent].key, &step.kind, &step_inputs, &platform);
+                    (key.clone(), key)
+                };
                 let node = match by_key.get(&key) {
                     Some(&node) => node,
                     None => {
@@ -122,6 +136,7 @@ impl BuildGraph {
                         let node = graph.add_node(Op {
                             kind,
                             key: key.clone(),
+                            cache_key,
                             uses: Vec::new(),
                         });
                         by_key.insert(key, node);

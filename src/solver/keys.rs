@@ -46,6 +46,12 @@ pub fn base_key(
     }
 }
 
+/// The parent every `COPY --link` is keyed on: its layer is made on an
+/// empty root, so what it lands on does not change it.
+pub fn link_parent() -> Digest {
+    hash(&json!({"v": KEY_VERSION, "parent": "copy --link"}))
+}
+
 /// Digest of a directory tree or file for a key: every path's relative
 /// name, type, permission bits, link target and content hash, in sorted
 /// order. Owners and times are left out (a context checked out by another
