@@ -905,6 +905,8 @@ fn copy_spec(
             chown: spec.chown.clone(),
             keep_owner: copy.from.is_some(),
             parents: spec.parents,
+            add: copy.add,
+            unpack: spec.unpack,
             chmod,
         },
         keep,

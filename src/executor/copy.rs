@@ -41,6 +41,13 @@ pub struct CopySpec {
     /// Keep the sources' owners when there is no `--chown` (another
     /// stage's files); otherwise they become 0:0 (the context's).
     pub keep_owner: bool,
+    /// ADD: local tar archives (plain, gzip, bzip2, xz, zstd) are unpacked
+    /// into the destination instead of copied, unless `unpack` is false.
+    #[serde(default)]
+    pub add: bool,
+    /// ADD `--unpack`.
+    #[serde(default)]
+    pub unpack: Option<bool>,
     /// `--parents`: keep each source's path (below a `/./` pivot).
     #[serde(default)]
     pub parents: bool,
@@ -184,6 +191,13 @@ pub fn run(spec: &CopySpec, root_path: &std::path::Path) -> Result<(), String> {
             None => String::new(),
         };
         copier.mkdir_all(&parent, dest_dir_owner)?;
+        if spec.add && !top.dir && spec.unpack != Some(false) {
+            if let Some(kind) = archive_kind(&copier.source, &top.rel)? {
+                copier.mkdir_all(dest.trim_start_matches('/'), dest_dir_owner)?;
+                copier.unpack(&top.rel, kind, dest.trim_start_matches('/'))?;
+                continue;
+            }
+        }
         for w in tree.walk(top)? {
             let to = match (w.rel.is_empty(), target.is_empty()) {
                 (true, _) => target.clone(),
@@ -207,6 +221,70 @@ pub fn run(spec: &CopySpec, root_path: &std::path::Path) -> Result<(), String> {
         set_times(&copier.root, path, *atime, *mtime)?;
     }
     Ok(())
+}
+
+/// The archive formats ADD unpacks, known by their first bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Archive {
+    /// An uncompressed tar.
+    Tar,
+    /// gzip.
+    Gzip,
+    /// bzip2.
+    Bzip2,
+    /// xz.
+    Xz,
+    /// zstd.
+    Zstd,
+}
+
+/// The compression `head` (a file's first bytes) shows, or `Tar` for an
+/// uncompressed stream.
+fn compression(head: &[u8]) -> Archive {
+    if head.starts_with(&[0x1f, 0x8b]) {
+        Archive::Gzip
+    } else if head.starts_with(b"BZh") {
+        Archive::Bzip2
+    } else if head.starts_with(&[0xfd, b'7', b'z', b'X', b'Z', 0x00]) {
+        Archive::Xz
+    } else if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
+        Archive::Zstd
+    } else {
+        Archive::Tar
+    }
+}
+
+/// `reader` decompressed as `kind` says.
+fn decompress<'a>(kind: Archive, reader: impl Read + 'a) -> std::io::Result<Box<dyn Read + 'a>> {
+    let reader = std::io::BufReader::new(reader);
+    Ok(match kind {
+        Archive::Tar => Box::new(reader),
+        Archive::Gzip => Box::new(flate2::read::MultiGzDecoder::new(reader)),
+        Archive::Bzip2 => Box::new(bzip2::read::MultiBzDecoder::new(reader)),
+        Archive::Xz => Box::new(liblzma::read::XzDecoder::new_multi_decoder(reader)),
+        Archive::Zstd => Box::new(zstd::stream::read::Decoder::new(reader)?),
+    })
+}
+
+/// Whether the stream in `head`..`rest` is a tar archive ADD unpacks: its
+/// (decompressed) first block must be a tar header with the `ustar`
+/// magic. Anything else, compressed or not, is copied as it is.
+pub fn sniff_archive(data: impl Read) -> Option<Archive> {
+    let mut data = std::io::BufReader::new(data);
+    let head = std::io::BufRead::fill_buf(&mut data).ok()?.to_vec();
+    let kind = compression(&head);
+    let mut block = Vec::with_capacity(512);
+    decompress(kind, data)
+        .ok()?
+        .take(512)
+        .read_to_end(&mut block)
+        .ok()?;
+    (block.len() == 512 && &block[257..262] == b"ustar").then_some(kind)
+}
+
+fn archive_kind(source: &OwnedFd, rel: &str) -> Result<Option<Archive>, String> {
+    let fd = open_in(source, rel, OFlags::RDONLY).map_err(errno(rel))?;
+    Ok(sniff_archive(std::fs::File::from(fd)))
 }
 
 struct Copier {
@@ -300,6 +378,24 @@ impl Copier {
             }
         }
         Ok(())
+    }
+
+    /// Unpacks the archive `rel` into the directory `to`: entries that
+    /// would leave it (`..`, absolute names, links out) are errors.
+    fn unpack(&self, rel: &str, kind: Archive, to: &str) -> Result<(), String> {
+        let src = open_in(&self.source, rel, OFlags::RDONLY).map_err(errno(rel))?;
+        let reader =
+            decompress(kind, std::fs::File::from(src)).map_err(|e| format!("{rel}: {e}"))?;
+        let dir = open_in(&self.root, to, OFlags::PATH | OFlags::DIRECTORY).map_err(errno(to))?;
+        let host = std::fs::read_link(format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&dir)))
+            .map_err(|e| format!("/{to}: {e}"))?;
+        let options = crate::snapshot::ApplyOptions {
+            whiteouts: false,
+            ..Default::default()
+        };
+        crate::snapshot::apply_layer(&host, reader, rel, options)
+            .map(drop)
+            .map_err(|e| format!("ADD {rel}: {}", e.to_string().replacen(&format!("layer {rel}: "), "", 1)))
     }
 
     fn copy_one(&mut self, w: &crate::context::Walked, to: &str) -> Result<(), String> {
@@ -405,6 +501,26 @@ impl Copier {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_tar_streams_are_archives() {
+        let mut tar = tar::Builder::new(Vec::new());
+        let mut header = tar::Header::new_ustar();
+        header.set_size(3);
+        header.set_cksum();
+        tar.append_data(&mut header, "f", &b"abc"[..]).unwrap();
+        let tar = tar.into_inner().unwrap();
+        assert_eq!(sniff_archive(&tar[..]), Some(Archive::Tar));
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        std::io::Write::write_all(&mut gz, &tar).unwrap();
+        assert_eq!(sniff_archive(&gz.finish().unwrap()[..]), Some(Archive::Gzip));
+        let zst = zstd::encode_all(&tar[..], 3).unwrap();
+        assert_eq!(sniff_archive(&zst[..]), Some(Archive::Zstd));
+        let mut not_tar = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        std::io::Write::write_all(&mut not_tar, b"just text").unwrap();
+        assert_eq!(sniff_archive(&not_tar.finish().unwrap()[..]), None);
+        assert_eq!(sniff_archive(&b"plain text"[..]), None);
+    }
 
     #[test]
     fn chown_resolves_like_docker() {

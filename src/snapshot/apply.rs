@@ -58,6 +58,9 @@ pub struct ApplyOptions {
     /// `trusted.overlay.opaque` (as root) and `user.overlay.opaque` xattrs,
     /// so the directory can be stacked under others by overlayfs.
     pub overlay_format: bool,
+    /// Read `.wh.` names as whiteouts (layers); off, they are plain files
+    /// (archives that ADD unpacks).
+    pub whiteouts: bool,
 }
 
 impl Default for ApplyOptions {
@@ -67,6 +70,7 @@ impl Default for ApplyOptions {
             ownership: root,
             devices: root,
             overlay_format: false,
+            whiteouts: true,
         }
     }
 }
@@ -277,7 +281,8 @@ impl Applier<'_> {
         };
         let dir = self.parent_dir(&shown, parent)?;
         let name_bytes = name.as_bytes();
-        if name_bytes == OPAQUE.as_bytes() && self.options.overlay_format {
+        let whiteouts = self.options.whiteouts;
+        if whiteouts && name_bytes == OPAQUE.as_bytes() && self.options.overlay_format {
             self.mark_opaque(&dir)
                 .map_err(|e| self.io(&shown, "marking opaque directory", e))?;
             self.stats.whiteouts += 1;
@@ -285,7 +290,7 @@ impl Applier<'_> {
         }
         if let (Some(hidden), true) = (
             name_bytes.strip_prefix(WHITEOUT.as_bytes()),
-            self.options.overlay_format,
+            whiteouts && self.options.overlay_format,
         ) {
             let hidden = OsStr::from_bytes(hidden);
             self.remove(&dir, hidden)
@@ -302,7 +307,7 @@ impl Applier<'_> {
             self.stats.whiteouts += 1;
             return Ok(());
         }
-        if name_bytes == OPAQUE.as_bytes() {
+        if whiteouts && name_bytes == OPAQUE.as_bytes() {
             let parent_path = join(parent);
             let list = rfs::openat(
                 &dir,
@@ -317,7 +322,10 @@ impl Applier<'_> {
             self.stats.whiteouts += 1;
             return Ok(());
         }
-        if let Some(hidden) = name_bytes.strip_prefix(WHITEOUT.as_bytes()) {
+        if let Some(hidden) = name_bytes
+            .strip_prefix(WHITEOUT.as_bytes())
+            .filter(|_| whiteouts)
+        {
             self.remove(&dir, OsStr::from_bytes(hidden))
                 .map_err(|e| self.io(&shown, "applying whiteout", e))?;
             self.stats.whiteouts += 1;
