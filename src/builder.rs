@@ -196,6 +196,7 @@ pub fn build(
         when: when.clone(),
         plan,
         graph: None,
+        downloads: Default::default(),
     });
     // Every key, from content, before anything runs.
     let graph = BuildGraph::new(
@@ -240,9 +241,38 @@ struct Shared {
     when: String,
     plan: solver::Plan,
     graph: Option<BuildGraph>,
+    /// `ADD <url>` downloads, once per build: URL → (its dir, the file).
+    downloads: std::sync::Mutex<HashMap<String, Download>>,
 }
 
+/// A downloaded ADD source and the temporary dir holding it.
+type Download = (Arc<tempfile::TempDir>, crate::context::remote::Downloaded);
+
 impl Shared {
+    /// Downloads `url` (once per build) for ADD.
+    fn download(&self, url: &str, checksum: Option<&str>, at: &str) -> Result<Download, String> {
+        let mut downloads = self.downloads.lock().expect("not poisoned");
+        if let Some(done) = downloads.get(url) {
+            // Downloaded for another ADD: this one's --checksum still holds.
+            if let Some(want) = checksum.filter(|w| *w != done.1.digest.as_str()) {
+                return Err(format!(
+                    "{at}: {url}: checksum mismatch: --checksum={want}, the download is {}",
+                    done.1.digest
+                ));
+            }
+            return Ok(done.clone());
+        }
+        let dir = tempfile::Builder::new()
+            .prefix("download-")
+            .tempdir_in(self.runner.snapshots().root().join("tmp"))
+            .map_err(|e| format!("{at}: {e}"))?;
+        let file = crate::context::remote::download(url, dir.path(), checksum)
+            .map_err(|e| format!("{at}: {e}"))?;
+        let done = (Arc::new(dir), file);
+        downloads.insert(url.to_string(), done.clone());
+        Ok(done)
+    }
+
     fn graph(&self) -> &BuildGraph {
         self.graph.as_ref().expect("built before scheduling")
     }
@@ -747,6 +777,10 @@ fn copy_inputs(
         .map(|source| match source {
             crate::parser::Source::Heredoc(_) => Ok(None),
             crate::parser::Source::Path(_) if from.is_some() => Ok(from.clone()),
+            crate::parser::Source::Path(url) if copy.add && crate::context::remote::is_url(url) => {
+                let (_, file) = ctx.download(url, copy.spec.checksum.as_deref(), at)?;
+                Ok(Some(file.digest))
+            }
             crate::parser::Source::Path(p) => {
                 if tree.is_none() {
                     tree = Some(context_tree(ctx, &copy.spec.exclude, at)?);
@@ -793,13 +827,19 @@ fn copy_spec(
         .sources
         .iter()
         .filter_map(|s| match s {
-            Source::Path(p) if p.contains("://") || p.starts_with("git@") => Some(p),
+            Source::Path(p) if crate::context::remote::is_url(p) => Some(p),
             _ => None,
         })
         .collect();
-    if let Some(url) = urls.first() {
+    if let Some(git) = spec.sources.iter().find_map(|s| match s {
+        Source::Path(p) if p.starts_with("git@") || p.ends_with(".git") => Some(p),
+        _ => None,
+    }) {
+        return Err(format!("{at}: ADD {git}: git sources are not supported yet"));
+    }
+    if !urls.is_empty() && urls.len() != spec.sources.len() {
         return Err(format!(
-            "{at}: ADD {url}: remote sources are not supported yet"
+            "{at}: mixing URL and local sources in one ADD is not supported yet"
         ));
     }
     let chmod = match &spec.chmod {
@@ -826,7 +866,38 @@ fn copy_spec(
         .collect();
     let mut ignore = String::new();
     let mut source_lowers = None;
-    let source_root = if !heredocs.is_empty() {
+    let mut sources: Vec<String> = spec
+        .sources
+        .iter()
+        .map(|s| match s {
+            Source::Path(p) => p.clone(),
+            Source::Heredoc(h) => h.name.clone(),
+        })
+        .collect();
+    let mut unpack = spec.unpack;
+    let source_root = if !urls.is_empty() {
+        // Downloads are not unpacked unless --unpack says so.
+        unpack = Some(unpack.unwrap_or(false));
+        let dir = tmp("downloads-")?;
+        sources.clear();
+        for url in &urls {
+            let (_, file) = ctx.download(url, spec.checksum.as_deref(), at)?;
+            let target = dir.path().join(&file.name);
+            if target.exists() {
+                return Err(format!(
+                    "{at}: two URLs download to the same name {}",
+                    file.name
+                ));
+            }
+            std::fs::hard_link(&file.path, &target)
+                .or_else(|_| std::fs::copy(&file.path, &target).map(drop))
+                .map_err(|e| format!("{at}: {e}"))?;
+            sources.push(file.name.clone());
+        }
+        let root = dir.path().to_path_buf();
+        keep.push(dir);
+        root
+    } else if !heredocs.is_empty() {
         if heredocs.len() != spec.sources.len() {
             return Err(format!(
                 "{at}: mixing heredoc and path sources in one COPY is not supported yet"
@@ -886,14 +957,6 @@ fn copy_spec(
             }
         }
     };
-    let sources = spec
-        .sources
-        .iter()
-        .map(|s| match s {
-            Source::Path(p) => p.clone(),
-            Source::Heredoc(h) => h.name.clone(),
-        })
-        .collect();
     Ok(PreparedCopy {
         spec: crate::executor::CopySpec {
             source_root,
@@ -906,7 +969,7 @@ fn copy_spec(
             keep_owner: copy.from.is_some(),
             parents: spec.parents,
             add: copy.add,
-            unpack: spec.unpack,
+            unpack,
             chmod,
         },
         keep,

@@ -11,6 +11,7 @@
 //! followed.
 
 pub mod glob;
+pub mod remote;
 
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
