@@ -101,7 +101,72 @@ fn parse_output(spec: &str) -> Result<Output, String> {
     }
 }
 
-pub(super) fn build(args: BuildCommand) -> i32 {
+/// `rbuild - < input`: a tar (plain or compressed) is the context, unpacked
+/// safely into a private dir; anything else is the Dockerfile, with an
+/// empty context. Returns the dir holding both and the context path.
+fn stdin_context(storage: &std::path::Path) -> Result<(tempfile::TempDir, PathBuf), String> {
+    use std::io::Seek;
+    let scratch = storage.join("tmp");
+    std::fs::create_dir_all(&scratch).map_err(|e| format!("{}: {e}", scratch.display()))?;
+    let dir = tempfile::Builder::new()
+        .prefix("stdin-")
+        .tempdir_in(&scratch)
+        .map_err(|e| format!("{}: {e}", scratch.display()))?;
+    let mut input = tempfile::tempfile_in(dir.path()).map_err(|e| e.to_string())?;
+    std::io::copy(&mut std::io::stdin().lock(), &mut input)
+        .map_err(|e| format!("reading the context from standard input: {e}"))?;
+    let context = dir.path().join("context");
+    std::fs::create_dir(&context).map_err(|e| e.to_string())?;
+    input.rewind().map_err(|e| e.to_string())?;
+    match crate::executor::copy::sniff_archive(&input) {
+        Some(kind) => {
+            input.rewind().map_err(|e| e.to_string())?;
+            let reader =
+                crate::executor::copy::decompress(kind, &input).map_err(|e| e.to_string())?;
+            let options = crate::snapshot::ApplyOptions {
+                whiteouts: false,
+                ..Default::default()
+            };
+            crate::snapshot::apply_layer(&context, reader, "the context from standard input", options)
+                .map_err(|e| e.to_string())?;
+        }
+        None => {
+            input.rewind().map_err(|e| e.to_string())?;
+            let mut file = std::fs::File::create(dir.path().join("Dockerfile"))
+                .map_err(|e| e.to_string())?;
+            std::io::copy(&mut input, &mut file).map_err(|e| e.to_string())?;
+        }
+    }
+    Ok((dir, context))
+}
+
+pub(super) fn build(mut args: BuildCommand) -> i32 {
+    // Kept until the build is done: the context read from standard input.
+    let mut _stdin_dir = None;
+    if args.context.as_os_str() == "-" {
+        if args.file.as_deref() == Some(std::path::Path::new("-")) {
+            eprintln!("error: the context and the Dockerfile cannot both come from standard input");
+            return EXIT_USAGE;
+        }
+        let storage = super::storage_root(args.build.sandbox.root.clone());
+        match stdin_context(&storage) {
+            Ok((dir, context)) => {
+                let beside = dir.path().join("Dockerfile");
+                if args.file.is_none() && beside.exists() {
+                    args.file = Some(beside);
+                } else if let Some(file) = args.file.as_mut().filter(|f| f.is_relative()) {
+                    // -f names a file inside the context tar.
+                    *file = context.join(&*file);
+                }
+                args.context = context;
+                _stdin_dir = Some(dir);
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                return EXIT_USAGE;
+            }
+        }
+    }
     let dockerfile_path = args
         .file
         .clone()

@@ -255,7 +255,7 @@ fn compression(head: &[u8]) -> Archive {
 }
 
 /// `reader` decompressed as `kind` says.
-fn decompress<'a>(kind: Archive, reader: impl Read + 'a) -> std::io::Result<Box<dyn Read + 'a>> {
+pub fn decompress<'a>(kind: Archive, reader: impl Read + 'a) -> std::io::Result<Box<dyn Read + 'a>> {
     let reader = std::io::BufReader::new(reader);
     Ok(match kind {
         Archive::Tar => Box::new(reader),
