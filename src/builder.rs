@@ -197,6 +197,10 @@ pub fn build(
         plan,
         graph: None,
         downloads: Default::default(),
+        hashes: match &options.context {
+            Some(context) => crate::context::hashcache::HashCache::load(&options.storage, context),
+            None => Default::default(),
+        },
     });
     // Every key, from content, before anything runs.
     let graph = BuildGraph::new(
@@ -204,6 +208,9 @@ pub fn build(
         &|name| shared.bases.get(name).map(|b| b.manifest_digest.clone()),
         &mut |stage, step, stage_keys| step_inputs(&shared, stage, step, stage_keys),
     )?;
+    if let Err(e) = shared.hashes.save() {
+        log(&format!("warning: saving the context hash cache: {e}"));
+    }
     let mut shared = Arc::into_inner(shared).expect("no other owner yet");
     shared.graph = Some(graph);
     let shared = Arc::new(shared);
@@ -243,6 +250,8 @@ struct Shared {
     graph: Option<BuildGraph>,
     /// `ADD <url>` downloads, once per build: URL → (its dir, the file).
     downloads: std::sync::Mutex<HashMap<String, Download>>,
+    /// Remembered content hashes of the context's files.
+    hashes: crate::context::hashcache::HashCache,
 }
 
 /// A downloaded ADD source and the temporary dir holding it.
@@ -803,6 +812,7 @@ fn context_tree<'a>(
         return Err(format!("{at}: COPY from the context needs a build context"));
     };
     crate::context::SourceTree::new(context, &ctx.options.ignore, exclude)
+        .map(|tree| tree.with_cache(&ctx.hashes))
         .map_err(|e| format!("{at}: {e}"))
 }
 

@@ -11,6 +11,7 @@
 //! followed.
 
 pub mod glob;
+pub mod hashcache;
 pub mod remote;
 
 use std::os::fd::AsRawFd;
@@ -32,6 +33,8 @@ pub struct SourceTree<'a> {
     /// `--exclude` patterns, matched against paths below each source (as
     /// BuildKit filters the copied tree), with `.dockerignore`'s rules.
     exclude: IgnoreRules,
+    /// Remembered file hashes (the build context's), if any.
+    cache: Option<&'a hashcache::HashCache>,
 }
 
 /// A source path a COPY source named: a cleaned path relative to the
@@ -73,7 +76,14 @@ impl<'a> SourceTree<'a> {
             root,
             ignore,
             exclude,
+            cache: None,
         })
+    }
+
+    /// The same tree, hashing files through `cache`.
+    pub fn with_cache(mut self, cache: &'a hashcache::HashCache) -> Self {
+        self.cache = Some(cache);
+        self
     }
 
     /// The root on the host.
@@ -244,22 +254,54 @@ impl<'a> SourceTree<'a> {
 
     /// The content digest of what `sources` select, as the cache key sees
     /// it: per path its name, type, mode, owner, link target and content
-    /// hash; never a time.
+    /// hash; never a time. File contents are hashed in parallel (rayon),
+    /// through the hash cache when there is one.
     pub fn digest(&self, sources: &[String]) -> Result<Digest, String> {
-        let mut hasher = Sha256::new();
+        use rayon::prelude::*;
+        enum Item {
+            Text(String),
+            Entry(Walked),
+        }
+        let mut items = Vec::new();
         for source in sources {
-            hasher.update(format!("source {source}\0"));
+            items.push(Item::Text(format!("source {source}\0")));
             for top in self.expand(source)? {
-                hasher.update(format!("top {} {}\0", top.name, top.dir));
-                for w in self.walk(&top)? {
-                    self.hash_entry(&mut hasher, &w)?;
-                }
+                items.push(Item::Text(format!("top {} {}\0", top.name, top.dir)));
+                items.extend(self.walk(&top)?.into_iter().map(Item::Entry));
+            }
+        }
+        let contents: Vec<Option<[u8; 32]>> = items
+            .par_iter()
+            .map(|item| match item {
+                Item::Entry(w) if w.meta.is_file() => self.content_digest(w).map(Some),
+                _ => Ok(None),
+            })
+            .collect::<Result<_, String>>()?;
+        let mut hasher = Sha256::new();
+        for (item, content) in items.iter().zip(contents) {
+            match item {
+                Item::Text(text) => hasher.update(text),
+                Item::Entry(w) => self.hash_entry(&mut hasher, w, content)?,
             }
         }
         Ok(Digest::from_sha256(hasher.finalize().into()))
     }
 
-    fn hash_entry(&self, hasher: &mut Sha256, w: &Walked) -> Result<(), String> {
+    fn content_digest(&self, w: &Walked) -> Result<[u8; 32], String> {
+        let path = self.root.join(&w.tree_rel);
+        let digest = match self.cache {
+            Some(cache) => cache.file_digest(&w.tree_rel, &path, &w.meta),
+            None => hashcache::sha256_file(&path),
+        };
+        digest.map_err(|e| format!("{}: {e}", w.rel))
+    }
+
+    fn hash_entry(
+        &self,
+        hasher: &mut Sha256,
+        w: &Walked,
+        content: Option<[u8; 32]>,
+    ) -> Result<(), String> {
         let meta = &w.meta;
         let kind = match meta.file_type() {
             t if t.is_dir() => 'd',
@@ -275,20 +317,14 @@ impl<'a> SourceTree<'a> {
             meta.gid(),
             meta.rdev()
         ));
-        let path = self.root.join(&w.tree_rel);
-        match kind {
-            'l' => {
-                let target = std::fs::read_link(&path).map_err(|e| format!("{}: {e}", w.rel))?;
-                hasher.update(target.as_os_str().as_encoded_bytes());
-                hasher.update([0]);
-            }
-            'f' => {
-                let mut file = std::fs::File::open(&path).map_err(|e| format!("{}: {e}", w.rel))?;
-                let mut content = Sha256::new();
-                std::io::copy(&mut file, &mut content).map_err(|e| format!("{}: {e}", w.rel))?;
-                hasher.update(content.finalize());
-            }
-            _ => {}
+        if kind == 'l' {
+            let target = std::fs::read_link(self.root.join(&w.tree_rel))
+                .map_err(|e| format!("{}: {e}", w.rel))?;
+            hasher.update(target.as_os_str().as_encoded_bytes());
+            hasher.update([0]);
+        }
+        if let Some(content) = content {
+            hasher.update(content);
         }
         Ok(())
     }
