@@ -845,7 +845,9 @@ fn copy_spec(
         Source::Path(p) if p.starts_with("git@") || p.ends_with(".git") => Some(p),
         _ => None,
     }) {
-        return Err(format!("{at}: ADD {git}: git sources are not supported yet"));
+        return Err(format!(
+            "{at}: ADD {git}: git sources are not supported yet"
+        ));
     }
     if !urls.is_empty() && urls.len() != spec.sources.len() {
         return Err(format!(

@@ -127,13 +127,18 @@ fn stdin_context(storage: &std::path::Path) -> Result<(tempfile::TempDir, PathBu
                 whiteouts: false,
                 ..Default::default()
             };
-            crate::snapshot::apply_layer(&context, reader, "the context from standard input", options)
-                .map_err(|e| e.to_string())?;
+            crate::snapshot::apply_layer(
+                &context,
+                reader,
+                "the context from standard input",
+                options,
+            )
+            .map_err(|e| e.to_string())?;
         }
         None => {
             input.rewind().map_err(|e| e.to_string())?;
-            let mut file = std::fs::File::create(dir.path().join("Dockerfile"))
-                .map_err(|e| e.to_string())?;
+            let mut file =
+                std::fs::File::create(dir.path().join("Dockerfile")).map_err(|e| e.to_string())?;
             std::io::copy(&mut input, &mut file).map_err(|e| e.to_string())?;
         }
     }

@@ -121,11 +121,7 @@ pub fn download(url: &str, dir: &Path, checksum: Option<&str>) -> Result<Downloa
             .and_then(|f| f.set_modified(when))
             .map_err(|e| format!("{url}: {e}"))?;
     }
-    Ok(Downloaded {
-        path,
-        name,
-        digest,
-    })
+    Ok(Downloaded { path, name, digest })
 }
 
 #[cfg(test)]
@@ -134,11 +130,20 @@ mod tests {
 
     #[test]
     fn names_and_dates() {
-        assert_eq!(file_name("https://example.com/a/b/tool.tar.gz?x=1"), "tool.tar.gz");
+        assert_eq!(
+            file_name("https://example.com/a/b/tool.tar.gz?x=1"),
+            "tool.tar.gz"
+        );
         assert_eq!(file_name("http://h/dir/"), "dir");
         assert_eq!(file_name("http://h"), "__unnamed__");
-        assert_eq!(parse_http_date("Sun, 06 Nov 1994 08:49:37 GMT"), Some(784_111_777));
-        assert_eq!(parse_http_date("Tue, 14 Nov 2023 22:13:20 GMT"), Some(1_700_000_000));
+        assert_eq!(
+            parse_http_date("Sun, 06 Nov 1994 08:49:37 GMT"),
+            Some(784_111_777)
+        );
+        assert_eq!(
+            parse_http_date("Tue, 14 Nov 2023 22:13:20 GMT"),
+            Some(1_700_000_000)
+        );
         assert_eq!(parse_http_date("yesterday"), None);
     }
 }

@@ -27,7 +27,9 @@ pub struct Clause {
 impl Chmod {
     /// Parses a `--chmod` value.
     pub fn parse(text: &str) -> Result<Chmod, String> {
-        let bad = || format!("invalid --chmod value {text:?}: use an octal mode (0755) or a symbolic one (u=rwX,go=rX)");
+        let bad = || {
+            format!("invalid --chmod value {text:?}: use an octal mode (0755) or a symbolic one (u=rwX,go=rX)")
+        };
         if !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit()) {
             return match u32::from_str_radix(text, 8) {
                 Ok(v) if v <= 0o7777 => Ok(Chmod::Octal(v)),

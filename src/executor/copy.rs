@@ -255,7 +255,10 @@ fn compression(head: &[u8]) -> Archive {
 }
 
 /// `reader` decompressed as `kind` says.
-pub fn decompress<'a>(kind: Archive, reader: impl Read + 'a) -> std::io::Result<Box<dyn Read + 'a>> {
+pub fn decompress<'a>(
+    kind: Archive,
+    reader: impl Read + 'a,
+) -> std::io::Result<Box<dyn Read + 'a>> {
     let reader = std::io::BufReader::new(reader);
     Ok(match kind {
         Archive::Tar => Box::new(reader),
@@ -387,15 +390,23 @@ impl Copier {
         let reader =
             decompress(kind, std::fs::File::from(src)).map_err(|e| format!("{rel}: {e}"))?;
         let dir = open_in(&self.root, to, OFlags::PATH | OFlags::DIRECTORY).map_err(errno(to))?;
-        let host = std::fs::read_link(format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&dir)))
-            .map_err(|e| format!("/{to}: {e}"))?;
+        let host = std::fs::read_link(format!(
+            "/proc/self/fd/{}",
+            std::os::fd::AsRawFd::as_raw_fd(&dir)
+        ))
+        .map_err(|e| format!("/{to}: {e}"))?;
         let options = crate::snapshot::ApplyOptions {
             whiteouts: false,
             ..Default::default()
         };
         crate::snapshot::apply_layer(&host, reader, rel, options)
             .map(drop)
-            .map_err(|e| format!("ADD {rel}: {}", e.to_string().replacen(&format!("layer {rel}: "), "", 1)))
+            .map_err(|e| {
+                format!(
+                    "ADD {rel}: {}",
+                    e.to_string().replacen(&format!("layer {rel}: "), "", 1)
+                )
+            })
     }
 
     fn copy_one(&mut self, w: &crate::context::Walked, to: &str) -> Result<(), String> {
@@ -513,7 +524,10 @@ mod tests {
         assert_eq!(sniff_archive(&tar[..]), Some(Archive::Tar));
         let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
         std::io::Write::write_all(&mut gz, &tar).unwrap();
-        assert_eq!(sniff_archive(&gz.finish().unwrap()[..]), Some(Archive::Gzip));
+        assert_eq!(
+            sniff_archive(&gz.finish().unwrap()[..]),
+            Some(Archive::Gzip)
+        );
         let zst = zstd::encode_all(&tar[..], 3).unwrap();
         assert_eq!(sniff_archive(&zst[..]), Some(Archive::Zstd));
         let mut not_tar = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());

@@ -6,8 +6,6 @@
 
 use std::io::{self, Write};
 
-use flate2::write::GzEncoder;
-use flate2::Compression;
 use sha2::{Digest as _, Sha256};
 
 use super::Digest;
@@ -137,7 +135,7 @@ pub fn write_gzip_layer(
 ) -> Result<LayerBlob, LayerError> {
     entries.sort_by(|a, b| a.path.cmp(&b.path));
     let blob = store.writer()?;
-    let gz = GzEncoder::new(blob, Compression::new(6));
+    let gz = crate::image::pgzip::ParallelGzip::new(blob, 6);
     let mut tar = tar::Builder::new(HashingWriter {
         inner: gz,
         hasher: Sha256::new(),

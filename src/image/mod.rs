@@ -15,6 +15,7 @@ pub mod layer;
 pub mod layout;
 pub mod local;
 pub mod media;
+pub mod pgzip;
 pub mod reference;
 
 pub use config::{HealthConfig, ImageConfig, RunConfig};

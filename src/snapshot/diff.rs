@@ -20,9 +20,6 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
-use flate2::write::GzEncoder;
-use flate2::Compression;
-
 use crate::cache::ContentStore;
 use crate::image::layer::{HashingWriter, LayerBlob, LayerError};
 use crate::image::Digest;
@@ -587,7 +584,7 @@ pub fn write_layer(
     options: LayerOptions,
 ) -> Result<LayerBlob, LayerError> {
     let blob = store.writer()?;
-    let gz = GzEncoder::new(blob, Compression::new(6));
+    let gz = crate::image::pgzip::ParallelGzip::new(blob, 6);
     let mut tar = tar::Builder::new(HashingWriter::new(gz));
     tar.mode(tar::HeaderMode::Deterministic);
     let mut writer = TarWriter {

@@ -120,10 +120,12 @@ impl BuildGraph {
                     // Keyed without its parent; the node still is one per parent.
                     let cache_key =
                         keys::step_key(&keys::link_parent(), &step.kind, &step_inputs, &platform);
-                    let key = keys::step_key(&graph[parent].key, &step.kind, &step_inputs, &platform);
+                    let key =
+                        keys::step_key(&graph[parent].key, &step.kind, &step_inputs, &platform);
                     (key, cache_key)
                 } else {
-                    let key = keys::step_key(&graph[parent].key, &step.kind, &step_inputs, &platform);
+                    let key =
+                        keys::step_key(&graph[parent].key, &step.kind, &step_inputs, &platform);
                     (key.clone(), key)
                 };
                 let node = match by_key.get(&key) {
