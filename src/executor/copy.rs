@@ -282,7 +282,37 @@ pub fn sniff_archive(data: impl Read) -> Option<Archive> {
         .take(512)
         .read_to_end(&mut block)
         .ok()?;
-    (block.len() == 512 && &block[257..262] == b"ustar").then_some(kind)
+    (block.len() == 512 && is_tar_header(&block)).then_some(kind)
+}
+
+/// Whether a 512-byte block is a tar header: the ustar magic, or (for old
+/// v7 archives without it) a name and a checksum that adds up.
+fn is_tar_header(block: &[u8]) -> bool {
+    if &block[257..262] == b"ustar" {
+        return true;
+    }
+    let field = &block[148..156];
+    let digits: String = field
+        .iter()
+        .take_while(|b| **b != 0 && **b != b' ')
+        .skip_while(|b| **b == b' ')
+        .map(|b| *b as char)
+        .collect();
+    let Ok(stored) = u32::from_str_radix(digits.trim(), 8) else {
+        return false;
+    };
+    let sum: u32 = block
+        .iter()
+        .enumerate()
+        .map(|(i, b)| {
+            if (148..156).contains(&i) {
+                32
+            } else {
+                u32::from(*b)
+            }
+        })
+        .sum();
+    block[0] != 0 && sum == stored
 }
 
 fn archive_kind(source: &OwnedFd, rel: &str) -> Result<Option<Archive>, String> {
@@ -347,37 +377,70 @@ impl Copier {
             .is_some_and(|st| rfs::FileType::from_raw_mode(st.st_mode) == rfs::FileType::Directory)
     }
 
-    /// Creates `path` and its missing parents as 0755 directories.
+    /// Creates `path` and its missing parents as 0755 directories,
+    /// following symlinks on the way as if the root were `/` (a link to a
+    /// missing absolute path makes that path inside the root, as BuildKit
+    /// does).
     fn mkdir_all(&self, path: &str, owner: (u32, u32)) -> Result<(), String> {
-        let mut so_far = String::new();
-        for part in path.split('/').filter(|p| !p.is_empty()) {
-            let parent = so_far.clone();
-            so_far = if so_far.is_empty() {
-                part.to_string()
-            } else {
-                format!("{so_far}/{part}")
-            };
-            match open_in(&self.root, &so_far, OFlags::PATH) {
-                Ok(fd) => {
-                    let st = rfs::fstat(&fd).map_err(errno(&so_far))?;
-                    if rfs::FileType::from_raw_mode(st.st_mode) != rfs::FileType::Directory {
-                        return Err(format!("/{so_far} exists and is not a directory"));
-                    }
+        let mut todo: std::collections::VecDeque<String> = path
+            .split('/')
+            .filter(|p| !p.is_empty())
+            .map(str::to_string)
+            .collect();
+        let mut done: Vec<String> = Vec::new();
+        let mut links = 0;
+        while let Some(part) = todo.pop_front() {
+            match part.as_str() {
+                "." => continue,
+                ".." => {
+                    done.pop();
+                    continue;
                 }
+                _ => {}
+            }
+            let parent = done.join("/");
+            let dir = open_in(&self.root, &parent, OFlags::RDONLY | OFlags::DIRECTORY)
+                .map_err(errno(&parent))?;
+            let shown = format!(
+                "/{}",
+                [parent.as_str(), part.as_str()]
+                    .join("/")
+                    .trim_start_matches('/')
+            );
+            match rfs::statat(&dir, part.as_str(), AtFlags::SYMLINK_NOFOLLOW) {
+                Ok(st) => match rfs::FileType::from_raw_mode(st.st_mode) {
+                    rfs::FileType::Directory => done.push(part),
+                    rfs::FileType::Symlink => {
+                        links += 1;
+                        if links > 40 {
+                            return Err(format!("{shown}: too many levels of symbolic links"));
+                        }
+                        let target = rfs::readlinkat(&dir, part.as_str(), Vec::new())
+                            .map_err(errno(&shown))?;
+                        let target = target.to_string_lossy().into_owned();
+                        if target.starts_with('/') {
+                            done.clear();
+                        }
+                        for component in target.split('/').rev().filter(|c| !c.is_empty()) {
+                            todo.push_front(component.to_string());
+                        }
+                    }
+                    _ => return Err(format!("{shown} exists and is not a directory")),
+                },
                 Err(Errno::NOENT) => {
-                    let dir = open_in(&self.root, &parent, OFlags::RDONLY | OFlags::DIRECTORY)
-                        .map_err(errno(&so_far))?;
-                    rfs::mkdirat(&dir, part, Mode::from_raw_mode(0o755)).map_err(errno(&so_far))?;
+                    rfs::mkdirat(&dir, part.as_str(), Mode::from_raw_mode(0o755))
+                        .map_err(errno(&shown))?;
                     rfs::chownat(
                         &dir,
-                        part,
+                        part.as_str(),
                         Some(rfs::Uid::from_raw(owner.0)),
                         Some(rfs::Gid::from_raw(owner.1)),
                         AtFlags::SYMLINK_NOFOLLOW,
                     )
-                    .map_err(errno(&so_far))?;
+                    .map_err(errno(&shown))?;
+                    done.push(part);
                 }
-                Err(e) => return Err(format!("/{so_far}: {e}")),
+                Err(e) => return Err(format!("{shown}: {e}")),
             }
         }
         Ok(())
