@@ -541,3 +541,93 @@ fn target_builds_only_its_stage_with_global_args_redeclared() {
         "/out/message.txt f640 0:0 bonjour from builder"
     );
 }
+
+#[test]
+fn copy_keys_follow_content_mode_and_owner_but_not_times_or_the_umask() {
+    use std::os::unix::fs::PermissionsExt;
+    let work = tempfile::tempdir().unwrap();
+    let root = work.path().join("root");
+    let ctx = work.path().join("ctx");
+    std::fs::create_dir_all(ctx.join("src")).unwrap();
+    std::fs::write(ctx.join("src/f.txt"), "content\n").unwrap();
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        "FROM busybox\nCOPY src /app/\nRUN mkdir -p /made/by/run && ls -ln /app > /listing\n",
+    )
+    .unwrap();
+    let build_under = |umask: &str| -> Output {
+        // The shell sets the umask; rbuild must not let it through.
+        built(
+            Command::new("sh")
+                .arg("-c")
+                .arg(format!(
+                    "umask {umask} && exec \"$0\" --root \"$1\" --iidfile \"$2\" \"$3\"",
+                ))
+                .arg(env!("CARGO_BIN_EXE_rbuild"))
+                .arg(&root)
+                .arg(work.path().join("iid"))
+                .arg(&ctx)
+                .output()
+                .unwrap(),
+        )
+    };
+    let ran = |out: &Output| ran_steps(out).len();
+    let first = build_under("022");
+    assert_eq!(ran(&first), 2);
+    let id = || std::fs::read_to_string(work.path().join("iid")).unwrap();
+    let first_id = id();
+    // Another umask: nothing reruns, the same image.
+    let other = build_under("077");
+    assert_eq!(ran(&other), 0, "{}", stderr(&other));
+    assert_eq!(id(), first_id);
+    // Only the mtime: nothing reruns.
+    let f = std::fs::File::options()
+        .write(true)
+        .open(ctx.join("src/f.txt"))
+        .unwrap();
+    f.set_modified(std::time::SystemTime::UNIX_EPOCH).unwrap();
+    assert_eq!(ran(&build_under("022")), 0);
+    // Built afresh (reproducibly) under either umask, the same layers.
+    let fresh = |umask: &str, iid: &str| {
+        let out = built(
+            Command::new("sh")
+                .arg("-c")
+                .arg(format!(
+                    "umask {umask} && exec \"$0\" --root \"$1\" --no-cache \
+                     --source-date-epoch 1700000000 --iidfile \"$2\" \"$3\""
+                ))
+                .arg(env!("CARGO_BIN_EXE_rbuild"))
+                .arg(&root)
+                .arg(work.path().join(iid))
+                .arg(&ctx)
+                .output()
+                .unwrap(),
+        );
+        assert_eq!(ran(&out), 2);
+        let id = std::fs::read_to_string(work.path().join(iid)).unwrap();
+        let blob = root
+            .join("blobs/sha256")
+            .join(id.trim().trim_start_matches("sha256:"));
+        let config: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(blob).unwrap()).unwrap();
+        config["rootfs"].clone()
+    };
+    assert_eq!(
+        fresh("022", "iid-022"),
+        fresh("077", "iid-077"),
+        "the umask changed the layers"
+    );
+    // A byte, a mode or an owner: the COPY and what follows rerun.
+    std::fs::write(ctx.join("src/f.txt"), "Content\n").unwrap();
+    assert_eq!(ran(&build_under("022")), 2);
+    std::fs::set_permissions(
+        ctx.join("src/f.txt"),
+        std::fs::Permissions::from_mode(0o600),
+    )
+    .unwrap();
+    assert_eq!(ran(&build_under("022")), 2);
+    if is_root() {
+        std::os::unix::fs::chown(ctx.join("src/f.txt"), Some(1234), Some(1234)).unwrap();
+        assert_eq!(ran(&build_under("022")), 2);
+    }
+}

@@ -249,6 +249,9 @@ fn with_default_command(mut args: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsSt
 
 /// Runs the CLI with the process arguments; returns the exit code.
 pub fn main() -> i32 {
+    // What a build makes must not depend on the caller's umask: steps run
+    // with docker's 0022, and so does everything rbuild itself creates.
+    rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o022));
     let cli = match Cli::try_parse_from(with_default_command(std::env::args_os().collect())) {
         Ok(cli) => cli,
         Err(e) => {
