@@ -13,9 +13,12 @@ use std::sync::{Arc, Mutex};
 
 use common::{is_root, stderr, unpack_remote, TestRegistry};
 
+/// Files a test server serves: (path, body), replaceable while it runs.
+type Served = Arc<Mutex<Vec<(String, Vec<u8>)>>>;
+
 /// Serves `files` (path → body) over HTTP/1.0 with a fixed Last-Modified,
 /// until the test ends. Bodies can be replaced while it runs.
-fn serve(files: Arc<Mutex<Vec<(String, Vec<u8>)>>>) -> String {
+fn serve(files: Served) -> String {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap().to_string();
     std::thread::spawn(move || {

@@ -210,45 +210,56 @@ impl<'a> SourceTree<'a> {
         Ok(out)
     }
 
+    /// Walks one directory: entries stat'ed through the directory handle,
+    /// sorted by name, subdirectories walked in parallel (rayon) and their
+    /// results joined in order.
     fn walk_dir(&self, tree_dir: &str, rel_dir: &str, out: &mut Vec<Walked>) -> Result<(), String> {
+        use rayon::prelude::*;
         let path = self.root.join(tree_dir);
-        let mut names: Vec<String> = std::fs::read_dir(&path)
+        let mut children: Vec<(String, std::fs::Metadata)> = std::fs::read_dir(&path)
             .map_err(|e| format!("{tree_dir}: {e}"))?
-            .map(|e| e.map(|e| e.file_name().to_string_lossy().into_owned()))
-            .collect::<Result<_, _>>()
+            .map(|e| {
+                let e = e?;
+                Ok((e.file_name().to_string_lossy().into_owned(), e.metadata()?))
+            })
+            .collect::<std::io::Result<_>>()
             .map_err(|e| format!("{tree_dir}: {e}"))?;
-        names.sort();
-        for name in names {
-            let tree_rel = if tree_dir == "." {
-                name.clone()
-            } else {
-                format!("{tree_dir}/{name}")
-            };
-            let rel = if rel_dir.is_empty() {
-                name.clone()
-            } else {
-                format!("{rel_dir}/{name}")
-            };
-            let meta = std::fs::symlink_metadata(self.root.join(&tree_rel))
-                .map_err(|e| format!("{tree_rel}: {e}"))?;
-            let visible = self.visible(&tree_rel) && !self.exclude.excluded(&rel);
-            let exceptions = self.ignore.has_exceptions() || self.exclude.has_exceptions();
-            if !(visible || meta.is_dir() && exceptions) {
-                continue;
-            }
-            let at = out.len();
-            out.push(Walked {
-                rel: rel.clone(),
-                tree_rel: tree_rel.clone(),
-                meta: meta.clone(),
-            });
-            if meta.is_dir() {
-                self.walk_dir(&tree_rel, &rel, out)?;
-            }
-            if !visible && out.len() == at + 1 {
-                out.pop();
-            }
-        }
+        children.sort_by(|a, b| a.0.cmp(&b.0));
+        let exceptions = self.ignore.has_exceptions() || self.exclude.has_exceptions();
+        let walked: Vec<Vec<Walked>> = children
+            .into_par_iter()
+            .map(|(name, meta)| {
+                let tree_rel = if tree_dir == "." {
+                    name.clone()
+                } else {
+                    format!("{tree_dir}/{name}")
+                };
+                let rel = if rel_dir.is_empty() {
+                    name
+                } else {
+                    format!("{rel_dir}/{name}")
+                };
+                let visible = self.visible(&tree_rel) && !self.exclude.excluded(&rel);
+                if !(visible || meta.is_dir() && exceptions) {
+                    return Ok(Vec::new());
+                }
+                let is_dir = meta.is_dir();
+                let mut part = vec![Walked {
+                    rel: rel.clone(),
+                    tree_rel: tree_rel.clone(),
+                    meta,
+                }];
+                if is_dir {
+                    self.walk_dir(&tree_rel, &rel, &mut part)?;
+                }
+                // An ignored directory is kept only for what it holds.
+                if !visible && part.len() == 1 {
+                    part.clear();
+                }
+                Ok(part)
+            })
+            .collect::<Result<_, String>>()?;
+        out.extend(walked.into_iter().flatten());
         Ok(())
     }
 
