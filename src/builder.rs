@@ -27,6 +27,7 @@ use crate::image::layout::{store_image, StoredImage};
 use crate::image::media::MediaTypes;
 use crate::image::Digest;
 use crate::parser::{Dockerfile, MountType, NetworkMode};
+use crate::progress::Event;
 use crate::snapshot::{LayerRef, SnapshotStore};
 use crate::solver::graph::{BuildGraph, OpKind};
 use crate::solver::{self, Base, FromSource, PlanOptions, Platform, StepKind};
@@ -82,6 +83,10 @@ pub struct Built {
     pub image: StoredImage,
     /// Steps that ran.
     pub steps: usize,
+    /// Steps taken from the cache.
+    pub cached: usize,
+    /// Time per phase of the build (plan, keys, steps, image).
+    pub phases: Vec<(String, std::time::Duration)>,
     /// The build's lease: drop it once the image has been exported.
     pub lease: crate::gc::Lease,
 }
@@ -123,8 +128,13 @@ pub fn build(
     dockerfile: &Dockerfile,
     options: &BuildOptions,
     executor: Executor,
-    log: &mut dyn FnMut(&str),
+    log: &mut dyn FnMut(&Event),
 ) -> Result<Built, String> {
+    let mut phases = crate::progress::Phases::default();
+    log(&Event::Note(format!(
+        "isolation: {} (snapshots: {:?})",
+        options.plan.tier, options.plan.snapshots
+    )));
     let store = ContentStore::open(&options.storage).map_err(|e| e.to_string())?;
     let snapshots =
         SnapshotStore::open(options.storage.join("snapshots")).map_err(|e| e.to_string())?;
@@ -173,8 +183,9 @@ pub fn build(
     })
     .map_err(|e| format!("Dockerfile: {e}"))?;
     for warning in &plan.warnings {
-        log(warning);
+        log(&Event::Warning(warning.clone()));
     }
+    phases.mark("plan");
     let base_blobs: Vec<Digest> = bases
         .values()
         .flat_map(|b| {
@@ -201,6 +212,7 @@ pub fn build(
             Some(context) => crate::context::hashcache::HashCache::load(&options.storage, context),
             None => Default::default(),
         },
+        next_id: std::sync::atomic::AtomicUsize::new(1),
     });
     // Every key, from content, before anything runs.
     let graph = BuildGraph::new(
@@ -209,12 +221,16 @@ pub fn build(
         &mut |stage, step, stage_keys| step_inputs(&shared, stage, step, stage_keys),
     )?;
     if let Err(e) = shared.hashes.save() {
-        log(&format!("warning: saving the context hash cache: {e}"));
+        log(&Event::Warning(format!(
+            "warning: saving the context hash cache: {e}"
+        )));
     }
+    phases.mark("keys");
     let mut shared = Arc::into_inner(shared).expect("no other owner yet");
     shared.graph = Some(graph);
     let shared = Arc::new(shared);
     let results = schedule(&shared, &mut lease, log)?;
+    phases.mark("steps");
     let (steps, cached) = results.values().fold((0, 0), |(s, c), r| match r.how {
         How::Ran => (s + 1, c),
         How::Cached => (s, c + 1),
@@ -226,13 +242,15 @@ pub fn build(
     let tail = *graph.stages[&target.index].last().expect("non-empty");
     let layers = results[&tail].layers.clone();
     let config = final_config(plan, graph, &results, target, &layers, &when)?;
-    log(&format!("{steps} step(s) run, {cached} cached"));
     let image =
         store_image(&store, &config, &layers, MediaTypes::Oci).map_err(|e| e.to_string())?;
+    phases.mark("image");
     Ok(Built {
         store,
         image,
         steps,
+        cached,
+        phases: phases.list(),
         lease,
     })
 }
@@ -252,6 +270,8 @@ struct Shared {
     downloads: std::sync::Mutex<HashMap<String, Download>>,
     /// Remembered content hashes of the context's files.
     hashes: crate::context::hashcache::HashCache,
+    /// The number the next step to start gets (progress ids).
+    next_id: std::sync::atomic::AtomicUsize,
 }
 
 /// A downloaded ADD source and the temporary dir holding it.
@@ -346,7 +366,7 @@ struct OpResult {
 fn schedule(
     shared: &Arc<Shared>,
     lease: &mut crate::gc::Lease,
-    log: &mut dyn FnMut(&str),
+    log: &mut dyn FnMut(&Event),
 ) -> Result<HashMap<NodeIndex, OpResult>, String> {
     let graph = shared.graph();
     // All lookups at once, each hit's blob claimed as it is found.
@@ -398,7 +418,7 @@ fn schedule(
         .enable_all()
         .build()
         .map_err(|e| format!("starting the scheduler: {e}"))?;
-    let (log_tx, mut log_rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+    let (log_tx, mut log_rx) = tokio::sync::mpsc::unbounded_channel::<Event>();
     let hits = Arc::new(hits);
     runtime.block_on(async {
         let permits = Arc::new(tokio::sync::Semaphore::new(parallel));
@@ -425,15 +445,15 @@ fn schedule(
                     let permit = permits.clone().acquire_owned().await.expect("open");
                     running.spawn_blocking(move || {
                         let _permit = permit;
-                        let log = |line: String| {
-                            let _ = log_tx.send(line);
+                        let log = |event: Event| {
+                            let _ = log_tx.send(event);
                         };
                         (node, run_op(&shared, node, hits.get(&node), &inputs, &log))
                     });
                 }
             }
             tokio::select! {
-                Some(line) = log_rx.recv() => log(&line),
+                Some(event) = log_rx.recv() => log(&event),
                 done = running.join_next() => match done {
                     None => break,
                     Some(Ok((node, Ok(result)))) => {
@@ -454,8 +474,8 @@ fn schedule(
                 },
             }
         }
-        while let Ok(line) = log_rx.try_recv() {
-            log(&line);
+        while let Ok(event) = log_rx.try_recv() {
+            log(&event);
         }
         match failure {
             Some(e) => Err(e),
@@ -470,7 +490,7 @@ fn run_op(
     node: NodeIndex,
     hit: Option<&CacheEntry>,
     inputs: &HashMap<NodeIndex, OpResult>,
-    log: &dyn Fn(String),
+    log: &dyn Fn(Event),
 ) -> Result<OpResult, String> {
     let graph = shared.graph();
     let op = &graph.graph[node];
@@ -490,16 +510,22 @@ fn run_op(
     };
     let step = &stage.steps[step_index];
     let label = shared.label(stage_index);
-    log(format!(
-        "[{label} {}/{}] {}",
-        step_index + 1,
-        stage.steps.len(),
-        step.original
-    ));
+    let id = shared
+        .next_id
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    log(Event::Started {
+        id,
+        stage: label.clone(),
+        index: step_index + 1,
+        total: stage.steps.len(),
+        text: step.original.clone(),
+    });
+    let started = std::time::Instant::now();
     let parent = graph.parent(node).expect("a step has a parent");
-    let mut layers = inputs[&parent].layers.clone();
+    let layers = inputs[&parent].layers.clone();
     if let Some(entry) = hit {
-        log("  CACHED".to_string());
+        log(Event::Cached { id });
+        let mut layers = layers;
         if let Some(layer) = &entry.layer {
             layers.push(LayerBlob::from(layer));
         }
@@ -514,6 +540,48 @@ fn run_op(
         "stage {label}, Dockerfile:{}:{}: {}",
         step.line, step.column, step.original
     );
+    let result = run_step(
+        shared,
+        node,
+        step,
+        inputs,
+        layers,
+        &|stream, line| {
+            log(Event::Output {
+                id,
+                stream,
+                elapsed: started.elapsed(),
+                line,
+            })
+        },
+        &at,
+    );
+    let elapsed = started.elapsed();
+    match &result {
+        Ok(_) => log(Event::Done { id, elapsed }),
+        Err(message) => log(Event::Failed {
+            id,
+            elapsed,
+            message: message.clone(),
+        }),
+    }
+    result
+}
+
+/// Runs one step (RUN, COPY/ADD, WORKDIR creation) on top of `layers`
+/// and records its cache entry.
+fn run_step(
+    shared: &Shared,
+    node: NodeIndex,
+    step: &solver::Step,
+    inputs: &HashMap<NodeIndex, OpResult>,
+    mut layers: Vec<LayerBlob>,
+    output: &dyn Fn(Stream, String),
+    at: &str,
+) -> Result<OpResult, String> {
+    let graph = shared.graph();
+    let op = &graph.graph[node];
+    let at = at.to_string();
     // The results of the stages this step reads from, by stage index.
     let from: HashMap<usize, &OpResult> = solver::graph::step_sources(&step.kind)
         .into_iter()
@@ -524,7 +592,7 @@ fn run_op(
         .collect();
     let parents: Vec<LayerRef> = layers.iter().map(LayerRef::from).collect();
     let layer = match &step.kind {
-        StepKind::Run(run) => run_exec(shared, run, &parents, &from, log, &at)?,
+        StepKind::Run(run) => run_exec(shared, run, &parents, &from, output, &at)?,
         StepKind::Mkdir { path, user } => shared
             .runner
             .mkdir_layer(&parents, path, user)
@@ -573,7 +641,7 @@ fn run_exec(
     run: &solver::dispatch::RunStep,
     parents: &[LayerRef],
     from: &HashMap<usize, &OpResult>,
-    log: &dyn Fn(String),
+    output: &dyn Fn(Stream, String),
     at: &str,
 ) -> Result<Option<LayerBlob>, String> {
     let runner = &shared.runner;
@@ -652,8 +720,7 @@ fn run_exec(
     };
     let mut sink = |stream: Stream, line: &[u8]| {
         let text = String::from_utf8_lossy(line);
-        let prefix = if stream == Stream::Stderr { "! " } else { "  " };
-        log(format!("{prefix}{}", text.trim_end_matches('\n')));
+        output(stream, text.trim_end_matches('\n').to_string());
     };
     let outcome = runner
         .run(&step, &mut sink)

@@ -16,6 +16,7 @@ pub mod export;
 pub mod gc;
 pub mod image;
 pub mod parser;
+pub mod progress;
 pub mod registry;
 pub mod snapshot;
 pub mod solver;

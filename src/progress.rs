@@ -14,6 +14,8 @@ use crate::executor::Stream;
 /// One thing that happened during a build.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Event {
+    /// Something worth knowing (the isolation tier, a push).
+    Note(String),
     /// A warning about the Dockerfile or the build arguments.
     Warning(String),
     /// A step started (ids count from 1 in start order).
@@ -139,7 +141,7 @@ fn seconds(d: Duration) -> String {
 impl<W: Write> Renderer for Plain<W> {
     fn event(&mut self, event: &Event) {
         let _ = match event {
-            Event::Warning(text) => writeln!(self.out, "{text}"),
+            Event::Note(text) | Event::Warning(text) => writeln!(self.out, "{text}"),
             Event::Started {
                 id,
                 stage,
@@ -199,6 +201,7 @@ impl<W: Write> Json<W> {
 pub fn event_json(event: &Event) -> serde_json::Value {
     use serde_json::json;
     match event {
+        Event::Note(text) => json!({"type": "note", "message": text}),
         Event::Warning(text) => json!({"type": "warning", "message": text}),
         Event::Started {
             id,
@@ -206,7 +209,9 @@ pub fn event_json(event: &Event) -> serde_json::Value {
             index,
             total,
             text,
-        } => json!({"type": "start", "id": id, "stage": stage, "index": index, "total": total, "instruction": text}),
+        } => {
+            json!({"type": "start", "id": id, "stage": stage, "index": index, "total": total, "instruction": text})
+        }
         Event::Cached { id } => json!({"type": "cached", "id": id}),
         Event::Output {
             id,
@@ -227,7 +232,9 @@ pub fn event_json(event: &Event) -> serde_json::Value {
             id,
             elapsed,
             message,
-        } => json!({"type": "error", "id": id, "seconds": elapsed.as_secs_f64(), "message": message}),
+        } => {
+            json!({"type": "error", "id": id, "seconds": elapsed.as_secs_f64(), "message": message})
+        }
     }
 }
 
@@ -267,6 +274,16 @@ impl Renderer for Quiet {
     fn summary(&mut self, _: &Summary) {}
 }
 
+/// The renderer for `mode` (already resolved), writing to stderr.
+pub fn renderer(mode: Mode) -> Box<dyn Renderer> {
+    match mode {
+        Mode::Json => Box::new(Json::new(std::io::stderr())),
+        Mode::Quiet => Box::new(Quiet),
+        Mode::Tty => Box::new(Tty::new()),
+        Mode::Plain | Mode::Auto => Box::new(Plain::new(std::io::stderr())),
+    }
+}
+
 /// Times the phases of a command, for the summary.
 #[derive(Debug)]
 pub struct Phases {
@@ -302,6 +319,107 @@ impl Phases {
     /// The phases so far.
     pub fn list(&self) -> Vec<(String, Duration)> {
         self.phases.clone()
+    }
+}
+
+/// Leaves a step's line as `status  #N [stage i/n] instruction`.
+fn finish(bar: &indicatif::ProgressBar, status: String) {
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{msg:>11} {prefix}").expect("a valid template"),
+    );
+    bar.finish_with_message(status);
+}
+
+/// A terminal display: one live line per running step (spinner, elapsed
+/// time, its newest output line); finished steps stay as `DONE`/`CACHED`
+/// lines; a failed step's whole output is printed.
+pub struct Tty {
+    multi: indicatif::MultiProgress,
+    steps: std::collections::HashMap<usize, (indicatif::ProgressBar, Vec<String>)>,
+}
+
+impl Tty {
+    /// A display on stderr.
+    pub fn new() -> Tty {
+        Tty {
+            multi: indicatif::MultiProgress::with_draw_target(
+                indicatif::ProgressDrawTarget::stderr(),
+            ),
+            steps: Default::default(),
+        }
+    }
+}
+
+impl Default for Tty {
+    fn default() -> Self {
+        Tty::new()
+    }
+}
+
+impl Renderer for Tty {
+    fn event(&mut self, event: &Event) {
+        match event {
+            Event::Note(text) | Event::Warning(text) => {
+                let _ = self.multi.println(text);
+            }
+            Event::Started {
+                id,
+                stage,
+                index,
+                total,
+                text,
+            } => {
+                let bar = self.multi.add(indicatif::ProgressBar::new_spinner());
+                // Two lines: the step with its time, then its newest output.
+                bar.set_style(
+                    indicatif::ProgressStyle::with_template(
+                        "{spinner} {elapsed:>4} {prefix}\n       {wide_msg:.dim}",
+                    )
+                    .expect("a valid template"),
+                );
+                bar.set_prefix(format!("#{id} [{stage} {index}/{total}] {text}"));
+                bar.enable_steady_tick(Duration::from_millis(100));
+                self.steps.insert(*id, (bar, Vec::new()));
+            }
+            Event::Output { id, line, .. } => {
+                if let Some((bar, log)) = self.steps.get_mut(id) {
+                    bar.set_message(line.clone());
+                    log.push(line.clone());
+                }
+            }
+            Event::Cached { id } => {
+                if let Some((bar, _)) = self.steps.get(id) {
+                    finish(bar, "CACHED".to_string());
+                }
+            }
+            Event::Done { id, elapsed } => {
+                if let Some((bar, _)) = self.steps.get(id) {
+                    finish(bar, format!("DONE {}", seconds(*elapsed)));
+                }
+            }
+            Event::Failed {
+                id,
+                elapsed,
+                message,
+            } => {
+                if let Some((bar, log)) = self.steps.get(id) {
+                    finish(bar, format!("ERROR {}", seconds(*elapsed)));
+                    let mut text = format!("#{id} output:\n");
+                    for line in log {
+                        text.push_str(&format!("#{id} {line}\n"));
+                    }
+                    text.push_str(&format!("#{id} ERROR: {message}"));
+                    let _ = self.multi.println(text);
+                }
+            }
+        }
+    }
+
+    fn summary(&mut self, s: &Summary) {
+        let mut plain = Plain::new(Vec::new());
+        plain.summary(s);
+        let text = String::from_utf8_lossy(&plain.out).trim_end().to_string();
+        let _ = self.multi.println(text);
     }
 }
 

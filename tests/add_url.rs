@@ -108,8 +108,15 @@ fn add_from_a_url() {
     let out = build();
     assert!(out.status.success(), "{}", stderr(&out));
     let log = stderr(&out);
-    assert!(log.contains("  /out/tool.txt 600 1700000000"), "{log}");
-    assert!(log.contains("  /out/checked.txt 600 1700000000"), "{log}");
+    let lines = common::step_lines(&out);
+    assert!(
+        lines.contains(&"/out/tool.txt 600 1700000000".to_string()),
+        "{log}"
+    );
+    assert!(
+        lines.contains(&"/out/checked.txt 600 1700000000".to_string()),
+        "{log}"
+    );
     if is_root() {
         let rootfs = unpack_remote(&image, work.path());
         assert!(rootfs.join("out/kept/bundle.tar.gz").is_file());

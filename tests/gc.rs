@@ -27,13 +27,8 @@ fn ok(out: Output) -> Output {
     out
 }
 
-/// The step titles that ran (not CACHED).
 fn ran(out: &Output) -> usize {
-    let log = stderr(out);
-    let lines: Vec<&str> = log.lines().collect();
-    (0..lines.len())
-        .filter(|&i| lines[i].starts_with('[') && lines.get(i + 1) != Some(&"  CACHED"))
-        .count()
+    common::ran_steps(out).len()
 }
 
 fn du_total_bytes(root: &Path) -> String {
@@ -112,7 +107,8 @@ fn prune_all_during_a_build_keeps_what_the_build_holds() {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     while !std::fs::read_to_string(&log)
         .unwrap()
-        .contains("\n  waiting 2\n")
+        .lines()
+        .any(|l| common::output_text(l) == Some("waiting 2"))
     {
         assert!(
             std::time::Instant::now() < deadline,

@@ -203,10 +203,19 @@ fn pids_limit_stops_a_fork_bomb_and_the_next_build_works() {
         "{}",
         stderr(&out)
     );
-    let left = Command::new("pgrep")
-        .args(["-f", "sleep 60"])
-        .output()
-        .unwrap();
+    // A process killed as the step ended may still be on its way out for
+    // a moment; one that stays is a leak.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+    let left = loop {
+        let left = Command::new("pgrep")
+            .args(["-f", "sleep 60"])
+            .output()
+            .unwrap();
+        if left.stdout.is_empty() || std::time::Instant::now() > deadline {
+            break left;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
     assert!(
         left.stdout.is_empty(),
         "left running: {}",
@@ -462,7 +471,7 @@ fn killing_rbuild_mid_step_kills_the_step() {
             &work.path().join("root"),
             &work.path().join("oci"),
         ),
-        "  started",
+        "started",
     );
     let running = || {
         Command::new("pgrep")

@@ -225,18 +225,23 @@ pub(super) fn build(mut args: BuildCommand) -> i32 {
     options.labels = labels;
     options.pull = args.pull;
     let quiet = args.quiet;
-    let mut log = |line: &str| {
-        if !quiet {
-            eprintln!("{line}");
-        }
+    let mode = if quiet {
+        crate::progress::Mode::Quiet
+    } else {
+        args.build.progress.resolve()
     };
+    let mut renderer = crate::progress::renderer(mode);
+    let mut phases = crate::progress::Phases::default();
+    let mut log = |event: &crate::progress::Event| renderer.event(event);
     let built = match crate::builder::build(&dockerfile, &options, executor, &mut log) {
         Ok(built) => built,
         Err(message) => {
+            drop(renderer);
             eprintln!("error: {message}");
             return EXIT_BUILD_FAILED;
         }
     };
+    phases.mark("build");
     let image = &built.image;
     let local = crate::image::local::LocalImages::open(&options.storage);
     for tag in &tags {
@@ -254,10 +259,11 @@ pub(super) fn build(mut args: BuildCommand) -> i32 {
             eprintln!("error: {e}");
             return EXIT_ENVIRONMENT;
         }
-        if !quiet {
-            for tag in &tags {
-                eprintln!("pushed {tag}@{}", image.manifest_digest);
-            }
+        for tag in &tags {
+            renderer.event(&crate::progress::Event::Note(format!(
+                "pushed {tag}@{}",
+                image.manifest_digest
+            )));
         }
     }
     // The image is where it should be: let collection see this build's
@@ -271,14 +277,16 @@ pub(super) fn build(mut args: BuildCommand) -> i32 {
                 keep_storage: Some(cap),
             },
         ) {
-            Ok(report) if report.freed > 0 && !quiet => eprintln!(
-                "size cap {}: removed {} cache entries, {} blobs, {} snapshots ({})",
-                crate::executor::cgroup::human_bytes(cap),
-                report.entries,
-                report.blobs,
-                report.snapshots,
-                crate::executor::cgroup::human_bytes(report.freed)
-            ),
+            Ok(report) if report.freed > 0 => {
+                renderer.event(&crate::progress::Event::Note(format!(
+                    "size cap {}: removed {} cache entries, {} blobs, {} snapshots ({})",
+                    crate::executor::cgroup::human_bytes(cap),
+                    report.entries,
+                    report.blobs,
+                    report.snapshots,
+                    crate::executor::cgroup::human_bytes(report.freed)
+                )))
+            }
             Ok(_) => {}
             Err(e) => eprintln!("warning: applying the size cap: {e}"),
         },
@@ -291,13 +299,27 @@ pub(super) fn build(mut args: BuildCommand) -> i32 {
             return EXIT_ENVIRONMENT;
         }
     }
+    phases.mark("export");
+    let mut all_phases = built.phases.clone();
+    all_phases.extend(
+        phases
+            .list()
+            .into_iter()
+            .filter(|(name, _)| name != "build"),
+    );
+    renderer.summary(&crate::progress::Summary {
+        ran: built.steps,
+        cached: built.cached,
+        elapsed: phases.elapsed(),
+        phases: all_phases,
+        image: image.config_digest.to_string(),
+        manifest: image.manifest_digest.to_string(),
+        size: image.manifest_size
+            + image.config_size
+            + image.layers.iter().map(|l| l.size).sum::<u64>(),
+    });
     if quiet {
         println!("{}", image.config_digest);
-    } else {
-        eprintln!(
-            "image {} (manifest {})",
-            image.config_digest, image.manifest_digest
-        );
     }
     EXIT_OK
 }

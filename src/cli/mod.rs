@@ -412,6 +412,9 @@ struct DebugRun {
 /// Flags every command that builds shares.
 #[derive(clap::Args, Debug, Clone)]
 struct BuildFlags {
+    /// How progress is shown: auto (tty on a terminal, plain otherwise), tty, plain, json, quiet.
+    #[arg(long, value_enum, default_value_t = crate::progress::Mode::Auto)]
+    progress: crate::progress::Mode,
     /// The busybox binary `FROM busybox` is built from when no local image
     /// has that name (an offline base; Debian's busybox-static).
     #[arg(long, default_value = crate::image::busybox::DEBIAN_BUSYBOX)]
@@ -553,7 +556,6 @@ fn prepare_build(
         // Forces the copy tier's snapshots and differ (tests, odd file systems).
         plan.snapshots = crate::executor::SnapshotMode::Copy;
     }
-    eprintln!("isolation: {} (snapshots: {:?})", plan.tier, plan.snapshots);
     let source_date_epoch = flags.source_date_epoch.or_else(|| {
         std::env::var("SOURCE_DATE_EPOCH")
             .ok()
@@ -598,9 +600,19 @@ fn debug_run(args: DebugRun) -> i32 {
         Ok(prepared) => prepared,
         Err(code) => return code,
     };
-    let mut log = |line: &str| eprintln!("{line}");
+    let mut renderer = crate::progress::renderer(args.build.progress.resolve());
+    let mut log = |event: &crate::progress::Event| renderer.event(event);
     match crate::builder::build(&dockerfile, &options, executor, &mut log) {
         Ok(built) => {
+            renderer.summary(&crate::progress::Summary {
+                ran: built.steps,
+                cached: built.cached,
+                elapsed: std::time::Duration::ZERO,
+                phases: built.phases.clone(),
+                image: built.image.config_digest.to_string(),
+                manifest: built.image.manifest_digest.to_string(),
+                size: built.image.layers.iter().map(|l| l.size).sum(),
+            });
             let names = [tag];
             if let Err(e) = crate::image::layout::write_oci_layout_dir(
                 &built.store,

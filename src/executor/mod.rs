@@ -513,7 +513,10 @@ impl StepRunner {
         let events = cgroup.map(|c| c.finish()).unwrap_or_default();
         let changed_root = if overlay { ws.upper() } else { ws.merged() };
         remove_stubs(&changed_root, &report);
-        let failure = describe_failure(&output, &events, &self.limits);
+        let mut failure = describe_failure(&output, &events, &self.limits);
+        if failure.is_some() && self.cancelled.load(Ordering::Relaxed) {
+            failure = Some("cancelled: another step of the build failed".to_string());
+        }
         let layer = if failure.is_none() {
             let changes = match &before {
                 None => diff::overlay_changes(&ws.upper(), &lowers),

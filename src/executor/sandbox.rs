@@ -591,6 +591,18 @@ fn resolve_program(name: &str, env: &[String]) -> String {
 
 /// Sets the identity and execs the command; returns only on failure.
 fn exec_command(spec: &SandboxSpec) -> String {
+    // Rust ignores SIGPIPE and an ignored signal survives exec: restore
+    // the defaults and an empty mask, so `yes | head` ends as it does in
+    // docker (by SIGPIPE, silently).
+    // SAFETY: plain signal-state syscalls in the child before exec.
+    unsafe {
+        for signal in [libc::SIGPIPE, libc::SIGXFSZ, libc::SIGINT, libc::SIGQUIT] {
+            libc::signal(signal, libc::SIG_DFL);
+        }
+        let mut empty: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut empty);
+        libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());
+    }
     if let Err(e) =
         std::fs::create_dir_all(&spec.cwd).and_then(|_| std::env::set_current_dir(&spec.cwd))
     {

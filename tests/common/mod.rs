@@ -682,14 +682,55 @@ pub fn stderr(out: &std::process::Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
-/// The lines RUN steps printed on stdout (`rbuild debug run` logs them to
-/// stderr with a two-space prefix).
+/// A step's output line in rbuild's plain progress (`#N 0.123 text`):
+/// the text.
+pub fn output_text(line: &str) -> Option<&str> {
+    let rest = line.strip_prefix('#')?;
+    let (id, rest) = rest.split_once(' ')?;
+    id.parse::<usize>().ok()?;
+    let (time, text) = rest.split_once(' ').unwrap_or((rest, ""));
+    let (secs, frac) = time.split_once('.')?;
+    (secs.parse::<u64>().is_ok() && frac.len() == 3 && frac.parse::<u64>().is_ok()).then_some(text)
+}
+
+/// The lines RUN steps printed (both streams), in the order they came.
 pub fn step_lines(out: &std::process::Output) -> Vec<String> {
     stderr(out)
         .lines()
-        .filter_map(|l| l.strip_prefix("  "))
+        .filter_map(output_text)
         .map(str::to_string)
         .collect()
+}
+
+/// The instructions of the steps that ran (started and not `CACHED`), in
+/// start order, from a plain progress log.
+pub fn ran_steps_in(log: &str) -> Vec<String> {
+    let mut started: Vec<(String, String)> = Vec::new();
+    let mut cached = std::collections::HashSet::new();
+    for line in log.lines() {
+        let Some(rest) = line.strip_prefix('#') else {
+            continue;
+        };
+        let Some((id, rest)) = rest.split_once(' ') else {
+            continue;
+        };
+        if rest == "CACHED" {
+            cached.insert(id.to_string());
+        } else if rest.starts_with('[') {
+            let text = rest.split_once("] ").map(|(_, t)| t).unwrap_or(rest);
+            started.push((id.to_string(), text.to_string()));
+        }
+    }
+    started
+        .into_iter()
+        .filter(|(id, _)| !cached.contains(id))
+        .map(|(_, text)| text)
+        .collect()
+}
+
+/// [`ran_steps_in`] of a command's stderr.
+pub fn ran_steps(out: &std::process::Output) -> Vec<String> {
+    ran_steps_in(&stderr(out))
 }
 
 /// `rbuild debug run -f DOCKERFILE --root ROOT --oci-dir OCI`, to add
@@ -705,17 +746,20 @@ pub fn debug_run_cmd(dockerfile: &Path, root: &Path, oci: &Path) -> Command {
     cmd
 }
 
-/// Starts `cmd` with stderr piped and waits until it logs the line `line`
-/// (a RUN step's output shows as `  <text>`); returns the running child.
+/// Starts `cmd` with stderr piped and waits until one of its steps prints
+/// `line`; returns the running child (its stderr is drained in the
+/// background, so it never blocks on a full pipe).
 pub fn spawn_until_logged(cmd: &mut Command, line: &str) -> Child {
     use std::io::{BufRead, BufReader};
     let mut child = cmd.stderr(Stdio::piped()).spawn().expect("spawn rbuild");
     let stderr = child.stderr.take().expect("piped");
-    for got in BufReader::new(stderr).lines() {
-        if got.expect("stderr line") == line {
+    let mut lines = BufReader::new(stderr).lines();
+    for got in lines.by_ref() {
+        if output_text(&got.expect("stderr line")) == Some(line) {
             break;
         }
     }
+    std::thread::spawn(move || for _ in lines {});
     child
 }
 
