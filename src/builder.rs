@@ -72,6 +72,10 @@ pub struct BuildOptions {
     /// `--pull`: take base images from their registry even when an image
     /// of that name is stored here.
     pub pull: bool,
+    /// Accept any registry TLS certificate.
+    pub skip_tls_verify: bool,
+    /// Extra CA certificates (PEM) for registries.
+    pub ca_certs: Vec<PathBuf>,
 }
 
 /// The image built and where its blobs are.
@@ -87,6 +91,11 @@ pub struct Built {
     pub cached: usize,
     /// Time per phase of the build (plan, keys, steps, image).
     pub phases: Vec<(String, std::time::Duration)>,
+    /// How many of the image's layers come from its base image (the rest
+    /// this build made).
+    pub base_layers: usize,
+    /// The image's config.
+    pub config: ImageConfig,
     /// The build's lease: drop it once the image has been exported.
     pub lease: crate::gc::Lease,
 }
@@ -174,7 +183,13 @@ pub fn build(
         } else if name == "busybox" || name == "busybox:latest" {
             busybox_base(&store, &options.storage, &options.busybox)?
         } else {
-            pull_base(&store, name, platform, &options.insecure_registries)?
+            let registry = crate::registry::RegistryOptions {
+                insecure: options.insecure_registries.clone(),
+                skip_tls_verify: options.skip_tls_verify,
+                ca_certs: options.ca_certs.clone(),
+                ..Default::default()
+            };
+            pull_base(&store, name, platform, registry)?
         };
         let bytes = store.read(&base.config_digest).map_err(|e| e.to_string())?;
         let config = ImageConfig::from_blob(&bytes).map_err(|e| e.to_string())?;
@@ -242,6 +257,15 @@ pub fn build(
     let tail = *graph.stages[&target.index].last().expect("non-empty");
     let layers = results[&tail].layers.clone();
     let config = final_config(plan, graph, &results, target, &layers, &when)?;
+    // The root of the target's FROM-stage chain has the base image.
+    let mut root = target;
+    while let Base::Stage(j) = root.base {
+        root = shared.stage(j);
+    }
+    let base_layers = match &root.base {
+        Base::Image(name) => shared.bases[name].layers.len(),
+        _ => 0,
+    };
     let image =
         store_image(&store, &config, &layers, MediaTypes::Oci).map_err(|e| e.to_string())?;
     phases.mark("image");
@@ -251,6 +275,8 @@ pub fn build(
         steps,
         cached,
         phases: phases.list(),
+        base_layers,
+        config,
         lease,
     })
 }
@@ -529,9 +555,15 @@ fn run_op(
         if let Some(layer) = &entry.layer {
             layers.push(LayerBlob::from(layer));
         }
+        // SOURCE_DATE_EPOCH decides every time; otherwise a cached step
+        // keeps the time it ran, so a fully cached rebuild is identical.
+        let created = match shared.options.source_date_epoch {
+            Some(_) => shared.when.clone(),
+            None => entry.created.clone(),
+        };
         return Ok(OpResult {
             layers,
-            created: entry.created.clone(),
+            created,
             empty: entry.layer.is_none(),
             how: How::Cached,
         });
@@ -1055,17 +1087,129 @@ fn copy_spec(
     })
 }
 
+/// kaniko's `--single-snapshot`: the layers this build made become one
+/// layer on top of the base image's. They are applied in order onto an
+/// empty dir in overlay format (deletions as whiteout devices), which is
+/// then diffed against the base like a RUN's upper dir.
+pub fn squash(options: &BuildOptions, built: &Built) -> Result<StoredImage, String> {
+    let store = &built.store;
+    let snapshots =
+        SnapshotStore::open(options.storage.join("snapshots")).map_err(|e| e.to_string())?;
+    let (base, made) = built.image.layers.split_at(built.base_layers);
+    if made.len() <= 1 {
+        return Ok(built.image.clone());
+    }
+    let upper = tempfile::Builder::new()
+        .prefix("squash-")
+        .tempdir_in(snapshots.root().join("tmp"))
+        .map_err(|e| e.to_string())?;
+    for layer in made {
+        let reader =
+            crate::snapshot::store::open_layer(store, &layer.digest).map_err(|e| e.to_string())?;
+        let apply = crate::snapshot::ApplyOptions {
+            overlay_format: true,
+            ..Default::default()
+        };
+        crate::snapshot::apply_layer(upper.path(), reader, &layer.digest.to_string(), apply)
+            .map_err(|e| e.to_string())?;
+    }
+    let base_refs: Vec<LayerRef> = base.iter().map(LayerRef::from).collect();
+    let names = snapshots
+        .lowers(store, &base_refs)
+        .map_err(|e| e.to_string())?;
+    let lowers = if base.is_empty() {
+        Vec::new()
+    } else {
+        snapshots.lower_paths(&names)
+    };
+    let changes =
+        crate::snapshot::diff::overlay_changes(upper.path(), &lowers).map_err(|e| e.to_string())?;
+    let layer = crate::snapshot::diff::write_layer(
+        store,
+        &changes,
+        crate::snapshot::diff::LayerOptions {
+            source_date_epoch: options.source_date_epoch,
+            id_map: None,
+        },
+    )
+    .map_err(|e| e.to_string())?;
+    let mut layers = base.to_vec();
+    layers.push(layer);
+    let mut config = built.config.clone();
+    // One history entry keeps the layer: the build's last one that had a
+    // layer; the others become empty.
+    let made_entries: Vec<usize> = config
+        .history
+        .iter()
+        .enumerate()
+        .filter(|(_, h)| !h.empty_layer().unwrap_or(false))
+        .map(|(i, _)| i)
+        .skip(base.len())
+        .collect();
+    if let Some((&last, rest)) = made_entries.split_last() {
+        for &i in rest {
+            config.history[i].set_empty_layer(Some(true));
+        }
+        config.history[last].set_empty_layer(None);
+    }
+    config.rootfs = oci_spec::image::RootFsBuilder::default()
+        .typ("layers")
+        .diff_ids(
+            layers
+                .iter()
+                .map(|l| l.diff_id.to_string())
+                .collect::<Vec<_>>(),
+        )
+        .build()
+        .map_err(|e| e.to_string())?;
+    store_image(store, &config, &layers, MediaTypes::Oci).map_err(|e| e.to_string())
+}
+
+/// `-o type=local` / `type=tar`: the image's file system, its layers
+/// applied in order, written into `dest` (a directory) or as a tar file.
+pub fn export_filesystem(
+    store: &ContentStore,
+    image: &StoredImage,
+    dest: &std::path::Path,
+    tar: bool,
+) -> Result<(), String> {
+    let at = |e: &dyn std::fmt::Display| format!("{}: {e}", dest.display());
+    let scratch;
+    let root = if tar {
+        scratch = tempfile::tempdir().map_err(|e| at(&e))?;
+        scratch.path().to_path_buf()
+    } else {
+        std::fs::create_dir_all(dest).map_err(|e| at(&e))?;
+        dest.to_path_buf()
+    };
+    for layer in &image.layers {
+        let reader =
+            crate::snapshot::store::open_layer(store, &layer.digest).map_err(|e| at(&e))?;
+        crate::snapshot::apply_layer(&root, reader, &layer.digest.to_string(), Default::default())
+            .map_err(|e| at(&e))?;
+    }
+    if tar {
+        let file = std::fs::File::create(dest).map_err(|e| at(&e))?;
+        let mut builder = tar::Builder::new(std::io::BufWriter::new(file));
+        builder.follow_symlinks(false);
+        builder.append_dir_all(".", &root).map_err(|e| at(&e))?;
+        let mut out = builder.into_inner().map_err(|e| at(&e))?;
+        std::io::Write::flush(&mut out).map_err(|e| at(&e))?;
+    }
+    Ok(())
+}
+
 /// Pulls a base image from its registry into the store (credentials from
 /// `$DOCKER_CONFIG`; plain HTTP for loopback and `insecure` registries).
 fn pull_base(
     store: &ContentStore,
     name: &str,
     platform: &Platform,
-    insecure: &[String],
+    registry: crate::registry::RegistryOptions,
 ) -> Result<StoredImage, String> {
     let reference: crate::image::reference::Reference =
         name.parse().map_err(|e| format!("{name}: {e}"))?;
-    let (client, runtime) = crate::registry::blocking_client(insecure)?;
+    let (client, runtime) = crate::registry::blocking_client_with(registry)?;
     let pulled = runtime
         .block_on(client.pull(store, &reference, &platform.os, &platform.architecture))
         .map_err(|e| e.to_string())?;

@@ -103,8 +103,9 @@ fn a_default_container_gets_a_lower_tier_or_a_clear_refusal() {
             built.contains("isolation: nopidns") || built.contains("isolation: full"),
             "{built}"
         );
+        let lines: Vec<&str> = built.lines().filter_map(common::output_text).collect();
         assert!(
-            built.contains("\n  no-leftovers\n") && built.contains("\n  started\n"),
+            lines.contains(&"no-leftovers") && lines.contains(&"started"),
             "leftovers were killed: {built}"
         );
     } else {

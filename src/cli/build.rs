@@ -14,13 +14,13 @@ use super::{
 use crate::image::layout::StoredImage;
 use crate::image::reference::Reference;
 
-/// `rbuild build`'s flags.
+/// `rbuild build`'s flags: docker build's and buildx's, and kaniko's
+/// executor flags as aliases (see the README's table).
 #[derive(clap::Args, Debug)]
 pub(super) struct BuildCommand {
-    /// The build context directory.
-    #[arg(default_value = ".")]
-    context: PathBuf,
-    /// The Dockerfile (default: CONTEXT/Dockerfile).
+    /// The build context directory (`-` for a tar or a Dockerfile on stdin).
+    context: Option<PathBuf>,
+    /// The Dockerfile (default: CONTEXT/Dockerfile; `-` for stdin).
     #[arg(short = 'f', long = "file")]
     file: Option<PathBuf>,
     /// Name the image (repeatable): NAME[:TAG].
@@ -29,12 +29,18 @@ pub(super) struct BuildCommand {
     /// Push the image to the registry of every tag.
     #[arg(long)]
     push: bool,
-    /// Where the image also goes: type=oci|docker,dest=PATH[,tar=false] or type=registry.
+    /// Where the image also goes: type=oci|docker|tar|local,dest=PATH[,tar=false], or type=registry.
     #[arg(short = 'o', long = "output")]
     output: Vec<String>,
+    /// Load the image into the Docker API daemon at $DOCKER_HOST (docker, podman).
+    #[arg(long)]
+    load: bool,
     /// Write the image id (the config digest) to this file.
     #[arg(long)]
     iidfile: Option<PathBuf>,
+    /// Write buildx's metadata JSON (containerimage.digest, ….descriptor, image.name).
+    #[arg(long)]
+    metadata_file: Option<PathBuf>,
     /// Take base images from their registry even when one is stored here.
     #[arg(long)]
     pull: bool,
@@ -44,6 +50,63 @@ pub(super) struct BuildCommand {
     /// Print only the image id.
     #[arg(short = 'q', long)]
     quiet: bool,
+    /// Target platform; only this machine's is supported (no emulation).
+    #[arg(long, alias = "custom-platform")]
+    platform: Option<String>,
+    /// Import build cache (not supported yet: warned about and ignored).
+    #[arg(long = "cache-from")]
+    cache_from: Vec<String>,
+    /// Export build cache (not supported yet: warned about and ignored).
+    #[arg(long = "cache-to")]
+    cache_to: Vec<String>,
+    /// kaniko: the context (`dir://` prefix allowed).
+    #[arg(long = "context", hide_short_help = true)]
+    kaniko_context: Option<String>,
+    /// kaniko: the Dockerfile, relative to the context when not found as given.
+    #[arg(long = "dockerfile", hide_short_help = true)]
+    dockerfile: Option<PathBuf>,
+    /// kaniko: a tag to push to (repeatable): `-t NAME --push`.
+    #[arg(long = "destination", hide_short_help = true)]
+    destination: Vec<String>,
+    /// kaniko: build (and write --tar-path etc.) but do not push.
+    #[arg(long = "no-push", hide_short_help = true)]
+    no_push: bool,
+    /// kaniko: also write a docker-archive tar here (`-o type=docker,dest=`).
+    #[arg(long = "tar-path", hide_short_help = true)]
+    tar_path: Option<PathBuf>,
+    /// kaniko: also write an OCI layout dir here (`-o type=oci,dest=,tar=false`).
+    #[arg(long = "oci-layout-path", hide_short_help = true)]
+    oci_layout_path: Option<PathBuf>,
+    /// kaniko: write the manifest digest here.
+    #[arg(long = "digest-file", hide_short_help = true)]
+    digest_file: Option<PathBuf>,
+    /// kaniko: reach every destination registry over plain HTTP.
+    #[arg(long = "insecure", hide_short_help = true)]
+    insecure: bool,
+    /// kaniko: accept any TLS certificate from registries.
+    #[arg(long = "skip-tls-verify", hide_short_help = true)]
+    skip_tls_verify: bool,
+    /// kaniko: `--cache=false` is `--no-cache`; rbuild's local cache is on otherwise.
+    #[arg(long = "cache", hide_short_help = true, num_args = 0..=1, default_missing_value = "true")]
+    kaniko_cache: Option<bool>,
+    /// kaniko: remote cache repository (not supported yet: warned about and ignored).
+    #[arg(long = "cache-repo", hide_short_help = true)]
+    cache_repo: Option<String>,
+    /// kaniko: base image cache dir (rbuild keeps bases in --root; ignored).
+    #[arg(long = "cache-dir", hide_short_help = true)]
+    cache_dir: Option<PathBuf>,
+    /// kaniko: registry mirror for bases (not supported yet: warned about and ignored).
+    #[arg(long = "registry-mirror", hide_short_help = true)]
+    registry_mirror: Vec<String>,
+    /// kaniko: timestamps stripped (`--source-date-epoch 0` unless set).
+    #[arg(long = "reproducible", hide_short_help = true)]
+    reproducible: bool,
+    /// kaniko: the stages' changes as one layer on top of the base image.
+    #[arg(long = "single-snapshot", hide_short_help = true)]
+    single_snapshot: bool,
+    /// Accept TLS certificates signed by this CA (PEM; repeatable).
+    #[arg(long = "registry-certificate", hide_short_help = true)]
+    ca_certs: Vec<PathBuf>,
     #[command(flatten)]
     build: BuildFlags,
 }
@@ -57,6 +120,10 @@ enum Output {
     Docker { dest: PathBuf },
     /// The registry of every tag (as `--push`).
     Registry,
+    /// The image's file system as a tar.
+    Tar { dest: PathBuf },
+    /// The image's file system written into a directory.
+    Local { dest: PathBuf },
 }
 
 fn parse_output(spec: &str) -> Result<Output, String> {
@@ -73,9 +140,9 @@ fn parse_output(spec: &str) -> Result<Output, String> {
             Some(("name", _)) => {}
             _ if kind.is_none() && !part.contains('=') => {
                 // `-o DIR` is buildx's short form of type=local.
-                return Err(format!(
-                    "--output {spec}: type=local (a filesystem export) is not supported yet"
-                ));
+                return Ok(Output::Local {
+                    dest: PathBuf::from(part),
+                });
             }
             _ => return Err(format!("--output {spec}: unknown field {part:?}")),
         }
@@ -94,8 +161,14 @@ fn parse_output(spec: &str) -> Result<Output, String> {
         }),
         Some("registry") => Ok(Output::Registry),
         Some("image") if push => Ok(Output::Registry),
+        Some("tar") => Ok(Output::Tar {
+            dest: need_dest("tar")?,
+        }),
+        Some("local") => Ok(Output::Local {
+            dest: need_dest("local")?,
+        }),
         Some(other) => Err(format!(
-            "--output {spec}: type={other} is not supported yet (oci, docker, registry are)"
+            "--output {spec}: type={other} is not supported (oci, docker, tar, local, registry are)"
         )),
         None => Err(format!("--output {spec}: type= is missing")),
     }
@@ -145,10 +218,93 @@ fn stdin_context(storage: &std::path::Path) -> Result<(tempfile::TempDir, PathBu
     Ok((dir, context))
 }
 
+/// Turns kaniko's flags into their docker-style equivalents; returns the
+/// warnings for flags that are accepted but do nothing yet.
+fn apply_kaniko_aliases(args: &mut BuildCommand) -> Vec<String> {
+    let mut notes = Vec::new();
+    if args.context.is_none() {
+        args.context = args
+            .kaniko_context
+            .as_deref()
+            .map(|c| PathBuf::from(c.strip_prefix("dir://").unwrap_or(c)));
+    }
+    let context = args.context.clone().unwrap_or_else(|| PathBuf::from("."));
+    if let Some(dockerfile) = args.dockerfile.take() {
+        if args.file.is_none() {
+            // kaniko reads a relative --dockerfile inside the context.
+            args.file = Some(if dockerfile.is_relative() && !dockerfile.exists() {
+                context.join(dockerfile)
+            } else {
+                dockerfile
+            });
+        }
+    }
+    if !args.destination.is_empty() {
+        args.tag.append(&mut args.destination);
+        args.push = true;
+    }
+    if args.no_push {
+        args.push = false;
+    }
+    if let Some(path) = args.tar_path.take() {
+        args.output
+            .push(format!("type=docker,dest={}", path.display()));
+    }
+    if let Some(path) = args.oci_layout_path.take() {
+        args.output
+            .push(format!("type=oci,dest={},tar=false", path.display()));
+    }
+    if args.kaniko_cache == Some(false) {
+        args.build.no_cache = true;
+    }
+    if args.reproducible && args.build.source_date_epoch.is_none() {
+        args.build.source_date_epoch = Some(0);
+    }
+    for (flag, given) in [
+        ("--cache-from", !args.cache_from.is_empty()),
+        ("--cache-to", !args.cache_to.is_empty()),
+        ("--cache-repo", args.cache_repo.is_some()),
+        ("--registry-mirror", !args.registry_mirror.is_empty()),
+    ] {
+        if given {
+            notes.push(format!(
+                "warning: {flag} is not supported yet (remote cache and mirrors come later); ignored"
+            ));
+        }
+    }
+    if args.cache_dir.is_some() {
+        notes.push(
+            "note: --cache-dir is not needed: base images are kept in the storage root (--root)"
+                .to_string(),
+        );
+    }
+    notes
+}
+
 pub(super) fn build(mut args: BuildCommand) -> i32 {
+    let notes = apply_kaniko_aliases(&mut args);
+    if let Some(platform) = &args.platform {
+        let host = crate::solver::Platform::host();
+        match crate::solver::Platform::parse(platform) {
+            Ok(p) if p == host => {}
+            Ok(_) => {
+                eprintln!(
+                    "error: --platform {platform}: rbuild builds for this machine ({}) only; other platforms need emulation",
+                    host.format()
+                );
+                return EXIT_USAGE;
+            }
+            Err(e) => {
+                eprintln!("error: --platform {platform}: {e}");
+                return EXIT_USAGE;
+            }
+        }
+    }
+    let mut args = args;
+    let mut context_arg = args.context.clone().unwrap_or_else(|| PathBuf::from("."));
     // Kept until the build is done: the context read from standard input.
     let mut _stdin_dir = None;
-    if args.context.as_os_str() == "-" {
+    if context_arg.as_os_str() == "-" {
         if args.file.as_deref() == Some(std::path::Path::new("-")) {
             eprintln!("error: the context and the Dockerfile cannot both come from standard input");
             return EXIT_USAGE;
@@ -163,7 +319,7 @@ pub(super) fn build(mut args: BuildCommand) -> i32 {
                     // -f names a file inside the context tar.
                     *file = context.join(&*file);
                 }
-                args.context = context;
+                context_arg = context;
                 _stdin_dir = Some(dir);
             }
             Err(e) => {
@@ -175,11 +331,11 @@ pub(super) fn build(mut args: BuildCommand) -> i32 {
     let dockerfile_path = args
         .file
         .clone()
-        .unwrap_or_else(|| args.context.join("Dockerfile"));
-    if !args.context.is_dir() {
+        .unwrap_or_else(|| context_arg.join("Dockerfile"));
+    if !context_arg.is_dir() {
         eprintln!(
             "error: the build context {} is not a directory",
-            args.context.display()
+            context_arg.display()
         );
         return EXIT_USAGE;
     }
@@ -218,12 +374,20 @@ pub(super) fn build(mut args: BuildCommand) -> i32 {
         labels.insert(k.to_string(), v.to_string());
     }
     let (executor, mut options) =
-        match prepare_build(&args.build, Some(args.context.clone()), &dockerfile_path) {
+        match prepare_build(&args.build, Some(context_arg.clone()), &dockerfile_path) {
             Ok(prepared) => prepared,
             Err(code) => return code,
         };
     options.labels = labels;
     options.pull = args.pull;
+    options.skip_tls_verify = args.skip_tls_verify;
+    options.ca_certs = args.ca_certs.clone();
+    if args.insecure {
+        // kaniko's --insecure: the destinations speak plain HTTP.
+        options
+            .insecure_registries
+            .extend(tags.iter().map(|t| t.registry.clone()));
+    }
     let quiet = args.quiet;
     let mode = if quiet {
         crate::progress::Mode::Quiet
@@ -232,6 +396,9 @@ pub(super) fn build(mut args: BuildCommand) -> i32 {
     };
     let mut renderer = crate::progress::renderer(mode);
     let mut phases = crate::progress::Phases::default();
+    for note in notes {
+        renderer.event(&crate::progress::Event::Warning(note));
+    }
     let mut log = |event: &crate::progress::Event| renderer.event(event);
     let built = match crate::builder::build(&dockerfile, &options, executor, &mut log) {
         Ok(built) => built,
@@ -242,7 +409,21 @@ pub(super) fn build(mut args: BuildCommand) -> i32 {
         }
     };
     phases.mark("build");
-    let image = &built.image;
+    let squashed;
+    let image = if args.single_snapshot {
+        match crate::builder::squash(&options, &built) {
+            Ok(one) => {
+                squashed = one;
+                &squashed
+            }
+            Err(e) => {
+                eprintln!("error: --single-snapshot: {e}");
+                return EXIT_ENVIRONMENT;
+            }
+        }
+    } else {
+        &built.image
+    };
     let local = crate::image::local::LocalImages::open(&options.storage);
     for tag in &tags {
         if let Err(e) = local.put(tag, image) {
@@ -254,8 +435,33 @@ pub(super) fn build(mut args: BuildCommand) -> i32 {
         eprintln!("error: {e}");
         return EXIT_ENVIRONMENT;
     }
+    if args.load {
+        let host = crate::export::default_docker_host();
+        let loaded = crate::export::load_into_daemon(&host, |out| {
+            crate::image::layout::write_docker_archive(&built.store, out, &[(image, &tags)])
+                .map(drop)
+                .map_err(|e| e.to_string())
+        });
+        match loaded {
+            Ok(lines) => {
+                for line in lines {
+                    renderer.event(&crate::progress::Event::Note(line));
+                }
+            }
+            Err(e) => {
+                eprintln!("error: --load into {host}: {e}");
+                return EXIT_ENVIRONMENT;
+            }
+        }
+    }
     if push {
-        if let Err(e) = push_image(&built.store, image, &tags, &options.insecure_registries) {
+        let registry = crate::registry::RegistryOptions {
+            insecure: options.insecure_registries.clone(),
+            skip_tls_verify: options.skip_tls_verify,
+            ca_certs: options.ca_certs.clone(),
+            ..Default::default()
+        };
+        if let Err(e) = push_image(&built.store, image, &tags, registry) {
             eprintln!("error: {e}");
             return EXIT_ENVIRONMENT;
         }
@@ -293,10 +499,22 @@ pub(super) fn build(mut args: BuildCommand) -> i32 {
         Ok(None) => {}
         Err(e) => eprintln!("warning: {e}"),
     }
-    if let Some(path) = &args.iidfile {
-        if let Err(e) = std::fs::write(path, image.config_digest.to_string()) {
-            eprintln!("error: --iidfile {}: {e}", path.display());
-            return EXIT_ENVIRONMENT;
+    let metadata = metadata_json(image, &tags);
+    let files = [
+        (&args.iidfile, "--iidfile", image.config_digest.to_string()),
+        (
+            &args.digest_file,
+            "--digest-file",
+            image.manifest_digest.to_string(),
+        ),
+        (&args.metadata_file, "--metadata-file", metadata),
+    ];
+    for (path, flag, text) in files {
+        if let Some(path) = path {
+            if let Err(e) = std::fs::write(path, text) {
+                eprintln!("error: {flag} {}: {e}", path.display());
+                return EXIT_ENVIRONMENT;
+            }
         }
     }
     phases.mark("export");
@@ -344,11 +562,31 @@ fn write_outputs(
                 layout::write_docker_archive(store, file, &images)
             })
             .map_err(|e| format!("{}: {e}", dest.display())),
+            Output::Tar { dest } => crate::builder::export_filesystem(store, image, dest, true),
+            Output::Local { dest } => crate::builder::export_filesystem(store, image, dest, false),
             Output::Registry => Ok(()),
         };
         written?;
     }
     Ok(())
+}
+
+/// buildx's `--metadata-file` keys for the image.
+fn metadata_json(image: &StoredImage, tags: &[Reference]) -> String {
+    let names: Vec<String> = tags.iter().map(|t| t.to_string()).collect();
+    let mut value = serde_json::json!({
+        "containerimage.digest": image.manifest_digest.to_string(),
+        "containerimage.config.digest": image.config_digest.to_string(),
+        "containerimage.descriptor": {
+            "mediaType": image.media_type,
+            "digest": image.manifest_digest.to_string(),
+            "size": image.manifest_size,
+        },
+    });
+    if !names.is_empty() {
+        value["image.name"] = names.join(",").into();
+    }
+    serde_json::to_string_pretty(&value).unwrap_or_default() + "\n"
 }
 
 /// Pushes the image to every tag's registry (credentials from
@@ -357,9 +595,9 @@ fn push_image(
     store: &crate::cache::ContentStore,
     image: &StoredImage,
     tags: &[Reference],
-    insecure: &[String],
+    options: crate::registry::RegistryOptions,
 ) -> Result<(), String> {
-    let (client, runtime) = crate::registry::blocking_client(insecure)?;
+    let (client, runtime) = crate::registry::blocking_client_with(options)?;
     runtime
         .block_on(client.push(store, &image.manifest_digest, tags, None))
         .map_err(|e| e.to_string())

@@ -63,6 +63,12 @@ enum Command {
         #[arg(long)]
         root: Option<PathBuf>,
     },
+    /// Print a shell completion script: `rbuild completion bash > /etc/bash_completion.d/rbuild`.
+    Completion {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
     /// Show how much storage rbuild uses.
     Du {
         /// Storage root (default: $RBUILD_ROOT, /var/lib/rbuild as root, ~/.local/share/rbuild).
@@ -232,6 +238,7 @@ fn with_default_command(mut args: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsSt
         "info",
         "prune",
         "du",
+        "completion",
         "help",
         "__sandbox",
         "__probe",
@@ -280,6 +287,12 @@ pub fn main() -> i32 {
             root,
         } => prune(all, keep_storage, root),
         Command::Du { root } => du(root),
+        Command::Completion { shell } => {
+            use clap::CommandFactory;
+            let mut command = Cli::command();
+            clap_complete::generate(shell, &mut command, "rbuild", &mut std::io::stdout());
+            EXIT_OK
+        }
     }
 }
 
@@ -580,6 +593,8 @@ fn prepare_build(
         insecure_registries: flags.insecure_registry.clone(),
         labels: Default::default(),
         pull: false,
+        skip_tls_verify: false,
+        ca_certs: Vec::new(),
     };
     Ok((executor, options))
 }

@@ -78,6 +78,8 @@ pub struct RegistryOptions {
     pub concurrency: usize,
     /// Extra PEM CA certificates to trust (private registries' CAs).
     pub ca_certs: Vec<std::path::PathBuf>,
+    /// Accept any TLS certificate (kaniko's `--skip-tls-verify`).
+    pub skip_tls_verify: bool,
 }
 
 impl Default for RegistryOptions {
@@ -89,6 +91,7 @@ impl Default for RegistryOptions {
             chunk_size: None,
             concurrency: 4,
             ca_certs: Vec::new(),
+            skip_tls_verify: false,
         }
     }
 }
@@ -158,6 +161,9 @@ impl RegistryClient {
             let cert = reqwest::Certificate::from_pem(&pem)
                 .map_err(|e| format!("CA certificate {} is not PEM: {e}", path.display()))?;
             builder = builder.add_root_certificate(cert);
+        }
+        if options.skip_tls_verify {
+            builder = builder.danger_accept_invalid_certs(true);
         }
         let http = builder
             .build()

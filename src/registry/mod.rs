@@ -19,13 +19,17 @@ pub use client::{ImageRef, RegistryClient, RegistryError, RegistryOptions, Trans
 pub fn blocking_client(
     insecure: &[String],
 ) -> Result<(RegistryClient, tokio::runtime::Runtime), String> {
-    let client = RegistryClient::new(
-        CredentialSource::load(None)?,
-        RegistryOptions {
-            insecure: insecure.to_vec(),
-            ..RegistryOptions::default()
-        },
-    )?;
+    blocking_client_with(RegistryOptions {
+        insecure: insecure.to_vec(),
+        ..RegistryOptions::default()
+    })
+}
+
+/// As [`blocking_client`], with every option given.
+pub fn blocking_client_with(
+    options: RegistryOptions,
+) -> Result<(RegistryClient, tokio::runtime::Runtime), String> {
+    let client = RegistryClient::new(CredentialSource::load(None)?, options)?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

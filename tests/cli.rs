@@ -1,0 +1,391 @@
+//! The command line (`assert_cmd`): each docker-build flag checked by its
+//! effect on the image or the output, and each kaniko alias checked to
+//! give the very image its docker-style equivalent gives.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use assert_cmd::prelude::OutputAssertExt;
+use assert_cmd::Command;
+use common::{is_root, step_lines, Podman, TestRegistry};
+
+/// `rbuild` with its storage in `root`.
+fn rbuild(root: &Path) -> Command {
+    let mut cmd = Command::cargo_bin("rbuild").unwrap();
+    cmd.env("RBUILD_ROOT", root)
+        .env_remove("CI")
+        .env_remove("RBUILD_KEEP_STORAGE")
+        .env_remove("SOURCE_DATE_EPOCH");
+    cmd
+}
+
+fn context(dir: &Path, dockerfile: &str) -> PathBuf {
+    let ctx = dir.join("ctx");
+    std::fs::create_dir_all(&ctx).unwrap();
+    std::fs::write(ctx.join("Dockerfile"), dockerfile).unwrap();
+    std::fs::write(ctx.join("file.txt"), "from the context\n").unwrap();
+    ctx
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// The config of the image whose id `--iidfile` wrote.
+fn config_of(root: &Path, iidfile: &Path) -> serde_json::Value {
+    let id = std::fs::read_to_string(iidfile).unwrap();
+    let blob = root
+        .join("blobs/sha256")
+        .join(id.trim().trim_start_matches("sha256:"));
+    serde_json::from_slice(&std::fs::read(blob).unwrap()).unwrap()
+}
+
+#[test]
+fn tags_files_args_labels_and_ids() {
+    let work = tempfile::tempdir().unwrap();
+    let root = work.path().join("root");
+    let ctx = context(
+        work.path(),
+        "FROM busybox\nARG GREETING=hi\nRUN echo $GREETING\nCOPY file.txt /\n",
+    );
+    let other = work.path().join("Other.Dockerfile");
+    std::fs::write(&other, "FROM app:1\nRUN cat /file.txt\n").unwrap();
+    let iid = work.path().join("iid");
+    let meta = work.path().join("meta.json");
+    // -t records the image; --build-arg reaches the RUN; --label lands in
+    // the config; --iidfile and --metadata-file describe it.
+    let out = rbuild(&root)
+        .args(["-t", "app:1", "--build-arg", "GREETING=bonjour"])
+        .args(["--label", "org.example=yes", "--progress=plain"])
+        .arg("--iidfile")
+        .arg(&iid)
+        .arg("--metadata-file")
+        .arg(&meta)
+        .arg(&ctx)
+        .assert()
+        .success();
+    assert!(step_lines(&out.get_output().clone()).contains(&"bonjour".to_string()));
+    let config = config_of(&root, &iid);
+    assert_eq!(config["config"]["Labels"]["org.example"], "yes");
+    let metadata: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&meta).unwrap()).unwrap();
+    assert_eq!(
+        metadata["containerimage.config.digest"],
+        std::fs::read_to_string(&iid).unwrap().trim()
+    );
+    assert_eq!(metadata["image.name"], "docker.io/library/app:1");
+    assert_eq!(
+        metadata["containerimage.descriptor"]["digest"],
+        metadata["containerimage.digest"]
+    );
+    // -f from outside the context; FROM finds the tag -t recorded.
+    let out = rbuild(&root)
+        .args(["--progress=plain", "-f"])
+        .arg(&other)
+        .arg(&ctx)
+        .assert()
+        .success();
+    assert!(step_lines(&out.get_output().clone()).contains(&"from the context".to_string()));
+    // -q prints the image id alone on stdout.
+    let quiet = rbuild(&root).arg("-q").arg(&ctx).assert().success();
+    let stdout = text(&quiet.get_output().stdout);
+    assert!(stdout.trim().starts_with("sha256:") && stdout.lines().count() == 1);
+    assert!(text(&quiet.get_output().stderr).is_empty());
+}
+
+#[test]
+fn target_cache_flags_epoch_platform_and_unsupported_ones() {
+    let work = tempfile::tempdir().unwrap();
+    let root = work.path().join("root");
+    let ctx = context(
+        work.path(),
+        "FROM busybox AS one\nRUN echo one > /one\nFROM one AS two\nRUN echo two > /two\n",
+    );
+    let iid = work.path().join("iid");
+    let build = |extra: &[&str]| {
+        let out = rbuild(&root)
+            .args(["--progress=plain", "--iidfile"])
+            .arg(&iid)
+            .args(extra)
+            .arg(&ctx)
+            .assert()
+            .success();
+        common::ran_steps(&out.get_output().clone())
+    };
+    assert_eq!(build(&["--target", "one"]), ["RUN echo one > /one"]);
+    assert_eq!(build(&[]), ["RUN echo two > /two"]);
+    assert_eq!(build(&["--no-cache"]).len(), 2);
+    assert_eq!(
+        build(&["--no-cache-filter", "two"]),
+        ["RUN echo two > /two"]
+    );
+    // --source-date-epoch sets the created time.
+    build(&["--source-date-epoch", "1000000000"]);
+    assert_eq!(config_of(&root, &iid)["created"], "2001-09-09T01:46:40Z");
+    // This machine's platform is fine; another is refused, not faked.
+    let host = rbuild::solver::Platform::host().format();
+    build(&["--platform", &host]);
+    rbuild(&root)
+        .args(["--platform", "linux/s390x"])
+        .arg(&ctx)
+        .assert()
+        .code(2)
+        .stderr(predicates::str::contains("other platforms need emulation"));
+    // Remote cache flags say they do nothing yet.
+    let out = rbuild(&root)
+        .args([
+            "--progress=plain",
+            "--cache-from",
+            "type=registry,ref=x",
+            "--cache-to",
+            "type=inline",
+        ])
+        .arg(&ctx)
+        .assert()
+        .success();
+    let log = text(&out.get_output().stderr);
+    assert!(log.contains("--cache-from is not supported yet"), "{log}");
+    assert!(log.contains("--cache-to is not supported yet"), "{log}");
+}
+
+#[test]
+fn network_and_secrets_reach_the_run() {
+    let work = tempfile::tempdir().unwrap();
+    let root = work.path().join("root");
+    let ctx = context(
+        work.path(),
+        "FROM busybox\nRUN --mount=type=secret,id=token cat /run/secrets/token; grep -c : /proc/net/dev\n",
+    );
+    let secret = work.path().join("token");
+    std::fs::write(&secret, "s3cret\n").unwrap();
+    let out = rbuild(&root)
+        .args(["--progress=plain", "--network", "none", "--secret"])
+        .arg(format!("id=token,src={}", secret.display()))
+        .arg(&ctx)
+        .assert()
+        .success();
+    // The secret is read; only lo exists with --network none.
+    assert_eq!(step_lines(&out.get_output().clone()), ["s3cret", "1"]);
+}
+
+#[test]
+fn outputs_push_and_load() {
+    let work = tempfile::tempdir().unwrap();
+    let root = work.path().join("root");
+    let ctx = context(work.path(), "FROM busybox\nCOPY file.txt /data/file.txt\n");
+    let registry = TestRegistry::start(&[]);
+    let image = format!("{}/cli/out:1", registry.addr);
+    let (oci, oci_tar, docker, fs_tar, local) = (
+        work.path().join("oci"),
+        work.path().join("oci.tar"),
+        work.path().join("docker.tar"),
+        work.path().join("fs.tar"),
+        work.path().join("local"),
+    );
+    rbuild(&root)
+        .args(["-t", &image, "--push"])
+        .arg("-o")
+        .arg(format!("type=oci,dest={},tar=false", oci.display()))
+        .arg("-o")
+        .arg(format!("type=oci,dest={}", oci_tar.display()))
+        .arg("-o")
+        .arg(format!("type=docker,dest={}", docker.display()))
+        .arg("-o")
+        .arg(format!("type=tar,dest={}", fs_tar.display()))
+        .arg("-o")
+        .arg(format!("type=local,dest={}", local.display()))
+        .arg(&ctx)
+        .assert()
+        .success();
+    // The registry has it; skopeo reads both OCI outputs and the archive.
+    std::process::Command::new("skopeo")
+        .args([
+            "inspect",
+            "--tls-verify=false",
+            &format!("docker://{image}"),
+        ])
+        .assert()
+        .success();
+    for source in [
+        format!("oci:{}:1", oci.display()),
+        format!("oci-archive:{}:1", oci_tar.display()),
+        format!("docker-archive:{}", docker.display()),
+    ] {
+        std::process::Command::new("skopeo")
+            .args(["inspect", &source])
+            .assert()
+            .success();
+    }
+    // The file-system outputs hold the image's files.
+    assert_eq!(
+        std::fs::read_to_string(local.join("data/file.txt")).unwrap(),
+        "from the context\n"
+    );
+    assert!(local.join("bin/busybox").is_file());
+    let listing = std::process::Command::new("tar")
+        .arg("tf")
+        .arg(&fs_tar)
+        .output()
+        .unwrap();
+    assert!(
+        text(&listing.stdout)
+            .lines()
+            .any(|l| l.trim_start_matches("./") == "data/file.txt"),
+        "{}",
+        text(&listing.stdout)
+    );
+
+    // --load into a Docker API socket (podman's), then run it.
+    if is_root() {
+        let podman = Podman::new();
+        let (host, _service) = podman.service();
+        rbuild(&root)
+            .env("DOCKER_HOST", &host)
+            .args(["-t", "localhost/cli-loaded:1", "--load"])
+            .arg(&ctx)
+            .assert()
+            .success();
+        assert_eq!(
+            podman.run("localhost/cli-loaded:1", &["cat", "/data/file.txt"]),
+            "from the context\n"
+        );
+    }
+}
+
+#[test]
+fn kaniko_aliases_give_the_same_image() {
+    let work = tempfile::tempdir().unwrap();
+    let registry = TestRegistry::start(&[]);
+    let ctx = context(
+        work.path(),
+        "FROM busybox\nARG V=1\nRUN echo $V > /v\nCOPY file.txt /\nLABEL l=1\n",
+    );
+    // docker style and kaniko style, each on fresh storage, epoch fixed.
+    let docker_tag = format!("{}/cli/docker:1", registry.addr);
+    let kaniko_tag = format!("{}/cli/kaniko:1", registry.addr);
+    let docker_digest = work.path().join("docker.digest");
+    let kaniko_digest = work.path().join("kaniko.digest");
+    rbuild(&work.path().join("root-docker"))
+        .args(["-t", &docker_tag, "--push", "--build-arg", "V=2"])
+        .args(["--source-date-epoch", "0", "--metadata-file"])
+        .arg(&docker_digest)
+        .arg("-f")
+        .arg(ctx.join("Dockerfile"))
+        .arg("-o")
+        .arg(format!(
+            "type=docker,dest={}",
+            work.path().join("d.tar").display()
+        ))
+        .arg(&ctx)
+        .assert()
+        .success();
+    rbuild(&work.path().join("root-kaniko"))
+        .args(["--destination", &kaniko_tag, "--build-arg", "V=2"])
+        .args([
+            "--reproducible",
+            "--insecure",
+            "--skip-tls-verify",
+            "--cache=true",
+        ])
+        .arg(format!("--context=dir://{}", ctx.display()))
+        .args(["--dockerfile", "Dockerfile", "--digest-file"])
+        .arg(&kaniko_digest)
+        .arg("--tar-path")
+        .arg(work.path().join("k.tar"))
+        .assert()
+        .success();
+    let docker_meta: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&docker_digest).unwrap()).unwrap();
+    let kaniko = std::fs::read_to_string(&kaniko_digest).unwrap();
+    assert_eq!(docker_meta["containerimage.digest"], kaniko.trim());
+    // Both registries' manifests are that digest.
+    for tag in [&docker_tag, &kaniko_tag] {
+        let out = std::process::Command::new("skopeo")
+            .args(["inspect", "--tls-verify=false", "--format", "{{.Digest}}"])
+            .arg(format!("docker://{tag}"))
+            .output()
+            .unwrap();
+        assert_eq!(text(&out.stdout).trim(), kaniko.trim());
+    }
+    // --no-push builds without pushing; --oci-layout-path writes a layout.
+    let layout = work.path().join("kaniko-oci");
+    let unpushed = format!("{}/cli/never:1", registry.addr);
+    rbuild(&work.path().join("root-kaniko"))
+        .args([
+            "--destination",
+            &unpushed,
+            "--no-push",
+            "--build-arg",
+            "V=2",
+        ])
+        .arg(format!("--context={}", ctx.display()))
+        .arg("--oci-layout-path")
+        .arg(&layout)
+        .assert()
+        .success();
+    assert!(layout.join("index.json").is_file());
+    std::process::Command::new("skopeo")
+        .args(["inspect", "--tls-verify=false"])
+        .arg(format!("docker://{unpushed}"))
+        .assert()
+        .failure();
+    // --cache=false is --no-cache; --single-snapshot makes one layer.
+    let out = rbuild(&work.path().join("root-kaniko"))
+        .args([
+            "--progress=plain",
+            "--cache=false",
+            "--single-snapshot",
+            "--build-arg",
+            "V=2",
+        ])
+        .args(["--reproducible", "--digest-file"])
+        .arg(work.path().join("single.digest"))
+        .arg(format!("--context={}", ctx.display()))
+        .arg("--oci-layout-path")
+        .arg(work.path().join("single-oci"))
+        .assert()
+        .success();
+    assert_eq!(common::ran_steps(&out.get_output().clone()).len(), 2);
+    let index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(work.path().join("single-oci/index.json")).unwrap())
+            .unwrap();
+    let manifest_hex = index["manifests"][0]["digest"]
+        .as_str()
+        .unwrap()
+        .trim_start_matches("sha256:")
+        .to_string();
+    let manifest: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(
+            work.path()
+                .join("single-oci/blobs/sha256")
+                .join(manifest_hex),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        manifest["layers"].as_array().unwrap().len(),
+        2,
+        "the busybox layer and one snapshot"
+    );
+}
+
+#[test]
+fn completion_scripts_and_version() {
+    let work = tempfile::tempdir().unwrap();
+    for shell in ["bash", "zsh", "fish"] {
+        let out = rbuild(work.path())
+            .args(["completion", shell])
+            .assert()
+            .success();
+        let script = text(&out.get_output().stdout);
+        assert!(script.contains("destination"), "{shell}");
+        assert!(script.contains("prune"), "{shell}");
+    }
+    rbuild(work.path())
+        .arg("version")
+        .assert()
+        .success()
+        .stdout(predicates::str::starts_with("rbuild "));
+}
