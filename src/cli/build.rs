@@ -632,7 +632,19 @@ mod tests {
         assert_eq!(parse_output("type=registry"), Ok(Output::Registry));
         assert_eq!(parse_output("type=image,push=true"), Ok(Output::Registry));
         assert!(parse_output("type=oci").unwrap_err().contains("dest"));
-        assert!(parse_output("outdir")
+        assert_eq!(
+            parse_output("outdir"),
+            Ok(Output::Local {
+                dest: "outdir".into()
+            })
+        );
+        assert_eq!(
+            parse_output("type=tar,dest=fs.tar"),
+            Ok(Output::Tar {
+                dest: "fs.tar".into()
+            })
+        );
+        assert!(parse_output("type=cacheonly")
             .unwrap_err()
             .contains("not supported"));
     }
