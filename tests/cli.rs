@@ -389,3 +389,41 @@ fn completion_scripts_and_version() {
         .success()
         .stdout(predicates::str::starts_with("rbuild "));
 }
+
+#[test]
+fn insecure_registry_names_a_plain_http_registry() {
+    let work = tempfile::tempdir().unwrap();
+    let root = work.path().join("root");
+    let ctx = context(work.path(), "FROM busybox\nCOPY file.txt /\n");
+    // 127.0.0.2 is not "localhost": TLS is expected there unless named.
+    let registry = TestRegistry::start_on("127.0.0.2");
+    let image = format!("{}/cli/insecure:1", registry.addr);
+    rbuild(&root)
+        .args(["-t", &image, "--push"])
+        .arg(&ctx)
+        .assert()
+        .code(3);
+    rbuild(&root)
+        .args([
+            "-t",
+            &image,
+            "--push",
+            "--insecure-registry",
+            &registry.addr,
+        ])
+        .arg(&ctx)
+        .assert()
+        .success();
+    // kaniko's --insecure does the same for its destinations.
+    let kaniko = format!("{}/cli/insecure-kaniko:1", registry.addr);
+    rbuild(&root)
+        .args(["--destination", &kaniko, "--insecure"])
+        .arg(format!("--context={}", ctx.display()))
+        .assert()
+        .success();
+    std::process::Command::new("skopeo")
+        .args(["inspect", "--tls-verify=false"])
+        .arg(format!("docker://{kaniko}"))
+        .assert()
+        .success();
+}
