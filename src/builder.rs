@@ -811,16 +811,7 @@ fn final_config(
             entry.set_created(Some(current.clone()));
         }
     }
-    config.rootfs = oci_spec::image::RootFsBuilder::default()
-        .typ("layers")
-        .diff_ids(
-            layers
-                .iter()
-                .map(|l| l.diff_id.to_string())
-                .collect::<Vec<_>>(),
-        )
-        .build()
-        .map_err(|e| e.to_string())?;
+    config.rootfs = rootfs_of(&layers)?;
     config.created = Some(
         config
             .history
@@ -1087,6 +1078,20 @@ fn copy_spec(
     })
 }
 
+/// The config's `rootfs` for `layers`.
+fn rootfs_of(layers: &[LayerBlob]) -> Result<oci_spec::image::RootFs, String> {
+    oci_spec::image::RootFsBuilder::default()
+        .typ("layers")
+        .diff_ids(
+            layers
+                .iter()
+                .map(|l| l.diff_id.to_string())
+                .collect::<Vec<_>>(),
+        )
+        .build()
+        .map_err(|e| e.to_string())
+}
+
 /// kaniko's `--single-snapshot`: the layers this build made become one
 /// layer on top of the base image's. They are applied in order onto an
 /// empty dir in overlay format (deletions as whiteout devices), which is
@@ -1152,16 +1157,7 @@ pub fn squash(options: &BuildOptions, built: &Built) -> Result<StoredImage, Stri
         }
         config.history[last].set_empty_layer(None);
     }
-    config.rootfs = oci_spec::image::RootFsBuilder::default()
-        .typ("layers")
-        .diff_ids(
-            layers
-                .iter()
-                .map(|l| l.diff_id.to_string())
-                .collect::<Vec<_>>(),
-        )
-        .build()
-        .map_err(|e| e.to_string())?;
+    config.rootfs = rootfs_of(&layers)?;
     store_image(store, &config, &layers, MediaTypes::Oci).map_err(|e| e.to_string())
 }
 
