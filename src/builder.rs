@@ -811,7 +811,7 @@ fn final_config(
             entry.set_created(Some(current.clone()));
         }
     }
-    config.rootfs = rootfs_of(&layers)?;
+    config.rootfs = rootfs_of(layers)?;
     config.created = Some(
         config
             .history
