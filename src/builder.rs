@@ -189,7 +189,7 @@ pub fn build(
                 ca_certs: options.ca_certs.clone(),
                 ..Default::default()
             };
-            pull_base(&store, name, platform, registry)?
+            pull_base(&store, name, platform, registry, &mut *log)?
         };
         let bytes = store.read(&base.config_digest).map_err(|e| e.to_string())?;
         let config = ImageConfig::from_blob(&bytes).map_err(|e| e.to_string())?;
@@ -230,10 +230,18 @@ pub fn build(
         next_id: std::sync::atomic::AtomicUsize::new(1),
     });
     // Every key, from content, before anything runs.
-    let graph = BuildGraph::new(
-        &shared.plan,
-        &|name| shared.bases.get(name).map(|b| b.manifest_digest.clone()),
-        &mut |stage, step, stage_keys| step_inputs(&shared, stage, step, stage_keys),
+    let graph = crate::progress::track(
+        "hashing the context",
+        None,
+        &shared.hashes.hashed,
+        log,
+        || {
+            BuildGraph::new(
+                &shared.plan,
+                &|name| shared.bases.get(name).map(|b| b.manifest_digest.clone()),
+                &mut |stage, step, stage_keys| step_inputs(&shared, stage, step, stage_keys),
+            )
+        },
     )?;
     if let Err(e) = shared.hashes.save() {
         log(&Event::Warning(format!(
@@ -1202,13 +1210,19 @@ fn pull_base(
     name: &str,
     platform: &Platform,
     registry: crate::registry::RegistryOptions,
+    log: &mut dyn FnMut(&Event),
 ) -> Result<StoredImage, String> {
     let reference: crate::image::reference::Reference =
         name.parse().map_err(|e| format!("{name}: {e}"))?;
     let (client, runtime) = crate::registry::blocking_client_with(registry)?;
-    let pulled = runtime
-        .block_on(client.pull(store, &reference, &platform.os, &platform.architecture))
-        .map_err(|e| e.to_string())?;
+    let pulled = crate::progress::track(
+        &format!("pulling {name}"),
+        None,
+        &client.stats.bytes_downloaded,
+        log,
+        || runtime.block_on(client.pull(store, &reference, &platform.os, &platform.architecture)),
+    )
+    .map_err(|e| e.to_string())?;
     let manifest_bytes = store
         .read(&pulled.manifest_digest)
         .map_err(|e| e.to_string())?;

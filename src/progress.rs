@@ -54,6 +54,24 @@ pub enum Event {
         /// How long it took.
         elapsed: Duration,
     },
+    /// Bytes moved so far by a transfer or a hashing pass.
+    Bytes {
+        /// What moves them ("push app:1", "hashing the context").
+        task: String,
+        /// Bytes so far.
+        done: u64,
+        /// Bytes in all, when known.
+        total: Option<u64>,
+    },
+    /// That transfer is over.
+    BytesDone {
+        /// The task.
+        task: String,
+        /// Bytes in all.
+        done: u64,
+        /// How long it took.
+        elapsed: Duration,
+    },
     /// The step failed.
     Failed {
         /// The step.
@@ -159,6 +177,18 @@ impl<W: Write> Renderer for Plain<W> {
                 elapsed,
                 message,
             } => writeln!(self.out, "#{id} ERROR {}: {message}", seconds(*elapsed)),
+            // Plain output shows transfers once, when they end.
+            Event::Bytes { .. } => Ok(()),
+            Event::BytesDone {
+                task,
+                done,
+                elapsed,
+            } => writeln!(
+                self.out,
+                "{task}: {} in {}",
+                crate::executor::cgroup::human_bytes(*done),
+                seconds(*elapsed)
+            ),
         };
     }
 
@@ -235,6 +265,16 @@ pub fn event_json(event: &Event) -> serde_json::Value {
         } => {
             json!({"type": "error", "id": id, "seconds": elapsed.as_secs_f64(), "message": message})
         }
+        Event::Bytes { task, done, total } => {
+            json!({"type": "progress", "task": task, "bytes": done, "total": total})
+        }
+        Event::BytesDone {
+            task,
+            done,
+            elapsed,
+        } => {
+            json!({"type": "progress-done", "task": task, "bytes": done, "seconds": elapsed.as_secs_f64()})
+        }
     }
 }
 
@@ -272,6 +312,54 @@ pub struct Quiet;
 impl Renderer for Quiet {
     fn event(&mut self, _: &Event) {}
     fn summary(&mut self, _: &Summary) {}
+}
+
+/// Runs `work` on a scoped thread while this one reports, every 100 ms,
+/// how far `counter` (bytes) has got; then reports the end.
+pub fn track<T: Send>(
+    task: &str,
+    total: Option<u64>,
+    counter: &std::sync::atomic::AtomicU64,
+    log: &mut dyn FnMut(&Event),
+    work: impl FnOnce() -> T + Send,
+) -> T {
+    use std::sync::atomic::Ordering;
+    let started = Instant::now();
+    let start = counter.load(Ordering::Relaxed);
+    let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+    let mut reported = false;
+    let result = std::thread::scope(|scope| {
+        let handle = scope.spawn(move || {
+            let result = work();
+            let _ = done_tx.send(());
+            result
+        });
+        // Quick work reports nothing; longer work, every 100 ms.
+        while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
+            done_rx.recv_timeout(Duration::from_millis(100))
+        {
+            reported = true;
+            log(&Event::Bytes {
+                task: task.to_string(),
+                done: counter.load(Ordering::Relaxed) - start,
+                total,
+            });
+        }
+        handle.join()
+    });
+    let result = match result {
+        Ok(r) => r,
+        Err(panic) => std::panic::resume_unwind(panic),
+    };
+    let done = counter.load(Ordering::Relaxed) - start;
+    if reported || done > 0 {
+        log(&Event::BytesDone {
+            task: task.to_string(),
+            done,
+            elapsed: started.elapsed(),
+        });
+    }
+    result
 }
 
 /// The renderer for `mode` (already resolved), writing to stderr.
@@ -336,6 +424,7 @@ fn finish(bar: &indicatif::ProgressBar, status: String) {
 pub struct Tty {
     multi: indicatif::MultiProgress,
     steps: std::collections::HashMap<usize, (indicatif::ProgressBar, Vec<String>)>,
+    transfers: std::collections::HashMap<String, indicatif::ProgressBar>,
 }
 
 impl Tty {
@@ -346,6 +435,7 @@ impl Tty {
                 indicatif::ProgressDrawTarget::stderr(),
             ),
             steps: Default::default(),
+            transfers: Default::default(),
         }
     }
 }
@@ -383,8 +473,54 @@ impl Renderer for Tty {
             }
             Event::Output { id, line, .. } => {
                 if let Some((bar, log)) = self.steps.get_mut(id) {
-                    bar.set_message(line.clone());
                     log.push(line.clone());
+                    // The newest lines, under the step.
+                    let tail = log[log.len().saturating_sub(3)..].join("\n       ");
+                    bar.set_message(tail);
+                }
+            }
+            Event::Bytes { task, done, total } => {
+                let multi = &self.multi;
+                let bar = self.transfers.entry(task.clone()).or_insert_with(|| {
+                    let bar = multi.add(indicatif::ProgressBar::new(total.unwrap_or(0)));
+                    let template = if total.is_some() {
+                        "{spinner} {prefix} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec}"
+                    } else {
+                        "{spinner} {prefix} {bytes} {bytes_per_sec}"
+                    };
+                    bar.set_style(
+                        indicatif::ProgressStyle::with_template(template)
+                            .expect("a valid template")
+                            .progress_chars("=> "),
+                    );
+                    bar.set_prefix(task.clone());
+                    bar.enable_steady_tick(Duration::from_millis(100));
+                    bar
+                });
+                if let Some(total) = total {
+                    bar.set_length(*total);
+                }
+                bar.set_position(*done);
+            }
+            Event::BytesDone {
+                task,
+                done,
+                elapsed,
+            } => {
+                let summary = format!(
+                    "{} {}",
+                    crate::executor::cgroup::human_bytes(*done),
+                    seconds(*elapsed)
+                );
+                match self.transfers.get(task) {
+                    Some(bar) => {
+                        bar.set_position(*done);
+                        finish(bar, summary);
+                    }
+                    // Over before its first report: one line for it.
+                    None => {
+                        let _ = self.multi.println(format!("{task}: {summary}"));
+                    }
                 }
             }
             Event::Cached { id } => {

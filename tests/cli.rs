@@ -427,3 +427,35 @@ fn insecure_registry_names_a_plain_http_registry() {
         .assert()
         .success();
 }
+
+#[test]
+fn cpus_and_memory_limits_reach_the_step_cgroup() {
+    if !is_root() {
+        eprintln!("*** skipping: cgroups are writable here only as root ***");
+        return;
+    }
+    let work = tempfile::tempdir().unwrap();
+    // The step reads its own cgroup's limits (v1 cpu/memory or v2).
+    let ctx = context(
+        work.path(),
+        "FROM busybox\n\
+         RUN for c in cpu memory; do \
+               p=$(grep -E \":$c(,cpuacct)?:|^0::/.\" /proc/self/cgroup | head -1 | cut -d: -f3); \
+               for f in /sys/fs/cgroup/$c$p/cpu.cfs_quota_us /sys/fs/cgroup/cpu,cpuacct$p/cpu.cfs_quota_us \
+                        /sys/fs/cgroup$p/cpu.max /sys/fs/cgroup/$c$p/memory.limit_in_bytes /sys/fs/cgroup$p/memory.max; do \
+                 [ -f $f ] && cat $f; \
+               done; \
+             done; true\n",
+    );
+    let out = rbuild(&work.path().join("root"))
+        .args(["--progress=plain", "--cpus", "0.5", "--memory", "96m"])
+        .arg(&ctx)
+        .assert()
+        .success();
+    let lines = step_lines(&out.get_output().clone());
+    assert!(
+        lines.iter().any(|l| l == "50000" || l == "50000 100000"),
+        "{lines:?}"
+    );
+    assert!(lines.iter().any(|l| l == "100663296"), "{lines:?}");
+}

@@ -38,6 +38,11 @@ fn mask(log: &str) -> String {
             if line.starts_with("image sha256:") {
                 return "image sha256:X (manifest sha256:X, SIZE)".to_string();
             }
+            if let Some((head, time)) = line.rsplit_once(" in ") {
+                if time.ends_with('s') && time[..time.len() - 1].parse::<f64>().is_ok() {
+                    return format!("{head} in Xs");
+                }
+            }
             if let Some(text) = output_text(line) {
                 let id = line.split(' ').next().unwrap();
                 return format!("{id} T {text}");
@@ -144,7 +149,7 @@ fn json_events_parse_and_account_for_every_step() {
                     event["line"].as_str().unwrap().to_string(),
                 ));
             }
-            "note" | "warning" => {}
+            "note" | "warning" | "progress" | "progress-done" => {}
             other => panic!("unknown event {other}: {line}"),
         }
     }
@@ -169,11 +174,19 @@ fn the_terminal_display_shows_a_live_step_and_the_summary() {
         "FROM busybox\nRUN for i in 1 2 3 4 5; do echo tick-$i; sleep 0.3; done\n",
     )
     .unwrap();
+    std::fs::write(ctx.join("big.bin"), vec![7u8; 3 << 20]).unwrap();
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        "FROM busybox\nCOPY big.bin /\nRUN for i in 1 2 3 4 5; do echo tick-$i; sleep 0.3; done\n",
+    )
+    .unwrap();
+    let registry = common::TestRegistry::start(&[]);
     // `script` gives rbuild a real pseudo-terminal and records what it drew.
     let command = format!(
-        "{} --root {} {}",
+        "{} --root {} -t {}/tty:1 --push {}",
         env!("CARGO_BIN_EXE_rbuild"),
         work.path().join("root").display(),
+        registry.addr,
         ctx.display()
     );
     let out = Command::new("script")
@@ -191,10 +204,16 @@ fn the_terminal_display_shows_a_live_step_and_the_summary() {
     // Redrawn in place (cursor movement), with the newest output line
     // beside the running step, then finished and summed up.
     assert!(screen.contains("\x1b["), "no terminal control: {screen:?}");
-    assert!(screen.contains("[stage-0 1/1] RUN for i in"), "{screen:?}");
+    assert!(screen.contains("[stage-0 2/2] RUN for i in"), "{screen:?}");
     assert!(screen.contains("tick-3"), "{screen:?}");
     assert!(screen.contains("DONE"), "{screen:?}");
-    assert!(screen.contains("1 step(s) run, 0 cached"), "{screen:?}");
+    assert!(screen.contains("2 step(s) run, 0 cached"), "{screen:?}");
+    // The push has its byte count on screen.
+    assert!(
+        screen.contains(&format!("pushing {}/tty:1", registry.addr)),
+        "{screen:?}"
+    );
+    assert!(screen.contains("MiB"), "{screen:?}");
     assert!(
         !screen.contains("#1 0."),
         "plain lines on a terminal: {screen:?}"

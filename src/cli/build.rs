@@ -461,7 +461,30 @@ pub(super) fn build(mut args: BuildCommand) -> i32 {
             ca_certs: options.ca_certs.clone(),
             ..Default::default()
         };
-        if let Err(e) = push_image(&built.store, image, &tags, registry) {
+        let names: Vec<String> = tags.iter().map(|t| t.to_string()).collect();
+        let total = image.manifest_size
+            + image.config_size
+            + image.layers.iter().map(|l| l.size).sum::<u64>();
+        let pushed =
+            crate::registry::blocking_client_with(registry).and_then(|(client, runtime)| {
+                crate::progress::track(
+                    &format!("pushing {}", names.join(", ")),
+                    Some(total),
+                    &client.stats.bytes_uploaded,
+                    &mut |event| renderer.event(event),
+                    || {
+                        runtime
+                            .block_on(client.push(
+                                &built.store,
+                                &image.manifest_digest,
+                                &tags,
+                                None,
+                            ))
+                            .map_err(|e| e.to_string())
+                    },
+                )
+            });
+        if let Err(e) = pushed {
             eprintln!("error: {e}");
             return EXIT_ENVIRONMENT;
         }
@@ -587,20 +610,6 @@ fn metadata_json(image: &StoredImage, tags: &[Reference]) -> String {
         value["image.name"] = names.join(",").into();
     }
     serde_json::to_string_pretty(&value).unwrap_or_default() + "\n"
-}
-
-/// Pushes the image to every tag's registry (credentials from
-/// `$DOCKER_CONFIG`; plain HTTP for loopback and insecure registries).
-fn push_image(
-    store: &crate::cache::ContentStore,
-    image: &StoredImage,
-    tags: &[Reference],
-    options: crate::registry::RegistryOptions,
-) -> Result<(), String> {
-    let (client, runtime) = crate::registry::blocking_client_with(options)?;
-    runtime
-        .block_on(client.push(store, &image.manifest_digest, tags, None))
-        .map_err(|e| e.to_string())
 }
 
 #[cfg(test)]

@@ -63,6 +63,8 @@ pub struct HashCache {
     file: Option<PathBuf>,
     entries: Mutex<HashMap<String, (Stamp, [u8; 32])>>,
     changed: std::sync::atomic::AtomicBool,
+    /// Bytes read and hashed so far (files whose stamp had changed).
+    pub hashed: std::sync::atomic::AtomicU64,
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -118,6 +120,7 @@ impl HashCache {
             file: Some(file),
             entries: Mutex::new(entries),
             changed: Default::default(),
+            hashed: Default::default(),
         }
     }
 
@@ -136,6 +139,8 @@ impl HashCache {
             }
         }
         let digest = sha256_file(path)?;
+        self.hashed
+            .fetch_add(meta.size(), std::sync::atomic::Ordering::Relaxed);
         if !rel.contains(['\n', '\t']) {
             self.entries
                 .lock()

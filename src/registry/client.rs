@@ -111,6 +111,10 @@ pub struct TransferStats {
     pub blobs_cached: AtomicU64,
     /// Requests retried.
     pub retries: AtomicU64,
+    /// Blob bytes sent (shared with the upload streams; progress bars).
+    pub bytes_uploaded: Arc<AtomicU64>,
+    /// Blob bytes received.
+    pub bytes_downloaded: Arc<AtomicU64>,
 }
 
 impl TransferStats {
@@ -505,6 +509,9 @@ impl RegistryClient {
             while let Some(chunk) = stream.next().await {
                 match chunk {
                     Ok(c) => {
+                        self.stats
+                            .bytes_downloaded
+                            .fetch_add(c.len() as u64, Ordering::Relaxed);
                         if tx.send(c).await.is_err() {
                             break;
                         }
@@ -735,10 +742,19 @@ impl RegistryClient {
                     let body = match std::fs::File::open(&path) {
                         // 1 MiB reads: reqwest's own file body reads 4 KiB at a time.
                         Ok(file) => {
-                            reqwest::Body::wrap_stream(tokio_util::io::ReaderStream::with_capacity(
-                                tokio::fs::File::from_std(file),
-                                1 << 20,
-                            ))
+                            let sent = self.stats.bytes_uploaded.clone();
+                            reqwest::Body::wrap_stream(
+                                tokio_util::io::ReaderStream::with_capacity(
+                                    tokio::fs::File::from_std(file),
+                                    1 << 20,
+                                )
+                                .map(move |chunk| {
+                                    if let Ok(c) = &chunk {
+                                        sent.fetch_add(c.len() as u64, Ordering::Relaxed);
+                                    }
+                                    chunk
+                                }),
+                            )
                         }
                         Err(_) => reqwest::Body::from(Vec::new()),
                     };
@@ -779,6 +795,7 @@ impl RegistryClient {
             if response.status() != StatusCode::ACCEPTED {
                 return Err(status_error(registry, what, response).await);
             }
+            self.stats.bytes_uploaded.fetch_add(len, Ordering::Relaxed);
             url = location_of(&base, response.headers()).unwrap_or(url);
             start += len;
         }
