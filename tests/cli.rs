@@ -459,3 +459,46 @@ fn cpus_and_memory_limits_reach_the_step_cgroup() {
     );
     assert!(lines.iter().any(|l| l == "100663296"), "{lines:?}");
 }
+
+#[test]
+fn pull_prefers_the_registry_over_the_local_image() {
+    let work = tempfile::tempdir().unwrap();
+    let root = work.path().join("root");
+    let registry = TestRegistry::start(&[]);
+    let base = format!("{}/cli/base:1", registry.addr);
+    // The registry gets "pushed"; the local store then gets "local" under
+    // the same name.
+    for (content, push) in [("pushed", true), ("local", false)] {
+        let dir = work.path().join(content);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(
+            dir.join("Dockerfile"),
+            format!("FROM busybox\nRUN echo {content} > /which\n"),
+        )
+        .unwrap();
+        let mut cmd = rbuild(&root);
+        cmd.args(["-t", &base]);
+        if push {
+            cmd.arg("--push");
+        }
+        cmd.arg(&dir).assert().success();
+    }
+    let child = work.path().join("child");
+    std::fs::create_dir_all(&child).unwrap();
+    std::fs::write(
+        child.join("Dockerfile"),
+        format!("FROM {base}\nRUN cat /which\n"),
+    )
+    .unwrap();
+    let which = |extra: &[&str]| {
+        let out = rbuild(&root)
+            .args(["--progress=plain", "--no-cache"])
+            .args(extra)
+            .arg(&child)
+            .assert()
+            .success();
+        step_lines(&out.get_output().clone())
+    };
+    assert_eq!(which(&[]), ["local"]);
+    assert_eq!(which(&["--pull"]), ["pushed"]);
+}
