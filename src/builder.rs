@@ -524,7 +524,7 @@ fn run_op(
     node: NodeIndex,
     hit: Option<&CacheEntry>,
     inputs: &HashMap<NodeIndex, OpResult>,
-    log: &dyn Fn(Event),
+    log: &(dyn Fn(Event) + Sync),
 ) -> Result<OpResult, String> {
     let graph = shared.graph();
     let op = &graph.graph[node];
@@ -580,22 +580,60 @@ fn run_op(
         "stage {label}, Dockerfile:{}:{}: {}",
         step.line, step.column, step.original
     );
-    let result = run_step(
-        shared,
-        node,
-        step,
-        inputs,
-        layers,
-        &|stream, line| {
-            log(Event::Output {
-                id,
-                stream,
-                elapsed: started.elapsed(),
-                line,
-            })
-        },
-        &at,
-    );
+    // The layer's bytes as it is written: shown once writing has taken
+    // a second (a big COPY or RUN), so small steps stay quiet.
+    let layer_bytes = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let running = std::sync::atomic::AtomicBool::new(true);
+    let result = std::thread::scope(|scope| {
+        scope.spawn(|| {
+            use std::sync::atomic::Ordering;
+            let task = format!("#{id} writing the layer");
+            let mut writing_since = None;
+            let mut shown = false;
+            while running.load(Ordering::Relaxed) {
+                std::thread::sleep(std::time::Duration::from_millis(100));
+                let done = layer_bytes.load(Ordering::Relaxed);
+                if done == 0 {
+                    continue;
+                }
+                let since = *writing_since.get_or_insert_with(std::time::Instant::now);
+                if since.elapsed() >= std::time::Duration::from_secs(1) {
+                    shown = true;
+                    log(Event::Bytes {
+                        task: task.clone(),
+                        done,
+                        total: None,
+                    });
+                }
+            }
+            if shown {
+                log(Event::BytesDone {
+                    task,
+                    done: layer_bytes.load(Ordering::Relaxed),
+                    elapsed: writing_since.map(|t| t.elapsed()).unwrap_or_default(),
+                });
+            }
+        });
+        let result = run_step(
+            shared,
+            node,
+            step,
+            inputs,
+            layers,
+            &|stream, line| {
+                log(Event::Output {
+                    id,
+                    stream,
+                    elapsed: started.elapsed(),
+                    line,
+                })
+            },
+            Some(layer_bytes.clone()),
+            &at,
+        );
+        running.store(false, std::sync::atomic::Ordering::Relaxed);
+        result
+    });
     let elapsed = started.elapsed();
     match &result {
         Ok(_) => log(Event::Done { id, elapsed }),
@@ -617,6 +655,7 @@ fn run_step(
     inputs: &HashMap<NodeIndex, OpResult>,
     mut layers: Vec<LayerBlob>,
     output: &dyn Fn(Stream, String),
+    layer_bytes: crate::snapshot::diff::ByteCounter,
     at: &str,
 ) -> Result<OpResult, String> {
     let graph = shared.graph();
@@ -632,7 +671,7 @@ fn run_step(
         .collect();
     let parents: Vec<LayerRef> = layers.iter().map(LayerRef::from).collect();
     let layer = match &step.kind {
-        StepKind::Run(run) => run_exec(shared, run, &parents, &from, output, &at)?,
+        StepKind::Run(run) => run_exec(shared, run, &parents, &from, output, layer_bytes, &at)?,
         StepKind::Mkdir { path, user } => shared
             .runner
             .mkdir_layer(&parents, path, user)
@@ -643,7 +682,7 @@ fn run_step(
             let onto: &[LayerRef] = if copy.spec.link { &[] } else { &parents };
             let outcome = shared
                 .runner
-                .copy(onto, spec.spec)
+                .copy(onto, spec.spec, layer_bytes)
                 .map_err(|e| format!("{at}: {e}"))?;
             drop(spec.keep);
             if let Some(failure) = outcome.failure {
@@ -682,6 +721,7 @@ fn run_exec(
     parents: &[LayerRef],
     from: &HashMap<usize, &OpResult>,
     output: &dyn Fn(Stream, String),
+    layer_bytes: crate::snapshot::diff::ByteCounter,
     at: &str,
 ) -> Result<Option<LayerBlob>, String> {
     let runner = &shared.runner;
@@ -757,6 +797,7 @@ fn run_exec(
         user: run.user.clone(),
         network_none: options.network_none || run.network == NetworkMode::None,
         mounts: prepared.mounts.clone(),
+        layer_bytes,
     };
     let mut sink = |stream: Stream, line: &[u8]| {
         let text = String::from_utf8_lossy(line);
@@ -1144,6 +1185,7 @@ pub fn squash(options: &BuildOptions, built: &Built) -> Result<StoredImage, Stri
             source_date_epoch: options.source_date_epoch,
             id_map: None,
         },
+        None,
     )
     .map_err(|e| e.to_string())?;
     let mut layers = base.to_vec();

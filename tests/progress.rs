@@ -219,3 +219,39 @@ fn the_terminal_display_shows_a_live_step_and_the_summary() {
         "plain lines on a terminal: {screen:?}"
     );
 }
+
+#[test]
+fn a_big_layer_shows_its_bytes_as_it_is_written() {
+    let work = tempfile::tempdir().unwrap();
+    let ctx = work.path().join("ctx");
+    std::fs::create_dir_all(&ctx).unwrap();
+    // Random data: gzip cannot shrink it, so writing takes a while.
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        "FROM busybox\nRUN head -c 150000000 /dev/urandom > /big\n",
+    )
+    .unwrap();
+    let out = rbuild(&work.path().join("root"))
+        .arg("--progress=json")
+        .arg(&ctx)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let events: Vec<serde_json::Value> = stderr(&out)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let progress: Vec<u64> = events
+        .iter()
+        .filter(|e| e["type"] == "progress" && e["task"] == "#1 writing the layer")
+        .map(|e| e["bytes"].as_u64().unwrap())
+        .collect();
+    assert!(!progress.is_empty(), "no layer progress: {events:?}");
+    assert!(progress.windows(2).all(|w| w[0] <= w[1]), "{progress:?}");
+    let done = events
+        .iter()
+        .find(|e| e["type"] == "progress-done" && e["task"] == "#1 writing the layer")
+        .expect("a progress-done event");
+    // The uncompressed tar: the file and its headers.
+    assert!(done["bytes"].as_u64().unwrap() > 150_000_000);
+}

@@ -218,6 +218,8 @@ pub struct Step {
     pub network_none: bool,
     /// RUN --mount mounts, already resolved to host paths.
     pub mounts: Vec<MountSpec>,
+    /// Counts the bytes of the layer as it is written (progress display).
+    pub layer_bytes: diff::ByteCounter,
 }
 
 /// What a step did.
@@ -400,10 +402,16 @@ impl StepRunner {
 
     /// Copies files into the root made of `layers` (a COPY or ADD); the
     /// outcome's failure says what went wrong (a missing source, ...).
-    pub fn copy(&self, layers: &[LayerRef], copy: CopySpec) -> Result<StepOutcome, StepError> {
+    pub fn copy(
+        &self,
+        layers: &[LayerRef],
+        copy: CopySpec,
+        layer_bytes: diff::ByteCounter,
+    ) -> Result<StepOutcome, StepError> {
         let step = Step {
             layers: layers.to_vec(),
             cwd: "/".to_string(),
+            layer_bytes,
             ..Step::default()
         };
         let mut errors = Vec::new();
@@ -532,6 +540,7 @@ impl StepRunner {
                     &self.store,
                     &changes,
                     self.layer_options,
+                    step.layer_bytes.clone(),
                 )?)
             }
         } else {

@@ -24,7 +24,8 @@ pub fn image_from_dir(
 ) -> Result<StoredImage, String> {
     let changes = copy_changes(&TreeState::new(), root)
         .map_err(|e| format!("reading {}: {e}", root.display()))?;
-    let layer = write_layer(store, &changes, LayerOptions::default()).map_err(|e| e.to_string())?;
+    let layer =
+        write_layer(store, &changes, LayerOptions::default(), None).map_err(|e| e.to_string())?;
     single_layer_image(store, layer, env, cmd, created_by, MediaTypes::Oci)
 }
 

@@ -87,6 +87,8 @@ pub struct LayerBlob {
 pub(crate) struct HashingWriter<W> {
     inner: W,
     hasher: Sha256,
+    /// Counts the bytes (progress display), when set.
+    counter: Option<std::sync::Arc<std::sync::atomic::AtomicU64>>,
 }
 
 impl<W> HashingWriter<W> {
@@ -94,7 +96,17 @@ impl<W> HashingWriter<W> {
         HashingWriter {
             inner,
             hasher: Sha256::new(),
+            counter: None,
         }
+    }
+
+    /// The same, adding what it writes to `counter`.
+    pub(crate) fn counting(
+        mut self,
+        counter: Option<std::sync::Arc<std::sync::atomic::AtomicU64>>,
+    ) -> HashingWriter<W> {
+        self.counter = counter;
+        self
     }
 
     /// The inner writer and the sha256 of everything written.
@@ -107,6 +119,9 @@ impl<W: Write> Write for HashingWriter<W> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         let n = self.inner.write(buf)?;
         self.hasher.update(&buf[..n]);
+        if let Some(counter) = &self.counter {
+            counter.fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
+        }
         Ok(n)
     }
 
@@ -136,10 +151,7 @@ pub fn write_gzip_layer(
     entries.sort_by(|a, b| a.path.cmp(&b.path));
     let blob = store.writer()?;
     let gz = crate::image::pgzip::ParallelGzip::new(blob, 6);
-    let mut tar = tar::Builder::new(HashingWriter {
-        inner: gz,
-        hasher: Sha256::new(),
-    });
+    let mut tar = tar::Builder::new(HashingWriter::new(gz));
     tar.mode(tar::HeaderMode::Deterministic);
     for entry in &entries {
         let mut header = tar::Header::new_ustar();

@@ -426,6 +426,9 @@ pub struct LayerOptions {
     pub id_map: Option<IdMap>,
 }
 
+/// Where [`write_layer`] reports the uncompressed bytes it has written.
+pub type ByteCounter = Option<std::sync::Arc<std::sync::atomic::AtomicU64>>;
+
 /// A single-id mapping from host ids to layer ids.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct IdMap {
@@ -582,10 +585,11 @@ pub fn write_layer(
     store: &ContentStore,
     changes: &[Change],
     options: LayerOptions,
+    counter: ByteCounter,
 ) -> Result<LayerBlob, LayerError> {
     let blob = store.writer()?;
     let gz = crate::image::pgzip::ParallelGzip::new(blob, 6);
-    let mut tar = tar::Builder::new(HashingWriter::new(gz));
+    let mut tar = tar::Builder::new(HashingWriter::new(gz).counting(counter));
     tar.mode(tar::HeaderMode::Deterministic);
     let mut writer = TarWriter {
         tar,
