@@ -620,15 +620,17 @@ fn run_op(
             step,
             inputs,
             layers,
-            &|stream, line| {
-                log(Event::Output {
-                    id,
-                    stream,
-                    elapsed: started.elapsed(),
-                    line,
-                })
+            StepReport {
+                output: &|stream, line| {
+                    log(Event::Output {
+                        id,
+                        stream,
+                        elapsed: started.elapsed(),
+                        line,
+                    })
+                },
+                layer_bytes: Some(layer_bytes.clone()),
             },
-            Some(layer_bytes.clone()),
             &at,
         );
         running.store(false, std::sync::atomic::Ordering::Relaxed);
@@ -646,6 +648,12 @@ fn run_op(
     result
 }
 
+/// Where a running step's output lines and layer bytes go.
+struct StepReport<'a> {
+    output: &'a dyn Fn(Stream, String),
+    layer_bytes: crate::snapshot::diff::ByteCounter,
+}
+
 /// Runs one step (RUN, COPY/ADD, WORKDIR creation) on top of `layers`
 /// and records its cache entry.
 fn run_step(
@@ -654,10 +662,13 @@ fn run_step(
     step: &solver::Step,
     inputs: &HashMap<NodeIndex, OpResult>,
     mut layers: Vec<LayerBlob>,
-    output: &dyn Fn(Stream, String),
-    layer_bytes: crate::snapshot::diff::ByteCounter,
+    report: StepReport<'_>,
     at: &str,
 ) -> Result<OpResult, String> {
+    let StepReport {
+        output,
+        layer_bytes,
+    } = report;
     let graph = shared.graph();
     let op = &graph.graph[node];
     let at = at.to_string();
