@@ -18,6 +18,23 @@ fn rbuild(root: &Path) -> Command {
     cmd
 }
 
+/// A context in `work` holding `dockerfile`.
+fn context_with(work: &Path, dockerfile: &str) -> std::path::PathBuf {
+    let ctx = work.join("ctx");
+    std::fs::create_dir_all(&ctx).unwrap();
+    std::fs::write(ctx.join("Dockerfile"), dockerfile).unwrap();
+    ctx
+}
+
+/// Builds `ctx` with `--progress=MODE` on storage in `work`.
+fn build_with(work: &Path, ctx: &Path, mode: &str) -> std::process::Output {
+    rbuild(&work.join("root"))
+        .arg(format!("--progress={mode}"))
+        .arg(ctx)
+        .output()
+        .unwrap()
+}
+
 /// Replaces what changes from run to run with fixed words.
 fn mask(log: &str) -> String {
     log.lines()
@@ -76,19 +93,12 @@ fn plain_output_matches_the_golden_file() {
 #[test]
 fn five_mebibytes_of_output_arrive_whole() {
     let work = tempfile::tempdir().unwrap();
-    let ctx = work.path().join("ctx");
-    std::fs::create_dir_all(&ctx).unwrap();
     // 5,120 lines of 1,023 characters and a newline: 5 MiB.
-    std::fs::write(
-        ctx.join("Dockerfile"),
+    let ctx = context_with(
+        work.path(),
         "FROM busybox\nRUN yes \"$(head -c 1023 /dev/zero | tr '\\0' x)\" | head -n 5120\n",
-    )
-    .unwrap();
-    let out = rbuild(&work.path().join("root"))
-        .arg("--progress=plain")
-        .arg(&ctx)
-        .output()
-        .unwrap();
+    );
+    let out = build_with(work.path(), &ctx, "plain");
     assert!(out.status.success(), "{}", stderr(&out));
     let lines: Vec<String> = common::step_lines(&out);
     assert_eq!(lines.len(), 5120);
@@ -102,19 +112,12 @@ fn five_mebibytes_of_output_arrive_whole() {
 #[test]
 fn json_events_parse_and_account_for_every_step() {
     let work = tempfile::tempdir().unwrap();
-    let ctx = work.path().join("ctx");
-    std::fs::create_dir_all(&ctx).unwrap();
-    std::fs::write(
-        ctx.join("Dockerfile"),
+    let ctx = context_with(
+        work.path(),
         "FROM busybox AS a\nRUN echo from-a | tee /a\nFROM busybox AS b\nRUN echo from-b | tee /b >&2\n\
          FROM busybox\nCOPY --from=a /a /a\nCOPY --from=b /b /b\nRUN false\n",
-    )
-    .unwrap();
-    let out = rbuild(&work.path().join("root"))
-        .arg("--progress=json")
-        .arg(&ctx)
-        .output()
-        .unwrap();
+    );
+    let out = build_with(work.path(), &ctx, "json");
     assert_eq!(out.status.code(), Some(1));
     let mut started = std::collections::BTreeMap::new();
     let mut ended = std::collections::BTreeMap::new();
@@ -167,19 +170,11 @@ fn json_events_parse_and_account_for_every_step() {
 #[test]
 fn the_terminal_display_shows_a_live_step_and_the_summary() {
     let work = tempfile::tempdir().unwrap();
-    let ctx = work.path().join("ctx");
-    std::fs::create_dir_all(&ctx).unwrap();
-    std::fs::write(
-        ctx.join("Dockerfile"),
-        "FROM busybox\nRUN for i in 1 2 3 4 5; do echo tick-$i; sleep 0.3; done\n",
-    )
-    .unwrap();
-    std::fs::write(ctx.join("big.bin"), vec![7u8; 3 << 20]).unwrap();
-    std::fs::write(
-        ctx.join("Dockerfile"),
+    let ctx = context_with(
+        work.path(),
         "FROM busybox\nCOPY big.bin /\nRUN for i in 1 2 3 4 5; do echo tick-$i; sleep 0.3; done\n",
-    )
-    .unwrap();
+    );
+    std::fs::write(ctx.join("big.bin"), vec![7u8; 3 << 20]).unwrap();
     let registry = common::TestRegistry::start(&[]);
     // `script` gives rbuild a real pseudo-terminal and records what it drew.
     let command = format!(
@@ -223,19 +218,12 @@ fn the_terminal_display_shows_a_live_step_and_the_summary() {
 #[test]
 fn a_big_layer_shows_its_bytes_as_it_is_written() {
     let work = tempfile::tempdir().unwrap();
-    let ctx = work.path().join("ctx");
-    std::fs::create_dir_all(&ctx).unwrap();
     // Random data: gzip cannot shrink it, so writing takes a while.
-    std::fs::write(
-        ctx.join("Dockerfile"),
+    let ctx = context_with(
+        work.path(),
         "FROM busybox\nRUN head -c 150000000 /dev/urandom > /big\n",
-    )
-    .unwrap();
-    let out = rbuild(&work.path().join("root"))
-        .arg("--progress=json")
-        .arg(&ctx)
-        .output()
-        .unwrap();
+    );
+    let out = build_with(work.path(), &ctx, "json");
     assert!(out.status.success(), "{}", stderr(&out));
     let events: Vec<serde_json::Value> = stderr(&out)
         .lines()
