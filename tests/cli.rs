@@ -502,3 +502,49 @@ fn pull_prefers_the_registry_over_the_local_image() {
     assert_eq!(which(&[]), ["local"]);
     assert_eq!(which(&["--pull"]), ["pushed"]);
 }
+
+#[test]
+fn skip_tls_verify_and_the_kaniko_flags_that_only_warn() {
+    let work = tempfile::tempdir().unwrap();
+    let root = work.path().join("root");
+    let ctx = context(work.path(), "FROM busybox\nCOPY file.txt /\n");
+    // A TLS registry whose CA rbuild is not told about.
+    let (registry, _ca) = TestRegistry::start_tls("127.0.0.2");
+    let image = format!("{}/cli/tls:1", registry.addr);
+    rbuild(&root)
+        .args(["--destination", &image])
+        .arg(format!("--context={}", ctx.display()))
+        .assert()
+        .code(3);
+    rbuild(&root)
+        .args(["--destination", &image, "--skip-tls-verify"])
+        .arg(format!("--context={}", ctx.display()))
+        .assert()
+        .success();
+    // Accepted, said to do nothing yet, and the build still works.
+    let host = rbuild::solver::Platform::host().format();
+    let out = rbuild(&root)
+        .args(["--progress=plain", "--cache-repo", "r.example/cache"])
+        .args([
+            "--registry-mirror",
+            "mirror.example",
+            "--cache-dir",
+            "/nowhere",
+        ])
+        .args(["--custom-platform", &host])
+        .arg(format!("--context={}", ctx.display()))
+        .assert()
+        .success();
+    let log = text(&out.get_output().stderr);
+    assert!(log.contains("--cache-repo is not supported yet"), "{log}");
+    assert!(
+        log.contains("--registry-mirror is not supported yet"),
+        "{log}"
+    );
+    assert!(log.contains("--cache-dir is not needed"), "{log}");
+    rbuild(&root)
+        .args(["--custom-platform", "linux/s390x"])
+        .arg(format!("--context={}", ctx.display()))
+        .assert()
+        .code(2);
+}
