@@ -583,15 +583,20 @@ fn run_op(
     // The layer's bytes as it is written: shown once writing has taken
     // a second (a big COPY or RUN), so small steps stay quiet.
     let layer_bytes = Arc::new(std::sync::atomic::AtomicU64::new(0));
-    let running = std::sync::atomic::AtomicBool::new(true);
+    // The watcher wakes every 100 ms, and at once when the step ends (its
+    // channel closes), so it never delays the step.
+    let (step_done, watch) = std::sync::mpsc::channel::<()>();
+    let watched = layer_bytes.clone();
     let result = std::thread::scope(|scope| {
-        scope.spawn(|| {
+        scope.spawn(move || {
             use std::sync::atomic::Ordering;
+            let layer_bytes = watched;
             let task = format!("#{id} writing the layer");
             let mut writing_since = None;
             let mut shown = false;
-            while running.load(Ordering::Relaxed) {
-                std::thread::sleep(std::time::Duration::from_millis(100));
+            while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
+                watch.recv_timeout(std::time::Duration::from_millis(100))
+            {
                 let done = layer_bytes.load(Ordering::Relaxed);
                 if done == 0 {
                     continue;
@@ -633,7 +638,7 @@ fn run_op(
             },
             &at,
         );
-        running.store(false, std::sync::atomic::Ordering::Relaxed);
+        drop(step_done);
         result
     });
     let elapsed = started.elapsed();
