@@ -14,10 +14,11 @@ use std::os::fd::OwnedFd;
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::PathBuf;
 
-use rustix::fs::{self as rfs, AtFlags, Mode, OFlags, ResolveFlags, Timespec, Timestamps};
+use rustix::fs::{self as rfs, AtFlags, Mode, OFlags, Timespec, Timestamps};
 use rustix::io::Errno;
 use serde::{Deserialize, Serialize};
 
+use super::sandbox::open_in;
 use crate::context::{IgnoreRules, SourceTree};
 
 /// A COPY as the helper performs it.
@@ -57,17 +58,6 @@ pub struct CopySpec {
 
 fn errno(what: &str) -> impl Fn(Errno) -> String + '_ {
     move |e| format!("{what}: {e}")
-}
-
-fn open_in(root: &OwnedFd, rel: &str, flags: OFlags) -> Result<OwnedFd, Errno> {
-    let rel = rel.trim_start_matches('/');
-    rfs::openat2(
-        root,
-        if rel.is_empty() { "." } else { rel },
-        flags | OFlags::CLOEXEC,
-        Mode::empty(),
-        ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS,
-    )
 }
 
 /// Reads `etc/<name>` of the destination root (empty when missing).

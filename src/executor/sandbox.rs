@@ -231,16 +231,22 @@ fn loopback_up() -> Result<(), String> {
     }
 }
 
-/// Opens `rel` with every symlink resolved as if the root were `/`.
-fn open_in_root(root: &OwnedFd, rel: &str) -> Result<OwnedFd, Errno> {
+/// Opens `rel` with every symlink resolved as if the root were `/`
+/// (`O_PATH` unless `flags` say otherwise).
+pub(crate) fn open_in(root: &OwnedFd, rel: &str, flags: OFlags) -> Result<OwnedFd, Errno> {
     let rel = rel.trim_start_matches('/');
     rfs::openat2(
         root,
         if rel.is_empty() { "." } else { rel },
-        OFlags::PATH | OFlags::CLOEXEC,
+        flags | OFlags::CLOEXEC,
         Mode::empty(),
         ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS,
     )
+}
+
+/// [`open_in`] as an `O_PATH` handle: what mounting and stat need.
+fn open_in_root(root: &OwnedFd, rel: &str) -> Result<OwnedFd, Errno> {
+    open_in(root, rel, OFlags::PATH)
 }
 
 /// Access and modification times of `stat` as (seconds, nanoseconds).
