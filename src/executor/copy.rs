@@ -61,29 +61,28 @@ fn errno(what: &str) -> impl Fn(Errno) -> String + '_ {
 }
 
 /// Reads `etc/<name>` of the destination root (empty when missing).
-fn read_etc(root: &OwnedFd, name: &str) -> String {
+fn read_etc(root: &OwnedFd, name: &str) -> Vec<u8> {
     let Ok(fd) = open_in(root, &format!("etc/{name}"), OFlags::RDONLY) else {
-        return String::new();
+        return Vec::new();
     };
-    let mut text = String::new();
-    let _ = std::fs::File::from(fd).read_to_string(&mut text);
-    text
+    let mut bytes = Vec::new();
+    let _ = std::fs::File::from(fd).read_to_end(&mut bytes);
+    bytes
 }
 
 /// Resolves `--chown=user[:group]` as BuildKit does: a user name gives
 /// its uid and primary group from the root's /etc/passwd, a number is
 /// both uid and gid; a group (name from /etc/group, or number) replaces
 /// the gid. Unknown names are errors rather than root.
-pub fn resolve_chown(spec: &str, passwd: &str, group: &str) -> Result<(u32, u32), String> {
+pub fn resolve_chown(spec: &str, passwd: &[u8], group: &[u8]) -> Result<(u32, u32), String> {
     let (user, grp) = match spec.split_once(':') {
         Some((u, g)) => (u, Some(g)),
         None => (spec, None),
     };
-    let entry = |table: &str, name: &str| -> Option<Vec<String>> {
-        table
-            .lines()
-            .map(|l| l.split(':').map(str::to_string).collect::<Vec<_>>())
+    let entry = |table: &'_ [u8], name: &str| -> Option<Vec<String>> {
+        super::user::entries(table)
             .find(|f| f.len() > 2 && f[0] == name)
+            .map(|f| f.iter().map(|s| s.to_string()).collect())
     };
     let (uid, mut gid) = match user.parse::<u32>() {
         Ok(n) => (n, n),
@@ -591,8 +590,8 @@ mod tests {
 
     #[test]
     fn chown_resolves_like_docker() {
-        let passwd = "root:x:0:0::/root:/bin/sh\napp:x:1000:1001::/home/app:/bin/sh\n";
-        let group = "root:x:0:\nstaff:x:50:\n";
+        let passwd = b"root:x:0:0::/root:/bin/sh\napp:x:1000:1001::/home/app:/bin/sh\n";
+        let group = b"root:x:0:\nstaff:x:50:\n";
         assert_eq!(resolve_chown("app", passwd, group), Ok((1000, 1001)));
         assert_eq!(resolve_chown("app:staff", passwd, group), Ok((1000, 50)));
         assert_eq!(resolve_chown("7:8", passwd, group), Ok((7, 8)));

@@ -12,7 +12,9 @@ pub struct Identity {
     pub groups: Vec<u32>,
 }
 
-fn entries(file: &[u8]) -> impl Iterator<Item = Vec<&str>> {
+/// The colon-separated fields of each entry of a passwd or group file
+/// (blank and `#` lines skipped).
+pub(crate) fn entries(file: &[u8]) -> impl Iterator<Item = Vec<&str>> {
     std::str::from_utf8(file)
         .unwrap_or("")
         .lines()
