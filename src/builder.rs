@@ -203,11 +203,8 @@ pub fn build(
     phases.mark("plan");
     let base_blobs: Vec<Digest> = bases
         .values()
-        .flat_map(|b| {
-            [b.manifest_digest.clone(), b.config_digest.clone()]
-                .into_iter()
-                .chain(b.layers.iter().map(|l| l.digest.clone()))
-        })
+        .flat_map(StoredImage::blobs)
+        .cloned()
         .collect();
     lease
         .hold(|| ((), base_blobs))
@@ -1352,10 +1349,7 @@ fn busybox_base(
     let record = storage.join("busybox-base.json");
     if let Ok(bytes) = std::fs::read(&record) {
         if let Ok((seen, image)) = serde_json::from_slice::<(String, StoredImage)>(&bytes) {
-            let complete = store.contains(&image.manifest_digest)
-                && store.contains(&image.config_digest)
-                && image.layers.iter().all(|l| store.contains(&l.digest));
-            if seen == stamp && complete {
+            if seen == stamp && image.is_complete_in(store) {
                 return Ok(image);
             }
         }

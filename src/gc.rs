@@ -261,12 +261,6 @@ pub struct PruneReport {
     pub builds_running: bool,
 }
 
-fn image_blobs(image: &StoredImage) -> impl Iterator<Item = Digest> + '_ {
-    [image.manifest_digest.clone(), image.config_digest.clone()]
-        .into_iter()
-        .chain(image.layers.iter().map(|l| l.digest.clone()))
-}
-
 /// Collects garbage under `root` as `options` say. Dangling blobs (no
 /// named image, cache entry or running build uses them), leftovers of
 /// killed builds and stale leases always go.
@@ -281,11 +275,11 @@ pub fn prune(root: &Path, options: PruneOptions) -> std::io::Result<PruneReport>
     // Roots: named images, the busybox base, running builds.
     let mut protected: HashSet<Digest> = held;
     for image in crate::image::local::LocalImages::open(root).all() {
-        protected.extend(image_blobs(&image));
+        protected.extend(image.blobs().cloned());
     }
     if let Ok(bytes) = std::fs::read(root.join("busybox-base.json")) {
         if let Ok((_, image)) = serde_json::from_slice::<(String, StoredImage)>(&bytes) {
-            protected.extend(image_blobs(&image));
+            protected.extend(image.blobs().cloned());
         }
     }
     let fresh = |modified: SystemTime| oldest_lease.is_some_and(|start| modified >= start);

@@ -462,9 +462,7 @@ pub(super) fn build(mut args: BuildCommand) -> i32 {
             ..Default::default()
         };
         let names: Vec<String> = tags.iter().map(|t| t.to_string()).collect();
-        let total = image.manifest_size
-            + image.config_size
-            + image.layers.iter().map(|l| l.size).sum::<u64>();
+        let total = image.size();
         let pushed =
             crate::registry::blocking_client_with(registry).and_then(|(client, runtime)| {
                 crate::progress::track(
@@ -555,9 +553,7 @@ pub(super) fn build(mut args: BuildCommand) -> i32 {
         phases: all_phases,
         image: image.config_digest.to_string(),
         manifest: image.manifest_digest.to_string(),
-        size: image.manifest_size
-            + image.config_size
-            + image.layers.iter().map(|l| l.size).sum::<u64>(),
+        size: image.size(),
     });
     if quiet {
         println!("{}", image.config_digest);

@@ -37,6 +37,25 @@ pub struct StoredImage {
     pub layers: Vec<LayerBlob>,
 }
 
+impl StoredImage {
+    /// Every blob the image is made of: manifest, config, layers.
+    pub fn blobs(&self) -> impl Iterator<Item = &Digest> + '_ {
+        [&self.manifest_digest, &self.config_digest]
+            .into_iter()
+            .chain(self.layers.iter().map(|l| &l.digest))
+    }
+
+    /// Their compressed size in all.
+    pub fn size(&self) -> u64 {
+        self.manifest_size + self.config_size + self.layers.iter().map(|l| l.size).sum::<u64>()
+    }
+
+    /// Whether all of them are in `store`.
+    pub fn is_complete_in(&self, store: &ContentStore) -> bool {
+        self.blobs().all(|d| store.contains(d))
+    }
+}
+
 /// Image assembly and output errors.
 #[derive(Debug, thiserror::Error)]
 pub enum LayoutError {

@@ -47,10 +47,7 @@ impl LocalImages {
         let bytes = std::fs::read(self.path(name)).ok()?;
         let record: Record = serde_json::from_slice(&bytes).ok()?;
         let image = record.image;
-        let complete = store.contains(&image.manifest_digest)
-            && store.contains(&image.config_digest)
-            && image.layers.iter().all(|l| store.contains(&l.digest));
-        (record.name == name.to_string() && complete).then_some(image)
+        (record.name == name.to_string() && image.is_complete_in(store)).then_some(image)
     }
 
     /// Records `image` under `name`.
