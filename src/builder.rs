@@ -45,6 +45,8 @@ pub struct BuildOptions {
     pub limits: Limits,
     /// `--network=none` for every RUN.
     pub network_none: bool,
+    /// `--allow security.insecure`: `RUN --security=insecure` may run.
+    pub allow_insecure: bool,
     /// Clamp layer mtimes and set created times.
     pub source_date_epoch: Option<i64>,
     /// The busybox binary `FROM busybox` is built from.
@@ -200,6 +202,7 @@ pub fn build(
     for warning in &plan.warnings {
         log(&Event::Warning(warning.clone()));
     }
+    check_entitlements(&plan, options)?;
     phases.mark("plan");
     let base_blobs: Vec<Digest> = bases
         .values()
@@ -656,6 +659,25 @@ struct StepReport<'a> {
     layer_bytes: crate::snapshot::diff::ByteCounter,
 }
 
+/// Refuses a plan that asks for more than the command line allows, before
+/// anything runs (cached steps included, as BuildKit does).
+fn check_entitlements(plan: &solver::Plan, options: &BuildOptions) -> Result<(), String> {
+    if options.allow_insecure {
+        return Ok(());
+    }
+    let insecure = plan.stages.iter().flat_map(|s| &s.steps).find(|step| {
+        matches!(&step.kind, StepKind::Run(run) if run.security == crate::parser::SecurityMode::Insecure)
+    });
+    match insecure {
+        Some(step) => Err(format!(
+            "Dockerfile:{}:{}: {}: RUN --security=insecure needs the security.insecure \
+             entitlement: pass --allow security.insecure",
+            step.line, step.column, step.original
+        )),
+        None => Ok(()),
+    }
+}
+
 /// Runs one step (RUN, COPY/ADD, WORKDIR creation) on top of `layers`
 /// and records its cache entry.
 fn run_step(
@@ -809,6 +831,10 @@ fn run_exec(
         cwd: run.workdir.clone(),
         user: run.user.clone(),
         network_none: options.network_none || run.network == NetworkMode::None,
+        security: match run.security {
+            crate::parser::SecurityMode::Insecure => crate::executor::confine::Security::Insecure,
+            crate::parser::SecurityMode::Sandbox => crate::executor::confine::Security::Sandbox,
+        },
         mounts: prepared.mounts.clone(),
         layer_bytes,
     };

@@ -3,61 +3,9 @@
 //! a lower tier that works, or refuse naming the failed probe and what
 //! would unlock more. Needs root (to run podman) and skips otherwise.
 
-use std::path::Path;
-use std::process::{Command, Output};
-
 mod common;
 
-use common::{is_root, Podman};
-
-/// A root file system holding just the rbuild binary, the libraries it
-/// links, Debian's static busybox and a Dockerfile.
-fn container_root(dockerfile: &str) -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    let root = dir.path();
-    for sub in ["tmp", "proc", "dev", "sys", "bin", "etc"] {
-        std::fs::create_dir_all(root.join(sub)).unwrap();
-    }
-    let binary = env!("CARGO_BIN_EXE_rbuild");
-    std::fs::copy(binary, root.join("rbuild")).unwrap();
-    std::fs::copy("/bin/busybox", root.join("bin/busybox")).unwrap();
-    let ldd = Command::new("ldd").arg(binary).output().unwrap();
-    for lib in String::from_utf8_lossy(&ldd.stdout)
-        .split_whitespace()
-        .filter(|w| w.starts_with('/'))
-    {
-        let target = root.join(lib.trim_start_matches('/'));
-        std::fs::create_dir_all(target.parent().unwrap()).unwrap();
-        std::fs::copy(lib, &target).unwrap();
-    }
-    std::fs::write(root.join("Dockerfile"), dockerfile).unwrap();
-    std::fs::write(
-        root.join("Dockerfile.chroot"),
-        "FROM busybox\nRUN echo started > /started\nRUN cat /started\nRUN --network=none true\n",
-    )
-    .unwrap();
-    dir
-}
-
-/// Runs rbuild in a default podman container on `rootfs`.
-fn in_container(podman: &Podman, rootfs: &Path, args: &[&str]) -> Output {
-    podman
-        .run_cmd()
-        .arg("--rootfs")
-        .arg(rootfs)
-        .arg("/rbuild")
-        .args(args)
-        .output()
-        .unwrap()
-}
-
-fn text(out: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
+use common::{container_root, in_container, is_root, text, Podman};
 
 #[test]
 fn a_default_container_gets_a_lower_tier_or_a_clear_refusal() {

@@ -56,6 +56,7 @@ fn spec(root: &Path, script: &str) -> SandboxSpec {
         cgroup_procs: vec![],
         stub_report: None,
         copy: None,
+        security: Default::default(),
     }
 }
 

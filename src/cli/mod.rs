@@ -104,6 +104,11 @@ struct SandboxArgs {
     /// Network for RUN steps: default (the host's) or none.
     #[arg(long, default_value = "default")]
     network: String,
+    /// Extra privileged entitlements, as buildx: security.insecure lets
+    /// `RUN --security=insecure` run; network.host is accepted (the host
+    /// network is today's default).
+    #[arg(long, value_delimiter = ',')]
+    allow: Vec<String>,
     /// Storage root (default: $RBUILD_ROOT, /var/lib/rbuild as root, ~/.local/share/rbuild).
     #[arg(long)]
     root: Option<PathBuf>,
@@ -525,6 +530,17 @@ fn prepare_build(
             return Err(EXIT_USAGE);
         }
     };
+    let mut allow_insecure = false;
+    for entitlement in &flags.sandbox.allow {
+        match entitlement.as_str() {
+            "security.insecure" => allow_insecure = true,
+            "network.host" => {}
+            other => {
+                eprintln!("error: --allow {other}: expected security.insecure or network.host");
+                return Err(EXIT_USAGE);
+            }
+        }
+    }
     // Absolute: the sandbox helper changes directory before copying.
     let context = match context.map(|c| std::fs::canonicalize(&c).map_err(|e| (c, e))) {
         None => None,
@@ -580,6 +596,7 @@ fn prepare_build(
         cgroups: probes.cgroup.clone(),
         limits,
         network_none,
+        allow_insecure,
         source_date_epoch,
         busybox: flags.busybox.clone(),
         context,

@@ -10,6 +10,7 @@
 
 pub mod cgroup;
 pub mod chmod;
+pub mod confine;
 pub mod copy;
 pub mod mounts;
 pub mod probe;
@@ -216,6 +217,8 @@ pub struct Step {
     pub user: String,
     /// `--network=none`.
     pub network_none: bool,
+    /// `RUN --security` (insecure only when the build allows it).
+    pub security: confine::Security,
     /// RUN --mount mounts, already resolved to host paths.
     pub mounts: Vec<MountSpec>,
     /// Counts the bytes of the layer as it is written (progress display).
@@ -513,6 +516,7 @@ impl StepRunner {
             cgroup_procs: cgroup.as_ref().map(|c| c.procs_files()).unwrap_or_default(),
             stub_report: Some(report.clone()),
             copy,
+            security: step.security,
         };
         let output = self
             .executor

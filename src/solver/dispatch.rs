@@ -14,7 +14,7 @@ use crate::image::config::{HealthConfig, ImageConfig, RunConfig};
 use crate::parser::shell::Lexer;
 use crate::parser::{
     go_quote, CommandLine, CopyLike, Dockerfile, Healthcheck, Instruction, InstructionKind, Mount,
-    NetworkMode, Source,
+    NetworkMode, SecurityMode, Source,
 };
 
 /// `os/arch[/variant]`.
@@ -122,6 +122,8 @@ pub struct RunStep {
     pub workdir: String,
     /// `--network`.
     pub network: NetworkMode,
+    /// `--security` (insecure runs only when the build allows it).
+    pub security: SecurityMode,
     /// `--mount`s, expanded.
     pub mounts: Vec<Mount>,
     /// Where each mount with `from=` takes its files.
@@ -874,6 +876,7 @@ impl Dispatcher<'_> {
                         user: s.user(),
                         workdir: s.workdir(),
                         network: run.network.unwrap_or(NetworkMode::Default),
+                        security: run.security.unwrap_or(SecurityMode::Sandbox),
                         mounts,
                         mount_sources,
                         heredocs: run.heredocs.clone(),

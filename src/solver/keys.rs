@@ -15,7 +15,7 @@ use sha2::{Digest as _, Sha256};
 
 use super::dispatch::{Base, StepKind};
 use crate::image::Digest;
-use crate::parser::{Mount, MountType, NetworkMode, Source};
+use crate::parser::{Mount, MountType, NetworkMode, SecurityMode, Source};
 
 /// Version of the key format; bumping it invalidates every cache entry.
 const KEY_VERSION: u32 = 1;
@@ -129,7 +129,7 @@ pub fn step_key(
     inputs: &[Option<Digest>],
     platform: &str,
 ) -> Digest {
-    let value = match step {
+    let mut value = match step {
         StepKind::Run(run) => json!({
             "v": KEY_VERSION,
             "op": "run",
@@ -194,6 +194,13 @@ pub fn step_key(
             })
         }
     };
+    // Only insecure steps carry the field: keys of every other step stay
+    // what they were before `--security` existed.
+    if let StepKind::Run(run) = step {
+        if run.security == SecurityMode::Insecure {
+            value["security"] = json!("insecure");
+        }
+    }
     hash(&value)
 }
 
@@ -210,6 +217,7 @@ mod tests {
             user: String::new(),
             workdir: "/".into(),
             network: NetworkMode::Default,
+            security: SecurityMode::Sandbox,
             mounts: vec![],
             mount_sources: vec![],
             heredocs: vec![],

@@ -896,3 +896,52 @@ pub fn listing_differences(run: &[String], unpacked: &[String]) -> Vec<String> {
         .chain(b.difference(&a).map(|l| format!("+ {l}")))
         .collect()
 }
+
+/// A root file system holding just the rbuild binary, the libraries it
+/// links, Debian's static busybox and a Dockerfile.
+pub fn container_root(dockerfile: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    for sub in ["tmp", "proc", "dev", "sys", "bin", "etc"] {
+        std::fs::create_dir_all(root.join(sub)).unwrap();
+    }
+    let binary = env!("CARGO_BIN_EXE_rbuild");
+    std::fs::copy(binary, root.join("rbuild")).unwrap();
+    std::fs::copy("/bin/busybox", root.join("bin/busybox")).unwrap();
+    let ldd = Command::new("ldd").arg(binary).output().unwrap();
+    for lib in String::from_utf8_lossy(&ldd.stdout)
+        .split_whitespace()
+        .filter(|w| w.starts_with('/'))
+    {
+        let target = root.join(lib.trim_start_matches('/'));
+        std::fs::create_dir_all(target.parent().unwrap()).unwrap();
+        std::fs::copy(lib, &target).unwrap();
+    }
+    std::fs::write(root.join("Dockerfile"), dockerfile).unwrap();
+    std::fs::write(
+        root.join("Dockerfile.chroot"),
+        "FROM busybox\nRUN echo started > /started\nRUN cat /started\nRUN --network=none true\n",
+    )
+    .unwrap();
+    dir
+}
+
+/// Runs rbuild in a default podman container on `rootfs`.
+pub fn in_container(podman: &Podman, rootfs: &Path, args: &[&str]) -> std::process::Output {
+    podman
+        .run_cmd()
+        .arg("--rootfs")
+        .arg(rootfs)
+        .arg("/rbuild")
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+pub fn text(out: &std::process::Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}

@@ -20,6 +20,10 @@ use rustix::fs::{self as rfs, Mode, OFlags, ResolveFlags};
 use rustix::io::Errno;
 use serde::{Deserialize, Serialize};
 
+use super::confine::{self, Posture, Security};
+
+mod kernelfs;
+
 /// Which namespaces a step gets (the tier, as far as the helper cares).
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
 #[serde(rename_all = "lowercase")]
@@ -158,6 +162,9 @@ pub struct SandboxSpec {
     /// A COPY to do in the root instead of running `args`.
     #[serde(default)]
     pub copy: Option<super::copy::CopySpec>,
+    /// The step's confinement (`RUN --security`).
+    #[serde(default)]
+    pub security: Security,
 }
 
 /// Exit code the helper uses for its own setup failures.
@@ -360,8 +367,9 @@ impl RootBuilder {
         let fd = self.ensure(target, dir)?;
         mount(source, Path::new(&fd_path(&fd)), fstype, flags, data)
             .map_err(|e| format!("{e} (at {target})"))?;
-        if flags & libc::MS_BIND != 0 && flags & libc::MS_RDONLY != 0 {
-            // A bind mount ignores MS_RDONLY until it is remounted.
+        let per_mount = libc::MS_RDONLY | libc::MS_NODEV | libc::MS_NOSUID | libc::MS_NOEXEC;
+        if flags & libc::MS_BIND != 0 && flags & per_mount != 0 {
+            // A bind mount ignores these flags until it is remounted.
             let fd = open_in_root(&self.fd, target).map_err(|e| e.to_string())?;
             mount(
                 "",
@@ -382,6 +390,7 @@ fn mount_overlay(
     work: &str,
     merged: &Path,
     userns: bool,
+    flags: libc::c_ulong,
 ) -> Result<(), String> {
     std::env::set_current_dir(base).map_err(|e| format!("enter {}: {e}", base.display()))?;
     let mut data = format!(
@@ -395,13 +404,19 @@ fn mount_overlay(
     } else {
         data.push_str(",redirect_dir=off,metacopy=off,index=off");
     }
-    mount("overlay", merged, "overlay", 0, &data)
+    mount("overlay", merged, "overlay", flags, &data)
 }
 
 /// Builds the root: private mounts, overlay, /proc, /dev, /sys, the
 /// step's mounts, then pivot_root.
 fn enter_root(spec: &SandboxSpec) -> Result<(), String> {
     mount("", Path::new("/"), "", libc::MS_REC | libc::MS_PRIVATE, "")?;
+    // Whatever the step can write is nodev: device nodes it makes there
+    // (a block device of the host's disk, say) cannot be opened.
+    let writable = match spec.security {
+        Security::Sandbox => libc::MS_NODEV,
+        Security::Insecure => 0,
+    };
     let root = spec.root.path().to_path_buf();
     if let RootFs::Overlay {
         base,
@@ -411,7 +426,7 @@ fn enter_root(spec: &SandboxSpec) -> Result<(), String> {
         ..
     } = &spec.root
     {
-        mount_overlay(base, lowers, upper, work, &root, spec.userns)?;
+        mount_overlay(base, lowers, upper, work, &root, spec.userns, writable)?;
     } else {
         // The rootfs must be a mount point for pivot_root.
         mount(
@@ -421,78 +436,23 @@ fn enter_root(spec: &SandboxSpec) -> Result<(), String> {
             libc::MS_BIND | libc::MS_REC,
             "",
         )?;
+        if writable != 0 {
+            mount(
+                "",
+                &root,
+                "",
+                libc::MS_BIND | libc::MS_REMOUNT | writable,
+                "",
+            )?;
+        }
     }
     let mut builder = RootBuilder::new(&root)?;
-    let nodev = libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC;
-    if spec.namespaces == Namespaces::NoPidns {
-        // A fresh proc needs a pid namespace; the existing one, read-only.
-        builder.mount_on("/proc", "proc", true, "", libc::MS_BIND | libc::MS_REC, "")?;
-        let fd = open_in_root(&builder.fd, "proc").map_err(|e| e.to_string())?;
-        mount(
-            "",
-            Path::new(&fd_path(&fd)),
-            "",
-            libc::MS_BIND | libc::MS_REMOUNT | libc::MS_RDONLY | nodev,
-            "",
-        )?;
-    } else {
-        builder.mount_on("proc", "proc", true, "proc", nodev, "")?;
-    }
-    builder.mount_on(
-        "tmpfs",
-        "dev",
-        true,
-        "tmpfs",
-        libc::MS_NOSUID | libc::MS_STRICTATIME,
-        "mode=755,size=65536k",
-    )?;
-    let dev_fd = open_in_root(&builder.fd, "dev").map_err(|e| e.to_string())?;
-    let dev = PathBuf::from(fd_path(&dev_fd));
-    for node in ["null", "zero", "full", "random", "urandom", "tty"] {
-        let target = dev.join(node);
-        std::fs::write(&target, b"").map_err(|e| format!("create /dev/{node}: {e}"))?;
-        mount(&format!("/dev/{node}"), &target, "", libc::MS_BIND, "")?;
-    }
-    std::fs::create_dir_all(dev.join("pts")).map_err(|e| e.to_string())?;
-    mount(
-        "devpts",
-        &dev.join("pts"),
-        "devpts",
-        libc::MS_NOSUID | libc::MS_NOEXEC,
-        "newinstance,ptmxmode=0666,mode=0620",
-    )?;
-    std::os::unix::fs::symlink("pts/ptmx", dev.join("ptmx")).map_err(|e| e.to_string())?;
-    std::fs::create_dir_all(dev.join("shm")).map_err(|e| e.to_string())?;
-    mount(
-        "shm",
-        &dev.join("shm"),
-        "tmpfs",
-        libc::MS_NOSUID | libc::MS_NODEV,
-        "mode=1777,size=65536k",
-    )?;
-    for (link, target) in [
-        ("fd", "/proc/self/fd"),
-        ("stdin", "/proc/self/fd/0"),
-        ("stdout", "/proc/self/fd/1"),
-        ("stderr", "/proc/self/fd/2"),
-    ] {
-        std::os::unix::fs::symlink(target, dev.join(link)).map_err(|e| e.to_string())?;
-    }
-    drop(dev_fd);
-    // The host's /sys, read-only (a fresh sysfs needs a network namespace of our own).
-    builder.mount_on(
-        "/sys",
-        "sys",
-        true,
-        "",
-        libc::MS_BIND | libc::MS_REC | libc::MS_RDONLY | nodev,
-        "",
-    )?;
+    kernelfs::mount_kernel_filesystems(&mut builder, spec)?;
     for m in &spec.mounts {
         match &m.kind {
             MountKind::Bind { source, readonly } => {
                 let is_dir = source.is_dir();
-                let mut flags = libc::MS_BIND | libc::MS_REC;
+                let mut flags = libc::MS_BIND | libc::MS_REC | writable;
                 if *readonly {
                     flags |= libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NODEV;
                 }
@@ -541,7 +501,7 @@ fn enter_root(spec: &SandboxSpec) -> Result<(), String> {
                     &m.target,
                     true,
                     "tmpfs",
-                    libc::MS_NOSUID | libc::MS_NODEV,
+                    libc::MS_NOSUID | writable,
                     &data,
                 )?;
             }
@@ -596,7 +556,7 @@ fn resolve_program(name: &str, env: &[String]) -> String {
 }
 
 /// Sets the identity and execs the command; returns only on failure.
-fn exec_command(spec: &SandboxSpec) -> String {
+fn exec_command(spec: &SandboxSpec, posture: &Posture) -> String {
     // Rust ignores SIGPIPE and an ignored signal survives exec: restore
     // the defaults and an empty mask, so `yes | head` ends as it does in
     // docker (by SIGPIPE, silently).
@@ -613,6 +573,9 @@ fn exec_command(spec: &SandboxSpec) -> String {
         std::fs::create_dir_all(&spec.cwd).and_then(|_| std::env::set_current_dir(&spec.cwd))
     {
         return format!("working directory {}: {e}", spec.cwd);
+    }
+    if let Err(e) = posture.apply() {
+        return e;
     }
     let groups: Vec<libc::gid_t> = spec.groups.clone();
     // SAFETY: identity syscalls with plain integers and an owned slice.
@@ -786,7 +749,7 @@ fn kill_mount_namespace_peers() {
 
 /// The sandbox's init (PID 1 with a pid namespace): set up the root, run
 /// the command, reap, exit.
-fn init(spec: &SandboxSpec) -> i32 {
+fn init(spec: &SandboxSpec, posture: &Posture) -> i32 {
     stdin_from_dev_null();
     let hostname = cstr(&spec.hostname);
     // SAFETY: valid buffer and length.
@@ -805,7 +768,7 @@ fn init(spec: &SandboxSpec) -> i32 {
     let code = match unsafe { libc::fork() } {
         -1 => SETUP_FAILED,
         0 => {
-            let message = exec_command(spec);
+            let message = exec_command(spec, posture);
             eprintln!("rbuild sandbox: {message}");
             // SAFETY: exit without running the parent's destructors.
             unsafe { libc::_exit(127) }
@@ -820,7 +783,7 @@ fn init(spec: &SandboxSpec) -> i32 {
 
 /// The chroot tier: no namespaces; the command runs in its own session
 /// chrooted into the root, and its process group is killed afterwards.
-fn run_chroot(spec: &SandboxSpec) -> i32 {
+fn run_chroot(spec: &SandboxSpec, posture: &Posture) -> i32 {
     let RootFs::Dir(root) = &spec.root else {
         eprintln!("rbuild sandbox: the chroot tier needs a directory root, not overlay");
         return SETUP_FAILED;
@@ -904,7 +867,7 @@ fn run_chroot(spec: &SandboxSpec) -> i32 {
                 unsafe { libc::_exit(SETUP_FAILED) }
             }
             let _ = std::env::set_current_dir("/");
-            let message = exec_command(spec);
+            let message = exec_command(spec, posture);
             eprintln!("rbuild sandbox: {message}");
             // SAFETY: leave the child.
             unsafe { libc::_exit(127) }
@@ -958,7 +921,7 @@ fn copy_in_root(spec: &SandboxSpec, copy: &super::copy::CopySpec) -> Result<(), 
             merged,
         } = &spec.root
         {
-            mount_overlay(base, lowers, upper, work, merged, spec.userns)?;
+            mount_overlay(base, lowers, upper, work, merged, spec.userns, 0)?;
         }
         if let Some((base, lowers)) = &copy.source_lowers {
             std::env::set_current_dir(base)
@@ -979,6 +942,25 @@ fn copy_in_root(spec: &SandboxSpec, copy: &super::copy::CopySpec) -> Result<(), 
         return Err("the chroot tier cannot mount overlays".to_string());
     }
     super::copy::run(copy, spec.root.path())
+}
+
+/// The step's confinement. Without a pid namespace the step could reach
+/// rbuild and this helper by pid: they and their process groups are
+/// guarded.
+fn posture_for(spec: &SandboxSpec) -> Posture {
+    // SAFETY: plain id getters.
+    let (me, parent) = unsafe { (libc::getpid(), libc::getppid()) };
+    // SAFETY: plain getters on our own pid and our parent's.
+    let mut protected = unsafe { vec![me, parent, libc::getpgid(0), libc::getpgid(parent)] };
+    protected.retain(|p| *p > 0);
+    protected.sort_unstable();
+    protected.dedup();
+    Posture::new(
+        spec.security,
+        spec.namespaces == Namespaces::Chroot,
+        spec.namespaces == Namespaces::Full,
+        protected,
+    )
 }
 
 /// Entry point of the hidden helper subcommand: reads the spec from stdin,
@@ -1016,8 +998,10 @@ pub fn helper_main() -> i32 {
             return SETUP_FAILED;
         }
     }
+    let posture = posture_for(&spec);
     if spec.namespaces == Namespaces::Chroot {
-        return run_chroot(&spec);
+        confine::protect_self();
+        return run_chroot(&spec, &posture);
     }
     if spec.userns {
         if let Err(e) = enter_user_namespace() {
@@ -1025,7 +1009,13 @@ pub fn helper_main() -> i32 {
             return SETUP_FAILED;
         }
     }
-    let mut flags = libc::CLONE_NEWNS | libc::CLONE_NEWUTS | libc::CLONE_NEWIPC;
+    // After the id maps are written (they are /proc/self files that a
+    // non-dumpable process no longer owns).
+    confine::protect_self();
+    // A cgroup namespace rooted at the step's cgroup (joined above): the
+    // step sees at most its own cgroup, never the host's hierarchy.
+    let mut flags =
+        libc::CLONE_NEWNS | libc::CLONE_NEWUTS | libc::CLONE_NEWIPC | libc::CLONE_NEWCGROUP;
     if spec.namespaces == Namespaces::Full {
         flags |= libc::CLONE_NEWPID;
     }
@@ -1041,7 +1031,7 @@ pub fn helper_main() -> i32 {
     match unsafe { libc::fork() } {
         -1 => SETUP_FAILED,
         0 => {
-            let code = init(&spec);
+            let code = init(&spec, &posture);
             // SAFETY: leave without unwinding into the parent's state.
             unsafe { libc::_exit(code) }
         }

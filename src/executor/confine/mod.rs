@@ -1,0 +1,145 @@
+//! What a RUN step's process may do once it runs: the confinement of a
+//! default docker container, in every tier.
+//!
+//! Owns the policy, not the mechanics of building a root: which
+//! capabilities a step keeps ([`caps`]), docker's default seccomp profile
+//! as data ([`profile`]) and its compilation ([`seccomp`]), and the paths
+//! of `/proc` and `/sys` that are masked or read-only ([`MASKED_PATHS`],
+//! [`READONLY_PATHS`]), which the sandbox mounts. The one way out is
+//! `RUN --security=insecure`, which the build allows only with
+//! `--allow security.insecure` (buildx's entitlement).
+
+pub mod caps;
+pub mod profile;
+pub mod seccomp;
+
+use serde::{Deserialize, Serialize};
+
+/// `RUN --security`: the step's confinement.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Security {
+    /// Docker's defaults: capabilities, seccomp, masked paths, no devices.
+    #[default]
+    Sandbox,
+    /// Every capability, no seccomp filter, nothing masked, the host's
+    /// devices (`--security=insecure`, as BuildKit's insecure mode).
+    Insecure,
+}
+
+/// runc's masked paths (`runc spec`) plus containerd's
+/// `/sys/devices/virtual/powercap`: files get `/dev/null` bound over them,
+/// directories an empty read-only tmpfs.
+pub const MASKED_PATHS: &[&str] = &[
+    "/proc/acpi",
+    "/proc/asound",
+    "/proc/kcore",
+    "/proc/keys",
+    "/proc/latency_stats",
+    "/proc/timer_list",
+    "/proc/timer_stats",
+    "/proc/sched_debug",
+    "/proc/scsi",
+    "/sys/firmware",
+    "/sys/devices/virtual/powercap",
+];
+
+/// runc's read-only paths: bound over themselves, read-only.
+pub const READONLY_PATHS: &[&str] = &[
+    "/proc/bus",
+    "/proc/fs",
+    "/proc/irq",
+    "/proc/sys",
+    "/proc/sysrq-trigger",
+];
+
+/// Capabilities a step keeps when it shares the caller's mount and pid
+/// view (the chroot tier): CAP_SYS_CHROOT would let it leave the chroot
+/// (chroot into a subdirectory, then climb out), and CAP_MKNOD would give
+/// it the host's disks where no devices cgroup or `nodev` mount stands in
+/// the way.
+const CHROOT_TIER_DROPS: &[&str] = &["CAP_SYS_CHROOT", "CAP_MKNOD"];
+
+/// What the step's process gets, decided before it runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Posture {
+    /// Capabilities kept (bounding, permitted, effective).
+    pub caps: Vec<&'static str>,
+    /// Whether docker's seccomp profile is installed.
+    pub seccomp: bool,
+    /// Processes (and their process groups) the step may not signal:
+    /// set where the step shares rbuild's pid namespace.
+    pub guard: Option<Vec<i32>>,
+}
+
+impl Posture {
+    /// The posture for `security` in a tier with or without its own pid
+    /// namespace and mount namespace. `protected` are the pids a step
+    /// without a pid namespace must not reach.
+    pub fn new(security: Security, chroot: bool, pidns: bool, protected: Vec<i32>) -> Posture {
+        if security == Security::Insecure {
+            return Posture {
+                caps: caps::ALL.iter().map(|c| c.name).collect(),
+                seccomp: false,
+                guard: None,
+            };
+        }
+        let kept = caps::DOCKER_DEFAULT
+            .iter()
+            .copied()
+            .filter(|c| !chroot || !CHROOT_TIER_DROPS.contains(c))
+            .collect();
+        Posture {
+            caps: kept,
+            seccomp: true,
+            guard: (!pidns).then_some(protected),
+        }
+    }
+
+    /// Applies the posture to the calling process, which is about to set
+    /// its ids and `execve` the step. The filters go first: loading them
+    /// without no_new_privs needs CAP_SYS_ADMIN, which the next part
+    /// drops; the profile allows the syscalls that follow (prctl, capset,
+    /// setgroups, setresuid, execve).
+    pub fn apply(&self) -> Result<(), String> {
+        if let Some(protected) = &self.guard {
+            seccomp::guard(protected)?
+                .load()
+                .map_err(|e| format!("loading the seccomp guard: {e}"))?;
+        }
+        if self.seccomp {
+            seccomp::docker_default(&self.caps)?
+                .load()
+                .map_err(|e| format!("loading the seccomp profile: {e}"))?;
+        }
+        caps::restrict_to(caps::mask_of(&self.caps))
+    }
+}
+
+/// Marks the calling process as not dumpable: a step running under the
+/// same uid (tiers without a pid namespace) then cannot ptrace it, read
+/// its memory or open its `/proc` files; `execve` of the step's command
+/// makes the step itself dumpable again.
+pub fn protect_self() {
+    // SAFETY: prctl with integer arguments.
+    unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tiers_get_docker_caps_less_what_would_leave_a_chroot() {
+        let full = Posture::new(Security::Sandbox, false, true, vec![]);
+        assert_eq!(caps::mask_of(&full.caps), 0xa804_25fb);
+        assert!(full.seccomp && full.guard.is_none());
+        let chroot = Posture::new(Security::Sandbox, true, false, vec![7]);
+        assert!(!chroot.caps.contains(&"CAP_SYS_CHROOT"));
+        assert!(!chroot.caps.contains(&"CAP_MKNOD"));
+        assert_eq!(chroot.guard, Some(vec![7]));
+        let insecure = Posture::new(Security::Insecure, false, true, vec![]);
+        assert_eq!(insecure.caps.len(), caps::ALL.len());
+        assert!(!insecure.seccomp);
+    }
+}

@@ -1,0 +1,363 @@
+//! The kernel file systems of a step's root: `/proc`, `/dev` and `/sys`,
+//! with runc's masked and read-only paths, no host cgroup hierarchy and no
+//! usable device nodes but docker's defaults.
+//!
+//! Devices: docker keeps a step from opening the host's disks with a
+//! devices cgroup; rbuild mounts everything the step can write `nodev`
+//! instead (the root, `/dev`, every writable mount), which works on
+//! cgroup v1 and v2 and inside containers alike. The default nodes
+//! (`null`, `zero`, `full`, `random`, `urandom`, `tty`, `pts/ptmx`) are
+//! bind mounts of the host's own and stay usable.
+
+use std::path::{Path, PathBuf};
+
+use rustix::io::Errno;
+
+use super::{fd_path, mount, open_in_root, Namespaces, RootBuilder, SandboxSpec};
+use crate::executor::confine::{Security, MASKED_PATHS, READONLY_PATHS};
+
+const NOSUID_NODEV_NOEXEC: libc::c_ulong = libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC;
+
+/// Mounts `/proc`, `/dev` and `/sys` in the root and masks what a
+/// default container does not see.
+pub(super) fn mount_kernel_filesystems(
+    builder: &mut RootBuilder,
+    spec: &SandboxSpec,
+) -> Result<(), String> {
+    mount_proc(builder, spec)?;
+    mount_dev(builder, spec)?;
+    mount_sys(builder, spec)?;
+    if spec.security == Security::Sandbox {
+        mask_paths(builder)?;
+    }
+    Ok(())
+}
+
+fn mount_proc(builder: &mut RootBuilder, spec: &SandboxSpec) -> Result<(), String> {
+    if spec.namespaces != Namespaces::NoPidns {
+        return builder.mount_on("proc", "proc", true, "proc", NOSUID_NODEV_NOEXEC, "");
+    }
+    // A fresh proc needs a pid namespace; the existing one, read-only,
+    // down to its submounts (binfmt_misc lives under /proc/sys/fs).
+    builder.mount_on("/proc", "proc", true, "", libc::MS_BIND | libc::MS_REC, "")?;
+    let fd = open_in_root(&builder.fd, "proc").map_err(|e| e.to_string())?;
+    mount(
+        "",
+        Path::new(&fd_path(&fd)),
+        "",
+        libc::MS_BIND | libc::MS_REMOUNT | libc::MS_RDONLY | NOSUID_NODEV_NOEXEC,
+        "",
+    )?;
+    remount_subtree_readonly(&builder.host_path.join("proc"))
+}
+
+fn mount_dev(builder: &mut RootBuilder, spec: &SandboxSpec) -> Result<(), String> {
+    if spec.security == Security::Insecure {
+        // BuildKit's insecure mode gives the host's devices.
+        return builder.mount_on("/dev", "dev", true, "", libc::MS_BIND | libc::MS_REC, "");
+    }
+    builder.mount_on(
+        "tmpfs",
+        "dev",
+        true,
+        "tmpfs",
+        libc::MS_NOSUID | libc::MS_STRICTATIME | libc::MS_NODEV,
+        "mode=755,size=65536k",
+    )?;
+    let dev_fd = open_in_root(&builder.fd, "dev").map_err(|e| e.to_string())?;
+    let dev = PathBuf::from(fd_path(&dev_fd));
+    for node in ["null", "zero", "full", "random", "urandom", "tty"] {
+        let target = dev.join(node);
+        std::fs::write(&target, b"").map_err(|e| format!("create /dev/{node}: {e}"))?;
+        mount(&format!("/dev/{node}"), &target, "", libc::MS_BIND, "")?;
+    }
+    std::fs::create_dir_all(dev.join("pts")).map_err(|e| e.to_string())?;
+    // gid 5 (tty) exists only where more than one id is mapped.
+    let pts_options = if spec.userns {
+        "newinstance,ptmxmode=0666,mode=0620"
+    } else {
+        "newinstance,ptmxmode=0666,mode=0620,gid=5"
+    };
+    mount(
+        "devpts",
+        &dev.join("pts"),
+        "devpts",
+        libc::MS_NOSUID | libc::MS_NOEXEC,
+        pts_options,
+    )?;
+    std::os::unix::fs::symlink("pts/ptmx", dev.join("ptmx")).map_err(|e| e.to_string())?;
+    std::fs::create_dir_all(dev.join("shm")).map_err(|e| e.to_string())?;
+    mount(
+        "shm",
+        &dev.join("shm"),
+        "tmpfs",
+        NOSUID_NODEV_NOEXEC,
+        "mode=1777,size=65536k",
+    )?;
+    std::fs::create_dir_all(dev.join("mqueue")).map_err(|e| e.to_string())?;
+    // POSIX message queues of the step's own IPC namespace; a kernel
+    // without mqueue leaves the directory empty, as runc does not.
+    let _ = mount(
+        "mqueue",
+        &dev.join("mqueue"),
+        "mqueue",
+        NOSUID_NODEV_NOEXEC,
+        "",
+    );
+    for (link, target) in [
+        ("fd", "/proc/self/fd"),
+        ("stdin", "/proc/self/fd/0"),
+        ("stdout", "/proc/self/fd/1"),
+        ("stderr", "/proc/self/fd/2"),
+    ] {
+        std::os::unix::fs::symlink(target, dev.join(link)).map_err(|e| e.to_string())?;
+    }
+    // runc links core to kcore only where the kernel has one.
+    if Path::new("/proc/kcore").exists() {
+        std::os::unix::fs::symlink("/proc/kcore", dev.join("core")).map_err(|e| e.to_string())?;
+    }
+    Ok(())
+}
+
+fn mount_sys(builder: &mut RootBuilder, spec: &SandboxSpec) -> Result<(), String> {
+    let readonly = if spec.security == Security::Sandbox {
+        libc::MS_RDONLY
+    } else {
+        0
+    };
+    // A fresh sysfs needs a network namespace the mounting user owns:
+    // always as real root, in a user namespace only with its own network.
+    if (!spec.userns || spec.network_none)
+        && builder
+            .mount_on(
+                "sysfs",
+                "sys",
+                true,
+                "sysfs",
+                readonly | NOSUID_NODEV_NOEXEC,
+                "",
+            )
+            .is_ok()
+    {
+        return mount_own_cgroups(builder, spec, readonly);
+    }
+    // Otherwise the host's /sys, read-only down to its submounts, with an
+    // empty read-only tmpfs over the host's cgroup hierarchies.
+    builder.mount_on(
+        "/sys",
+        "sys",
+        true,
+        "",
+        libc::MS_BIND | libc::MS_REC | libc::MS_RDONLY | NOSUID_NODEV_NOEXEC,
+        "",
+    )?;
+    remount_subtree_readonly(&builder.host_path.join("sys"))?;
+    builder.mount_on(
+        "tmpfs",
+        "sys/fs/cgroup",
+        true,
+        "tmpfs",
+        libc::MS_RDONLY | NOSUID_NODEV_NOEXEC,
+        "mode=755,size=0",
+    )
+}
+
+/// `/sys/fs/cgroup` as the step's own cgroup namespace shows it: the
+/// step's cgroup (where it has one) as the root of each hierarchy,
+/// read-only. Without a cgroup of its own the directory stays empty.
+fn mount_own_cgroups(
+    builder: &mut RootBuilder,
+    spec: &SandboxSpec,
+    readonly: libc::c_ulong,
+) -> Result<(), String> {
+    if spec.cgroup_procs.is_empty() {
+        return Ok(());
+    }
+    let flags = readonly | NOSUID_NODEV_NOEXEC;
+    if Path::new("/sys/fs/cgroup/cgroup.controllers").exists() {
+        return builder.mount_on("cgroup2", "sys/fs/cgroup", true, "cgroup2", flags, "");
+    }
+    builder.mount_on(
+        "tmpfs",
+        "sys/fs/cgroup",
+        true,
+        "tmpfs",
+        NOSUID_NODEV_NOEXEC,
+        "mode=755",
+    )?;
+    let fd = open_in_root(&builder.fd, "sys/fs/cgroup").map_err(|e| e.to_string())?;
+    let dir = PathBuf::from(fd_path(&fd));
+    for procs in &spec.cgroup_procs {
+        let Some(hierarchy) = v1_hierarchy(procs) else {
+            continue;
+        };
+        let target = dir.join(&hierarchy);
+        std::fs::create_dir_all(&target).map_err(|e| format!("create {hierarchy}: {e}"))?;
+        mount("cgroup", &target, "cgroup", flags, &hierarchy)
+            .map_err(|e| format!("{e} (the step's {hierarchy} cgroup)"))?;
+    }
+    mount(
+        "",
+        &dir,
+        "",
+        libc::MS_REMOUNT | flags | libc::MS_RDONLY,
+        "mode=755",
+    )
+}
+
+/// The controllers of the v1 hierarchy a `cgroup.procs` path lies in
+/// (`/sys/fs/cgroup/cpu/...` is a link to `cpu,cpuacct`).
+fn v1_hierarchy(procs: &Path) -> Option<String> {
+    let below = procs.strip_prefix("/sys/fs/cgroup").ok()?;
+    let first = below.components().next()?;
+    let real = std::fs::canonicalize(Path::new("/sys/fs/cgroup").join(first)).ok()?;
+    let name = real.file_name()?.to_str()?.to_string();
+    (!name.starts_with("name=")).then_some(name)
+}
+
+/// Applies [`MASKED_PATHS`] and [`READONLY_PATHS`] as runc does; paths
+/// this kernel does not have are skipped.
+fn mask_paths(builder: &RootBuilder) -> Result<(), String> {
+    for path in MASKED_PATHS {
+        let fd = match open_in_root(&builder.fd, path) {
+            Ok(fd) => fd,
+            Err(Errno::NOENT) => continue,
+            Err(e) => return Err(format!("mask {path}: {e}")),
+        };
+        let is_dir = rustix::fs::fstat(&fd)
+            .map(|st| rustix::fs::FileType::from_raw_mode(st.st_mode).is_dir())
+            .map_err(|e| format!("mask {path}: {e}"))?;
+        let at = PathBuf::from(fd_path(&fd));
+        if is_dir {
+            mount("tmpfs", &at, "tmpfs", libc::MS_RDONLY, "size=0")?;
+        } else {
+            mount("/dev/null", &at, "", libc::MS_BIND, "")?;
+        }
+    }
+    for path in READONLY_PATHS {
+        let fd = match open_in_root(&builder.fd, path) {
+            Ok(fd) => fd,
+            Err(Errno::NOENT) => continue,
+            Err(e) => return Err(format!("make {path} read-only: {e}")),
+        };
+        let at = PathBuf::from(fd_path(&fd));
+        mount(
+            &at.to_string_lossy(),
+            &at,
+            "",
+            libc::MS_BIND | libc::MS_REC,
+            "",
+        )?;
+        // The fd still names the covered file; the remount needs the new mount.
+        let fd = open_in_root(&builder.fd, path).map_err(|e| e.to_string())?;
+        mount(
+            "",
+            Path::new(&fd_path(&fd)),
+            "",
+            libc::MS_BIND | libc::MS_REMOUNT | libc::MS_RDONLY | NOSUID_NODEV_NOEXEC,
+            "",
+        )?;
+    }
+    Ok(())
+}
+
+/// Mount points strictly below `top` in this mount namespace, with the
+/// flags a remount must keep (in a user namespace they are locked).
+fn submounts(top: &Path) -> Result<Vec<(PathBuf, libc::c_ulong)>, String> {
+    let text = std::fs::read_to_string("/proc/self/mountinfo")
+        .map_err(|e| format!("read mountinfo: {e}"))?;
+    Ok(parse_submounts(&text, top))
+}
+
+fn parse_submounts(mountinfo: &str, top: &Path) -> Vec<(PathBuf, libc::c_ulong)> {
+    let mut found = Vec::new();
+    for line in mountinfo.lines() {
+        let fields: Vec<&str> = line.split(' ').collect();
+        let (Some(point), Some(options)) = (fields.get(4), fields.get(5)) else {
+            continue;
+        };
+        let point = PathBuf::from(unescape(point));
+        if point == top || !point.starts_with(top) {
+            continue;
+        }
+        let mut flags = 0;
+        for option in options.split(',') {
+            flags |= match option {
+                "nosuid" => libc::MS_NOSUID,
+                "nodev" => libc::MS_NODEV,
+                "noexec" => libc::MS_NOEXEC,
+                "noatime" => libc::MS_NOATIME,
+                "nodiratime" => libc::MS_NODIRATIME,
+                "relatime" => libc::MS_RELATIME,
+                _ => 0,
+            };
+        }
+        found.push((point, flags));
+    }
+    found
+}
+
+/// mountinfo writes space, tab, newline and backslash as `\ooo`.
+fn unescape(field: &str) -> String {
+    let bytes = field.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let octal = bytes
+            .get(i + 1..i + 4)
+            .filter(|d| bytes[i] == b'\\' && d.iter().all(|c| (b'0'..=b'7').contains(c)));
+        match octal {
+            Some(d) => {
+                out.push((d[0] - b'0') * 64 + (d[1] - b'0') * 8 + (d[2] - b'0'));
+                i += 4;
+            }
+            None => {
+                out.push(bytes[i]);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Makes every mount below `top` read-only (a recursive bind made
+/// read-only changes only its top mount).
+fn remount_subtree_readonly(top: &Path) -> Result<(), String> {
+    for (point, flags) in submounts(top)? {
+        mount(
+            "",
+            &point,
+            "",
+            libc::MS_BIND | libc::MS_REMOUNT | libc::MS_RDONLY | flags,
+            "",
+        )
+        .map_err(|e| format!("{e} (making the host's {} read-only)", point.display()))?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn submounts_are_found_below_the_top_only() {
+        let info = "\
+22 1 0:21 / /r/proc rw,nosuid,nodev,noexec,relatime shared:12 - proc proc rw
+23 22 0:22 / /r/proc/sys/fs/binfmt_misc rw,relatime shared:13 - binfmt_misc b rw
+24 1 0:23 / /r/procx rw - tmpfs t rw
+25 1 0:24 / /r/proc/with\\040space rw,noexec - tmpfs t rw
+";
+        let found = parse_submounts(info, Path::new("/r/proc"));
+        assert_eq!(
+            found,
+            vec![
+                (
+                    PathBuf::from("/r/proc/sys/fs/binfmt_misc"),
+                    libc::MS_RELATIME
+                ),
+                (PathBuf::from("/r/proc/with space"), libc::MS_NOEXEC),
+            ]
+        );
+    }
+}
