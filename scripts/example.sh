@@ -11,10 +11,16 @@ if ! command -v cargo >/dev/null; then
     echo "error: cargo not found; install a Rust toolchain (>= 1.85) with rustup first" >&2
     exit 3
 fi
-if [ ! -x /bin/busybox ]; then
-    echo "installing busybox-static (the offline base image)" >&2
+# busybox-static is the offline base image; libseccomp-dev is what the
+# seccomp filter of every RUN step is compiled with (linked at build time).
+missing=()
+[ -x /bin/busybox ] || missing+=(busybox-static)
+dpkg-query -W -f='${Status}' libseccomp-dev 2>/dev/null | grep -q "ok installed" || missing+=(libseccomp-dev)
+if ((${#missing[@]})); then
+    echo "installing ${missing[*]}" >&2
     sudo=; [ "$(id -u)" -eq 0 ] || sudo=sudo
-    $sudo apt-get install -y -q busybox-static >/dev/null
+    $sudo apt-get update -qq
+    $sudo apt-get install -y -q "${missing[@]}" >/dev/null
 fi
 cargo build --release --quiet
 export RBUILD_ROOT=${RBUILD_ROOT:-$PWD/target/example/root}

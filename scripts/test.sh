@@ -14,7 +14,12 @@ cd "$(dirname "$0")/.."
 # its htpasswd file); skopeo and umoci independently read what rbuild writes;
 # podman (with runc: crun refuses cgroup v1 hybrid hosts) loads and runs it;
 # debootstrap makes the Debian minbase base image the tests build on.
-APT_PACKAGES=(busybox-static docker-registry apache2-utils openssl skopeo umoci podman runc debootstrap)
+# libseccomp-dev links the seccomp filter every RUN step gets; gcc and
+# libc6-dev build the static escape probe; golang-github-docker-docker-dev
+# carries Debian's copy of docker's seccomp profile, the confinement
+# tests' oracle beside runc.
+APT_PACKAGES=(busybox-static docker-registry apache2-utils openssl skopeo umoci podman runc debootstrap
+    libseccomp-dev gcc libc6-dev golang-github-docker-docker-dev)
 
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do

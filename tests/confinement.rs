@@ -325,6 +325,10 @@ fn rbuild_seen(launcher: &str, root: &Path, context: &Path, extra: &str) -> (Out
 const STOPPED: &[&str] = &["EPERM", "EACCES", "EROFS", "ENOENT", "ESRCH"];
 
 fn assert_all_stopped(tier: &str, seen: &Seen) {
+    // The README's table is made from these lines.
+    for (check, outcome) in &seen.checks {
+        eprintln!("CORPUS {tier} {check} {outcome}");
+    }
     assert_eq!(
         seen.checks.len(),
         14,
@@ -378,10 +382,12 @@ fn the_full_tier_matches_runc_with_dockers_settings() {
     assert!(text(&out).contains("isolation: full"), "{}", text(&out));
     let oracle = runc_oracle(true, std::process::id());
     let verbatim = runc_oracle(false, std::process::id());
-    eprintln!(
-        "runc spec verbatim: {:?}\nrunc + docker: {:?}\nrbuild full: {:?}",
-        verbatim, oracle, seen
-    );
+    for (check, outcome) in &verbatim.checks {
+        eprintln!("CORPUS runc-spec {check} {outcome}");
+    }
+    for (check, outcome) in &oracle.checks {
+        eprintln!("CORPUS runc+docker {check} {outcome}");
+    }
 
     assert_docker_status("full", &seen, &oracle);
     assert_eq!(seen.dev, oracle.dev, "/dev listing");
@@ -484,7 +490,7 @@ fn the_chroot_tier_cannot_reach_rbuild_or_the_disks() {
 }
 
 #[test]
-fn the_nopidns_tier_in_a_container_cannot_reach_rbuild() {
+fn the_nopidns_and_chroot_tiers_in_a_container_cannot_reach_rbuild() {
     if !ready() {
         return;
     }
@@ -514,6 +520,26 @@ fn the_nopidns_tier_in_a_container_cannot_reach_rbuild() {
     assert_eq!(seen.checks["ptrace_builder"], "EPERM");
     assert_eq!(seen.status["CapBnd"], "00000000a80425fb");
     assert_eq!(seen.status["Seccomp"], "2");
+
+    // The chroot tier in the same container: no CAP_SYS_ADMIN to load the
+    // filters with, so they go in under no_new_privs, and still hold.
+    let out = podman
+        .run_cmd()
+        .arg("--rootfs")
+        .arg(root.path())
+        .args([
+            "/bin/busybox",
+            "sh",
+            "-c",
+            &cmd.replace("--root /tmp/r", "--root /tmp/r2 --isolation=chroot"),
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let seen = parse(&step_lines(&out));
+    assert_all_stopped("chroot-in-container", &seen);
+    assert_eq!(seen.checks["kill_builder"], "EPERM");
+    assert_eq!(seen.checks["ptrace_builder"], "EPERM");
 }
 
 #[test]
@@ -546,3 +572,114 @@ fn insecure_needs_the_entitlement_and_lifts_the_confinement() {
     assert_eq!(seen.status["CapBnd"], own_bounding);
     assert_eq!(seen.checks["keyctl"], "ALLOWED");
 }
+
+/// One rule as "name action [errno] [index:op:value:value2 …]", the same
+/// shape for both profiles.
+fn rule_key(name: &str, action: &str, errno: Option<i64>, args: &[String]) -> String {
+    let mut key = format!("{name} {action}");
+    if let Some(e) = errno {
+        key.push_str(&format!(" {e}"));
+    }
+    for a in args {
+        key.push_str(&format!(" {a}"));
+    }
+    key
+}
+
+/// rbuild's restated profile, for the default capabilities on amd64.
+fn our_rules() -> BTreeSet<String> {
+    use rbuild::executor::confine::profile::{groups_for, Action, Compare};
+    let mut keys = BTreeSet::new();
+    for group in groups_for(DOCKER_CAPS, "amd64", (6, 1)) {
+        let args: Vec<String> = group
+            .args
+            .iter()
+            .map(|(i, c)| match c {
+                Compare::NotEqual(v) => format!("{i}:SCMP_CMP_NE:{v}:0"),
+                Compare::Equal(v) => format!("{i}:SCMP_CMP_EQ:{v}:0"),
+                Compare::MaskedEqual { mask, value } => {
+                    format!("{i}:SCMP_CMP_MASKED_EQ:{mask}:{value}")
+                }
+            })
+            .collect();
+        let (action, errno) = match group.action {
+            Action::Allow => ("SCMP_ACT_ALLOW", None),
+            Action::Errno(e) => ("SCMP_ACT_ERRNO", Some(e as i64)),
+        };
+        for name in group.names.split_whitespace() {
+            keys.insert(rule_key(name, action, errno, &args));
+        }
+    }
+    keys
+}
+
+/// Debian's copy (moby 20.10), filtered the same way.
+fn debian_rules() -> BTreeSet<String> {
+    let seccomp = debian_docker_seccomp();
+    let mut keys = BTreeSet::new();
+    for rule in seccomp["syscalls"].as_array().unwrap() {
+        let args: Vec<String> = rule["args"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| {
+                format!(
+                    "{}:{}:{}:{}",
+                    a["index"],
+                    a["op"].as_str().unwrap(),
+                    a["value"],
+                    a["valueTwo"].as_u64().unwrap_or(0)
+                )
+            })
+            .collect();
+        for name in rule["names"].as_array().unwrap() {
+            keys.insert(rule_key(
+                name.as_str().unwrap(),
+                rule["action"].as_str().unwrap(),
+                rule["errnoRet"].as_i64(),
+                &args,
+            ));
+        }
+    }
+    keys
+}
+
+#[test]
+fn the_profile_table_is_debians_docker_profile_plus_what_moby_added_since() {
+    if !Path::new(DEBIAN_PROFILE).exists() {
+        skip(&format!(
+            "{DEBIAN_PROFILE} is missing (apt-get install golang-github-docker-docker-dev)"
+        ));
+        return;
+    }
+    let (ours, debian) = (our_rules(), debian_rules());
+    let only_ours: Vec<&String> = ours.difference(&debian).collect();
+    let only_debian: Vec<&String> = debian.difference(&ours).collect();
+    eprintln!(
+        "only in rbuild's table: {only_ours:#?}\nonly in Debian's 20.10 profile: {only_debian:#?}"
+    );
+    assert_eq!(
+        only_ours, ADDED_SINCE_20_10,
+        "rules rbuild has that Debian's profile lacks"
+    );
+    assert_eq!(
+        only_debian, REMOVED_SINCE_20_10,
+        "rules Debian's profile has that rbuild lacks"
+    );
+}
+
+/// What today's moby profile (the one rbuild restates) has and Debian's
+/// 20.10 copy does not: memory-protection keys, name_to_handle_at and
+/// process_vm_readv/writev (with ptrace on kernels from 4.8) were allowed
+/// later, and `socket` is now allowed for every family but AF_VSOCK (40).
+const ADDED_SINCE_20_10: &[&str] = &[
+    "name_to_handle_at SCMP_ACT_ALLOW",
+    "pkey_alloc SCMP_ACT_ALLOW",
+    "pkey_free SCMP_ACT_ALLOW",
+    "pkey_mprotect SCMP_ACT_ALLOW",
+    "process_vm_readv SCMP_ACT_ALLOW",
+    "process_vm_writev SCMP_ACT_ALLOW",
+    "socket SCMP_ACT_ALLOW 0:SCMP_CMP_NE:40:0",
+];
+/// The 20.10 rule the AF_VSOCK condition replaced.
+const REMOVED_SINCE_20_10: &[&str] = &["socket SCMP_ACT_ALLOW"];

@@ -147,6 +147,13 @@ fn capget() -> Result<[CapData; 2], String> {
     Ok(data)
 }
 
+/// Whether the calling process holds capability `bit` in its effective set.
+pub fn holds(bit: u32) -> bool {
+    capget()
+        .map(|d| d[(bit / 32) as usize].effective & (1 << (bit % 32)) != 0)
+        .unwrap_or(false)
+}
+
 /// Limits the calling process to `keep` (a mask): drops every other
 /// capability from the bounding set, clears the ambient and inheritable
 /// sets and narrows permitted and effective to `keep`. Call it in the

@@ -100,15 +100,17 @@ impl Posture {
     /// its ids and `execve` the step. The filters go first: loading them
     /// without no_new_privs needs CAP_SYS_ADMIN, which the next part
     /// drops; the profile allows the syscalls that follow (prctl, capset,
-    /// setgroups, setresuid, execve).
+    /// setgroups, setresuid, execve). Without CAP_SYS_ADMIN (root in a
+    /// container that dropped it) the filters go in with no_new_privs.
     pub fn apply(&self) -> Result<(), String> {
+        let nnp = !caps::holds(caps::bit_of("CAP_SYS_ADMIN").unwrap_or(21));
         if let Some(protected) = &self.guard {
-            seccomp::guard(protected)?
+            seccomp::guard(protected, nnp)?
                 .load()
                 .map_err(|e| format!("loading the seccomp guard: {e}"))?;
         }
         if self.seccomp {
-            seccomp::docker_default(&self.caps)?
+            seccomp::docker_default(&self.caps, nnp)?
                 .load()
                 .map_err(|e| format!("loading the seccomp profile: {e}"))?;
         }

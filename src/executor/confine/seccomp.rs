@@ -27,7 +27,7 @@ fn compare(index: u32, c: Compare) -> ScmpArgCompare {
     }
 }
 
-fn new_filter(default: ScmpAction) -> Result<ScmpFilterContext, String> {
+fn new_filter(default: ScmpAction, nnp: bool) -> Result<ScmpFilterContext, String> {
     let mut filter =
         ScmpFilterContext::new(default).map_err(|e| format!("seccomp: new filter: {e}"))?;
     let native = profile::native_arch();
@@ -40,19 +40,21 @@ fn new_filter(default: ScmpAction) -> Result<ScmpFilterContext, String> {
         }
     }
     // Docker installs its profile without no_new_privs (setuid programs
-    // keep working in RUN steps); that needs CAP_SYS_ADMIN at load time,
-    // which the step still holds when this is loaded.
+    // keep working in RUN steps); that needs CAP_SYS_ADMIN at load time.
+    // Where rbuild lacks it (the chroot tier in a container), the kernel
+    // takes a filter only with no_new_privs set.
     filter
-        .set_ctl_nnp(false)
+        .set_ctl_nnp(nnp)
         .map_err(|e| format!("seccomp: nnp attribute: {e}"))?;
     Ok(filter)
 }
 
-/// Docker's default profile for a step holding `caps`, ready to load.
-/// Syscall names this libseccomp does not know are skipped, as moby does
-/// (a newer profile names syscalls an older library cannot resolve).
-pub fn docker_default(caps: &[&str]) -> Result<ScmpFilterContext, String> {
-    let mut filter = new_filter(ScmpAction::Errno(profile::DEFAULT_ERRNO))?;
+/// Docker's default profile for a step holding `caps`, ready to load
+/// (setting no_new_privs first when `nnp`). Syscall names this libseccomp
+/// does not know are skipped, as moby does (a newer profile names
+/// syscalls an older library cannot resolve).
+pub fn docker_default(caps: &[&str], nnp: bool) -> Result<ScmpFilterContext, String> {
+    let mut filter = new_filter(ScmpAction::Errno(profile::DEFAULT_ERRNO), nnp)?;
     let (arch, kernel) = (profile::native_arch(), profile::kernel_version());
     for group in profile::groups_for(caps, arch, kernel) {
         let args: Vec<ScmpArgCompare> = group.args.iter().map(|(i, c)| compare(*i, *c)).collect();
@@ -76,8 +78,8 @@ pub fn docker_default(caps: &[&str]) -> Result<ScmpFilterContext, String> {
 /// and to every process (`kill(-1)`), fail with EPERM. Stacked on the
 /// profile, the stricter answer wins. `tkill` is refused outright: it
 /// names a thread without its process, and glibc's `raise` uses `tgkill`.
-pub fn guard(protected: &[i32]) -> Result<ScmpFilterContext, String> {
-    let mut filter = new_filter(ScmpAction::Allow)?;
+pub fn guard(protected: &[i32], nnp: bool) -> Result<ScmpFilterContext, String> {
+    let mut filter = new_filter(ScmpAction::Allow, nnp)?;
     let deny = ScmpAction::Errno(libc::EPERM);
     // pid arguments are C ints: compare the low 32 bits only.
     let low = |index: u32, pid: i32| {
@@ -135,10 +137,10 @@ mod tests {
 
     #[test]
     fn both_filters_compile() {
-        let profile = docker_default(DOCKER_DEFAULT).unwrap();
+        let profile = docker_default(DOCKER_DEFAULT, false).unwrap();
         // Hundreds of allowed syscalls for three architectures.
         assert!(instructions(&profile) > 300, "{}", instructions(&profile));
-        let guard = guard(&[4242, 77]).unwrap();
+        let guard = guard(&[4242, 77], true).unwrap();
         assert!(instructions(&guard) > 10);
     }
 }
