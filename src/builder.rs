@@ -1215,8 +1215,12 @@ pub fn squash(options: &BuildOptions, built: &Built) -> Result<StoredImage, Stri
     } else {
         snapshots.lower_paths(&names)
     };
-    let changes =
-        crate::snapshot::diff::overlay_changes(upper.path(), &lowers).map_err(|e| e.to_string())?;
+    let changes = crate::snapshot::diff::overlay_changes(
+        upper.path(),
+        &lowers,
+        crate::snapshot::diff::OpaqueXattr::Either,
+    )
+    .map_err(|e| e.to_string())?;
     let layer = crate::snapshot::diff::write_layer(
         store,
         &changes,

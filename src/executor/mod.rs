@@ -531,7 +531,14 @@ impl StepRunner {
         }
         let layer = if failure.is_none() {
             let changes = match &before {
-                None => diff::overlay_changes(&ws.upper(), &lowers),
+                None => {
+                    let opaque = if self.plan.userns {
+                        diff::OpaqueXattr::User
+                    } else {
+                        diff::OpaqueXattr::Trusted
+                    };
+                    diff::overlay_changes(&ws.upper(), &lowers, opaque)
+                }
                 Some(state) => diff::copy_changes(state, &ws.merged()),
             }
             .map_err(env_err("computing the layer diff"))?;

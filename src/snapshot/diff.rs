@@ -28,6 +28,33 @@ const WHITEOUT_PREFIX: &str = ".wh.";
 const OPAQUE_MARKER: &str = ".wh..wh..opq";
 const OPAQUE_XATTRS: [&str; 2] = ["trusted.overlay.opaque", "user.overlay.opaque"];
 
+/// Which xattr marks an opaque directory in an upper dir: only the one of
+/// the namespace the overlay was mounted with. Extracted lower dirs carry
+/// both (a snapshot serves root and rootless mounts), and a root mount's
+/// copy-up of such a dir takes `user.overlay.opaque` along as an ordinary
+/// xattr; read as a marker, it made every later write into a replaced
+/// directory an opaque layer that hid everything below it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OpaqueXattr {
+    /// `trusted.overlay.opaque` (overlay mounted by real root).
+    Trusted,
+    /// `user.overlay.opaque` (overlay mounted with `userxattr`).
+    User,
+    /// Either: an upper dir rbuild filled itself (a squash), where both
+    /// are set together.
+    Either,
+}
+
+impl OpaqueXattr {
+    fn keys(self) -> &'static [&'static str] {
+        match self {
+            OpaqueXattr::Trusted => &OPAQUE_XATTRS[..1],
+            OpaqueXattr::User => &OPAQUE_XATTRS[1..],
+            OpaqueXattr::Either => &OPAQUE_XATTRS,
+        }
+    }
+}
+
 /// One change a step made, relative to the root.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Change {
@@ -82,10 +109,14 @@ fn xattr_value(path: &Path, key: &str) -> Option<Vec<u8>> {
     Some(buf)
 }
 
-fn is_opaque(path: &Path) -> bool {
-    OPAQUE_XATTRS
-        .iter()
+fn is_opaque_by(path: &Path, keys: &[&str]) -> bool {
+    keys.iter()
         .any(|key| xattr_value(path, key).as_deref() == Some(b"y"))
+}
+
+/// A lower dir rbuild extracted: both markers are set together.
+fn is_opaque(path: &Path) -> bool {
+    is_opaque_by(path, &OPAQUE_XATTRS)
 }
 
 /// Extended attributes a layer carries: everything but overlayfs's own.
@@ -205,11 +236,20 @@ fn unchanged_copy_up(upper: &Path, meta: &std::fs::Metadata, lower: &Path) -> io
 }
 
 /// The changes recorded in an overlay upper dir. `lowers` are the lower dirs
-/// the step ran over, top first; `skip` are paths the sandbox created for
-/// its own mounts and removed again (never part of a layer).
-pub fn overlay_changes(upper: &Path, lowers: &[PathBuf]) -> io::Result<Vec<Change>> {
+/// the step ran over, top first; `opaque` says which xattr the mount used
+/// to mark directories it made opaque.
+pub fn overlay_changes(
+    upper: &Path,
+    lowers: &[PathBuf],
+    opaque: OpaqueXattr,
+) -> io::Result<Vec<Change>> {
     let mut changes = Vec::new();
-    walk_upper(upper, Path::new(""), lowers, false, &mut changes)?;
+    let walk = UpperWalk {
+        upper,
+        lowers,
+        opaque: opaque.keys(),
+    };
+    walk.dir(Path::new(""), false, &mut changes)?;
     Ok(with_parents(changes, upper))
 }
 
@@ -253,64 +293,67 @@ fn with_parents(mut changes: Vec<Change>, root: &Path) -> Vec<Change> {
     changes
 }
 
-fn walk_upper(
-    upper: &Path,
-    rel_dir: &Path,
-    lowers: &[PathBuf],
-    under_opaque: bool,
-    changes: &mut Vec<Change>,
-) -> io::Result<()> {
-    for entry in std::fs::read_dir(upper.join(rel_dir))? {
-        let entry = entry?;
-        let rel = rel_dir.join(entry.file_name());
-        let source = entry.path();
-        let meta = std::fs::symlink_metadata(&source)?;
-        if is_whiteout_device(&meta) {
-            if !under_opaque && lower_file(lowers, &rel).is_some() {
-                changes.push(Change::Delete(rel));
-            }
-            continue;
-        }
-        let lower = if under_opaque {
-            None
-        } else {
-            lower_file(lowers, &rel)
-        };
-        if meta.is_dir() {
-            let opaque = is_opaque(&source);
-            let lower_is_dir = lower
-                .as_ref()
-                .is_some_and(|l| std::fs::symlink_metadata(l).is_ok_and(|m| m.is_dir()));
-            let same = match (&lower, opaque) {
-                (Some(l), false) => unchanged_copy_up(&source, &meta, l)?,
-                _ => false,
-            };
-            if !same {
-                changes.push(Change::Put {
-                    path: rel.clone(),
-                    source: source.clone(),
-                });
-            }
-            if opaque && lower_is_dir {
-                changes.push(Change::Opaque(rel.clone()));
-            }
-            walk_upper(
-                upper,
-                &rel,
-                lowers,
-                under_opaque || opaque || (lower.is_some() && !lower_is_dir),
-                changes,
-            )?;
-            continue;
-        }
-        if let Some(lower) = &lower {
-            if unchanged_copy_up(&source, &meta, lower)? {
+/// One walk of an upper dir against its lower dirs.
+struct UpperWalk<'a> {
+    upper: &'a Path,
+    lowers: &'a [PathBuf],
+    /// The xattrs that mark an opaque directory in this upper dir.
+    opaque: &'static [&'static str],
+}
+
+impl UpperWalk<'_> {
+    fn dir(&self, rel_dir: &Path, under_opaque: bool, changes: &mut Vec<Change>) -> io::Result<()> {
+        let (upper, lowers) = (self.upper, self.lowers);
+        for entry in std::fs::read_dir(upper.join(rel_dir))? {
+            let entry = entry?;
+            let rel = rel_dir.join(entry.file_name());
+            let source = entry.path();
+            let meta = std::fs::symlink_metadata(&source)?;
+            if is_whiteout_device(&meta) {
+                if !under_opaque && lower_file(lowers, &rel).is_some() {
+                    changes.push(Change::Delete(rel));
+                }
                 continue;
             }
+            let lower = if under_opaque {
+                None
+            } else {
+                lower_file(lowers, &rel)
+            };
+            if meta.is_dir() {
+                let opaque = is_opaque_by(&source, self.opaque);
+                let lower_is_dir = lower
+                    .as_ref()
+                    .is_some_and(|l| std::fs::symlink_metadata(l).is_ok_and(|m| m.is_dir()));
+                let same = match (&lower, opaque) {
+                    (Some(l), false) => unchanged_copy_up(&source, &meta, l)?,
+                    _ => false,
+                };
+                if !same {
+                    changes.push(Change::Put {
+                        path: rel.clone(),
+                        source: source.clone(),
+                    });
+                }
+                if opaque && lower_is_dir {
+                    changes.push(Change::Opaque(rel.clone()));
+                }
+                self.dir(
+                    &rel,
+                    under_opaque || opaque || (lower.is_some() && !lower_is_dir),
+                    changes,
+                )?;
+                continue;
+            }
+            if let Some(lower) = &lower {
+                if unchanged_copy_up(&source, &meta, lower)? {
+                    continue;
+                }
+            }
+            changes.push(Change::Put { path: rel, source });
         }
-        changes.push(Change::Put { path: rel, source });
+        Ok(())
     }
-    Ok(())
 }
 
 /// What the copy-tier differ remembers of one path.
