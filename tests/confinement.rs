@@ -61,6 +61,8 @@ fn ready() -> bool {
 const DEBIAN_PROFILE: &str =
     "/usr/share/gocode/src/github.com/docker/docker/profiles/seccomp/default.json";
 
+/// Docker's default capabilities, written out here rather than taken from
+/// rbuild's table: the oracle's inputs come from outside rbuild.
 const DOCKER_CAPS: &[&str] = &[
     "CAP_CHOWN",
     "CAP_DAC_OVERRIDE",

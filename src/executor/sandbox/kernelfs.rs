@@ -40,15 +40,22 @@ fn mount_proc(builder: &mut RootBuilder, spec: &SandboxSpec) -> Result<(), Strin
     // A fresh proc needs a pid namespace; the existing one, read-only,
     // down to its submounts (binfmt_misc lives under /proc/sys/fs).
     builder.mount_on("/proc", "proc", true, "", libc::MS_BIND | libc::MS_REC, "")?;
-    let fd = open_in_root(&builder.fd, "proc").map_err(|e| e.to_string())?;
+    remount_readonly(builder, "proc")?;
+    remount_subtree_readonly(&builder.host_path.join("proc"))
+}
+
+/// Makes the bind mount at `rel` in the root read-only (a bind ignores
+/// MS_RDONLY until it is remounted). Opened anew: an fd taken before the
+/// bind names the covered file, not the mount.
+fn remount_readonly(builder: &RootBuilder, rel: &str) -> Result<(), String> {
+    let fd = open_in_root(&builder.fd, rel).map_err(|e| format!("{rel}: {e}"))?;
     mount(
         "",
         Path::new(&fd_path(&fd)),
         "",
         libc::MS_BIND | libc::MS_REMOUNT | libc::MS_RDONLY | NOSUID_NODEV_NOEXEC,
         "",
-    )?;
-    remount_subtree_readonly(&builder.host_path.join("proc"))
+    )
 }
 
 fn mount_dev(builder: &mut RootBuilder, spec: &SandboxSpec) -> Result<(), String> {
@@ -248,15 +255,7 @@ fn mask_paths(builder: &RootBuilder) -> Result<(), String> {
             libc::MS_BIND | libc::MS_REC,
             "",
         )?;
-        // The fd still names the covered file; the remount needs the new mount.
-        let fd = open_in_root(&builder.fd, path).map_err(|e| e.to_string())?;
-        mount(
-            "",
-            Path::new(&fd_path(&fd)),
-            "",
-            libc::MS_BIND | libc::MS_REMOUNT | libc::MS_RDONLY | NOSUID_NODEV_NOEXEC,
-            "",
-        )?;
+        remount_readonly(builder, path)?;
     }
     Ok(())
 }
