@@ -86,6 +86,7 @@ const SCRIPT: &str = "grep -E '^(CapInh|CapPrm|CapEff|CapBnd|CapAmb|NoNewPrivs|S
      /proc/self/status 2>/dev/null | sed 's/^/STATUS /'; \
      grep -E ' /(proc|sys|dev)[/ ]' /proc/self/mountinfo 2>/dev/null | sed 's/^/MOUNT /'; \
      ls -ln /dev 2>/dev/null | sed 1d | sed 's/^/DEV /'; \
+     sed 's/^/UIDMAP /' /proc/self/uid_map 2>/dev/null; \
      /probe \"$1\" \"$2\"\n";
 
 /// The probe, compiled once per test binary.
@@ -127,6 +128,8 @@ struct Seen {
     mounts: BTreeMap<String, MountSeen>,
     dev: BTreeSet<String>,
     checks: BTreeMap<String, String>,
+    /// `/proc/self/uid_map`, whitespace folded.
+    uid_map: String,
 }
 
 fn parse(lines: &[String]) -> Seen {
@@ -167,6 +170,8 @@ fn parse(lines: &[String]) -> Seen {
                 fields[name_at..].join(" ")
             };
             seen.dev.insert(format!("{mode} {tail}"));
+        } else if let Some(rest) = line.strip_prefix("UIDMAP ") {
+            seen.uid_map = rest.split_whitespace().collect::<Vec<_>>().join(" ");
         } else if let Some(rest) = line.strip_prefix("CHECK ") {
             if let Some((k, v)) = rest.split_once(' ') {
                 seen.checks.insert(k.to_string(), v.to_string());
@@ -376,12 +381,6 @@ fn the_full_tier_matches_runc_with_dockers_settings() {
     if !ready() {
         return;
     }
-    let work = tempfile::tempdir().unwrap();
-    let context = work.path().join("ctx");
-    probe_context(&context, "");
-    let (out, seen) = rbuild_seen("", &work.path().join("root"), &context, "");
-    assert!(out.status.success(), "{}", text(&out));
-    assert!(text(&out).contains("isolation: full"), "{}", text(&out));
     let oracle = runc_oracle(true, std::process::id());
     let verbatim = runc_oracle(false, std::process::id());
     for (check, outcome) in &verbatim.checks {
@@ -390,13 +389,61 @@ fn the_full_tier_matches_runc_with_dockers_settings() {
     for (check, outcome) in &oracle.checks {
         eprintln!("CORPUS runc+docker {check} {outcome}");
     }
+    // Real root: remapped by default (the step's root is an unused host
+    // id), and as host root with --userns-remap=off. Where rbuild's outcome
+    // differs from runc's, and why. Block device: runc's devices cgroup
+    // refuses to open it (EPERM); a remapped step cannot make it (EPERM: a
+    // user namespace makes no device nodes); host root's nodev mounts
+    // refuse to open it (EACCES). core_pattern: in the remapped namespace
+    // its owner is unmapped, so the permission check refuses (EACCES)
+    // before the read-only mount would (EROFS).
+    let remapped: &[(&str, &str)] = &[("block_device", "EPERM"), ("core_pattern", "EACCES")];
+    let host_root: &[(&str, &str)] = &[("block_device", "EACCES")];
+    for (tier, extra, uid_map, differences) in [
+        ("full", "", "0 1879048192 65536", remapped),
+        (
+            "full-host-root",
+            "--userns-remap=off",
+            "0 0 4294967295",
+            host_root,
+        ),
+    ] {
+        let work = tempfile::tempdir().unwrap();
+        let context = work.path().join("ctx");
+        probe_context(&context, "");
+        let (out, seen) = rbuild_seen("", &work.path().join("root"), &context, extra);
+        assert!(out.status.success(), "{}", text(&out));
+        assert!(text(&out).contains("isolation: full"), "{}", text(&out));
+        assert_eq!(seen.uid_map, uid_map, "{tier}: the step's ids");
+        assert_same_as_runc(tier, &seen, &oracle);
+        for (check, theirs) in &oracle.checks {
+            let expected = differences
+                .iter()
+                .find(|(c, _)| c == check)
+                .map_or(theirs.as_str(), |(_, outcome)| *outcome);
+            assert_eq!(
+                &seen.checks[check], expected,
+                "{tier} {check} (runc: {theirs})"
+            );
+        }
+        assert_all_stopped(tier, &seen);
+        // runc's spec as it stands (3 capabilities, no seccomp) lets these
+        // through; docker's settings, and rbuild, do not.
+        for check in ["keyctl", "unshare_user"] {
+            assert_eq!(verbatim.checks[check], "ALLOWED", "{check}");
+            assert_eq!(seen.checks[check], "EPERM", "{tier} {check}");
+        }
+    }
+}
 
-    assert_docker_status("full", &seen, &oracle);
-    assert_eq!(seen.dev, oracle.dev, "/dev listing");
-    // The same mount points under /proc and /sys, at least as strict.
-    // Listed difference: runc shows the container's own cgroups under
-    // /sys/fs/cgroup; a step without --memory/--cpus/--pids-limit has no
-    // cgroup of its own, so rbuild shows none there.
+/// Status, /dev and the mounts under /proc and /sys as runc gives them
+/// with docker's settings: the same mount points, each at least as strict.
+/// Listed difference: runc shows the container's own cgroups under
+/// /sys/fs/cgroup; a step without --memory/--cpus/--pids-limit has no
+/// cgroup of its own, so rbuild shows none there.
+fn assert_same_as_runc(tier: &str, seen: &Seen, oracle: &Seen) {
+    assert_docker_status(tier, seen, oracle);
+    assert_eq!(seen.dev, oracle.dev, "{tier}: /dev listing");
     let points = |s: &Seen| -> BTreeSet<String> {
         s.mounts
             .keys()
@@ -407,44 +454,25 @@ fn the_full_tier_matches_runc_with_dockers_settings() {
             .cloned()
             .collect()
     };
-    assert_eq!(points(&seen), points(&oracle), "mount points");
-    for point in points(&oracle) {
+    assert_eq!(points(seen), points(oracle), "{tier}: mount points");
+    for point in points(oracle) {
         let (ours, theirs) = (&seen.mounts[&point], &oracle.mounts[&point]);
         if theirs.root == "/null" {
             // A masked file: /dev/null over it on both sides (runc binds
             // the container's node, rbuild the host's).
-            assert_eq!(ours.root, "/null", "{point}");
+            assert_eq!(ours.root, "/null", "{tier}: {point}");
             continue;
         }
         assert!(
             ours.ro || !theirs.ro,
-            "{point}: {ours:?} vs runc {theirs:?}"
+            "{tier}: {point}: {ours:?} vs runc {theirs:?}"
         );
         assert!(
             ours.flags.is_superset(&theirs.flags),
-            "{point}: {ours:?} vs runc {theirs:?}"
+            "{tier}: {point}: {ours:?} vs runc {theirs:?}"
         );
     }
     assert!(!seen.mounts.keys().any(|p| p.starts_with("/sys/fs/cgroup")));
-    // The corpus: runc's outcome, except the block device, which runc's
-    // devices cgroup refuses to open (EPERM) and rbuild's nodev mounts
-    // refuse (EACCES).
-    for (check, theirs) in &oracle.checks {
-        let ours = &seen.checks[check];
-        if check == "block_device" {
-            assert_eq!(ours, "EACCES", "{check}");
-            assert_eq!(theirs, "EPERM", "{check}");
-        } else {
-            assert_eq!(ours, theirs, "{check}: rbuild vs runc");
-        }
-    }
-    assert_all_stopped("full", &seen);
-    // runc's spec as it stands (3 capabilities, no seccomp) lets these
-    // through; docker's settings, and rbuild, do not.
-    for check in ["keyctl", "unshare_user"] {
-        assert_eq!(verbatim.checks[check], "ALLOWED", "{check}");
-        assert_eq!(seen.checks[check], "EPERM", "{check}");
-    }
 }
 
 #[test]

@@ -57,6 +57,7 @@ fn spec(root: &Path, script: &str) -> SandboxSpec {
         stub_report: None,
         copy: None,
         security: Default::default(),
+        remap: None,
     }
 }
 

@@ -86,6 +86,15 @@ enum Command {
     },
 }
 
+/// `--userns-remap`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum RemapRequest {
+    /// Remap where the probe says the kernel can.
+    Auto,
+    /// Never remap.
+    Off,
+}
+
 /// Settings shared by every command that runs RUN steps.
 #[derive(clap::Args, Debug, Clone)]
 struct SandboxArgs {
@@ -104,6 +113,11 @@ struct SandboxArgs {
     /// Network for RUN steps: default (the host's) or none.
     #[arg(long, default_value = "default")]
     network: String,
+    /// Where rbuild is real root, run each RUN step's ids as an unused
+    /// host range (a user namespace over idmapped mounts): auto does when
+    /// the kernel allows; off runs a step's root as host root.
+    #[arg(long, value_enum, default_value_t = RemapRequest::Auto)]
+    userns_remap: RemapRequest,
     /// Extra privileged entitlements, as buildx: security.insecure lets
     /// `RUN --security=insecure` run; network.host is accepted (the host
     /// network is today's default).
@@ -398,6 +412,12 @@ fn info(isolation: IsolationRequest, root: Option<PathBuf>) -> i32 {
                     "unavailable"
                 }
             );
+            if let Some(range) = plan.remap {
+                println!(
+                    "step ids: remapped, a step's uid 0 is host uid {} (gid {}), {} ids",
+                    range.uid, range.gid, range.count
+                );
+            }
             EXIT_OK
         }
         Err(message) => {
@@ -569,6 +589,9 @@ fn prepare_build(
             return Err(EXIT_ENVIRONMENT);
         }
     };
+    if flags.sandbox.userns_remap == RemapRequest::Off {
+        plan.remap = None;
+    }
     let limits = crate::executor::Limits {
         memory: flags.sandbox.memory,
         cpus: flags.sandbox.cpus,

@@ -26,7 +26,9 @@ use std::sync::{mpsc, Arc};
 pub use cgroup::{CgroupEvents, CgroupSupport, Limits};
 pub use copy::CopySpec;
 pub use probe::{choose, IsolationRequest, Plan, Probes, SnapshotMode};
-pub use sandbox::{MountKind, MountSpec, Namespaces, RootFs, SandboxSpec, Stub, SETUP_FAILED};
+pub use sandbox::{
+    IdRange, MountKind, MountSpec, Namespaces, Remap, RootFs, SandboxSpec, Stub, SETUP_FAILED,
+};
 
 use crate::cache::ContentStore;
 use crate::image::layer::{LayerBlob, LayerError};
@@ -500,6 +502,21 @@ impl StepRunner {
             None
         };
         let report = ws.path().join("stubs.json");
+        // COPY runs no process of the image: only RUN steps are remapped,
+        // and not insecure ones, which ask for host privileges.
+        let remap = match (self.plan.remap, &copy, step.security) {
+            (Some(range), None, confine::Security::Sandbox) => {
+                let staging = ws.path().join("idmap");
+                std::fs::create_dir_all(&staging).map_err(env_err("creating the idmap dir"))?;
+                Some(Remap { range, staging })
+            }
+            _ => None,
+        };
+        let opaque = if self.plan.userns || remap.is_some() {
+            diff::OpaqueXattr::User
+        } else {
+            diff::OpaqueXattr::Trusted
+        };
         let spec = SandboxSpec {
             root,
             args: step.args.clone(),
@@ -517,6 +534,7 @@ impl StepRunner {
             stub_report: Some(report.clone()),
             copy,
             security: step.security,
+            remap,
         };
         let output = self
             .executor
@@ -531,14 +549,7 @@ impl StepRunner {
         }
         let layer = if failure.is_none() {
             let changes = match &before {
-                None => {
-                    let opaque = if self.plan.userns {
-                        diff::OpaqueXattr::User
-                    } else {
-                        diff::OpaqueXattr::Trusted
-                    };
-                    diff::overlay_changes(&ws.upper(), &lowers, opaque)
-                }
+                None => diff::overlay_changes(&ws.upper(), &lowers, opaque),
                 Some(state) => diff::copy_changes(state, &ws.merged()),
             }
             .map_err(env_err("computing the layer diff"))?;

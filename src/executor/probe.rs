@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use super::cgroup::{CgroupSupport, CgroupVersion};
-use super::sandbox::{mount, Namespaces};
+use super::sandbox::{mount, IdRange, Namespaces};
 
 /// One probe's outcome: `None` when it worked, the error otherwise.
 pub type Outcome = Option<String>;
@@ -48,8 +48,26 @@ pub struct Probes {
     pub user: Option<NamespaceProbes>,
     /// chroot(2) into a directory.
     pub chroot: Outcome,
+    /// Remapping a step's ids (root only): an overlay of idmapped layers
+    /// inside a user namespace mapped to an unused host range, with the
+    /// owners a step sets landing on disk unshifted.
+    #[serde(default)]
+    pub remap: RemapProbe,
     /// Cgroup hierarchy and whether it is writable.
     pub cgroup: CgroupSupport,
+}
+
+/// The remap probe's outcome.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RemapProbe {
+    /// Not tried (not root, or no mount namespace).
+    #[default]
+    Untried,
+    /// It worked.
+    Works,
+    /// Why not.
+    Failed(String),
 }
 
 /// What `--isolation` asked for.
@@ -91,6 +109,10 @@ pub struct Plan {
     pub snapshots: SnapshotMode,
     /// Whether per-step cgroups (and so limits) are available.
     pub cgroups: bool,
+    /// Real root only: the host ids a step's ids run as (a user namespace
+    /// over idmapped mounts), so a step's root is no host root.
+    #[serde(default)]
+    pub remap: Option<IdRange>,
 }
 
 /// Picks the tier for `request`, or explains why none is possible.
@@ -119,6 +141,7 @@ pub fn choose(probes: &Probes, request: IsolationRequest) -> Result<Plan, String
                 SnapshotMode::Copy
             },
             cgroups,
+            remap: (!p.userns && probes.remap == RemapProbe::Works).then(IdRange::for_this_host),
         }
     };
     match request {
@@ -145,6 +168,7 @@ pub fn choose(probes: &Probes, request: IsolationRequest) -> Result<Plan, String
                     userns: false,
                     snapshots: SnapshotMode::Copy,
                     cgroups,
+                    remap: None,
                 });
             }
         }
@@ -226,6 +250,15 @@ impl Probes {
             lines.push(format!("probe {mode}: overlay: {}", show(&p.overlay)));
         }
         lines.push(format!("probe chroot: {}", show(&self.chroot)));
+        match &self.remap {
+            RemapProbe::Untried => {}
+            RemapProbe::Works => {
+                lines.push("probe remap (idmapped overlay in a user namespace): ok".into())
+            }
+            RemapProbe::Failed(why) => lines.push(format!(
+                "probe remap (idmapped overlay in a user namespace): FAILED: {why}"
+            )),
+        }
         let version = match self.cgroup.version {
             CgroupVersion::V2 => "v2",
             CgroupVersion::V1 => "v1",
@@ -389,6 +422,29 @@ fn probe_namespaces(scratch: &Path, userns: bool) -> NamespaceProbes {
     }
 }
 
+/// The remap probe in a child, then a look at the owner it left on disk.
+fn probe_remap(dir: &Path) -> Outcome {
+    let prepared = ["lower", "merged", "stage"]
+        .iter()
+        .try_for_each(|d| std::fs::create_dir_all(dir.join(d)));
+    if let Err(e) = prepared {
+        return Some(format!("preparing {}: {e}", dir.display()));
+    }
+    if let Some(failed) = in_child(|| super::sandbox::probe_remap(dir)) {
+        return Some(failed);
+    }
+    use std::os::unix::fs::MetadataExt;
+    match std::fs::metadata(dir.join("ws/upper/made-by-step")) {
+        Ok(m) if m.uid() == 1000 && m.gid() == 1000 => None,
+        Ok(m) => Some(format!(
+            "a file chowned to 1000:1000 landed as {}:{}",
+            m.uid(),
+            m.gid()
+        )),
+        Err(e) => Some(format!("the file written through the overlay: {e}")),
+    }
+}
+
 /// The helper's probe entry point: probes in `scratch` (a fresh dir on the
 /// storage file system), prints the results as JSON and exits 0.
 pub fn probe_main(scratch: &Path) -> i32 {
@@ -425,11 +481,21 @@ pub fn probe_main(scratch: &Path) -> i32 {
             Err(last_error("chroot"))
         }
     });
+    let remap = direct
+        .as_ref()
+        .filter(|d| d.mountns.is_none())
+        .map_or(RemapProbe::Untried, |_| {
+            match probe_remap(&scratch.join("remap")) {
+                None => RemapProbe::Works,
+                Some(why) => RemapProbe::Failed(why),
+            }
+        });
     let probes = Probes {
         euid,
         direct,
         user,
         chroot,
+        remap,
         cgroup: CgroupSupport {
             version: CgroupVersion::None,
             parents: Vec::new(),
@@ -479,6 +545,7 @@ mod tests {
             direct,
             user,
             chroot: (!chroot).then(|| "EPERM".to_string()),
+            remap: RemapProbe::Untried,
             cgroup: CgroupSupport {
                 version: CgroupVersion::V1,
                 parents: Vec::new(),
@@ -486,6 +553,20 @@ mod tests {
                 problem: None,
             },
         }
+    }
+
+    #[test]
+    fn only_real_root_with_a_working_probe_is_remapped() {
+        let mut root = probes(Some(ns(false, true, true, true)), None, true);
+        assert_eq!(choose(&root, IsolationRequest::Auto).unwrap().remap, None);
+        root.remap = RemapProbe::Works;
+        let plan = choose(&root, IsolationRequest::Auto).unwrap();
+        assert_eq!(plan.remap, Some(IdRange::for_this_host()));
+        root.remap = RemapProbe::Failed("EINVAL".into());
+        assert_eq!(choose(&root, IsolationRequest::Auto).unwrap().remap, None);
+        let mut user = probes(None, Some(ns(true, true, true, true)), true);
+        user.remap = RemapProbe::Works;
+        assert_eq!(choose(&user, IsolationRequest::Auto).unwrap().remap, None);
     }
 
     #[test]

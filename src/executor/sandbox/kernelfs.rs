@@ -133,19 +133,28 @@ fn mount_sys(builder: &mut RootBuilder, spec: &SandboxSpec) -> Result<(), String
         0
     };
     // A fresh sysfs needs a network namespace the mounting user owns:
-    // always as real root, in a user namespace only with its own network.
-    if (!spec.userns || spec.network_none)
-        && builder
-            .mount_on(
-                "sysfs",
-                "sys",
-                true,
-                "sysfs",
-                readonly | NOSUID_NODEV_NOEXEC,
-                "",
-            )
-            .is_ok()
-    {
+    // always as real root, in a user namespace only with its own network;
+    // a remapped step binds the one real root mounted for it.
+    let fresh = match &spec.remap {
+        Some(remap) => builder.mount_on(
+            &remap.staging.join(super::remap::SYSFS).to_string_lossy(),
+            "sys",
+            true,
+            "",
+            libc::MS_BIND | readonly | NOSUID_NODEV_NOEXEC,
+            "",
+        ),
+        None if !spec.in_userns() || spec.network_none => builder.mount_on(
+            "sysfs",
+            "sys",
+            true,
+            "sysfs",
+            readonly | NOSUID_NODEV_NOEXEC,
+            "",
+        ),
+        None => Err("no sysfs of its own".to_string()),
+    };
+    if fresh.is_ok() {
         return mount_own_cgroups(builder, spec, readonly);
     }
     // Otherwise the host's /sys, read-only down to its submounts, with an

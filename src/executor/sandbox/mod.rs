@@ -23,6 +23,10 @@ use serde::{Deserialize, Serialize};
 use super::confine::{self, Posture, Security};
 
 mod kernelfs;
+mod remap;
+
+pub(crate) use remap::probe as probe_remap;
+pub use remap::{IdRange, Remap};
 
 /// Which namespaces a step gets (the tier, as far as the helper cares).
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
@@ -165,6 +169,18 @@ pub struct SandboxSpec {
     /// The step's confinement (`RUN --security`).
     #[serde(default)]
     pub security: Security,
+    /// Where rbuild is real root: run the step's ids as this unprivileged
+    /// host range through a user namespace and idmapped mounts.
+    #[serde(default)]
+    pub remap: Option<Remap>,
+}
+
+impl SandboxSpec {
+    /// Whether the step's mounts are made inside a user namespace (rootless
+    /// or remapped): overlay then uses `userxattr`.
+    pub fn in_userns(&self) -> bool {
+        self.userns || self.remap.is_some()
+    }
 }
 
 /// Exit code the helper uses for its own setup failures.
@@ -426,7 +442,7 @@ fn enter_root(spec: &SandboxSpec) -> Result<(), String> {
         ..
     } = &spec.root
     {
-        mount_overlay(base, lowers, upper, work, &root, spec.userns, writable)?;
+        mount_overlay(base, lowers, upper, work, &root, spec.in_userns(), writable)?;
     } else {
         // The rootfs must be a mount point for pivot_root.
         mount(
@@ -467,7 +483,7 @@ fn enter_root(spec: &SandboxSpec) -> Result<(), String> {
                 std::env::set_current_dir(base)
                     .map_err(|e| format!("enter {}: {e}", base.display()))?;
                 let mut data = format!("lowerdir={}", lowers.join(":"));
-                if spec.userns {
+                if spec.in_userns() {
                     data.push_str(",userxattr");
                 }
                 mount("overlay", staging, "overlay", libc::MS_RDONLY, &data)?;
@@ -944,6 +960,18 @@ fn copy_in_root(spec: &SandboxSpec, copy: &super::copy::CopySpec) -> Result<(), 
     super::copy::run(copy, spec.root.path())
 }
 
+/// Enters the remapped user namespace with the spec pointed at idmapped
+/// clones of its root and mounts.
+fn enter_remapped(spec: &mut SandboxSpec, remap: &Remap) -> Result<(), String> {
+    let shifts = remap::shift_spec(spec, &remap.staging)?;
+    // Written from inside by the namespace's root.
+    let owned: Vec<PathBuf> = spec.stub_report.iter().cloned().collect();
+    let owned: Vec<&Path> = owned.iter().map(PathBuf::as_path).collect();
+    remap::enter(remap.range, &remap.staging, &shifts, &owned).map_err(|e| {
+        format!("{e} (remapping the step's ids; --userns-remap=off runs it as host root)")
+    })
+}
+
 /// The step's confinement. Without a pid namespace the step could reach
 /// rbuild and this helper by pid: they and their process groups are
 /// guarded.
@@ -972,7 +1000,7 @@ pub fn helper_main() -> i32 {
         eprintln!("rbuild sandbox: reading the spec: {e}");
         return SETUP_FAILED;
     }
-    let spec: SandboxSpec = match serde_json::from_str(&text) {
+    let mut spec: SandboxSpec = match serde_json::from_str(&text) {
         Ok(s) => s,
         Err(e) => {
             eprintln!("rbuild sandbox: invalid spec: {e}");
@@ -1003,11 +1031,14 @@ pub fn helper_main() -> i32 {
         confine::protect_self();
         return run_chroot(&spec, &posture);
     }
-    if spec.userns {
-        if let Err(e) = enter_user_namespace() {
-            eprintln!("rbuild sandbox: {e}");
-            return SETUP_FAILED;
-        }
+    let entered = match spec.remap.clone() {
+        Some(remap) => enter_remapped(&mut spec, &remap),
+        None if spec.userns => enter_user_namespace(),
+        None => Ok(()),
+    };
+    if let Err(e) = entered {
+        eprintln!("rbuild sandbox: {e}");
+        return SETUP_FAILED;
     }
     // After the id maps are written (they are /proc/self files that a
     // non-dumpable process no longer owns).
