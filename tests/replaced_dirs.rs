@@ -4,12 +4,11 @@
 //! `user.overlay.opaque` xattr read as a marker), losing files silently.
 //! Each image is written as an OCI layout, unpacked by umoci and checked.
 
-use std::path::Path;
 use std::process::Command;
 
 mod common;
 
-use common::{is_root, run_ok};
+use common::{build_and_unpack, is_root, run_ok};
 
 /// The files under /app in the image rbuild builds from `dockerfile`.
 fn app_files(dockerfile: &str, snapshots: Option<&str>) -> Vec<String> {
@@ -25,33 +24,12 @@ fn app_files(dockerfile: &str, snapshots: Option<&str>) -> Vec<String> {
             .arg("--transform=s/x.txt/added.txt/")
             .current_dir(&ctx),
     );
-    let oci = work.path().join("oci");
-    let mut build = Command::new(env!("CARGO_BIN_EXE_rbuild"));
-    build
-        .args(["build", "--root"])
-        .arg(work.path().join("root"))
-        .arg("-o")
-        .arg(format!("type=oci,dest={},tar=false", oci.display()))
-        .arg(&ctx);
-    if let Some(mode) = snapshots {
-        build.env("RBUILD_SNAPSHOTS", mode);
-    }
-    run_ok(&mut build);
-    let tagged = work.path().join("tagged");
-    run_ok(Command::new("skopeo").args([
-        "copy",
-        "-q",
-        &format!("oci:{}", oci.display()),
-        &format!("oci:{}:t", tagged.display()),
-    ]));
-    let unpacked = work.path().join("unpacked");
-    run_ok(
-        Command::new("umoci")
-            .args(["unpack", "--image"])
-            .arg(format!("{}:t", tagged.display()))
-            .arg(&unpacked),
-    );
-    let mut names: Vec<String> = std::fs::read_dir(Path::new(&unpacked).join("rootfs/app"))
+    let env: Vec<(&str, &str)> = snapshots
+        .map(|m| ("RBUILD_SNAPSHOTS", m))
+        .into_iter()
+        .collect();
+    let (_, rootfs) = build_and_unpack(&ctx, work.path(), &[], &env);
+    let mut names: Vec<String> = std::fs::read_dir(rootfs.join("app"))
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();

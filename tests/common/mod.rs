@@ -945,3 +945,45 @@ pub fn text(out: &std::process::Output) -> String {
         String::from_utf8_lossy(&out.stderr)
     )
 }
+
+/// Builds `context` with rbuild (`args` and `env` added) into an OCI
+/// layout under `work`, tags it with skopeo and unpacks it with umoci;
+/// returns the build's output and the unpacked root file system.
+pub fn build_and_unpack(
+    context: &Path,
+    work: &Path,
+    args: &[&str],
+    env: &[(&str, &str)],
+) -> (std::process::Output, std::path::PathBuf) {
+    let oci = work.join("oci");
+    let out = Command::new(env!("CARGO_BIN_EXE_rbuild"))
+        .args(["build", "--progress=plain", "--root"])
+        .arg(work.join("root"))
+        .arg("-o")
+        .arg(format!("type=oci,dest={},tar=false", oci.display()))
+        .args(args)
+        .arg(context)
+        .envs(env.iter().copied())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "rbuild build {args:?} {env:?}: {}",
+        stderr(&out)
+    );
+    let tagged = work.join("tagged");
+    run_ok(Command::new("skopeo").args([
+        "copy",
+        "-q",
+        &format!("oci:{}", oci.display()),
+        &format!("oci:{}:t", tagged.display()),
+    ]));
+    let unpacked = work.join("unpacked");
+    run_ok(
+        Command::new("umoci")
+            .args(["unpack", "--image"])
+            .arg(format!("{}:t", tagged.display()))
+            .arg(&unpacked),
+    );
+    (out, unpacked.join("rootfs"))
+}
