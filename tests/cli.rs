@@ -548,3 +548,60 @@ fn skip_tls_verify_and_the_kaniko_flags_that_only_warn() {
         .assert()
         .code(2);
 }
+
+#[test]
+fn output_name_is_the_image_name_as_buildx_gives_it() {
+    let work = tempfile::tempdir().unwrap();
+    let ctx = context(work.path(), "FROM busybox\nCOPY file.txt /f\n");
+    let registry = TestRegistry::start(&[]);
+    let image = format!("{}/cli/named:2", registry.addr);
+    // No -t: the registry output's name= is where the image goes.
+    rbuild(&work.path().join("root"))
+        .arg("-o")
+        .arg(format!("type=registry,name={image}"))
+        .arg(&ctx)
+        .assert()
+        .success();
+    let inspect = std::process::Command::new("skopeo")
+        .args([
+            "inspect",
+            "--tls-verify=false",
+            &format!("docker://{image}"),
+        ])
+        .output()
+        .unwrap();
+    assert!(inspect.status.success(), "{}", text(&inspect.stderr));
+    // A name that is no reference is refused, not dropped.
+    rbuild(&work.path().join("root"))
+        .args(["-o", "type=registry,name=Not A Name"])
+        .arg(&ctx)
+        .assert()
+        .code(2);
+}
+
+#[test]
+fn syntax_and_check_directives_are_not_silently_ignored() {
+    let work = tempfile::tempdir().unwrap();
+    let root = work.path().join("root");
+    let build = |dockerfile: &str| {
+        let ctx = context(work.path(), dockerfile);
+        let out = rbuild(&root).arg(&ctx).output().unwrap();
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        text(&out.stderr)
+    };
+    // The syntax rbuild implements, and checks switched off: nothing to say.
+    let quiet = build("# syntax=docker/dockerfile:1.7\n# check=skip=all\nFROM busybox\n");
+    assert!(
+        !quiet.contains("# syntax") && !quiet.contains("# check"),
+        "{quiet}"
+    );
+    let loud = build("# syntax=example.com/my/frontend:2\n# check=error=true\nFROM busybox\n");
+    assert!(
+        loud.contains("# syntax=example.com/my/frontend:2: rbuild does not run frontend images"),
+        "{loud}"
+    );
+    assert!(
+        loud.contains("# check=error=true: rbuild has no build checks yet"),
+        "{loud}"
+    );
+}

@@ -126,6 +126,14 @@ enum Output {
     Local { dest: PathBuf },
 }
 
+/// The image names an `--output` gives with `name=` (repeatable).
+fn output_names(spec: &str) -> Vec<String> {
+    spec.split(',')
+        .filter_map(|part| part.strip_prefix("name="))
+        .map(str::to_string)
+        .collect()
+}
+
 fn parse_output(spec: &str) -> Result<Output, String> {
     let mut kind = None;
     let mut dest = None;
@@ -360,6 +368,17 @@ pub(super) fn build(mut args: BuildCommand) -> i32 {
             Err(e) => {
                 eprintln!("error: {e}");
                 return EXIT_USAGE;
+            }
+        }
+        // buildx's `name=`: the image's name, as `-t` gives it.
+        for name in output_names(spec) {
+            match name.parse::<Reference>() {
+                Ok(r) if !tags.contains(&r) => tags.push(r),
+                Ok(_) => {}
+                Err(e) => {
+                    eprintln!("error: --output {spec}: name={name}: {e}");
+                    return EXIT_USAGE;
+                }
             }
         }
     }

@@ -36,9 +36,10 @@ pub struct Warning {
 pub struct Directives {
     /// The escape and line-continuation character: `\` or `` ` ``.
     pub escape: char,
-    /// `# syntax=` (recorded; rbuild always uses its own frontend).
+    /// `# syntax=` (rbuild always uses its own frontend; the plan warns
+    /// about any other than docker/dockerfile:1).
     pub syntax: Option<String>,
-    /// `# check=` (recorded for linting).
+    /// `# check=` (no build checks yet; the plan warns unless skip=all).
     pub check: Option<String>,
     escape_seen: bool,
     done: bool,

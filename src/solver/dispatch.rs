@@ -488,7 +488,40 @@ pub fn plan(
             list.join(" ")
         ));
     }
+    warnings.extend(directive_warnings(&dockerfile.directives));
     Ok(Plan { stages, warnings })
+}
+
+/// What rbuild does not do of the file's parser directives, said out loud:
+/// rbuild is its own Dockerfile frontend (BuildKit would run the `syntax`
+/// image), and it has no build checks yet (`check`).
+fn directive_warnings(directives: &crate::parser::Directives) -> Vec<String> {
+    let mut warnings = Vec::new();
+    if let Some(syntax) = &directives.syntax {
+        // docker/dockerfile[:1…|:latest] is the syntax rbuild implements.
+        let name = syntax.trim().trim_start_matches("docker.io/");
+        let (repo, tag) = name.split_once(':').unwrap_or((name, "latest"));
+        let tag = tag.split('@').next().unwrap_or(tag);
+        let standard = repo == "docker/dockerfile"
+            && (tag == "latest" || tag == "1" || tag.starts_with("1.") || tag.starts_with("1-"));
+        if !standard {
+            warnings.push(format!(
+                "# syntax={syntax}: rbuild does not run frontend images; \
+                 the file is parsed with rbuild's own Dockerfile frontend (docker/dockerfile:1)"
+            ));
+        }
+    }
+    if let Some(check) = &directives.check {
+        let skips_all = check
+            .split(';')
+            .any(|part| part.trim().replace(' ', "") == "skip=all");
+        if !skips_all {
+            warnings.push(format!(
+                "# check={check}: rbuild has no build checks yet; the directive has no effect"
+            ));
+        }
+    }
+    warnings
 }
 
 fn visit(i: usize, deps: &[BTreeSet<usize>], seen: &mut BTreeSet<usize>, order: &mut Vec<usize>) {

@@ -436,3 +436,31 @@ fn heredoc_runs_go_through_the_shell_as_buildkit_runs_them() {
         vec!["/bin/sh", "-c", "cat <<A > /a\nhello\nA"]
     );
 }
+
+#[test]
+fn directives_rbuild_does_not_act_on_are_warned_about() {
+    let warned = |text: &str| {
+        let file = crate::parser::parse(text, "Dockerfile").unwrap();
+        directive_warnings(&file.directives)
+    };
+    for standard in [
+        "docker/dockerfile:1",
+        "docker/dockerfile:1.7",
+        "docker.io/docker/dockerfile:1-labs",
+        "docker/dockerfile",
+        "docker/dockerfile:1.4@sha256:aaaa",
+    ] {
+        assert!(
+            warned(&format!("# syntax={standard}\nFROM busybox\n")).is_empty(),
+            "{standard}"
+        );
+    }
+    let other = warned("# syntax=docker/dockerfile-upstream:master\nFROM busybox\n");
+    assert_eq!(other.len(), 1);
+    assert!(other[0].contains("does not run frontend images"));
+    assert!(warned("# check=skip=all\nFROM busybox\n").is_empty());
+    assert!(warned("# check=skip = all;error=true\nFROM busybox\n").is_empty());
+    let checks = warned("# check=skip=JSONArgsRecommended\nFROM busybox\n");
+    assert_eq!(checks.len(), 1);
+    assert!(checks[0].contains("no build checks"));
+}
