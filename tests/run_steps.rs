@@ -559,7 +559,7 @@ fn multi_stage_build_args_and_target() {
         [
             "ARG GREETING=hello",
             "RUN |1 GREETING=bonjour /bin/sh -c echo \"$GREETING\" > /greeting # buildkit",
-            "WORKDIR /srv/app # buildkit",
+            "WORKDIR /srv/app",
             "RUN |1 GREETING=bonjour /bin/sh -c cat /greeting && pwd # buildkit",
             "ARG GREETING",
             "RUN |1 GREETING=bonjour /bin/sh -c echo \"final:$GREETING\" # buildkit",

@@ -344,21 +344,14 @@ impl StepRunner {
         root: &Path,
         user: &str,
     ) -> Result<user::Identity, StepError> {
-        let read_etc = |name: &str| -> Vec<u8> {
-            let rel = Path::new("etc").join(name);
-            let path = if lowers.is_empty() {
-                Some(root.join(&rel))
-            } else {
-                diff::lower_file(lowers, &rel)
-            };
-            path.and_then(|p| std::fs::read(p).ok()).unwrap_or_default()
-        };
-        user::resolve(user, &read_etc("passwd"), &read_etc("group")).map_err(StepError::User)
+        let passwd = etc_file(lowers, root, "passwd");
+        user::resolve(user, &passwd, &etc_file(lowers, root, "group")).map_err(StepError::User)
     }
 
     /// The layer that creates `path` (and missing parents) on top of
     /// `layers`, owned by `user` as resolved in that root, as WORKDIR does;
-    /// None when the directory already exists.
+    /// an empty layer when the directory already exists (BuildKit's mkdir
+    /// commits one too).
     pub fn mkdir_layer(
         &self,
         layers: &[LayerRef],
@@ -367,24 +360,57 @@ impl StepRunner {
     ) -> Result<Option<LayerBlob>, StepError> {
         let names = self.snapshots.lowers(&self.store, layers)?;
         let lowers = self.snapshots.lower_paths(&names);
-        let identity = self.identity(&lowers, Path::new("/"), user)?;
+        // BuildKit's file ops own what they make by its readUser rules (a
+        // bare uid is also the gid), not by runc's (gid 0) as a RUN is.
+        let (uid, gid) = if user.is_empty() {
+            (0, 0)
+        } else {
+            // No layers (FROM scratch): no passwd, never the host's.
+            let read = |name| match lowers.is_empty() {
+                true => Vec::new(),
+                false => etc_file(&lowers, Path::new("/"), name),
+            };
+            copy::resolve_chown(user, &read("passwd"), &read("group")).map_err(StepError::User)?
+        };
         let mut entries = Vec::new();
+        let mut existing = Vec::new();
         let mut rel = PathBuf::new();
         for part in path.split('/').filter(|p| !p.is_empty()) {
             rel.push(part);
-            if diff::lower_file(&lowers, &rel).is_none() {
-                entries.push(crate::image::layer::Entry {
-                    path: rel.to_string_lossy().into_owned(),
+            let name = rel.to_string_lossy().into_owned();
+            match diff::lower_file(&lowers, &rel) {
+                // Parents come along with their real metadata, as in the
+                // differ's layers: a layer stacked as an overlay lower dir
+                // would otherwise show invented 0:0 parents over the real
+                // ones (overlay takes a directory's metadata from the top).
+                Some(found) => existing.push((name, found)),
+                None => entries.push(crate::image::layer::Entry {
+                    path: name,
                     kind: crate::image::layer::EntryKind::Dir,
                     mode: 0o755,
-                    uid: identity.uid as u64,
-                    gid: identity.gid as u64,
-                });
+                    uid: uid as u64,
+                    gid: gid as u64,
+                }),
             }
         }
-        if entries.is_empty() {
-            return Ok(None);
+        let missing = !entries.is_empty();
+        for (name, found) in existing.into_iter().filter(|_| missing) {
+            use std::os::unix::fs::MetadataExt;
+            let meta =
+                std::fs::symlink_metadata(&found).map_err(env_err("reading a parent dir"))?;
+            if !meta.is_dir() {
+                // A link on the way (`/bin` -> `usr/bin`) stays a link.
+                continue;
+            }
+            entries.push(crate::image::layer::Entry {
+                path: name,
+                kind: crate::image::layer::EntryKind::Dir,
+                mode: meta.mode() & 0o7777,
+                uid: meta.uid() as u64,
+                gid: meta.gid() as u64,
+            });
         }
+        entries.sort_by(|a, b| a.path.cmp(&b.path));
         let mtime = self.layer_options.source_date_epoch.unwrap_or_else(|| {
             std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
@@ -517,10 +543,16 @@ impl StepRunner {
         } else {
             diff::OpaqueXattr::Trusted
         };
+        // As runc: HOME from the user's passwd entry ("/" without one),
+        // unless the Dockerfile set it.
+        let mut env = step.env.clone();
+        if !env.iter().any(|e| e.starts_with("HOME=")) {
+            env.push(format!("HOME={}", identity.home.as_deref().unwrap_or("/")));
+        }
         let spec = SandboxSpec {
             root,
             args: step.args.clone(),
-            env: step.env.clone(),
+            env,
             cwd: step.cwd.clone(),
             uid: identity.uid,
             gid: identity.gid,
@@ -553,18 +585,14 @@ impl StepRunner {
                 Some(state) => diff::copy_changes(state, &ws.merged()),
             }
             .map_err(env_err("computing the layer diff"))?;
-            // A step that changed nothing makes no layer (BuildKit leaves
-            // it out of the image), and no blob is written for it.
-            if changes.is_empty() {
-                None
-            } else {
-                Some(diff::write_layer(
-                    &self.store,
-                    &changes,
-                    self.layer_options,
-                    step.layer_bytes.clone(),
-                )?)
-            }
+            // A step that changed nothing still makes a layer, an empty
+            // one, as BuildKit commits every RUN and COPY with a layer.
+            Some(diff::write_layer(
+                &self.store,
+                &changes,
+                self.layer_options,
+                step.layer_bytes.clone(),
+            )?)
         } else {
             None
         };
@@ -577,8 +605,21 @@ impl StepRunner {
     }
 }
 
-/// Removes the mount points the sandbox created (deepest first) and puts
-/// their parents' times back, so they leave no trace in the layer.
+/// A file of the image's `/etc` (`passwd`, `group`): from the stacked
+/// lower dirs, or from `root` when there are none; empty when absent.
+fn etc_file(lowers: &[PathBuf], root: &Path, name: &str) -> Vec<u8> {
+    let rel = Path::new("etc").join(name);
+    let path = if lowers.is_empty() {
+        Some(root.join(&rel))
+    } else {
+        diff::lower_file(lowers, &rel)
+    };
+    path.and_then(|p| std::fs::read(p).ok()).unwrap_or_default()
+}
+
+/// Removes the file mount points the sandbox created (deepest first) and
+/// puts their parents' times back, so they leave no trace in the layer;
+/// directory mount points stay, as they do in BuildKit's images.
 fn remove_stubs(root: &Path, report: &Path) {
     let Ok(bytes) = std::fs::read(report) else {
         return;
@@ -592,8 +633,11 @@ fn remove_stubs(root: &Path, report: &Path) {
             use std::os::unix::fs::FileTypeExt;
             (m.is_file() && m.len() == 0) || m.file_type().is_char_device()
         });
+        // Directories stay, as the mount points runc makes stay in
+        // BuildKit's layers (`/proc`, `/sys`, `/dev`, `--mount` targets:
+        // the differential harness shows them); only file stubs go.
         let removed = if stub.dir {
-            std::fs::remove_dir(&path)
+            continue;
         } else if removable_file {
             std::fs::remove_file(&path)
         } else {

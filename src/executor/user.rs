@@ -10,6 +10,8 @@ pub struct Identity {
     pub gid: u32,
     /// Supplementary groups (from /etc/group, when no group was given).
     pub groups: Vec<u32>,
+    /// The home directory /etc/passwd gives the user, if it has an entry.
+    pub home: Option<String>,
 }
 
 /// The colon-separated fields of each entry of a passwd or group file
@@ -38,6 +40,7 @@ pub fn resolve(spec: &str, passwd: &[u8], group: &[u8]) -> Result<Identity, Stri
                 None => f[0] == user,
             }
     });
+    let home = entry.as_ref().and_then(|f| f.get(5)).map(|h| h.to_string());
     let (uid, mut gid, name) = match (&entry, numeric_user) {
         (Some(f), _) => (
             f[2].parse::<u32>()
@@ -79,7 +82,12 @@ pub fn resolve(spec: &str, passwd: &[u8], group: &[u8]) -> Result<Identity, Stri
             }
         }
     }
-    Ok(Identity { uid, gid, groups })
+    Ok(Identity {
+        uid,
+        gid,
+        groups,
+        home,
+    })
 }
 
 #[cfg(test)]
@@ -97,6 +105,7 @@ mod tests {
             Identity {
                 uid: 0,
                 gid: 0,
+                home: Some("/root".into()),
                 groups: vec![]
             }
         );
@@ -105,6 +114,7 @@ mod tests {
             Identity {
                 uid: 1000,
                 gid: 1000,
+                home: Some("/home/app".into()),
                 groups: vec![50, 10]
             }
         );
@@ -114,6 +124,7 @@ mod tests {
             Identity {
                 uid: 1000,
                 gid: 50,
+                home: Some("/home/app".into()),
                 groups: vec![]
             }
         );
@@ -122,6 +133,7 @@ mod tests {
             Identity {
                 uid: 4242,
                 gid: 0,
+                home: None,
                 groups: vec![]
             }
         );
@@ -130,6 +142,7 @@ mod tests {
             Identity {
                 uid: 4242,
                 gid: 7,
+                home: None,
                 groups: vec![]
             }
         );

@@ -439,7 +439,14 @@ pub fn plan(
             _ => (Vec::new(), Vec::new()),
         };
         let base_config = match &bases[i] {
-            Base::Scratch => empty_config(&platform),
+            Base::Scratch => {
+                // BuildKit's empty image works in "/".
+                let mut config = empty_config(&platform);
+                if let Some(run) = config.config.as_mut() {
+                    run.oci.set_working_dir(Some("/".to_string()));
+                }
+                config
+            }
             Base::Stage(j) => planned[j].config.clone(),
             Base::Image(name) => {
                 let mut config = resolve(name, &platform).map_err(|e| {
@@ -564,18 +571,29 @@ struct StageState {
     args: Scope,
     /// ARGs declared in the stage, in order, with their values.
     declared: Vec<(String, Option<String>)>,
+    /// ARGs given a value after an ENV of the same name: in BuildKit both
+    /// set the one build-state environment, so the later one is what RUN
+    /// and expansion see (the image's Env keeps the ENV's value).
+    args_after_env: BTreeSet<String>,
     cmd_set: bool,
     steps: Vec<Step>,
 }
 
 impl StageState {
-    /// What words expand against: ARG values, overridden by ENV.
+    /// What words expand against, and what RUN sees: ARG values,
+    /// overridden by ENV unless an ARG set the name again after it.
     fn expansion_env(&self) -> Vec<(String, String)> {
+        self.build_env().0
+    }
+
+    fn build_env(&self) -> Scope {
         let mut all = self.args.clone();
         for (k, v) in &self.env.0 {
-            all.set(k, v.clone());
+            if !self.args_after_env.contains(k) {
+                all.set(k, v.clone());
+            }
         }
-        all.0
+        all
     }
 
     fn workdir(&self) -> String {
@@ -608,10 +626,16 @@ impl StageState {
         }
     }
 
+    /// A history entry; layers of RUN, COPY and ADD are marked
+    /// `# buildkit` as BuildKit marks commits of an LLB state.
     fn history(&mut self, created: &str, by: String, layer: bool) -> usize {
+        self.history_entry(created, by, layer, layer)
+    }
+
+    fn history_entry(&mut self, created: &str, by: String, layer: bool, marked: bool) -> usize {
         let mut builder = HistoryBuilder::default()
             .created(created.to_string())
-            .created_by(if layer {
+            .created_by(if marked {
                 format!("{by} # buildkit")
             } else {
                 by
@@ -749,6 +773,7 @@ impl Dispatcher<'_> {
             env,
             args: Scope(inherited.0),
             declared: inherited.1,
+            args_after_env: BTreeSet::new(),
             cmd_set: false,
             steps: Vec::new(),
         };
@@ -819,6 +844,7 @@ impl Dispatcher<'_> {
                     let key = x(self, &kv.key)?;
                     let value = self.expand(&kv.value, &s.expansion_env(), instruction)?;
                     message.push_str(&format!(" {key}={value}"));
+                    s.args_after_env.remove(&key);
                     s.env.set(&key, value);
                 }
                 s.run.oci.set_env(Some(
@@ -847,18 +873,19 @@ impl Dispatcher<'_> {
                         .or_else(|| self.meta.get(&decl.name).map(str::to_string));
                     if let Some(v) = &value {
                         s.args.set(&decl.name, v.clone());
+                        s.args_after_env.insert(decl.name.clone());
                     }
-                    s.declared.retain(|(k, _)| k != &decl.name);
-                    s.declared.push((decl.name.clone(), value));
+                    // A redeclared ARG keeps its place (BuildKit's order).
+                    match s.declared.iter_mut().find(|(k, _)| k == &decl.name) {
+                        Some(slot) => slot.1 = value,
+                        None => s.declared.push((decl.name.clone(), value)),
+                    }
                     s.history(&created, message, false);
                 }
             }
             InstructionKind::Run(run) => {
                 let args = run_argv(s, run).map_err(|e| err(format!("line {line}: {e}")))?;
-                let mut env = Scope(s.args.0.clone());
-                for (k, v) in &s.env.0 {
-                    env.set(k, v.clone());
-                }
+                let env = s.build_env();
                 let proxy_env: Vec<String> = PROXY_ARGS
                     .iter()
                     .filter(|p| !s.declared.iter().any(|(k, _)| k == *p))
@@ -881,13 +908,13 @@ impl Dispatcher<'_> {
                     });
                     mounts.push(parsed);
                 }
-                // History shows the ARGs in scope with their values (ENV wins).
+                // History shows the ARGs in scope with the values the step
+                // sees (ENV wins; a redeclared ARG keeps its earlier value).
                 let shown: Vec<String> = s
                     .declared
                     .iter()
                     .map(|(k, v)| {
-                        let v = s
-                            .env
+                        let v = env
                             .get(k)
                             .map(str::to_string)
                             .or(v.clone())
@@ -975,7 +1002,10 @@ impl Dispatcher<'_> {
                 let wd = join_path(&s.workdir(), &dir);
                 s.run.oci.set_working_dir(Some(wd.clone()));
                 let layer = wd != "/";
-                let history_index = s.history(&created, format!("WORKDIR {wd}"), layer);
+                // A layer, but not marked `# buildkit` (BuildKit commits it
+                // without an LLB state).
+                let history_index =
+                    s.history_entry(&created, format!("WORKDIR {wd}"), layer, false);
                 if layer {
                     s.steps.push(Step {
                         kind: StepKind::Mkdir {
@@ -1001,6 +1031,8 @@ impl Dispatcher<'_> {
             InstructionKind::Cmd(c) => {
                 let args = s.argv(c);
                 s.run.oci.set_cmd(Some(args.clone()));
+                // As BuildKit, on every platform (Docker's image spec).
+                s.run.args_escaped = Some(true);
                 s.cmd_set = true;
                 s.history(&created, format!("CMD {}", go_quote_list(&args)), false);
             }
@@ -1120,7 +1152,7 @@ impl Dispatcher<'_> {
                     .on_build
                     .get_or_insert_with(Vec::new)
                     .push(expression.clone());
-                s.history(&created, format!("ONBUILD {expression}"), false);
+                // BuildKit records no history entry for ONBUILD.
             }
             InstructionKind::Maintainer(m) => {
                 s.config.author = Some(m.clone());

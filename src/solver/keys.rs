@@ -18,7 +18,9 @@ use crate::image::Digest;
 use crate::parser::{Mount, MountType, NetworkMode, SecurityMode, Source};
 
 /// Version of the key format; bumping it invalidates every cache entry.
-const KEY_VERSION: u32 = 1;
+/// 2: steps that change nothing make an (empty) layer, and directory
+/// mount points stay in RUN layers, as in BuildKit's images.
+const KEY_VERSION: u32 = 2;
 
 fn hash(value: &Value) -> Digest {
     // serde_json's maps are sorted by key: the text is canonical.

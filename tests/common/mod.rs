@@ -987,3 +987,112 @@ pub fn build_and_unpack(
     );
     (out, unpacked.join("rootfs"))
 }
+
+/// A private Docker daemon (Debian's docker.io) with BuildKit: its own
+/// data root, exec root, pidfile and socket under a temp dir, no bridge,
+/// no iptables. rbuild's busybox base is loaded as `busybox:latest`, so
+/// both builders start from the same image. Stopped (and its mounts
+/// released) on drop.
+pub struct Dockerd {
+    dir: tempfile::TempDir,
+    child: Child,
+}
+
+impl Dockerd {
+    /// Starts the daemon; `None` (with the reason) when docker.io is not
+    /// installed or the daemon does not come up.
+    pub fn start() -> Result<Dockerd, String> {
+        if !Path::new("/usr/sbin/dockerd").exists() || !Path::new("/usr/bin/docker").exists() {
+            return Err("Debian's docker.io is not installed (apt-get install docker.io)".into());
+        }
+        let dir = tempfile::Builder::new()
+            .prefix("rbuild-dockerd-")
+            .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
+            .unwrap();
+        let p = dir.path();
+        let log = std::fs::File::create(p.join("dockerd.log")).unwrap();
+        let child = Command::new("/usr/sbin/dockerd")
+            .args(["--bridge=none", "--iptables=false", "--ip-forward=false"])
+            .arg("--data-root")
+            .arg(p.join("data"))
+            .arg("--exec-root")
+            .arg(p.join("exec"))
+            .arg("--pidfile")
+            .arg(p.join("dockerd.pid"))
+            .arg("-H")
+            .arg(format!("unix://{}", p.join("docker.sock").display()))
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .map_err(|e| format!("dockerd: {e}"))?;
+        let dockerd = Dockerd { dir, child };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !dockerd
+            .docker()
+            .arg("info")
+            .output()
+            .is_ok_and(|o| o.status.success())
+        {
+            if Instant::now() > deadline {
+                let log = std::fs::read_to_string(dockerd.dir.path().join("dockerd.log"));
+                return Err(format!(
+                    "dockerd did not come up: {}",
+                    log.unwrap_or_default()
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        dockerd.load_busybox();
+        Ok(dockerd)
+    }
+
+    /// Debian's `docker` client on this daemon, BuildKit on.
+    pub fn docker(&self) -> Command {
+        let mut c = Command::new("/usr/bin/docker");
+        c.env(
+            "DOCKER_HOST",
+            format!("unix://{}", self.dir.path().join("docker.sock").display()),
+        )
+        .env("DOCKER_BUILDKIT", "1")
+        .env("DOCKER_CONFIG", self.dir.path().join("client"));
+        c
+    }
+
+    fn load_busybox(&self) {
+        let p = self.dir.path();
+        let ctx = p.join("base-ctx");
+        std::fs::create_dir_all(&ctx).unwrap();
+        std::fs::write(ctx.join("Dockerfile"), "FROM busybox\n").unwrap();
+        run_ok(
+            Command::new(env!("CARGO_BIN_EXE_rbuild"))
+                .args(["build", "-q", "--root"])
+                .arg(p.join("base-root"))
+                .arg("-o")
+                .arg(format!("type=docker,dest={}", p.join("base.tar").display()))
+                .args(["-t", "busybox:latest"])
+                .arg(&ctx),
+        );
+        run_ok(
+            self.docker()
+                .args(["load", "-q", "-i"])
+                .arg(p.join("base.tar")),
+        );
+    }
+}
+
+impl Drop for Dockerd {
+    fn drop(&mut self) {
+        // SIGTERM lets dockerd unmount its layers; SIGKILL after 20 s.
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

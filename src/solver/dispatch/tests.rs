@@ -230,6 +230,8 @@ ONBUILD RUN echo later
         (30_000_000_000, 3_000_000_000, 3)
     );
     assert_eq!(run.on_build.clone().unwrap(), vec!["RUN echo later"]);
+    // CMD sets ArgsEscaped, as BuildKit does on every platform.
+    assert_eq!(run.args_escaped, Some(true));
     let h: Vec<String> = history(&p).into_iter().map(|(b, _)| b).collect();
     assert_eq!(
         h,
@@ -240,13 +242,15 @@ ONBUILD RUN echo later
             "VOLUME [/data /cache]",
             "STOPSIGNAL SIGINT",
             "USER app:app",
-            "WORKDIR /srv # buildkit",
-            "WORKDIR /srv/app # buildkit",
+            // BuildKit marks WORKDIR's layer without `# buildkit`, and
+            // records nothing for ONBUILD (dockerfile2llb's dispatchWorkdir
+            // and dispatchOnbuild; the differential harness agrees).
+            "WORKDIR /srv",
+            "WORKDIR /srv/app",
             "SHELL [/bin/bash -c]",
             "CMD [\"/bin/bash\" \"-c\" \"echo hi\"]",
             "ENTRYPOINT [\"/entry\"]",
             "HEALTHCHECK &{[\"CMD-SHELL\" \"curl -f http://localhost/ || exit 1\"] \"30s\" \"3s\" \"0s\" \"0s\" '\\x03'}",
-            "ONBUILD RUN echo later",
         ]
     );
     // WORKDIR makes its directory as the USER of the moment.
@@ -463,4 +467,30 @@ fn directives_rbuild_does_not_act_on_are_warned_about() {
     let checks = warned("# check=skip=JSONArgsRecommended\nFROM busybox\n");
     assert_eq!(checks.len(), 1);
     assert!(checks[0].contains("no build checks"));
+}
+
+#[test]
+fn an_arg_after_an_env_of_the_same_name_is_what_run_sees() {
+    // BuildKit: both write the build state's environment, the later wins;
+    // the image's Env keeps the ENV (the differential harness agrees).
+    let p = plan_of(
+        "FROM scratch\nENV V=env\nARG V=arg\nRUN echo $V\nENV V=again\nRUN echo $V\n",
+        &opts(&[]),
+    );
+    let envs: Vec<Vec<String>> = runs(&p).iter().map(|r| r.env.clone()).collect();
+    assert!(envs[0].contains(&"V=arg".to_string()), "{envs:?}");
+    assert!(envs[1].contains(&"V=again".to_string()), "{envs:?}");
+    let config_env = p.stages[0]
+        .config
+        .config
+        .as_ref()
+        .unwrap()
+        .oci
+        .env()
+        .clone()
+        .unwrap();
+    assert!(
+        config_env.contains(&"V=again".to_string()),
+        "{config_env:?}"
+    );
 }
