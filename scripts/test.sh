@@ -17,9 +17,10 @@ cd "$(dirname "$0")/.."
 # libseccomp-dev links the seccomp filter every RUN step gets; gcc and
 # libc6-dev build the static escape probe; golang-github-docker-docker-dev
 # carries Debian's copy of docker's seccomp profile, the confinement
-# tests' oracle beside runc.
+# tests' oracle beside runc; docker.io is the differential harness's
+# BuildKit (dockerd 20.10, started privately by the test).
 APT_PACKAGES=(busybox-static docker-registry apache2-utils openssl skopeo umoci podman runc debootstrap
-    libseccomp-dev gcc libc6-dev golang-github-docker-docker-dev)
+    libseccomp-dev gcc libc6-dev golang-github-docker-docker-dev docker.io)
 
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
