@@ -250,15 +250,6 @@ fn xattrs(path: &Path) -> String {
 
 /// What is compared of one image, as JSON (BuildKit's side is cached).
 fn describe(reference: &str, work: &Path) -> Value {
-    let layout = work.join("layout");
-    let _ = std::fs::remove_dir_all(&layout);
-    run_ok(Command::new("skopeo").args([
-        "copy",
-        "-q",
-        "--src-tls-verify=false",
-        &format!("docker://{reference}"),
-        &format!("oci:{}:t", layout.display()),
-    ]));
     // The manifest and config as pushed: copying to an OCI layout would
     // convert a Docker config and drop its Healthcheck, OnBuild and Shell.
     let raw = |extra: &[&str]| -> Value {
@@ -272,14 +263,7 @@ fn describe(reference: &str, work: &Path) -> Value {
     };
     let manifest = raw(&[]);
     let config = raw(&["--config"]);
-    let unpacked = work.join("unpacked");
-    let _ = std::fs::remove_dir_all(&unpacked);
-    run_ok(
-        Command::new("umoci")
-            .args(["unpack", "--image"])
-            .arg(format!("{}:t", layout.display()))
-            .arg(&unpacked),
-    );
+    let rootfs = common::unpack_remote(reference, work);
     let mut fields = serde_json::Map::new();
     for field in CONFIG_FIELDS {
         let value = &config["config"][field];
@@ -305,7 +289,7 @@ fn describe(reference: &str, work: &Path) -> Value {
         "config": fields,
         "layers": manifest["layers"].as_array().map_or(0, Vec::len),
         "history": history,
-        "tree": tree(&unpacked.join("rootfs")),
+        "tree": tree(&rootfs),
     })
 }
 

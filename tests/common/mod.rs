@@ -839,19 +839,37 @@ pub fn push_pull_unpack(
 /// Pulls `reference` (plain HTTP) with skopeo into a fresh layout under
 /// `work` and unpacks it with umoci; returns the rootfs.
 pub fn unpack_remote(reference: &str, work: &Path) -> std::path::PathBuf {
-    let layout = work.join("pulled");
-    run_ok(Command::new("skopeo").args([
-        "copy",
-        "--src-tls-verify=false",
+    copy_and_unpack(
         &format!("docker://{reference}"),
-        &format!("oci:{}:x", layout.display()),
-    ]));
-    let bundle = work.join("bundle");
+        &["--src-tls-verify=false"],
+        &work.join("pulled"),
+        &work.join("bundle"),
+    )
+}
+
+/// Copies the skopeo `source` (`oci:DIR`, `docker://REF`) into a fresh
+/// OCI layout at `layout` and unpacks it with umoci into a fresh `bundle`;
+/// returns the rootfs.
+pub fn copy_and_unpack(
+    source: &str,
+    flags: &[&str],
+    layout: &Path,
+    bundle: &Path,
+) -> std::path::PathBuf {
+    let _ = std::fs::remove_dir_all(layout);
+    let _ = std::fs::remove_dir_all(bundle);
+    run_ok(
+        Command::new("skopeo")
+            .args(["copy", "-q"])
+            .args(flags)
+            .arg(source)
+            .arg(format!("oci:{}:x", layout.display())),
+    );
     run_ok(
         Command::new("umoci")
             .args(["unpack", "--image"])
             .arg(format!("{}:x", layout.display()))
-            .arg(&bundle),
+            .arg(bundle),
     );
     bundle.join("rootfs")
 }
@@ -971,21 +989,13 @@ pub fn build_and_unpack(
         "rbuild build {args:?} {env:?}: {}",
         stderr(&out)
     );
-    let tagged = work.join("tagged");
-    run_ok(Command::new("skopeo").args([
-        "copy",
-        "-q",
+    let rootfs = copy_and_unpack(
         &format!("oci:{}", oci.display()),
-        &format!("oci:{}:t", tagged.display()),
-    ]));
-    let unpacked = work.join("unpacked");
-    run_ok(
-        Command::new("umoci")
-            .args(["unpack", "--image"])
-            .arg(format!("{}:t", tagged.display()))
-            .arg(&unpacked),
+        &[],
+        &work.join("tagged"),
+        &work.join("unpacked"),
     );
-    (out, unpacked.join("rootfs"))
+    (out, rootfs)
 }
 
 /// A private Docker daemon (Debian's docker.io) with BuildKit: its own
