@@ -713,3 +713,42 @@ const ADDED_SINCE_20_10: &[&str] = &[
 ];
 /// The 20.10 rule the AF_VSOCK condition replaced.
 const REMOVED_SINCE_20_10: &[&str] = &["socket SCMP_ACT_ALLOW"];
+
+#[test]
+fn a_step_refused_an_operation_is_told_what_it_lacks_and_how_to_lift_it() {
+    if !ready() {
+        return;
+    }
+    let work = tempfile::tempdir().unwrap();
+    let build = |run: &str, extra: &[&str]| {
+        let ctx = work.path().join(format!("ctx{}", extra.len()));
+        std::fs::create_dir_all(&ctx).unwrap();
+        std::fs::write(
+            ctx.join("Dockerfile"),
+            format!(
+                "FROM busybox\nRUN {run}mkdir -p /m && mount -t tmpfs none /m && echo mounted\n"
+            ),
+        )
+        .unwrap();
+        Command::new(env!("CARGO_BIN_EXE_rbuild"))
+            .args(["build", "--progress=plain", "--root"])
+            .arg(work.path().join("root"))
+            .args(extra)
+            .arg(&ctx)
+            .output()
+            .unwrap()
+    };
+    let refused = build("", &[]);
+    assert!(!refused.status.success());
+    let said = text(&refused);
+    assert!(
+        said.contains(
+            "an operation was not permitted: RUN steps get docker's default capabilities"
+        ) && said.contains("CAP_SYS_ADMIN")
+            && said.contains("--allow security.insecure"),
+        "{said}"
+    );
+    let lifted = build("--security=insecure ", &["--allow", "security.insecure"]);
+    assert!(lifted.status.success(), "{}", text(&lifted));
+    assert!(step_lines(&lifted).contains(&"mounted".to_string()));
+}

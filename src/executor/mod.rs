@@ -528,6 +528,7 @@ impl StepRunner {
             None
         };
         let report = ws.path().join("stubs.json");
+        let is_run = copy.is_none();
         // COPY runs no process of the image: only RUN steps are remapped,
         // and not insecure ones, which ask for host privileges.
         let remap = match (self.plan.remap, &copy, step.security) {
@@ -576,6 +577,11 @@ impl StepRunner {
         let changed_root = if overlay { ws.upper() } else { ws.merged() };
         remove_stubs(&changed_root, &report);
         let mut failure = describe_failure(&output, &events, &self.limits);
+        if let Some(text) = failure.as_mut() {
+            if is_run && step.security == confine::Security::Sandbox {
+                text.push_str(confinement_hint(&output).unwrap_or_default());
+            }
+        }
         if failure.is_some() && self.cancelled.load(Ordering::Relaxed) {
             failure = Some("cancelled: another step of the build failed".to_string());
         }
@@ -716,9 +722,37 @@ pub fn describe_failure(
     Some(text)
 }
 
+/// What to tell a person whose step was refused an operation: the
+/// capabilities it lacks and the way to lift the confinement.
+pub fn confinement_hint(output: &RunOutput) -> Option<&'static str> {
+    let refused = |bytes: &[u8]| {
+        let text = String::from_utf8_lossy(bytes);
+        text.contains("Operation not permitted") || text.contains("are you root?")
+    };
+    (refused(&output.stderr) || refused(&output.stdout)).then_some(
+        " (an operation was not permitted: RUN steps get docker's default capabilities \
+         and seccomp profile, without CAP_SYS_ADMIN, CAP_NET_ADMIN, CAP_SYS_PTRACE, \
+         CAP_SYS_MODULE or CAP_SYS_TIME; `RUN --security=insecure` with \
+         `--allow security.insecure` lifts them)",
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_refused_operation_names_what_the_step_lacks() {
+        let out = |stderr: &str| RunOutput {
+            code: 1,
+            stdout: vec![],
+            stderr: stderr.as_bytes().to_vec(),
+        };
+        let hint = confinement_hint(&out("mount: permission denied (are you root?)")).unwrap();
+        assert!(hint.contains("CAP_SYS_ADMIN") && hint.contains("--allow security.insecure"));
+        assert!(confinement_hint(&out("ip: RTNETLINK answers: Operation not permitted")).is_some());
+        assert_eq!(confinement_hint(&out("sh: nope: not found")), None);
+    }
 
     #[test]
     fn failures_read_as_sentences() {
