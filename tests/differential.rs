@@ -136,31 +136,48 @@ fn sha256_hex(bytes: &[u8]) -> String {
         .collect()
 }
 
-/// Every file of a case, relative and sorted, with its bytes.
-fn case_files(dir: &Path) -> Vec<(String, Vec<u8>)> {
-    let mut files = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for entry in std::fs::read_dir(&d).unwrap() {
+/// Every path below `root` (relative, with its metadata), depth first.
+fn walk(root: &Path) -> Vec<(String, PathBuf, std::fs::Metadata)> {
+    let mut found = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
             let path = entry.unwrap().path();
             let meta = std::fs::symlink_metadata(&path).unwrap();
             let rel = path
-                .strip_prefix(dir)
+                .strip_prefix(root)
                 .unwrap()
                 .to_string_lossy()
                 .into_owned();
             if meta.is_dir() {
-                stack.push(path);
-            } else if meta.file_type().is_symlink() {
-                let target = std::fs::read_link(&path).unwrap();
-                files.push((rel, target.to_string_lossy().as_bytes().to_vec()));
+                stack.push(path.clone());
+            }
+            found.push((rel, path, meta));
+        }
+    }
+    found
+}
+
+/// Every file of a case, relative and sorted, with its bytes.
+fn case_files(dir: &Path) -> Vec<(String, Vec<u8>)> {
+    let mut files: Vec<(String, Vec<u8>)> = walk(dir)
+        .into_iter()
+        .filter(|(_, _, meta)| !meta.is_dir())
+        .map(|(rel, path, meta)| {
+            let bytes = if meta.file_type().is_symlink() {
+                std::fs::read_link(&path)
+                    .unwrap()
+                    .to_string_lossy()
+                    .as_bytes()
+                    .to_vec()
             } else {
                 let mut bytes = std::fs::read(&path).unwrap();
                 bytes.extend_from_slice(format!("\0mode {:o}", meta.mode()).as_bytes());
-                files.push((rel, bytes));
-            }
-        }
-    }
+                bytes
+            };
+            (rel, bytes)
+        })
+        .collect();
     files.sort();
     files
 }
@@ -185,29 +202,15 @@ fn case_key(dir: &Path) -> String {
 /// One line per path of an unpacked root: type, mode, owner, size, hash,
 /// link target, xattrs.
 fn tree(rootfs: &Path) -> Vec<String> {
-    let mut lines = Vec::new();
-    let mut stack = vec![rootfs.to_path_buf()];
-    while let Some(dir) = stack.pop() {
-        for entry in std::fs::read_dir(&dir).unwrap() {
-            let path = entry.unwrap().path();
-            let meta = std::fs::symlink_metadata(&path).unwrap();
-            let rel = path
-                .strip_prefix(rootfs)
-                .unwrap()
-                .to_string_lossy()
-                .into_owned();
+    let mut lines: Vec<String> = walk(rootfs)
+        .into_iter()
+        .map(|(rel, path, meta)| {
             let ft = meta.file_type();
             let (kind, extra) = if ft.is_dir() {
-                stack.push(path.clone());
                 ("dir", String::new())
             } else if ft.is_symlink() {
-                (
-                    "symlink",
-                    std::fs::read_link(&path)
-                        .unwrap()
-                        .to_string_lossy()
-                        .into_owned(),
-                )
+                let target = std::fs::read_link(&path).unwrap();
+                ("symlink", target.to_string_lossy().into_owned())
             } else if ft.is_file() {
                 let bytes = std::fs::read(&path).unwrap();
                 ("file", format!("{} {}", bytes.len(), sha256_hex(&bytes)))
@@ -220,15 +223,15 @@ fn tree(rootfs: &Path) -> Vec<String> {
             } else {
                 ("socket", String::new())
             };
-            lines.push(format!(
+            format!(
                 "/{rel} {kind} {:o} {}:{} {extra}{}",
                 meta.mode() & 0o7777,
                 meta.uid(),
                 meta.gid(),
                 xattrs(&path)
-            ));
-        }
-    }
+            )
+        })
+        .collect();
     lines.sort();
     lines
 }
