@@ -707,10 +707,12 @@ fn run_step(
     let parents: Vec<LayerRef> = layers.iter().map(LayerRef::from).collect();
     let layer = match &step.kind {
         StepKind::Run(run) => run_exec(shared, run, &parents, &from, output, layer_bytes, &at)?,
-        StepKind::Mkdir { path, user } => shared
-            .runner
-            .mkdir_layer(&parents, path, user)
-            .map_err(|e| format!("{at}: {e}"))?,
+        StepKind::Mkdir { path, user } => Some(
+            shared
+                .runner
+                .mkdir_layer(&parents, path, user)
+                .map_err(|e| format!("{at}: {e}"))?,
+        ),
         StepKind::Copy(copy) => {
             let spec = copy_spec(shared, copy, &from, &at)?;
             // --link: the layer is made on an empty root and stacked.

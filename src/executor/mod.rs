@@ -344,8 +344,9 @@ impl StepRunner {
         root: &Path,
         user: &str,
     ) -> Result<user::Identity, StepError> {
-        let passwd = etc_file(lowers, root, "passwd");
-        user::resolve(user, &passwd, &etc_file(lowers, root, "group")).map_err(StepError::User)
+        let passwd = etc_file(lowers, Some(root), "passwd");
+        let group = etc_file(lowers, Some(root), "group");
+        user::resolve(user, &passwd, &group).map_err(StepError::User)
     }
 
     /// The layer that creates `path` (and missing parents) on top of
@@ -357,7 +358,7 @@ impl StepRunner {
         layers: &[LayerRef],
         path: &str,
         user: &str,
-    ) -> Result<Option<LayerBlob>, StepError> {
+    ) -> Result<LayerBlob, StepError> {
         let names = self.snapshots.lowers(&self.store, layers)?;
         let lowers = self.snapshots.lower_paths(&names);
         // BuildKit's file ops own what they make by its readUser rules (a
@@ -366,11 +367,11 @@ impl StepRunner {
             (0, 0)
         } else {
             // No layers (FROM scratch): no passwd, never the host's.
-            let read = |name| match lowers.is_empty() {
-                true => Vec::new(),
-                false => etc_file(&lowers, Path::new("/"), name),
-            };
-            copy::resolve_chown(user, &read("passwd"), &read("group")).map_err(StepError::User)?
+            let (passwd, group) = (
+                etc_file(&lowers, None, "passwd"),
+                etc_file(&lowers, None, "group"),
+            );
+            copy::resolve_chown(user, &passwd, &group).map_err(StepError::User)?
         };
         let mut entries = Vec::new();
         let mut existing = Vec::new();
@@ -419,7 +420,7 @@ impl StepRunner {
         });
         let layer =
             crate::image::layer::write_gzip_layer(&self.store, entries, mtime.max(0) as u64)?;
-        Ok(Some(layer))
+        Ok(layer)
     }
 
     /// Runs `step`, streaming output lines to `sink`.
@@ -612,11 +613,12 @@ impl StepRunner {
 }
 
 /// A file of the image's `/etc` (`passwd`, `group`): from the stacked
-/// lower dirs, or from `root` when there are none; empty when absent.
-fn etc_file(lowers: &[PathBuf], root: &Path, name: &str) -> Vec<u8> {
+/// lower dirs, or from `root` (a materialized root) when there are none;
+/// empty when absent.
+fn etc_file(lowers: &[PathBuf], root: Option<&Path>, name: &str) -> Vec<u8> {
     let rel = Path::new("etc").join(name);
     let path = if lowers.is_empty() {
-        Some(root.join(&rel))
+        root.map(|r| r.join(&rel))
     } else {
         diff::lower_file(lowers, &rel)
     };
@@ -633,18 +635,16 @@ fn remove_stubs(root: &Path, report: &Path) {
     let Ok(stubs) = serde_json::from_slice::<Vec<Stub>>(&bytes) else {
         return;
     };
-    for stub in stubs.iter().rev() {
+    // Directories stay, as the mount points runc makes stay in BuildKit's
+    // layers (`/proc`, `/sys`, `/dev`, `--mount` targets: the differential
+    // harness shows them); only file stubs go.
+    for stub in stubs.iter().rev().filter(|s| !s.dir) {
         let path = root.join(&stub.path);
         let removable_file = std::fs::symlink_metadata(&path).is_ok_and(|m| {
             use std::os::unix::fs::FileTypeExt;
             (m.is_file() && m.len() == 0) || m.file_type().is_char_device()
         });
-        // Directories stay, as the mount points runc makes stay in
-        // BuildKit's layers (`/proc`, `/sys`, `/dev`, `--mount` targets:
-        // the differential harness shows them); only file stubs go.
-        let removed = if stub.dir {
-            continue;
-        } else if removable_file {
+        let removed = if removable_file {
             std::fs::remove_file(&path)
         } else {
             continue;

@@ -11,6 +11,7 @@
 //! probes and what would unlock more.
 
 use std::ffi::CString;
+use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -300,11 +301,10 @@ fn unshare(flags: libc::c_int, what: &str) -> Result<(), String> {
 
 /// Runs `probe` in a forked child; its error text comes back over a pipe.
 fn in_child(probe: impl FnOnce() -> Result<(), String>) -> Outcome {
-    let mut fds = [0; 2];
-    // SAFETY: pipe with a valid two-int array.
-    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
-        return Some(last_error("pipe"));
-    }
+    let (read_end, write_end) = match super::sandbox::pipe() {
+        Ok(ends) => ends,
+        Err(e) => return Some(e),
+    };
     // SAFETY: fork in the single-threaded helper.
     match unsafe { libc::fork() } {
         -1 => Some(last_error("fork")),
@@ -314,7 +314,13 @@ fn in_child(probe: impl FnOnce() -> Result<(), String>) -> Outcome {
                 Ok(()) => 0,
                 Err(message) => {
                     // SAFETY: writing our own buffer to our pipe end.
-                    unsafe { libc::write(fds[1], message.as_ptr().cast(), message.len()) };
+                    unsafe {
+                        libc::write(
+                            write_end.as_raw_fd(),
+                            message.as_ptr().cast(),
+                            message.len(),
+                        )
+                    };
                     1
                 }
             };
@@ -322,31 +328,18 @@ fn in_child(probe: impl FnOnce() -> Result<(), String>) -> Outcome {
             unsafe { libc::_exit(code) }
         }
         pid => {
-            // SAFETY: closing our copy of the write end, reading, waiting.
-            unsafe { libc::close(fds[1]) };
-            let mut text = Vec::new();
-            let mut buf = [0u8; 512];
-            loop {
-                // SAFETY: reading into a local buffer.
-                let n = unsafe { libc::read(fds[0], buf.as_mut_ptr().cast(), buf.len()) };
-                if n <= 0 {
-                    break;
-                }
-                text.extend_from_slice(&buf[..n as usize]);
-            }
-            // SAFETY: closing the read end, waiting for our child.
-            let status = unsafe {
-                libc::close(fds[0]);
-                let mut status = 0;
-                libc::waitpid(pid, &mut status, 0);
-                status
-            };
+            // Our copy of the write end goes, so the read ends with the child.
+            drop(write_end);
+            let text = super::sandbox::read_all(&read_end);
+            let mut status = 0;
+            // SAFETY: waiting for our own child.
+            unsafe { libc::waitpid(pid, &mut status, 0) };
             if libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0 {
                 None
             } else if text.is_empty() {
                 Some(format!("probe died (status {status})"))
             } else {
-                Some(String::from_utf8_lossy(&text).into_owned())
+                Some(text)
             }
         }
     }

@@ -909,7 +909,7 @@ impl Dispatcher<'_> {
                     mounts.push(parsed);
                 }
                 // History shows the ARGs in scope with the values the step
-                // sees (ENV wins; a redeclared ARG keeps its earlier value).
+                // sees (see build_env; a redeclared ARG keeps its earlier value).
                 let shown: Vec<String> = s
                     .declared
                     .iter()

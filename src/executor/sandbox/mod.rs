@@ -12,7 +12,7 @@
 
 use std::ffi::CString;
 use std::io::BufRead;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
@@ -114,8 +114,9 @@ pub enum MountKind {
     },
 }
 
-/// A path the sandbox created in the root only to mount something on it;
-/// the caller removes it after the step (it is never part of a layer).
+/// A path the sandbox created in the root only to mount something on it.
+/// The caller removes file stubs after the step; directory stubs stay in
+/// the layer, as the mount points runc makes stay in BuildKit's.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Stub {
     /// Path relative to the root.
@@ -230,6 +231,32 @@ pub(crate) fn mount(
         )
     };
     check(&format!("mount {source} on {}", target.display()), rc)
+}
+
+/// A close-on-exec pipe: (read end, write end).
+pub(crate) fn pipe() -> Result<(OwnedFd, OwnedFd), String> {
+    let mut fds = [0; 2];
+    // SAFETY: pipe2 with a valid two-int array.
+    check("pipe", unsafe {
+        libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC)
+    })?;
+    // SAFETY: both fds were just returned to us.
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+}
+
+/// Everything `fd` yields until end-of-file, as text.
+pub(crate) fn read_all(fd: &OwnedFd) -> String {
+    let mut text = Vec::new();
+    let mut buf = [0u8; 512];
+    loop {
+        // SAFETY: reading into a local buffer.
+        let n = unsafe { libc::read(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+        if n <= 0 {
+            break;
+        }
+        text.extend_from_slice(&buf[..n as usize]);
+    }
+    String::from_utf8_lossy(&text).into_owned()
 }
 
 /// Brings `lo` up in the current network namespace.

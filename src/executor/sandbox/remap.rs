@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use super::{check, cstr, mount, MountKind, RootFs, SandboxSpec};
+use super::{check, cstr, mount, pipe, read_all, MountKind, RootFs, SandboxSpec};
 
 /// Host ids a step's ids 0..count stand for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -341,30 +341,6 @@ fn become_root() -> Result<(), String> {
         check("setresgid", libc::setresgid(0, 0, 0))?;
         check("setresuid", libc::setresuid(0, 0, 0))
     }
-}
-
-fn pipe() -> Result<(OwnedFd, OwnedFd), String> {
-    let mut fds = [0; 2];
-    // SAFETY: pipe2 with a valid two-int array.
-    check("pipe", unsafe {
-        libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC)
-    })?;
-    // SAFETY: both fds were just returned to us.
-    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
-}
-
-fn read_all(fd: &OwnedFd) -> String {
-    let mut text = Vec::new();
-    let mut buf = [0u8; 512];
-    loop {
-        // SAFETY: reading into a local buffer.
-        let n = unsafe { libc::read(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
-        if n <= 0 {
-            break;
-        }
-        text.extend_from_slice(&buf[..n as usize]);
-    }
-    String::from_utf8_lossy(&text).into_owned()
 }
 
 /// The probe (root only): a file created and chowned through an overlay of
