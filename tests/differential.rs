@@ -74,10 +74,85 @@ const TODAY: &[(&str, &str, &[Patch])] = &[
     ),
     (
         "copy-chown-chmod",
-        "today's COPY --chmod applies to copied directories too (fsutil#228, for buildkit#4945)",
-        &[("/d dir 755 1:2 ", "/d dir 751 1:2 ")],
+        "today's COPY --chmod applies to copied directories too (fsutil#228, for buildkit#4945); \
+         today's COPY history names --chown and --chmod (convert_copy.go)",
+        &[
+            ("/d dir 755 1:2 ", "/d dir 751 1:2 "),
+            ("COPY f /f", "COPY --chown=12:34 f /f"),
+            ("COPY f /g", "COPY --chmod=600 f /g"),
+            ("COPY d /d", "COPY --chown=1:2 --chmod=751 d /d"),
+        ],
+    ),
+    (
+        "copy-chown-name-with-numeric-group",
+        CHOWN_HISTORY,
+        &[("COPY f /f", "COPY --chown=u:55 f /f")],
+    ),
+    (
+        "copy-chown-name",
+        CHOWN_HISTORY,
+        &[
+            ("COPY f /f", "COPY --chown=svc:svc f /f"),
+            ("COPY d /d", "COPY --chown=svc d /d"),
+        ],
+    ),
+    (
+        "copy-chown-numeric-only-uid",
+        CHOWN_HISTORY,
+        &[("COPY f /f", "COPY --chown=4242 f /f")],
+    ),
+    (
+        "copy-heredoc-expand",
+        "heredoc COPY needs dockerfile 1.4 (0.8 copies files holding what today's expansion \
+         writes: variables expanded, quotes kept); today's history names the heredocs",
+        &[
+            ("COPY expected/one /greet/one", "COPY <<EOF /greet/one"),
+            ("COPY expected/two /greet/two", "COPY <<EOF /greet/two"),
+        ],
+    ),
+    (
+        "run-heredoc",
+        "heredoc RUN needs dockerfile 1.4 (0.8 runs the same commands on one line); today's \
+         history is the shell and the body (one heredoc) or the line, body and delimiter",
+        &[
+            (
+                r#"RUN /bin/sh -c echo one > /h1 && echo "two $((1+1))" >> /h1"#,
+                "RUN /bin/sh -c echo one > /h1\necho \"two $((1+1))\" >> /h1\n",
+            ),
+            (
+                r#"RUN /bin/sh -c printf 'line %s\n' "$HOME" > /h3"#,
+                "RUN /bin/sh -c cat <<EOF > /h3\nline $HOME\nEOF",
+            ),
+        ],
+    ),
+    (
+        "copy-link-chmod",
+        "--link needs dockerfile 1.4 (0.8 copies without it: today's BuildKit links only \
+         without --chmod); today's history names --chmod",
+        &[("COPY f /p/f", "COPY --chmod=600 f /p/f")],
+    ),
+    (
+        "add-archive-chown",
+        "today's ADD --chown sets the owner of every unpacked entry (unpack_root.go \
+         mapArchiveHeaderOwner), 0.8 kept the archive's; today's history names --chown",
+        &[
+            ("ADD a.tar /x/", "ADD --chown=1:2 a.tar /x/"),
+            ("ADD a.tar /new/deep/", "ADD --chown=3 a.tar /new/deep/"),
+            ("/x/d dir 750 5:6 ", "/x/d dir 750 1:2 "),
+            ("/x/d/f file 644 7:8 ", "/x/d/f file 644 1:2 "),
+            ("/x/hl file 644 7:8 ", "/x/hl file 644 1:2 "),
+            ("/x/implied/deep/g file 600 9:9 ", "/x/implied/deep/g file 600 1:2 "),
+            ("/x/l symlink 777 3:3 ", "/x/l symlink 777 1:2 "),
+            ("/new/deep/d dir 750 5:6 ", "/new/deep/d dir 750 3:3 "),
+            ("/new/deep/d/f file 644 7:8 ", "/new/deep/d/f file 644 3:3 "),
+            ("/new/deep/hl file 644 7:8 ", "/new/deep/hl file 644 3:3 "),
+            ("/new/deep/implied/deep/g file 600 9:9 ", "/new/deep/implied/deep/g file 600 3:3 "),
+            ("/new/deep/l symlink 777 3:3 ", "/new/deep/l symlink 777 3:3 "),
+        ],
     ),
 ];
+
+const CHOWN_HISTORY: &str = "today's COPY history names --chown (convert_copy.go)";
 
 /// Applies `from -> to` to every string in `value`; how many changed.
 fn patch(value: &mut Value, from: &str, to: &str) -> usize {
@@ -343,6 +418,23 @@ fn expected_failure(dir: &Path) -> Option<String> {
         .map(|t| t.trim().to_string())
 }
 
+/// A case written with syntax newer than BuildKit 0.8's frontend (a
+/// heredoc RUN, say) gives 0.8 `Dockerfile.buildkit08`: the same steps in
+/// syntax 0.8 reads, making the same files. Its history lines differ, so
+/// the case must be in [`TODAY`] with the history today's BuildKit
+/// writes for the real Dockerfile.
+fn older_dockerfile(name: &str, dir: &Path) -> Option<PathBuf> {
+    let older = dir.join("Dockerfile.buildkit08");
+    if !older.exists() {
+        return None;
+    }
+    assert!(
+        TODAY.iter().any(|(case, _, _)| *case == name),
+        "{name} has a Dockerfile.buildkit08 but no TODAY entry for its history"
+    );
+    Some(older)
+}
+
 /// BuildKit's description of a case, from the cache or from a build.
 struct BuildKitSide {
     dockerd: Option<Dockerd>,
@@ -362,12 +454,12 @@ impl BuildKitSide {
                 .insert(Dockerd::start().unwrap_or_else(|e| panic!("BuildKit: {e}"))),
         };
         let reference = format!("{registry}/diff/{name}:buildkit");
-        let out = dockerd
-            .docker()
-            .args(["build", "-q", "--network=none", "-t", &reference])
-            .arg(dir)
-            .output()
-            .unwrap();
+        let mut build = dockerd.docker();
+        build.args(["build", "-q", "--network=none", "-t", &reference]);
+        if let Some(older) = older_dockerfile(name, dir) {
+            build.arg("-f").arg(older);
+        }
+        let out = build.arg(dir).output().unwrap();
         let described = match expected_failure(dir) {
             // A case both builders must refuse: BuildKit's error, recorded.
             Some(text) => {

@@ -449,6 +449,7 @@ impl Copier {
         .map_err(|e| format!("/{to}: {e}"))?;
         let options = crate::snapshot::ApplyOptions {
             whiteouts: false,
+            owner: self.owner,
             ..Default::default()
         };
         crate::snapshot::apply_layer(&host, reader, rel, options)

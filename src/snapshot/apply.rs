@@ -61,6 +61,9 @@ pub struct ApplyOptions {
     /// Read `.wh.` names as whiteouts (layers); off, they are plain files
     /// (archives that ADD unpacks).
     pub whiteouts: bool,
+    /// Every entry's owner instead of its header's (ADD `--chown` of an
+    /// archive: today's BuildKit lets the flag override the archive).
+    pub owner: Option<(u32, u32)>,
 }
 
 impl Default for ApplyOptions {
@@ -71,6 +74,7 @@ impl Default for ApplyOptions {
             devices: root,
             overlay_format: false,
             whiteouts: true,
+            owner: None,
         }
     }
 }
@@ -336,8 +340,10 @@ impl Applier<'_> {
         let mode = header.mode().map_err(|e| self.io(&shown, "mode", e))? & 0o7777;
         // Go's archive/tar (which wrote most layers) reads an empty numeric
         // field as 0; so does Docker when applying them.
-        let uid = header.uid().unwrap_or(0);
-        let gid = header.gid().unwrap_or(0);
+        let (uid, gid) = self.options.owner.unwrap_or((
+            header.uid().unwrap_or(0) as u32,
+            header.gid().unwrap_or(0) as u32,
+        ));
         let mtime = header.mtime().unwrap_or(0) as i64;
 
         // Whatever is in the way goes, except a directory staying a directory.
@@ -351,6 +357,7 @@ impl Applier<'_> {
                 .map_err(|e| self.io(&shown, "replacing existing entry", e))?;
         }
 
+        let mut linked_symlink = false;
         match kind {
             tar::EntryType::Directory => {
                 if !keep_dir {
@@ -402,9 +409,11 @@ impl Applier<'_> {
                 };
                 rfs::linkat(&source_dir, target_name, &dir, name, AtFlags::empty())
                     .map_err(|e| self.io(&shown, "hardlink", e))?;
-                self.created.insert(join(&parts));
-                self.stats.written += 1;
-                return Ok(());
+                // The link's header sets the shared inode's owner, mode and
+                // times, as Docker's and containerd's appliers do; a link
+                // to a symlink gets its owner only (chmod would follow it).
+                linked_symlink = rfs::statat(&dir, name, AtFlags::SYMLINK_NOFOLLOW)
+                    .is_ok_and(|st| FileType::from_raw_mode(st.st_mode) == FileType::Symlink);
             }
             tar::EntryType::Char | tar::EntryType::Block | tar::EntryType::Fifo => {
                 let file_type = match kind {
@@ -434,13 +443,13 @@ impl Applier<'_> {
             rfs::chownat(
                 &dir,
                 name,
-                Some(rfs::Uid::from_raw(uid as u32)),
-                Some(rfs::Gid::from_raw(gid as u32)),
+                Some(rfs::Uid::from_raw(uid)),
+                Some(rfs::Gid::from_raw(gid)),
                 AtFlags::SYMLINK_NOFOLLOW,
             )
             .map_err(|e| self.io(&shown, "chown", e))?;
         }
-        if kind != tar::EntryType::Symlink {
+        if kind != tar::EntryType::Symlink && !linked_symlink {
             // After chown, which clears setuid/setgid.
             rfs::chmodat(&dir, name, Mode::from_raw_mode(mode), AtFlags::empty())
                 .map_err(|e| self.io(&shown, "chmod", e))?;
@@ -448,7 +457,7 @@ impl Applier<'_> {
         }
         if kind.is_dir() {
             self.dir_times.push((join(&parts), mtime));
-        } else {
+        } else if !linked_symlink {
             self.set_times(&dir, name, mtime)
                 .map_err(|e| self.io(&shown, "set times", e))?;
         }

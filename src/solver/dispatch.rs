@@ -691,6 +691,21 @@ impl Dispatcher<'_> {
             .map_err(|e| err(format!("line {line}: {}", e.message)))
     }
 
+    /// Expands variables in a heredoc body as BuildKit's raw expander
+    /// does: quotes are ordinary characters, the escape is always `\\`.
+    fn expand_raw(
+        &self,
+        text: &str,
+        env: &[(String, String)],
+        at: &Instruction,
+    ) -> Result<String, PlanError> {
+        let mut lexer = Lexer::new('\\');
+        lexer.skip_process_quotes = true;
+        lexer
+            .process_word(text, env)
+            .map_err(|e| err(format!("line {}: {}", at.span.start.line, e.message)))
+    }
+
     fn resolve_from(
         &self,
         name: &str,
@@ -951,8 +966,15 @@ impl Dispatcher<'_> {
                 let add = matches!(instruction.kind, InstructionKind::Add(_));
                 let mut spec = c.clone();
                 for source in &mut spec.sources {
-                    if let Source::Path(p) = source {
-                        *p = x(self, p)?;
+                    match source {
+                        Source::Path(p) => *p = x(self, p)?,
+                        // An unquoted delimiter: variables in the body
+                        // expand, quotes and the rest stay as written.
+                        Source::Heredoc(h) if h.expand => {
+                            h.content = self.expand_raw(&h.body(), &scope, instruction)?;
+                            h.chomp = false;
+                        }
+                        Source::Heredoc(_) => {}
                     }
                 }
                 spec.dest = x(self, &c.dest)?;
@@ -962,6 +984,7 @@ impl Dispatcher<'_> {
                 {
                     *v = x(self, v)?;
                 }
+                link_rules(&mut spec, instruction)?;
                 let from = match &c.from {
                     Some(f) => {
                         let f = self.expand(f, &self.meta.0, instruction)?;
@@ -975,14 +998,7 @@ impl Dispatcher<'_> {
                 {
                     dest.push('/');
                 }
-                let mut by = String::from(if add { "ADD" } else { "COPY" });
-                for source in &spec.sources {
-                    match source {
-                        Source::Path(p) => by.push_str(&format!(" {p}")),
-                        Source::Heredoc(h) => by.push_str(&format!(" <<{}", h.name)),
-                    }
-                }
-                by.push_str(&format!(" {}", spec.dest));
+                let by = copy_history(add, &spec);
                 let history_index = s.history(&created, by, true);
                 s.steps.push(Step {
                     kind: StepKind::Copy(CopyStep {
@@ -1160,6 +1176,62 @@ impl Dispatcher<'_> {
             }
         }
         Ok(())
+    }
+}
+
+/// A COPY's or ADD's history line as today's BuildKit writes it: the
+/// `--parents`, `--chown` and `--chmod` flags (expanded), the path sources,
+/// then the heredocs, then the destination as written.
+fn copy_history(add: bool, spec: &crate::parser::CopyLike) -> String {
+    let mut by = String::from(if add { "ADD" } else { "COPY" });
+    if spec.parents {
+        by.push_str(" --parents");
+    }
+    for (flag, value) in [("chown", &spec.chown), ("chmod", &spec.chmod)] {
+        if let Some(value) = value.as_deref().filter(|v| !v.is_empty()) {
+            by.push_str(&format!(" --{flag}={value}"));
+        }
+    }
+    for source in &spec.sources {
+        if let Source::Path(p) = source {
+            by.push_str(&format!(" {p}"));
+        }
+    }
+    for source in &spec.sources {
+        if let Source::Heredoc(h) = source {
+            by.push_str(&format!(" <<{}", h.name));
+        }
+    }
+    by.push_str(&format!(" {}", spec.dest));
+    by
+}
+
+/// What today's BuildKit makes of `COPY --link`: with `--chmod` it is an
+/// ordinary copy onto the stage (BuildKit links only without `--chmod`);
+/// with `--chown` naming a user or group other than `root` it is refused,
+/// because a linked copy is made without the image's passwd and group
+/// files to look names up in (moby/buildkit#7134).
+fn link_rules(spec: &mut crate::parser::CopyLike, at: &Instruction) -> Result<(), PlanError> {
+    if !spec.link {
+        return Ok(());
+    }
+    if spec.chmod.is_some() {
+        spec.link = false;
+        return Ok(());
+    }
+    let Some(chown) = &spec.chown else {
+        return Ok(());
+    };
+    let by_name = chown
+        .split(':')
+        .find(|part| *part != "root" && part.parse::<u32>().is_err());
+    match by_name {
+        Some(name) => Err(err(format!(
+            "line {}: --chown={chown} with --link: {name:?} is a name, and a linked copy \
+             cannot look names up in the image; use numeric ids (--chown=UID:GID) or drop --link",
+            at.span.start.line
+        ))),
+        None => Ok(()),
     }
 }
 

@@ -180,7 +180,7 @@ pub fn step_key(
                         let content = inputs.get(i).and_then(Option::as_ref).map(Digest::as_str);
                         match source {
                             Source::Path(p) => json!({"path": p, "content": content}),
-                            Source::Heredoc(h) => json!({"heredoc": h.name, "body": h.content, "expand": h.expand}),
+                            Source::Heredoc(h) => json!({"heredoc": h.name, "body": h.body(), "expand": h.expand}),
                         }
                     })
                     .collect::<Vec<_>>(),

@@ -494,3 +494,56 @@ fn an_arg_after_an_env_of_the_same_name_is_what_run_sees() {
         "{config_env:?}"
     );
 }
+
+fn copies(plan: &Plan) -> Vec<&CopyStep> {
+    plan.stages
+        .last()
+        .unwrap()
+        .steps
+        .iter()
+        .filter_map(|s| match &s.kind {
+            StepKind::Copy(c) => Some(c),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn copy_link_takes_ids_refuses_names_and_is_plain_with_chmod() {
+    let o = opts(&[]);
+    let linked = plan_of(
+        "FROM busybox\nCOPY --link --chown=1:root a /a\nCOPY --link --chmod=600 --chown=app a /b\n",
+        &o,
+    );
+    let c = copies(&linked);
+    assert!(c[0].spec.link, "numeric ids and root keep --link");
+    assert!(!c[1].spec.link, "--chmod makes it an ordinary copy");
+    for chown in ["app", "1:staff", "app:0"] {
+        let e = try_plan(&format!("FROM busybox\nCOPY --link --chown={chown} a /a\n"), &o)
+            .unwrap_err();
+        assert!(
+            e.message.contains("line 2") && e.message.contains("--link"),
+            "{chown}: {}",
+            e.message
+        );
+    }
+}
+
+#[test]
+fn heredoc_copy_bodies_expand_unless_the_delimiter_is_quoted() {
+    let o = opts(&[("NAME", "world")]);
+    let plan = plan_of(
+        "FROM busybox\nARG NAME\nENV Q=x\nCOPY <<A <<\"B\" /d/\n\"hi\" '$NAME' ${Q}\\$Q\nA\nraw $NAME\nB\n",
+        &o,
+    );
+    let bodies: Vec<String> = copies(&plan)[0]
+        .spec
+        .sources
+        .iter()
+        .map(|s| match s {
+            crate::parser::Source::Heredoc(h) => h.body(),
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(bodies, ["\"hi\" 'world' x$Q\n", "raw $NAME\n"]);
+}
