@@ -223,6 +223,7 @@ pub fn build(
         plan,
         graph: None,
         downloads: Default::default(),
+        checkouts: Default::default(),
         hashes: match &options.context {
             Some(context) => crate::context::hashcache::HashCache::load(&options.storage, context),
             None => Default::default(),
@@ -302,6 +303,8 @@ struct Shared {
     graph: Option<BuildGraph>,
     /// `ADD <url>` downloads, once per build: URL → (its dir, the file).
     downloads: std::sync::Mutex<HashMap<String, Download>>,
+    /// `ADD <git url>` checkouts, once per build: (source, keep .git) → it.
+    checkouts: std::sync::Mutex<HashMap<(String, bool), GitCheckout>>,
     /// Remembered content hashes of the context's files.
     hashes: crate::context::hashcache::HashCache,
     /// The number the next step to start gets (progress ids).
@@ -310,6 +313,9 @@ struct Shared {
 
 /// A downloaded ADD source and the temporary dir holding it.
 type Download = (Arc<tempfile::TempDir>, crate::context::remote::Downloaded);
+
+/// A git checkout for ADD and the temporary dir holding it.
+type GitCheckout = (Arc<tempfile::TempDir>, Arc<crate::context::git::Checkout>);
 
 impl Shared {
     /// Downloads `url` (once per build) for ADD.
@@ -333,6 +339,56 @@ impl Shared {
             .map_err(|e| format!("{at}: {e}"))?;
         let done = (Arc::new(dir), file);
         downloads.insert(url.to_string(), done.clone());
+        Ok(done)
+    }
+
+    /// Checks out the git source `source` (once per build) for ADD.
+    fn checkout(
+        &self,
+        source: &str,
+        spec: &crate::parser::CopyLike,
+        at: &str,
+    ) -> Result<GitCheckout, String> {
+        use crate::context::git;
+        let mut git = match git::parse(source) {
+            Some(Ok(git)) => git,
+            Some(Err(e)) => return Err(format!("{at}: {}: {e}", git::redact(source))),
+            None => unreachable!("only git sources are checked out"),
+        };
+        let shown = git::redact(&git.remote);
+        if let (Some(flag), Some(query)) = (&spec.checksum, &git.checksum) {
+            if flag != query {
+                return Err(format!(
+                    "{at}: {shown}: checksum mismatch {flag:?} != {query:?}"
+                ));
+            }
+        }
+        if git.checksum.is_none() {
+            git.checksum = spec.checksum.clone();
+        }
+        if git.reference.is_none() {
+            git.reference = git.checksum.clone();
+        }
+        let keep = match (spec.keep_git_dir, git.keep_git_dir) {
+            (Some(a), Some(b)) if a != b => {
+                return Err(format!(
+                    "{at}: {shown}: inconsistent keep-git-dir configuration"
+                ))
+            }
+            (a, b) => a.or(b).unwrap_or(false),
+        };
+        let mut checkouts = self.checkouts.lock().expect("not poisoned");
+        let slot = (source.to_string(), keep);
+        if let Some(done) = checkouts.get(&slot) {
+            return Ok(done.clone());
+        }
+        let dir = tempfile::Builder::new()
+            .prefix("git-")
+            .tempdir_in(self.runner.snapshots().root().join("tmp"))
+            .map_err(|e| format!("{at}: {e}"))?;
+        let checkout = git::checkout(&git, keep, dir.path()).map_err(|e| format!("{at}: {e}"))?;
+        let done = (Arc::new(dir), Arc::new(checkout));
+        checkouts.insert(slot, done.clone());
         Ok(done)
     }
 
@@ -966,6 +1022,22 @@ fn copy_inputs(
         .map(|source| match source {
             crate::parser::Source::Heredoc(_) => Ok(None),
             crate::parser::Source::Path(_) if from.is_some() => Ok(from.clone()),
+            crate::parser::Source::Path(p) if !copy.add && crate::context::git::is_git(p) => Err(
+                format!("{at}: source can't be a git ref for COPY (use ADD)"),
+            ),
+            crate::parser::Source::Path(p) if !copy.add && crate::context::remote::is_url(p) => {
+                Err(format!("{at}: source can't be a URL for COPY (use ADD)"))
+            }
+            crate::parser::Source::Path(p) if crate::context::git::is_git(p) => {
+                let (_, checkout) = ctx.checkout(p, &copy.spec, at)?;
+                // The commit names the files (a kept .git differs from
+                // one checkout to the next, so it is not hashed); the
+                // source itself, with its subdir, is in the key already.
+                let named = format!("git\0{}\0{}", checkout.commit, checkout.git_dir);
+                Ok(Some(Digest::from_sha256(
+                    <sha2::Sha256 as sha2::Digest>::digest(named.as_bytes()).into(),
+                )))
+            }
             crate::parser::Source::Path(url) if copy.add && crate::context::remote::is_url(url) => {
                 let (_, file) = ctx.download(url, copy.spec.checksum.as_deref(), at)?;
                 Ok(Some(file.digest))
@@ -1021,12 +1093,17 @@ fn copy_spec(
             _ => None,
         })
         .collect();
-    if let Some(git) = spec.sources.iter().find_map(|s| match s {
-        Source::Path(p) if p.starts_with("git@") || p.ends_with(".git") => Some(p),
-        _ => None,
-    }) {
+    let gits: Vec<&String> = spec
+        .sources
+        .iter()
+        .filter_map(|s| match s {
+            Source::Path(p) if crate::context::git::is_git(p) => Some(p),
+            _ => None,
+        })
+        .collect();
+    if !gits.is_empty() && spec.sources.len() != 1 {
         return Err(format!(
-            "{at}: ADD {git}: git sources are not supported yet"
+            "{at}: a git repository must be the only source of its ADD (rbuild does not mix them yet)"
         ));
     }
     if !urls.is_empty() && urls.len() != spec.sources.len() {
@@ -1067,7 +1144,15 @@ fn copy_spec(
         })
         .collect();
     let mut unpack = spec.unpack;
-    let source_root = if !urls.is_empty() {
+    let source_root = if let Some(git) = gits.first() {
+        // The checkout's contents go into the destination; git trees are
+        // never unpacked.
+        // (The build holds the checkout's dir until it ends.)
+        let (_, checkout) = ctx.checkout(git, spec, at)?;
+        unpack = Some(false);
+        sources = vec![".".to_string()];
+        checkout.root.clone()
+    } else if !urls.is_empty() {
         // Downloads are not unpacked unless --unpack says so.
         unpack = Some(unpack.unwrap_or(false));
         let dir = tmp("downloads-")?;

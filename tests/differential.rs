@@ -141,13 +141,22 @@ const TODAY: &[(&str, &str, &[Patch])] = &[
             ("/x/d dir 750 5:6 ", "/x/d dir 750 1:2 "),
             ("/x/d/f file 644 7:8 ", "/x/d/f file 644 1:2 "),
             ("/x/hl file 644 7:8 ", "/x/hl file 644 1:2 "),
-            ("/x/implied/deep/g file 600 9:9 ", "/x/implied/deep/g file 600 1:2 "),
+            (
+                "/x/implied/deep/g file 600 9:9 ",
+                "/x/implied/deep/g file 600 1:2 ",
+            ),
             ("/x/l symlink 777 3:3 ", "/x/l symlink 777 1:2 "),
             ("/new/deep/d dir 750 5:6 ", "/new/deep/d dir 750 3:3 "),
             ("/new/deep/d/f file 644 7:8 ", "/new/deep/d/f file 644 3:3 "),
             ("/new/deep/hl file 644 7:8 ", "/new/deep/hl file 644 3:3 "),
-            ("/new/deep/implied/deep/g file 600 9:9 ", "/new/deep/implied/deep/g file 600 3:3 "),
-            ("/new/deep/l symlink 777 3:3 ", "/new/deep/l symlink 777 3:3 "),
+            (
+                "/new/deep/implied/deep/g file 600 9:9 ",
+                "/new/deep/implied/deep/g file 600 3:3 ",
+            ),
+            (
+                "/new/deep/l symlink 777 3:3 ",
+                "/new/deep/l symlink 777 3:3 ",
+            ),
         ],
     ),
 ];

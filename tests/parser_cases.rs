@@ -313,7 +313,7 @@ fn every_flag() {
     };
     assert_eq!(add.chown.as_deref(), Some("1000:1000"));
     assert_eq!(add.chmod.as_deref(), Some("644"));
-    assert!(add.link && add.keep_git_dir);
+    assert!(add.link && add.keep_git_dir == Some(true));
     assert_eq!(add.unpack, Some(false));
     assert_eq!(add.exclude, vec!["*.tmp"]);
     assert!(add

@@ -10,6 +10,7 @@
 //! follows it), resolved with `RESOLVE_IN_ROOT`; below it nothing is
 //! followed.
 
+pub mod git;
 pub mod glob;
 pub mod hashcache;
 pub mod remote;

@@ -12,8 +12,10 @@ use sha2::{Digest as _, Sha256};
 use crate::image::Digest;
 
 /// Whether an ADD source is a URL rbuild downloads.
+/// (An `http(s)://…/repo.git` URL is a git repository instead.)
 pub fn is_url(source: &str) -> bool {
-    source.starts_with("http://") || source.starts_with("https://")
+    (source.starts_with("http://") || source.starts_with("https://"))
+        && !crate::context::git::is_git(source)
 }
 
 /// A downloaded ADD source.

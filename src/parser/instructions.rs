@@ -132,8 +132,8 @@ pub struct CopyLike {
     pub exclude: Vec<String>,
     /// `--checksum` (ADD).
     pub checksum: Option<String>,
-    /// `--keep-git-dir` (ADD).
-    pub keep_git_dir: bool,
+    /// `--keep-git-dir` (ADD of a git repository), when given.
+    pub keep_git_dir: Option<bool>,
     /// `--unpack` (ADD); None means "archives unpack, URLs do not".
     pub unpack: Option<bool>,
     /// The sources were given as a JSON array.
@@ -660,7 +660,7 @@ fn copy_like(node: &RawNode, is_add: bool) -> Result<CopyLike, TypeError> {
         parents: flags.bool("parents").unwrap_or(false),
         exclude: flags.list("exclude"),
         checksum: flags.text("checksum"),
-        keep_git_dir: flags.bool("keep-git-dir").unwrap_or(false),
+        keep_git_dir: flags.bool("keep-git-dir"),
         unpack: flags.bool("unpack"),
         json: node.json,
     })

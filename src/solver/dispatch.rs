@@ -171,7 +171,8 @@ pub struct Step {
     pub line: usize,
     /// Column where the instruction starts.
     pub column: usize,
-    /// The instruction as written.
+    /// The instruction as written, with the credentials of any URL in it
+    /// hidden: it is shown in progress lines and errors.
     pub original: String,
     /// Index into the stage config's history of this step's entry.
     pub history_index: usize,
@@ -958,7 +959,7 @@ impl Dispatcher<'_> {
                     }),
                     line,
                     column: instruction.span.start.column,
-                    original: instruction.original.clone(),
+                    original: crate::context::git::redact_text(&instruction.original),
                     history_index,
                 });
             }
@@ -1009,7 +1010,7 @@ impl Dispatcher<'_> {
                     }),
                     line,
                     column: instruction.span.start.column,
-                    original: instruction.original.clone(),
+                    original: crate::context::git::redact_text(&instruction.original),
                     history_index,
                 });
             }
@@ -1030,7 +1031,7 @@ impl Dispatcher<'_> {
                         },
                         line,
                         column: instruction.span.start.column,
-                        original: instruction.original.clone(),
+                        original: crate::context::git::redact_text(&instruction.original),
                         history_index,
                     });
                 }

@@ -519,8 +519,11 @@ fn copy_link_takes_ids_refuses_names_and_is_plain_with_chmod() {
     assert!(c[0].spec.link, "numeric ids and root keep --link");
     assert!(!c[1].spec.link, "--chmod makes it an ordinary copy");
     for chown in ["app", "1:staff", "app:0"] {
-        let e = try_plan(&format!("FROM busybox\nCOPY --link --chown={chown} a /a\n"), &o)
-            .unwrap_err();
+        let e = try_plan(
+            &format!("FROM busybox\nCOPY --link --chown={chown} a /a\n"),
+            &o,
+        )
+        .unwrap_err();
         assert!(
             e.message.contains("line 2") && e.message.contains("--link"),
             "{chown}: {}",

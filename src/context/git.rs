@@ -1,0 +1,410 @@
+//! `ADD <git url>`: which sources are git repositories (today's BuildKit
+//! rules, `dfgitutil.ParseGitRef`), and checking one out with Debian's
+//! `git` into a private directory, once per build.
+//!
+//! A source is a git ref when it is `git://…`, `ssh://…`, `git@host:path`
+//! or an `http(s)://` URL whose path ends in `.git`. The fragment
+//! `#ref:subdir` or the query (`?ref=`, `tag=`, `branch=`, `subdir=`,
+//! `checksum=`/`commit=`, `keep-git-dir=`, `submodules=`) pick what is
+//! checked out. The checkout's `.git` is removed unless `--keep-git-dir`
+//! (or `?keep-git-dir=true`) keeps it; submodules are checked out unless
+//! `submodules=false`.
+//!
+//! git runs with no system or user configuration (`HOME` is the private
+//! directory), no terminal prompts, and only the http, https, git and ssh
+//! transports, so a repository's submodules cannot reach `file://` or
+//! `ext::` helpers. Credentials in a URL never appear in an error.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// A parsed git source.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GitRef {
+    /// The repository URL without fragment and query.
+    pub remote: String,
+    /// A branch, tag or commit; the remote's HEAD when absent.
+    pub reference: Option<String>,
+    /// The directory inside the repository that is copied.
+    pub subdir: Option<String>,
+    /// The commit the checkout must resolve to (`?checksum=`).
+    pub checksum: Option<String>,
+    /// `?keep-git-dir=`.
+    pub keep_git_dir: Option<bool>,
+    /// `?submodules=`.
+    pub submodules: Option<bool>,
+}
+
+/// Whether `source` is a git ref, as today's BuildKit decides.
+pub fn is_git(source: &str) -> bool {
+    parse(source).is_some()
+}
+
+/// The git ref `source` names, `None` when it is no git ref, or the
+/// reason a git ref is malformed.
+pub fn parse(source: &str) -> Option<Result<GitRef, String>> {
+    let (base, fragment) = match source.split_once('#') {
+        Some((b, f)) => (b, Some(f)),
+        None => (source, None),
+    };
+    let (remote, query) = match base.split_once('?') {
+        Some((r, q)) if r.contains("://") => (r, Some(q)),
+        _ => (base, None),
+    };
+    if let Some((scheme, rest)) = remote.split_once("://") {
+        let path = rest.split_once('/').map_or("", |(_, p)| p);
+        match scheme {
+            "git" | "ssh" => {}
+            "http" | "https" if path.ends_with(".git") => {}
+            _ => return None,
+        }
+    } else if !scp_like(remote) {
+        return None;
+    }
+    let mut git = GitRef {
+        remote: remote.to_string(),
+        reference: None,
+        subdir: None,
+        checksum: None,
+        keep_git_dir: None,
+        submodules: None,
+    };
+    if let Some(fragment) = fragment {
+        let (reference, subdir) = match fragment.split_once(':') {
+            Some((r, s)) => (r, Some(s)),
+            None => (fragment, None),
+        };
+        git.reference = Some(reference)
+            .filter(|r| !r.is_empty())
+            .map(str::to_string);
+        git.subdir = subdir.filter(|s| !s.is_empty()).map(str::to_string);
+    }
+    Some(apply_query(git, query.unwrap_or("")))
+}
+
+/// `user@host:path`, git's scp-like syntax.
+fn scp_like(remote: &str) -> bool {
+    let Some((user, rest)) = remote.split_once('@') else {
+        return false;
+    };
+    let Some((host, path)) = rest.split_once(':') else {
+        return false;
+    };
+    let word = |s: &str, extra: &[char]| {
+        !s.is_empty()
+            && s.chars()
+                .all(|c| c.is_ascii_alphanumeric() || extra.contains(&c))
+    };
+    word(user, &['-', '_']) && word(host, &['-', '.']) && !path.is_empty()
+}
+
+fn apply_query(mut git: GitRef, query: &str) -> Result<GitRef, String> {
+    let (mut tag, mut branch) = (None, None);
+    let mut seen = std::collections::HashSet::new();
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        if !seen.insert(key.to_string()) {
+            return Err(format!("query {key:?} has multiple values"));
+        }
+        let flag = |name: &str| -> Result<bool, String> {
+            match value {
+                "" | "true" | "1" => Ok(true),
+                "false" | "0" => Ok(false),
+                other => Err(format!("invalid {name} value: {other:?}")),
+            }
+        };
+        if value.is_empty() && !matches!(key, "submodules" | "keep-git-dir") {
+            return Err(format!("query {key:?} has no value"));
+        }
+        match key {
+            "ref" => set_once(&mut git.reference, value, "ref")?,
+            "tag" => tag = Some(with_prefix(value, "refs/tags/")),
+            "branch" => branch = Some(with_prefix(value, "refs/heads/")),
+            "subdir" => set_once(&mut git.subdir, value, "subdir")?,
+            "checksum" | "commit" => git.checksum = Some(value.to_string()),
+            "keep-git-dir" => git.keep_git_dir = Some(flag(key)?),
+            "submodules" => git.submodules = Some(flag(key)?),
+            other => return Err(format!("unexpected query {other:?}")),
+        }
+    }
+    if tag.is_some() && branch.is_some() {
+        return Err("branch conflicts with tag".to_string());
+    }
+    if let Some(r) = tag.or(branch) {
+        set_once(&mut git.reference, &r, "ref")?;
+    }
+    if git.reference.is_none() {
+        git.reference = git.checksum.clone();
+    }
+    Ok(git)
+}
+
+fn with_prefix(value: &str, prefix: &str) -> String {
+    if value.starts_with(prefix) {
+        value.to_string()
+    } else {
+        format!("{prefix}{value}")
+    }
+}
+
+fn set_once(slot: &mut Option<String>, value: &str, what: &str) -> Result<(), String> {
+    match slot {
+        Some(old) if old != value => Err(format!("{what} conflicts: {old:?} vs {value:?}")),
+        _ => {
+            *slot = Some(value.to_string());
+            Ok(())
+        }
+    }
+}
+
+/// `url` with any `user:password@` removed, for messages.
+pub fn redact(url: &str) -> String {
+    match url.split_once("://") {
+        Some((scheme, rest)) => {
+            let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
+            match authority.rsplit_once('@') {
+                Some((_, host)) => format!("{scheme}://***@{host}/{path}"),
+                None => url.to_string(),
+            }
+        }
+        None => url.to_string(),
+    }
+}
+
+/// `text` with the `user:password@` of every URL in it replaced by `***@`
+/// (for the instruction text that progress and errors show).
+pub fn redact_text(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find("://") {
+        let (head, tail) = rest.split_at(at + 3);
+        out.push_str(head);
+        let end = tail
+            .find(|c: char| c == '/' || c.is_whitespace())
+            .unwrap_or(tail.len());
+        match tail[..end].rfind('@') {
+            Some(user_end) => {
+                out.push_str("***");
+                out.push_str(&tail[user_end..end]);
+            }
+            None => out.push_str(&tail[..end]),
+        }
+        rest = &tail[end..];
+    }
+    out.push_str(rest);
+    out
+}
+
+/// The `user:password` of `url`, if it has one.
+fn userinfo(url: &str) -> Option<&str> {
+    let (_, rest) = url.split_once("://")?;
+    let authority = rest.split('/').next()?;
+    authority
+        .rsplit_once('@')
+        .map(|(u, _)| u)
+        .filter(|u| !u.is_empty())
+}
+
+/// `url` without its `user:password@`.
+fn anonymous(url: &str) -> String {
+    match url.split_once("://") {
+        Some((scheme, rest)) => {
+            let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
+            let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+            format!("{scheme}://{host}/{path}")
+        }
+        None => url.to_string(),
+    }
+}
+
+/// A checked-out repository.
+#[derive(Debug)]
+pub struct Checkout {
+    /// The tree ADD copies (the subdir, when one was asked for).
+    pub root: PathBuf,
+    /// The commit checked out (40 hex digits).
+    pub commit: String,
+    /// Whether `.git` was kept.
+    pub git_dir: bool,
+}
+
+/// Checks `git` out below `dir` (which must be empty and private).
+pub fn checkout(git: &GitRef, keep_git_dir: bool, dir: &Path) -> Result<Checkout, String> {
+    let shown = redact(&git.remote);
+    let repo = dir.join("repo");
+    std::fs::create_dir(&repo).map_err(|e| format!("{shown}: {e}"))?;
+    let run = |args: &[&str]| -> Result<String, String> {
+        let out = Command::new("git")
+            .args([
+                "-c",
+                "advice.detachedHead=false",
+                "-c",
+                "init.defaultBranch=main",
+            ])
+            .args(args)
+            .current_dir(&repo)
+            .env("HOME", dir)
+            .env("GIT_CONFIG_NOSYSTEM", "1")
+            .env("GIT_TERMINAL_PROMPT", "0")
+            .env("GIT_ALLOW_PROTOCOL", "http:https:git:ssh")
+            .env_remove("GIT_DIR")
+            .env_remove("GIT_WORK_TREE")
+            .output()
+            .map_err(|e| format!("{shown}: running git: {e} (install git)"))?;
+        if !out.status.success() {
+            let mut text = String::from_utf8_lossy(&out.stderr).into_owned();
+            if let Some(userinfo) = userinfo(&git.remote) {
+                text = text.replace(userinfo, "***");
+            }
+            return Err(format!("{shown}: git {}: {}", args[0], text.trim()));
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+    };
+    run(&["init", "-q"])?;
+    run(&["remote", "add", "origin", &git.remote])?;
+    let reference = git.reference.as_deref().unwrap_or("HEAD");
+    let commit_like = reference.len() >= 7 && reference.bytes().all(|b| b.is_ascii_hexdigit());
+    if commit_like {
+        // Not every server serves a bare commit: fetch everything, then
+        // look the commit up.
+        run(&[
+            "fetch",
+            "-q",
+            "--tags",
+            "origin",
+            "+refs/heads/*:refs/remotes/origin/*",
+        ])?;
+        run(&["checkout", "-q", "--detach", reference])?;
+    } else {
+        // A shallow fetch where the server can (git's dumb HTTP cannot).
+        if run(&["fetch", "-q", "--depth=1", "origin", reference]).is_err() {
+            run(&["fetch", "-q", "origin", reference])?;
+        }
+        run(&["checkout", "-q", "--detach", "FETCH_HEAD"])?;
+    }
+    let commit = run(&["rev-parse", "HEAD"])?;
+    if let Some(want) = &git.checksum {
+        if !commit.starts_with(want.as_str()) {
+            return Err(format!(
+                "{shown}: checksum mismatch: expected commit {want}, {reference} is {commit}"
+            ));
+        }
+    }
+    if git.submodules != Some(false) && repo.join(".gitmodules").exists() {
+        run(&[
+            "submodule",
+            "update",
+            "-q",
+            "--init",
+            "--recursive",
+            "--depth=1",
+        ])?;
+    }
+    if keep_git_dir {
+        // A kept .git goes into the image: it must not carry credentials
+        // from the URL.
+        run(&["remote", "set-url", "origin", &anonymous(&git.remote)])?;
+        let _ = std::fs::remove_file(repo.join(".git/FETCH_HEAD"));
+    } else {
+        std::fs::remove_dir_all(repo.join(".git")).map_err(|e| format!("{shown}: {e}"))?;
+    }
+    let root = match &git.subdir {
+        Some(sub) => {
+            let clean = crate::context::clean(sub);
+            let root = repo.join(clean.trim_start_matches('/'));
+            // The subdir must stay inside the checkout.
+            let real = root
+                .canonicalize()
+                .map_err(|e| format!("{shown}: subdir {sub}: {e}"))?;
+            let top = repo.canonicalize().map_err(|e| format!("{shown}: {e}"))?;
+            if !real.starts_with(&top) || !real.is_dir() {
+                return Err(format!(
+                    "{shown}: subdir {sub} is not a directory of the repository"
+                ));
+            }
+            real
+        }
+        None => repo,
+    };
+    Ok(Checkout {
+        root,
+        commit,
+        git_dir: keep_git_dir,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn git(remote: &str, reference: Option<&str>, subdir: Option<&str>) -> GitRef {
+        GitRef {
+            remote: remote.to_string(),
+            reference: reference.map(str::to_string),
+            subdir: subdir.map(str::to_string),
+            checksum: None,
+            keep_git_dir: None,
+            submodules: None,
+        }
+    }
+
+    #[test]
+    fn git_refs_are_recognised_as_buildkit_does() {
+        for not_git in [
+            "https://example.com/file.tar.gz",
+            "http://example.com/repo",
+            "src/app.git",
+            "./x.git",
+            "ftp://example.com/repo.git",
+            "a.txt",
+        ] {
+            assert!(!is_git(not_git), "{not_git}");
+        }
+        let parsed = |s: &str| parse(s).unwrap().unwrap();
+        assert_eq!(
+            parsed("https://example.com/r.git#v1:sub/dir"),
+            git("https://example.com/r.git", Some("v1"), Some("sub/dir"))
+        );
+        assert_eq!(
+            parsed("git://127.0.0.1:9418/r.git"),
+            git("git://127.0.0.1:9418/r.git", None, None)
+        );
+        assert_eq!(
+            parsed("git@github.com:moby/buildkit.git#main"),
+            git("git@github.com:moby/buildkit.git", Some("main"), None)
+        );
+        let q = parsed("https://h/r.git?tag=v2&subdir=docs&keep-git-dir=true&submodules=false");
+        assert_eq!(q.reference.as_deref(), Some("refs/tags/v2"));
+        assert_eq!(q.subdir.as_deref(), Some("docs"));
+        assert_eq!((q.keep_git_dir, q.submodules), (Some(true), Some(false)));
+        let c = parsed("https://h/r.git?checksum=abcdef1");
+        assert_eq!(c.reference.as_deref(), Some("abcdef1"));
+        for bad in [
+            "https://h/r.git?tag=a&branch=b",
+            "https://h/r.git?nope=1",
+            "https://h/r.git?ref=",
+            "https://h/r.git?ref=b#a",
+        ] {
+            if let Some(Ok(g)) = parse(bad) {
+                panic!("{bad} parsed as {g:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn credentials_never_show() {
+        assert_eq!(
+            redact("https://user:token@example.com/r.git"),
+            "https://***@example.com/r.git"
+        );
+        assert_eq!(redact("git://h/r.git"), "git://h/r.git");
+        assert_eq!(
+            redact_text("ADD https://u:p@h/r.git#v1 http://h2/x /d"),
+            "ADD https://***@h/r.git#v1 http://h2/x /d"
+        );
+        assert_eq!(
+            anonymous("https://user:token@example.com/r.git"),
+            "https://example.com/r.git"
+        );
+    }
+}
