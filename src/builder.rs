@@ -59,6 +59,8 @@ pub struct BuildOptions {
     pub ignore: crate::context::IgnoreRules,
     /// Secrets by id.
     pub secrets: HashMap<String, SecretSource>,
+    /// SSH agents by id (`--ssh`), for `RUN --mount=type=ssh`.
+    pub ssh: Option<Arc<crate::executor::ssh::Forwards>>,
     /// `--build-arg`s.
     pub build_args: std::collections::BTreeMap<String, String>,
     /// `--target`.
@@ -829,6 +831,7 @@ fn run_exec(
         context: options.context.clone(),
         secrets: options.secrets.clone(),
         stage_roots: HashMap::new(),
+        ssh: options.ssh.clone(),
     };
     let mut keep = Vec::new();
     let mut stage_mounts = Vec::new();
@@ -882,6 +885,13 @@ fn run_exec(
     let mut env = run.env.clone();
     env.extend(run.proxy_env.iter().cloned());
     env.extend(prepared.env.iter().cloned());
+    if let Some(socket) = &prepared.ssh_auth_sock {
+        // As BuildKit: the first agent is the default one, unless the
+        // Dockerfile chose its own.
+        if !env.iter().any(|e| e.starts_with("SSH_AUTH_SOCK=")) {
+            env.push(format!("SSH_AUTH_SOCK={socket}"));
+        }
+    }
     let step = Step {
         layers: parents.to_vec(),
         args: run.args.clone(),

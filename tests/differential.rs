@@ -159,16 +159,57 @@ const TODAY: &[(&str, &str, &[Patch])] = &[
             ),
         ],
     ),
+    (
+        "run-mount-bind",
+        STUBS_REMOVED,
+        &[("/ctx dir 755 0:0 ", "")],
+    ),
+    (
+        "run-mount-bind-from",
+        STUBS_REMOVED,
+        &[("/other dir 755 0:0 ", "")],
+    ),
+    (
+        "run-mount-bind-source",
+        STUBS_REMOVED,
+        &[("/m dir 755 0:0 ", "")],
+    ),
+    (
+        "run-mount-cache",
+        STUBS_REMOVED,
+        &[("/cache dir 755 0:0 ", "")],
+    ),
+    (
+        "run-mount-cache-id-locked",
+        STUBS_REMOVED,
+        &[("/c dir 755 0:0 ", "")],
+    ),
+    (
+        "run-mount-tmpfs",
+        STUBS_REMOVED,
+        &[("/scratch dir 755 0:0 ", "")],
+    ),
 ];
+
+/// Why a mount target's stub is gone today.
+const STUBS_REMOVED: &str = "today's BuildKit removes the empty mount-point stubs it made for \
+     --mount targets (executor/stubs.go MountStubsCleaner); 0.8 left them";
 
 const CHOWN_HISTORY: &str = "today's COPY history names --chown (convert_copy.go)";
 
-/// Applies `from -> to` to every string in `value`; how many changed.
+/// Applies `from -> to` to every string in `value`; how many changed. An
+/// empty `to` removes the array items that are exactly `from` (a path
+/// today's BuildKit does not leave in the image).
 fn patch(value: &mut Value, from: &str, to: &str) -> usize {
     match value {
-        Value::String(text) if text.contains(from) => {
+        Value::String(text) if !to.is_empty() && text.contains(from) => {
             *text = text.replace(from, to);
             1
+        }
+        Value::Array(items) if to.is_empty() && items.iter().any(|v| v.as_str() == Some(from)) => {
+            let before = items.len();
+            items.retain(|v| v.as_str() != Some(from));
+            before - items.len()
         }
         Value::Array(items) => items.iter_mut().map(|v| patch(v, from, to)).sum(),
         Value::Object(map) => map.values_mut().map(|v| patch(v, from, to)).sum(),

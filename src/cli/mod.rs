@@ -463,6 +463,10 @@ struct BuildFlags {
     /// A secret for RUN --mount=type=secret: id=ID,src=PATH or id=ID,env=VAR.
     #[arg(long)]
     secret: Vec<String>,
+    /// An SSH agent for RUN --mount=type=ssh: default ($SSH_AUTH_SOCK), or
+    /// ID=SOCKET, or ID=KEY[,KEY] (a private agent holding the keys).
+    #[arg(long)]
+    ssh: Vec<String>,
     /// A build argument: KEY=VALUE, or KEY to take it from the environment.
     #[arg(long = "build-arg")]
     build_arg: Vec<String>,
@@ -502,6 +506,26 @@ fn parse_secret(spec: &str) -> Result<(String, crate::executor::mounts::SecretSo
     let id = id.ok_or_else(|| format!("invalid --secret {spec:?}: id= is missing"))?;
     let source = source.unwrap_or_else(|| SecretSource::Env(id.clone()));
     Ok((id, source))
+}
+
+/// The agents `--ssh` flags forward (none without flags).
+fn ssh_forwards(
+    specs: &[String],
+    root: &std::path::Path,
+) -> Result<Option<std::sync::Arc<crate::executor::ssh::Forwards>>, i32> {
+    use crate::executor::ssh;
+    if specs.is_empty() {
+        return Ok(None);
+    }
+    let flags: Result<Vec<_>, String> = specs.iter().map(|s| ssh::parse_flag(s)).collect();
+    let started = flags.and_then(|f| ssh::Forwards::start(&f, &root.join("tmp")));
+    match started {
+        Ok(forwards) => Ok(Some(std::sync::Arc::new(forwards))),
+        Err(e) => {
+            eprintln!("error: {e}");
+            Err(EXIT_USAGE)
+        }
+    }
 }
 
 /// `--build-arg K=V` and `--build-arg K` (the value from the environment;
@@ -613,6 +637,7 @@ fn prepare_build(
             .ok()
             .and_then(|v| v.trim().parse().ok())
     });
+    let ssh = ssh_forwards(&flags.ssh, &root)?;
     let options = crate::builder::BuildOptions {
         storage: root,
         plan,
@@ -626,6 +651,7 @@ fn prepare_build(
         ignore_text,
         ignore,
         secrets,
+        ssh,
         build_args: parse_build_args(&flags.build_arg),
         target: flags.target.clone(),
         no_cache: flags.no_cache,

@@ -15,6 +15,7 @@ pub mod copy;
 pub mod mounts;
 pub mod probe;
 pub mod sandbox;
+pub mod ssh;
 pub mod user;
 
 use std::io::{BufRead, BufReader, Read, Write};
@@ -635,19 +636,25 @@ fn remove_stubs(root: &Path, report: &Path) {
     let Ok(stubs) = serde_json::from_slice::<Vec<Stub>>(&bytes) else {
         return;
     };
-    // Directories stay, as the mount points runc makes stay in BuildKit's
-    // layers (`/proc`, `/sys`, `/dev`, `--mount` targets: the differential
-    // harness shows them); only file stubs go.
-    for stub in stubs.iter().rev().filter(|s| !s.dir) {
+    // Deepest first. The kernel file systems' directories stay, as the
+    // mount points runc makes stay in BuildKit's layers (the differential
+    // harness shows them); `--mount` targets and the directories made for
+    // them go when empty, as today's BuildKit removes them.
+    for stub in stubs.iter().rev().filter(|s| s.mount || !s.dir) {
         let path = root.join(&stub.path);
-        let removable_file = std::fs::symlink_metadata(&path).is_ok_and(|m| {
-            use std::os::unix::fs::FileTypeExt;
-            (m.is_file() && m.len() == 0) || m.file_type().is_char_device()
-        });
-        let removed = if removable_file {
-            std::fs::remove_file(&path)
-        } else {
+        let Ok(meta) = std::fs::symlink_metadata(&path) else {
             continue;
+        };
+        let removed = if meta.is_dir() {
+            // Only an empty one: remove_dir refuses the rest.
+            std::fs::remove_dir(&path)
+        } else {
+            use std::os::unix::fs::FileTypeExt;
+            if (meta.is_file() && meta.len() == 0) || meta.file_type().is_char_device() {
+                std::fs::remove_file(&path)
+            } else {
+                continue;
+            }
         };
         if removed.is_err() {
             continue; // the step put something there: it stays, as in docker

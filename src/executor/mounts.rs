@@ -40,6 +40,8 @@ pub struct MountContext {
     pub secrets: HashMap<String, SecretSource>,
     /// Roots of other stages for `from=`, by the name the mount uses.
     pub stage_roots: HashMap<String, PathBuf>,
+    /// The SSH agents `--ssh` forwards.
+    pub ssh: Option<std::sync::Arc<super::ssh::Forwards>>,
 }
 
 /// Mounts ready for one step; holds locks and temporary files until dropped.
@@ -49,6 +51,11 @@ pub struct PreparedMounts {
     pub mounts: Vec<MountSpec>,
     /// Extra environment (`type=secret,env=…`); never logged.
     pub env: Vec<String>,
+    /// Where the first SSH mount's socket is (`SSH_AUTH_SOCK`, unless the
+    /// step's environment sets it).
+    pub ssh_auth_sock: Option<String>,
+    // Dropped first: proxies stop before their directories go.
+    proxies: Vec<super::ssh::Proxy>,
     locks: Vec<std::fs::File>,
     temps: Vec<tempfile::TempDir>,
 }
@@ -125,9 +132,7 @@ impl PreparedMounts {
                 MountType::Cache => out.cache(m, ctx)?,
                 MountType::Secret => out.secret(m, ctx)?,
                 MountType::Bind => out.bind(m, ctx)?,
-                MountType::Ssh => {
-                    return Err("--mount=type=ssh is not supported yet".to_string());
-                }
+                MountType::Ssh => out.ssh(m, ctx)?,
             }
         }
         Ok(out)
@@ -233,6 +238,49 @@ impl PreparedMounts {
                 readonly: true,
             },
         });
+        self.temps.push(dir);
+        Ok(())
+    }
+
+    /// An agent socket for the step: a proxy to the agent `--ssh` forwards
+    /// as the mount's id, at `target` (default
+    /// `/run/buildkit/ssh_agent.N`, N counting the step's SSH mounts).
+    fn ssh(&mut self, m: &Mount, ctx: &MountContext) -> Result<(), String> {
+        let id = m.id.clone().unwrap_or_else(|| "default".to_string());
+        let index = self.proxies.len();
+        let Some(agent) = ctx.ssh.as_ref().and_then(|f| f.socket(&id)) else {
+            if m.required {
+                return Err(format!(
+                    "ssh agent {id} is required but was not forwarded (--ssh {id} or --ssh {id}=SOCKET|KEY)"
+                ));
+            }
+            return Ok(());
+        };
+        let io = |e: std::io::Error| format!("ssh agent {id}: {e}");
+        let dir = secret_dir(&ctx.storage).map_err(io)?;
+        let socket = dir.path().join("agent.sock");
+        let proxy = super::ssh::Proxy::start(&socket, agent).map_err(io)?;
+        std::fs::set_permissions(
+            &socket,
+            std::fs::Permissions::from_mode(m.mode.unwrap_or(0o600)),
+        )
+        .map_err(io)?;
+        chown_as_root(&socket, m).map_err(io)?;
+        let target = m
+            .target
+            .clone()
+            .unwrap_or_else(|| format!("/run/buildkit/ssh_agent.{index}"));
+        if self.ssh_auth_sock.is_none() {
+            self.ssh_auth_sock = Some(target.clone());
+        }
+        self.mounts.push(MountSpec {
+            target,
+            kind: MountKind::Bind {
+                source: socket,
+                readonly: true,
+            },
+        });
+        self.proxies.push(proxy);
         self.temps.push(dir);
         Ok(())
     }

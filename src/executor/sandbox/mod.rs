@@ -115,14 +115,20 @@ pub enum MountKind {
 }
 
 /// A path the sandbox created in the root only to mount something on it.
-/// The caller removes file stubs after the step; directory stubs stay in
-/// the layer, as the mount points runc makes stay in BuildKit's.
+/// After the step the caller removes what is still empty of the stubs made
+/// for `--mount` targets (files and directories, deepest first, as today's
+/// BuildKit's `MountStubsCleaner` does) and the file stubs of the kernel
+/// file systems; their directories (`/proc`, `/sys`, `/dev`) stay, as the
+/// mount points runc makes stay in BuildKit's layers.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Stub {
     /// Path relative to the root.
     pub path: String,
     /// Whether it is a directory.
     pub dir: bool,
+    /// Made for a `--mount` target (not a kernel file system).
+    #[serde(default)]
+    pub mount: bool,
     /// The parent's access and modification times before, as
     /// (seconds, nanoseconds) pairs, to restore after removal.
     pub parent_times: [(i64, i64); 2],
@@ -387,6 +393,7 @@ impl RootBuilder {
             self.stubs.push(Stub {
                 path: real_rel.join(name).to_string_lossy().into_owned(),
                 dir: make_dir,
+                mount: false,
                 parent_times: stat_times(&stat),
             });
             if depth == parts.len() {
@@ -491,6 +498,7 @@ fn enter_root(spec: &SandboxSpec) -> Result<(), String> {
     }
     let mut builder = RootBuilder::new(&root)?;
     kernelfs::mount_kernel_filesystems(&mut builder, spec)?;
+    let kernel_stubs = builder.stubs.len();
     for m in &spec.mounts {
         match &m.kind {
             MountKind::Bind { source, readonly } => {
@@ -549,6 +557,9 @@ fn enter_root(spec: &SandboxSpec) -> Result<(), String> {
                 )?;
             }
         }
+    }
+    for stub in &mut builder.stubs[kernel_stubs..] {
+        stub.mount = true;
     }
     if let Some(report) = &spec.stub_report {
         let json = serde_json::to_vec(&builder.stubs).map_err(|e| e.to_string())?;
@@ -879,6 +890,7 @@ fn run_chroot(spec: &SandboxSpec, posture: &Posture) -> i32 {
                 builder.stubs.push(Stub {
                     path: format!("dev/{name}"),
                     dir: false,
+                    mount: false,
                     parent_times: stat_times(&before),
                 });
             }
