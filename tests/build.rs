@@ -478,7 +478,7 @@ fn identical_ops_run_once_and_a_failure_names_stage_instruction_and_line() {
     let log = stderr(&out);
     assert!(
         log.contains(
-            "error: stage broken, Dockerfile:3:3: RUN echo about to fail && exit 3: RUN exited with code 3"
+            "error: stage broken, Dockerfile:3:3: RUN echo about to fail && exit 3: RUN did not complete successfully: exit code: 3"
         ),
         "{log}"
     );

@@ -189,6 +189,16 @@ const TODAY: &[(&str, &str, &[Patch])] = &[
         STUBS_REMOVED,
         &[("/scratch dir 755 0:0 ", "")],
     ),
+    (
+        "run-mount-bind-rw-discarded",
+        STUBS_REMOVED,
+        &[("/m dir 755 0:0 ", "")],
+    ),
+    (
+        "run-mount-cache-private",
+        STUBS_REMOVED,
+        &[("/c dir 755 0:0 ", "")],
+    ),
 ];
 
 /// Why a mount target's stub is gone today.

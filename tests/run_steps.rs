@@ -395,7 +395,7 @@ fn run_steps_stream_output_whole_and_report_exit_codes() {
     assert_eq!(lines[2999], "line-2999");
     assert!(
         stderr(&out)
-            .contains("Dockerfile:3:1: RUN echo about to fail; exit 3: RUN exited with code 3"),
+            .contains("Dockerfile:3:1: RUN echo about to fail; exit 3: RUN did not complete successfully: exit code: 3"),
         "{}",
         stderr(&out)
     );

@@ -263,7 +263,7 @@ fn a_failing_stage_cancels_the_others() {
         "the slow stage was stopped"
     );
     assert!(
-        stderr(&out).contains("Dockerfile:4:1: RUN sleep 1 && exit 7: RUN exited with code 7"),
+        stderr(&out).contains("Dockerfile:4:1: RUN sleep 1 && exit 7: RUN did not complete successfully: exit code: 7"),
         "the error names the failing stage's instruction and line: {}",
         stderr(&out)
     );

@@ -232,8 +232,6 @@ struct Rule {
     glob: Glob,
     /// `!pattern`: re-include.
     exception: bool,
-    /// How many path components the pattern has (for parent matches).
-    depth: usize,
 }
 
 impl IgnoreRules {
@@ -264,11 +262,7 @@ impl IgnoreRules {
             }
             let glob =
                 Glob::ignore(&cleaned).map_err(|e| format!(".dockerignore line {}: {e}", n + 1))?;
-            rules.push(Rule {
-                glob,
-                exception,
-                depth: cleaned.split('/').count(),
-            });
+            rules.push(Rule { glob, exception });
         }
         Ok(IgnoreRules { rules })
     }
@@ -321,10 +315,10 @@ impl IgnoreRules {
             if excluded != rule.exception {
                 continue;
             }
-            let mut hit = rule.glob.matches(rel);
-            if !hit && parts.len() > 1 && rule.depth < parts.len() {
-                hit = rule.glob.matches(&parts[..rule.depth].join("/"));
-            }
+            // A rule matching any parent directory matches the path too
+            // (moby's MatchesOrParentMatches): `**/tmp` excludes `tmp/u`.
+            let hit = rule.glob.matches(rel)
+                || (1..parts.len()).any(|n| rule.glob.matches(&parts[..n].join("/")));
             if hit {
                 excluded = !rule.exception;
             }
@@ -378,5 +372,9 @@ mod tests {
         assert!(ignored("**", "anything/at/all"));
         assert!(ignored("a/**/b", "a/b"));
         assert!(ignored("a/**/b", "a/x/y/b"));
+        // Found by the differential harness: a parent matched by a rule
+        // deeper than itself still excludes its children.
+        assert!(ignored("**/tmp", "tmp/u"));
+        assert!(ignored("**/tmp", "a/tmp/u/v"));
     }
 }

@@ -127,9 +127,7 @@ pub fn run(spec: &CopySpec, root_path: &std::path::Path) -> Result<(), String> {
     .map_err(errno("open the source"))?;
     // Each match with the path it keeps under the destination (--parents).
     let mut matched = Vec::new();
-    let mut wildcard = false;
     for source in &spec.sources {
-        wildcard |= source.contains(['*', '?', '[']);
         let pivot = crate::context::parents_pivot(source);
         for m in tree.expand(source)? {
             let kept = if spec.parents {
@@ -155,12 +153,10 @@ pub fn run(spec: &CopySpec, root_path: &std::path::Path) -> Result<(), String> {
         links: HashMap::new(),
         dir_times: Vec::new(),
     };
+    // Several sources onto a destination that is no directory and has no
+    // trailing slash are each copied onto it in turn, the last one
+    // staying, as BuildKit does (the classic builder refused this).
     let into_dir = spec.parents || dest.ends_with('/') || copier.is_dir(&dest);
-    if (spec.sources.len() > 1 || wildcard) && !into_dir && matched.len() > 1 {
-        return Err(format!(
-            "when copying more than one source, the destination {dest} must be a directory and end with a /"
-        ));
-    }
     let dest_dir_owner = owner.unwrap_or((0, 0));
     for (top, kept) in &matched {
         let target = if let Some(kept) = kept.as_ref().filter(|k| !k.is_empty() && *k != ".") {

@@ -718,7 +718,10 @@ pub fn describe_failure(
             output.code
         )
     } else {
-        format!("RUN exited with code {}", output.code)
+        format!(
+            "RUN did not complete successfully: exit code: {}",
+            output.code
+        )
     };
     if events.pids_refused > 0 {
         text.push_str(&format!(
@@ -787,7 +790,7 @@ mod tests {
         };
         assert_eq!(
             describe_failure(&out(2), &forks, &limits).unwrap(),
-            "RUN exited with code 2 after reaching the process limit (--pids-limit 32)"
+            "RUN did not complete successfully: exit code: 2 after reaching the process limit (--pids-limit 32)"
         );
         assert_eq!(
             describe_failure(&out(0), &CgroupEvents::default(), &limits),
