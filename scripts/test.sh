@@ -20,7 +20,7 @@ cd "$(dirname "$0")/.."
 # tests' oracle beside runc; docker.io is the differential harness's
 # BuildKit (dockerd 20.10, started privately by the test).
 APT_PACKAGES=(busybox-static docker-registry apache2-utils openssl skopeo umoci podman runc debootstrap
-    libseccomp-dev gcc libc6-dev golang-github-docker-docker-dev docker.io git)
+    libseccomp-dev gcc libc6-dev golang-github-docker-docker-dev docker.io git openssh-client)
 
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do

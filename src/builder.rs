@@ -610,7 +610,7 @@ fn run_op(
         stage: label.clone(),
         index: step_index + 1,
         total: stage.steps.len(),
-        text: step.original.clone(),
+        text: shown(step),
     });
     let started = std::time::Instant::now();
     let parent = graph.parent(node).expect("a step has a parent");
@@ -636,7 +636,9 @@ fn run_op(
     }
     let at = format!(
         "stage {label}, Dockerfile:{}:{}: {}",
-        step.line, step.column, step.original
+        step.line,
+        step.column,
+        shown(step)
     );
     // The layer's bytes as it is written: shown once writing has taken
     // a second (a big COPY or RUN), so small steps stay quiet.
@@ -730,7 +732,9 @@ fn check_entitlements(plan: &solver::Plan, options: &BuildOptions) -> Result<(),
         Some(step) => Err(format!(
             "Dockerfile:{}:{}: {}: RUN --security=insecure needs the security.insecure \
              entitlement: pass --allow security.insecure",
-            step.line, step.column, step.original
+            step.line,
+            step.column,
+            shown(step)
         )),
         None => Ok(()),
     }
@@ -882,6 +886,26 @@ fn run_exec(
     let mut prepared =
         PreparedMounts::prepare(&other_mounts, &step_ctx).map_err(|e| format!("{at}: {e}"))?;
     prepared.mounts.extend(stage_mounts);
+    if let Some((name, body)) = &run.script {
+        // `RUN <<EOF` with a `#!` line runs the body as a file, mounted
+        // read-only at /dev/pipes as BuildKit does.
+        let dir = tempfile::Builder::new()
+            .prefix("script-")
+            .tempdir_in(snapshots.root().join("tmp"))
+            .map_err(|e| format!("{at}: {e}"))?;
+        let file = dir.path().join(name);
+        std::fs::write(&file, body).map_err(|e| format!("{at}: {e}"))?;
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o755))
+            .map_err(|e| format!("{at}: {e}"))?;
+        prepared.mounts.push(crate::executor::MountSpec {
+            target: "/dev/pipes".to_string(),
+            kind: crate::executor::MountKind::Bind {
+                source: dir.path().to_path_buf(),
+                readonly: true,
+            },
+        });
+        keep.push(dir);
+    }
     let mut env = run.env.clone();
     env.extend(run.proxy_env.iter().cloned());
     env.extend(prepared.env.iter().cloned());
@@ -986,10 +1010,7 @@ fn step_inputs(
     step: &solver::Step,
     stage_keys: &HashMap<usize, Digest>,
 ) -> Result<Vec<Option<Digest>>, String> {
-    let at = format!(
-        "Dockerfile:{}:{}: {}",
-        step.line, step.column, step.original
-    );
+    let at = format!("Dockerfile:{}:{}: {}", step.line, step.column, shown(step));
     let _ = stage;
     match &step.kind {
         StepKind::Run(run) => Ok(run
@@ -1261,6 +1282,12 @@ fn copy_spec(
         },
         keep,
     })
+}
+
+/// A step's instruction as progress lines and errors show it: the
+/// credentials of any URL in it hidden.
+fn shown(step: &solver::Step) -> String {
+    crate::context::git::redact_text(&step.original)
 }
 
 /// The config's `rootfs` for `layers`.

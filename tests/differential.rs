@@ -126,6 +126,15 @@ const TODAY: &[(&str, &str, &[Patch])] = &[
         ],
     ),
     (
+        "run-heredoc-shebang",
+        "heredoc RUN needs dockerfile 1.4 (0.8 writes what the script does); today's BuildKit \
+         runs a #! body as /dev/pipes/<name> (mode 0755) through the shell",
+        &[(
+            r#"RUN /bin/sh -c echo "shebang /dev/pipes/EOF 755" > /sb"#,
+            "RUN /bin/sh -c /dev/pipes/EOF",
+        )],
+    ),
+    (
         "copy-link-chmod",
         "--link needs dockerfile 1.4 (0.8 copies without it: today's BuildKit links only \
          without --chmod); today's history names --chmod",

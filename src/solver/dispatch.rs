@@ -130,6 +130,9 @@ pub struct RunStep {
     pub mount_sources: Vec<Option<FromSource>>,
     /// Heredoc files for the command (`RUN <<EOF`).
     pub heredocs: Vec<crate::parser::Heredoc>,
+    /// A lone heredoc starting with `#!`: (name, body), run as the file
+    /// `/dev/pipes/<name>` (mode 0755, mounted read-only), as BuildKit.
+    pub script: Option<(String, String)>,
 }
 
 /// A COPY or ADD as it executes.
@@ -171,8 +174,7 @@ pub struct Step {
     pub line: usize,
     /// Column where the instruction starts.
     pub column: usize,
-    /// The instruction as written, with the credentials of any URL in it
-    /// hidden: it is shown in progress lines and errors.
+    /// The instruction as written.
     pub original: String,
     /// Index into the stage config's history of this step's entry.
     pub history_index: usize,
@@ -956,10 +958,11 @@ impl Dispatcher<'_> {
                         mounts,
                         mount_sources,
                         heredocs: run.heredocs.clone(),
+                        script: shebang_script(run),
                     }),
                     line,
                     column: instruction.span.start.column,
-                    original: crate::context::git::redact_text(&instruction.original),
+                    original: instruction.original.clone(),
                     history_index,
                 });
             }
@@ -1010,7 +1013,7 @@ impl Dispatcher<'_> {
                     }),
                     line,
                     column: instruction.span.start.column,
-                    original: crate::context::git::redact_text(&instruction.original),
+                    original: instruction.original.clone(),
                     history_index,
                 });
             }
@@ -1031,7 +1034,7 @@ impl Dispatcher<'_> {
                         },
                         line,
                         column: instruction.span.start.column,
-                        original: crate::context::git::redact_text(&instruction.original),
+                        original: instruction.original.clone(),
                         history_index,
                     });
                 }
@@ -1244,8 +1247,20 @@ fn chomp(content: &str) -> String {
         .collect()
 }
 
+/// The script of a RUN that is one heredoc starting with `#!`.
+fn shebang_script(run: &crate::parser::Run) -> Option<(String, String)> {
+    let [doc] = run.heredocs.as_slice() else {
+        return None;
+    };
+    let line = run.command.args.join(" ");
+    crate::parser::reader::parse_heredoc_marker(line.trim()).ok()??;
+    let body = doc.body();
+    body.starts_with("#!").then(|| (doc.name.clone(), body))
+}
+
 /// A RUN's argv, with heredocs as BuildKit runs them: a command that is
-/// just one heredoc runs its body through the shell; a command that uses
+/// just one heredoc runs its body through the shell (or, when the body
+/// starts with `#!`, runs it as the file `/dev/pipes/<name>`); a command that uses
 /// heredocs in a larger line is passed whole, bodies included, to the shell.
 fn run_argv(s: &StageState, run: &crate::parser::Run) -> Result<Vec<String>, String> {
     if run.heredocs.is_empty() {
@@ -1270,9 +1285,10 @@ fn run_argv(s: &StageState, run: &crate::parser::Run) -> Result<Vec<String>, Str
     if single.is_some() {
         let data = body(&run.heredocs[0]);
         if data.starts_with("#!") {
-            return Err("a heredoc with a #! line is not supported yet".to_string());
+            args.push(format!("/dev/pipes/{}", run.heredocs[0].name));
+        } else {
+            args.push(data);
         }
-        args.push(data);
     } else {
         let mut full = line;
         for h in &run.heredocs {
