@@ -223,6 +223,7 @@ mod tests {
             mounts: vec![],
             mount_sources: vec![],
             heredocs: vec![],
+            script: None,
         })
     }
 
