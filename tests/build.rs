@@ -138,7 +138,8 @@ fn every_instruction_on_busybox_pushed_unpacked_and_run() {
     assert_eq!(config["author"], "rbuild tests <tests@example.invalid>");
     assert_eq!(config["os"], "linux");
     // The final stage's history: the parent's entries, the triggers, then
-    // one entry per instruction; only filesystem changes have layers.
+    // one entry per instruction; only filesystem changes have layers. COPY
+    // and ADD lines name --chown and --chmod, as today's BuildKit writes them.
     let history: Vec<(String, bool)> = config["history"]
         .as_array()
         .unwrap()
@@ -168,10 +169,10 @@ fn every_instruction_on_busybox_pushed_unpacked_and_run() {
             ("ARG UID=1234", true),
             ("RUN |1 UID=1234 /bin/sh -c echo \"users:x:100:\" >> /etc/group  && echo \"app:x:${UID}:100::/home/app:/bin/sh\" >> /etc/passwd  && mkdir -p /home/app && chown app:users /home/app # buildkit", false),
             ("WORKDIR /srv/app", false),
-            ("COPY bin/ bin/ # buildkit", false),
-            ("COPY config/app.conf /etc/app.conf # buildkit", false),
+            ("COPY --chown=app:users bin/ bin/ # buildkit", false),
+            ("COPY --chmod=600 config/app.conf /etc/app.conf # buildkit", false),
             ("ADD notes.txt docs/ # buildkit", false),
-            ("COPY /out/message.txt message.txt # buildkit", false),
+            ("COPY --chown=app /out/message.txt message.txt # buildkit", false),
             ("COPY <<EOF /etc/motd # buildkit", false),
             ("USER app", true),
             ("SHELL [/bin/sh -ec]", true),

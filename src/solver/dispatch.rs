@@ -871,9 +871,11 @@ impl Dispatcher<'_> {
                 s.history(&created, message, false);
             }
             InstructionKind::Arg(decls) => {
+                // One history entry for the line, as BuildKit's dispatchArg.
+                let mut message = String::from("ARG");
                 for decl in decls {
                     self.consumed.insert(decl.name.clone());
-                    let mut message = format!("ARG {}", decl.name);
+                    message.push_str(&format!(" {}", decl.name));
                     let default = match &decl.default {
                         Some(d) => {
                             let v = self.expand(d, &s.expansion_env(), instruction)?;
@@ -898,8 +900,8 @@ impl Dispatcher<'_> {
                         Some(slot) => slot.1 = value,
                         None => s.declared.push((decl.name.clone(), value)),
                     }
-                    s.history(&created, message, false);
                 }
+                s.history(&created, message, false);
             }
             InstructionKind::Run(run) => {
                 let args = run_argv(s, run).map_err(|e| err(format!("line {line}: {e}")))?;
