@@ -244,6 +244,11 @@ const TODAY: &[(&str, &str, &[Patch])] = &[
         &[("/c dir 755 0:0 ", "")],
     ),
     (
+        "run-mount-cache-keyed-by-owner",
+        STUBS_REMOVED,
+        &[("/c dir 755 0:0 ", "")],
+    ),
+    (
         "run-mount-bind-rw-discarded",
         STUBS_REMOVED,
         &[("/m dir 755 0:0 ", "")],

@@ -144,7 +144,19 @@ impl PreparedMounts {
             return Err("--mount=type=cache,from=… needs the multi-stage solver (not yet)".into());
         }
         let id = m.id.clone().unwrap_or_else(|| target.clone());
-        let key = hex(&Sha256::digest(id.as_bytes()))[..32].to_string();
+        // BuildKit keys a cache by its id and, when uid, gid or mode is
+        // given, by the directory they make (mounts.go getRefCacheDir:
+        // id + ":" + the base's ref): another owner is another cache.
+        let keyed = match (m.uid, m.gid, m.mode) {
+            (None, None, None) => id.clone(),
+            (uid, gid, mode) => format!(
+                "{id}\0{}:{}:{:o}",
+                uid.unwrap_or(0),
+                gid.unwrap_or(0),
+                mode.unwrap_or(0o755)
+            ),
+        };
+        let key = hex(&Sha256::digest(keyed.as_bytes()))[..32].to_string();
         let base = ctx.storage.join("cache-mounts");
         std::fs::create_dir_all(&base).map_err(|e| format!("{}: {e}", base.display()))?;
         let dir = base.join(&key);
