@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use common::TestRegistry;
 use rbuild::cache::ContentStore;
-use rbuild::image::busybox::host_architecture;
+use rbuild::image::config::host_architecture;
 use rbuild::image::layer::{write_gzip_layer, Entry};
 use rbuild::image::layout::{store_image, write_oci_layout_dir, StoredImage};
 use rbuild::image::media::MediaTypes;

@@ -15,10 +15,11 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use rbuild::blob::LayerBlob;
 use rbuild::cache::ContentStore;
 use rbuild::executor::{choose, Executor, IsolationRequest, Limits, Step, StepRunner};
 use rbuild::image::busybox::{build_base, DEBIAN_BUSYBOX};
-use rbuild::image::layer::{write_gzip_layer, Entry, LayerBlob};
+use rbuild::image::layer::{write_gzip_layer, Entry};
 use rbuild::image::media::MediaTypes;
 use rbuild::snapshot::{LayerRef, SnapshotStore};
 

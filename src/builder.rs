@@ -17,15 +17,15 @@ use petgraph::graph::NodeIndex;
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 
+use crate::blob::Digest;
+use crate::blob::LayerBlob;
 use crate::cache::{CacheEntry, CacheIndex, CachedLayer, ContentStore};
 use crate::executor::mounts::{MountContext, PreparedMounts, SecretSource};
 use crate::executor::{CgroupSupport, Executor, Limits, Plan, Step, StepRunner, Stream};
 use crate::image::busybox::build_base;
 use crate::image::config::ImageConfig;
-use crate::image::layer::LayerBlob;
 use crate::image::layout::{store_image, StoredImage};
 use crate::image::media::MediaTypes;
-use crate::image::Digest;
 use crate::parser::{Dockerfile, MountType, NetworkMode};
 use crate::progress::Event;
 use crate::snapshot::{LayerRef, SnapshotStore};
@@ -135,6 +135,65 @@ fn rfc3339(secs: i64) -> String {
     )
 }
 
+/// What kind of failure ended a build; it decides the exit code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Failure {
+    /// The Dockerfile asks for something impossible or not allowed (an
+    /// unknown stage, a missing entitlement, a plan error): exit 2.
+    Dockerfile,
+    /// A step ran, or tried to, and failed (a RUN's exit code, a COPY
+    /// source missing, a download or checkout refused): exit 1.
+    Step,
+    /// The environment failed the build: storage, the sandbox, a base
+    /// image that could not be pulled: exit 3.
+    Environment,
+}
+
+/// A failed build: its kind and the message that names the place.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BuildError {
+    /// What failed.
+    pub failure: Failure,
+    /// What to tell the user (with `Dockerfile:LINE:COLUMN` where a step
+    /// is to blame).
+    pub message: String,
+}
+
+impl BuildError {
+    fn new(failure: Failure, message: impl std::fmt::Display) -> BuildError {
+        BuildError {
+            failure,
+            message: message.to_string(),
+        }
+    }
+
+    /// The exit code the README gives this failure (1 a step failed, 2 a
+    /// Dockerfile error, 3 the environment).
+    pub fn exit_code(&self) -> i32 {
+        match self.failure {
+            Failure::Step => 1,
+            Failure::Dockerfile => 2,
+            Failure::Environment => 3,
+        }
+    }
+}
+
+impl std::fmt::Display for BuildError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for BuildError {}
+
+fn environment(e: impl std::fmt::Display) -> BuildError {
+    BuildError::new(Failure::Environment, e)
+}
+
+fn step_failed(e: impl std::fmt::Display) -> BuildError {
+    BuildError::new(Failure::Step, e)
+}
+
 /// Builds `dockerfile` (the target stage and what it needs); `log` gets
 /// progress and output lines.
 pub fn build(
@@ -142,15 +201,14 @@ pub fn build(
     options: &BuildOptions,
     executor: Executor,
     log: &mut dyn FnMut(&Event),
-) -> Result<Built, String> {
+) -> Result<Built, BuildError> {
     let mut phases = crate::progress::Phases::default();
     log(&Event::Note(format!(
         "isolation: {} (snapshots: {:?})",
         options.plan.tier, options.plan.snapshots
     )));
-    let store = ContentStore::open(&options.storage).map_err(|e| e.to_string())?;
-    let snapshots =
-        SnapshotStore::open(options.storage.join("snapshots")).map_err(|e| e.to_string())?;
+    let store = ContentStore::open(&options.storage).map_err(environment)?;
+    let snapshots = SnapshotStore::open(options.storage.join("snapshots")).map_err(environment)?;
     let runner = StepRunner::new(
         executor,
         options.plan.clone(),
@@ -159,14 +217,22 @@ pub fn build(
         options.cgroups.clone(),
         options.limits,
         options.source_date_epoch,
-    )?;
+    )
+    .map_err(environment)?;
     // Held until the caller is done with the image: collection never
     // takes what this build uses.
-    let mut lease = crate::gc::Lease::acquire(&options.storage)
-        .map_err(|e| format!("taking a lease on {}: {e}", options.storage.display()))?;
+    let mut lease = crate::gc::Lease::acquire(&options.storage).map_err(|e| {
+        environment(format!(
+            "taking a lease on {}: {e}",
+            options.storage.display()
+        ))
+    })?;
     let when = created(options.source_date_epoch);
     let local_images = crate::image::local::LocalImages::open(&options.storage);
     let mut bases: HashMap<String, StoredImage> = HashMap::new();
+    // A base that could not be had is the environment's failure, not the
+    // Dockerfile's, though the planner reports both.
+    let mut base_failed: Option<String> = None;
     let plan_options = PlanOptions {
         build_args: options.build_args.clone(),
         target: options.target.clone(),
@@ -193,18 +259,22 @@ pub fn build(
                 ca_certs: options.ca_certs.clone(),
                 ..Default::default()
             };
-            pull_base(&store, name, platform, registry, &mut *log)?
+            pull_base(&store, name, platform, registry, &mut *log)
+                .inspect_err(|e| base_failed = Some(e.clone()))?
         };
         let bytes = store.read(&base.config_digest).map_err(|e| e.to_string())?;
         let config = ImageConfig::from_blob(&bytes).map_err(|e| e.to_string())?;
         bases.insert(name.to_string(), base);
         Ok(config)
     })
-    .map_err(|e| format!("Dockerfile: {e}"))?;
+    .map_err(|e| match base_failed.take() {
+        Some(_) => environment(format!("Dockerfile: {e}")),
+        None => BuildError::new(Failure::Dockerfile, format!("Dockerfile: {e}")),
+    })?;
     for warning in &plan.warnings {
         log(&Event::Warning(warning.clone()));
     }
-    check_entitlements(&plan, options)?;
+    check_entitlements(&plan, options).map_err(|e| BuildError::new(Failure::Dockerfile, e))?;
     phases.mark("plan");
     let base_blobs: Vec<Digest> = bases
         .values()
@@ -213,8 +283,8 @@ pub fn build(
         .collect();
     lease
         .hold(|| ((), base_blobs))
-        .map_err(|e| format!("recording the lease: {e}"))?;
-    let index = CacheIndex::open(&options.storage).map_err(|e| e.to_string())?;
+        .map_err(|e| environment(format!("recording the lease: {e}")))?;
+    let index = CacheIndex::open(&options.storage).map_err(environment)?;
     let shared = Arc::new(Shared {
         options: options.clone(),
         runner,
@@ -245,7 +315,8 @@ pub fn build(
                 &mut |stage, step, stage_keys| step_inputs(&shared, stage, step, stage_keys),
             )
         },
-    )?;
+    )
+    .map_err(step_failed)?;
     if let Err(e) = shared.hashes.save() {
         log(&Event::Warning(format!(
             "warning: saving the context hash cache: {e}"
@@ -255,7 +326,7 @@ pub fn build(
     let mut shared = Arc::into_inner(shared).expect("no other owner yet");
     shared.graph = Some(graph);
     let shared = Arc::new(shared);
-    let results = schedule(&shared, &mut lease, log)?;
+    let results = schedule(&shared, &mut lease, log).map_err(step_failed)?;
     phases.mark("steps");
     let (steps, cached) = results.values().fold((0, 0), |(s, c), r| match r.how {
         How::Ran => (s + 1, c),
@@ -267,7 +338,8 @@ pub fn build(
     let target = plan.stages.last().expect("a plan has a target");
     let tail = *graph.stages[&target.index].last().expect("non-empty");
     let layers = results[&tail].layers.clone();
-    let config = final_config(plan, graph, &results, target, &layers, &when)?;
+    let config =
+        final_config(plan, graph, &results, target, &layers, &when).map_err(step_failed)?;
     // The root of the target's FROM-stage chain has the base image.
     let mut root = target;
     while let Base::Stage(j) = root.base {
@@ -277,8 +349,7 @@ pub fn build(
         Base::Image(name) => shared.bases[name].layers.len(),
         _ => 0,
     };
-    let image =
-        store_image(&store, &config, &layers, MediaTypes::Oci).map_err(|e| e.to_string())?;
+    let image = store_image(&store, &config, &layers, MediaTypes::Oci).map_err(environment)?;
     phases.mark("image");
     Ok(Built {
         store,

@@ -24,9 +24,9 @@ use std::time::SystemTime;
 
 use rustix::fs::{flock, FlockOperation};
 
+use crate::blob::Digest;
 use crate::cache::{CacheEntry, ContentStore};
 use crate::image::layout::StoredImage;
-use crate::image::Digest;
 
 /// A running build's claim on the store.
 #[derive(Debug)]
@@ -443,10 +443,8 @@ pub fn configured_cap(root: &Path) -> Result<Option<u64>, String> {
             .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
             .and_then(|v| v["keep_storage"].as_str().map(str::to_string)),
     };
-    text.map(|t| {
-        crate::executor::cgroup::parse_size(&t).map_err(|e| format!("keep_storage {t:?}: {e}"))
-    })
-    .transpose()
+    text.map(|t| crate::units::parse_size(&t).map_err(|e| format!("keep_storage {t:?}: {e}")))
+        .transpose()
 }
 
 #[cfg(test)]

@@ -7,6 +7,7 @@
 
 #![warn(missing_docs)]
 
+pub mod blob;
 pub mod builder;
 pub mod cache;
 pub mod cli;
@@ -15,8 +16,10 @@ pub mod executor;
 pub mod export;
 pub mod gc;
 pub mod image;
+pub mod openat;
 pub mod parser;
 pub mod progress;
 pub mod registry;
 pub mod snapshot;
 pub mod solver;
+pub mod units;

@@ -186,7 +186,7 @@ impl<W: Write> Renderer for Plain<W> {
             } => writeln!(
                 self.out,
                 "{task}: {} in {}",
-                crate::executor::cgroup::human_bytes(*done),
+                crate::units::human_bytes(*done),
                 seconds(*elapsed)
             ),
         };
@@ -210,7 +210,7 @@ impl<W: Write> Renderer for Plain<W> {
             "image {} (manifest {}, {})",
             s.image,
             s.manifest,
-            crate::executor::cgroup::human_bytes(s.size)
+            crate::units::human_bytes(s.size)
         );
     }
 }
@@ -507,11 +507,7 @@ impl Renderer for Tty {
                 done,
                 elapsed,
             } => {
-                let summary = format!(
-                    "{} {}",
-                    crate::executor::cgroup::human_bytes(*done),
-                    seconds(*elapsed)
-                );
+                let summary = format!("{} {}", crate::units::human_bytes(*done), seconds(*elapsed));
                 match self.transfers.get(task) {
                     Some(bar) => {
                         bar.set_position(*done);

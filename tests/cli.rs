@@ -605,3 +605,44 @@ fn syntax_and_check_directives_are_not_silently_ignored() {
         "{loud}"
     );
 }
+
+/// Each exit code the README gives a build, by a build that earns it:
+/// 1 a step failed, 2 a Dockerfile error (parse or plan), 3 the
+/// environment (a base image that cannot be pulled: nothing listens on
+/// 127.0.0.1:1).
+#[test]
+fn every_build_failure_exits_with_the_readme_code() {
+    if !is_root() {
+        eprintln!("*** skipping: RUN in the full tier needs root ***");
+        if std::env::var("RBUILD_REQUIRE_PRIVILEGED").as_deref() == Ok("1") {
+            panic!("RBUILD_REQUIRE_PRIVILEGED=1 but not root");
+        }
+        return;
+    }
+    let work = tempfile::tempdir().unwrap();
+    let root = work.path().join("root");
+    let cases: &[(&str, i32, &str)] = &[
+        ("FROM busybox\nRUN exit 7\n", 1, "exit code: 7"),
+        ("FROM busybox\nCOPY no-such-file /\n", 1, "not found"),
+        ("FROM busybox\nBOGUS x\n", 2, "unknown instruction"),
+        (
+            "FROM busybox\nCOPY --link --chown=app file.txt /\n",
+            2,
+            "--link",
+        ),
+        ("FROM busybox\nCOPY --from=9 file.txt /\n", 2, "stage index"),
+        (
+            "FROM busybox\nRUN --security=insecure true\n",
+            2,
+            "security.insecure",
+        ),
+        ("FROM 127.0.0.1:1/nothing:1\nRUN true\n", 3, "127.0.0.1:1"),
+    ];
+    for (dockerfile, code, says) in cases {
+        let ctx = context(&work.path().join(code.to_string()), dockerfile);
+        let out = rbuild(&root).arg(&ctx).output().unwrap();
+        let err = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(*code), "{dockerfile:?}: {err}");
+        assert!(err.contains(says), "{dockerfile:?}: {err}");
+    }
+}

@@ -10,7 +10,8 @@ use std::time::Duration;
 
 use common::{docker_config, run_ok, TestRegistry};
 use rbuild::cache::ContentStore;
-use rbuild::image::busybox::{build_base, host_architecture, DEBIAN_BUSYBOX};
+use rbuild::image::busybox::{build_base, DEBIAN_BUSYBOX};
+use rbuild::image::config::host_architecture;
 use rbuild::image::layout::StoredImage;
 use rbuild::image::media::MediaTypes;
 use rbuild::image::Reference;

@@ -14,8 +14,8 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use super::ContentStore;
-use crate::image::layer::LayerBlob;
-use crate::image::Digest;
+use crate::blob::Digest;
+use crate::blob::LayerBlob;
 
 /// What a cached step produced.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -13,6 +13,17 @@ mod store;
 pub use index::{CacheEntry, CacheIndex, CachedLayer};
 pub use store::{BlobWriter, ContentStore, StoreError};
 
+/// Layer writing errors.
+#[derive(Debug, thiserror::Error)]
+pub enum LayerError {
+    /// Writing the tar stream failed.
+    #[error("writing layer: {0}")]
+    Io(#[from] std::io::Error),
+    /// Storing the blob failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
 /// `$RBUILD_ROOT`, or `/var/lib/rbuild` for root, or
 /// `~/.local/share/rbuild` (`$XDG_DATA_HOME/rbuild`) for everyone else.
 pub fn default_root() -> std::path::PathBuf {

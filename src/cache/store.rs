@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use sha2::{Digest as _, Sha256};
 
-use crate::image::Digest;
+use crate::blob::Digest;
 
 /// Content store errors.
 #[derive(Debug, thiserror::Error)]

@@ -7,10 +7,7 @@
 
 use std::path::PathBuf;
 
-use super::{
-    load_dockerfile, prepare_build, BuildFlags, EXIT_BUILD_FAILED, EXIT_ENVIRONMENT, EXIT_OK,
-    EXIT_USAGE,
-};
+use super::{load_dockerfile, prepare_build, BuildFlags, EXIT_ENVIRONMENT, EXIT_OK, EXIT_USAGE};
 use crate::image::layout::StoredImage;
 use crate::image::reference::Reference;
 
@@ -421,10 +418,10 @@ pub(super) fn build(mut args: BuildCommand) -> i32 {
     let mut log = |event: &crate::progress::Event| renderer.event(event);
     let built = match crate::builder::build(&dockerfile, &options, executor, &mut log) {
         Ok(built) => built,
-        Err(message) => {
+        Err(failed) => {
             drop(renderer);
-            eprintln!("error: {message}");
-            return EXIT_BUILD_FAILED;
+            eprintln!("error: {failed}");
+            return failed.exit_code();
         }
     };
     phases.mark("build");
@@ -526,11 +523,11 @@ pub(super) fn build(mut args: BuildCommand) -> i32 {
             Ok(report) if report.freed > 0 => {
                 renderer.event(&crate::progress::Event::Note(format!(
                     "size cap {}: removed {} cache entries, {} blobs, {} snapshots ({})",
-                    crate::executor::cgroup::human_bytes(cap),
+                    crate::units::human_bytes(cap),
                     report.entries,
                     report.blobs,
                     report.snapshots,
-                    crate::executor::cgroup::human_bytes(report.freed)
+                    crate::units::human_bytes(report.freed)
                 )))
             }
             Ok(_) => {}

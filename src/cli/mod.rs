@@ -129,7 +129,7 @@ struct SandboxArgs {
 }
 
 fn parse_size_arg(text: &str) -> Result<u64, String> {
-    crate::executor::cgroup::parse_size(text)
+    crate::units::parse_size(text)
 }
 
 // Parsed once per process: the size of the largest variant costs nothing.
@@ -339,7 +339,7 @@ fn probe_environment(root: &std::path::Path) -> Result<(Executor, crate::executo
 }
 
 fn prune(all: bool, keep_storage: Option<u64>, root: Option<PathBuf>) -> i32 {
-    use crate::executor::cgroup::human_bytes;
+    use crate::units::human_bytes;
     let root = storage_root(root);
     match crate::gc::prune(&root, crate::gc::PruneOptions { all, keep_storage }) {
         Ok(report) => {
@@ -363,7 +363,7 @@ fn prune(all: bool, keep_storage: Option<u64>, root: Option<PathBuf>) -> i32 {
 }
 
 fn du(root: Option<PathBuf>) -> i32 {
-    use crate::executor::cgroup::human_bytes;
+    use crate::units::human_bytes;
     let root = storage_root(root);
     let usage = crate::gc::usage(&root);
     println!("storage root: {}", root.display());
@@ -706,9 +706,29 @@ fn debug_run(args: DebugRun) -> i32 {
             println!("{}", built.image.manifest_digest);
             EXIT_OK
         }
-        Err(message) => {
-            eprintln!("error: {message}");
-            EXIT_BUILD_FAILED
+        Err(failed) => {
+            eprintln!("error: {failed}");
+            failed.exit_code()
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::builder::{BuildError, Failure};
+
+    #[test]
+    fn build_failures_map_to_the_exit_constants() {
+        let code = |failure| {
+            BuildError {
+                failure,
+                message: String::new(),
+            }
+            .exit_code()
+        };
+        assert_eq!(code(Failure::Step), EXIT_BUILD_FAILED);
+        assert_eq!(code(Failure::Dockerfile), EXIT_USAGE);
+        assert_eq!(code(Failure::Environment), EXIT_ENVIRONMENT);
     }
 }

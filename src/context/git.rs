@@ -228,12 +228,19 @@ pub struct Checkout {
     pub git_dir: bool,
 }
 
-/// Checks `git` out below `dir` (which must be empty and private).
-pub fn checkout(git: &GitRef, keep_git_dir: bool, dir: &Path) -> Result<Checkout, String> {
-    let shown = redact(&git.remote);
-    let repo = dir.join("repo");
-    std::fs::create_dir(&repo).map_err(|e| format!("{shown}: {e}"))?;
-    let run = |args: &[&str]| -> Result<String, String> {
+/// Debian's `git`, run in one repository with no user or system
+/// configuration, no prompts and only network transports.
+struct Git<'a> {
+    repo: PathBuf,
+    home: &'a Path,
+    source: &'a GitRef,
+    shown: String,
+}
+
+impl Git<'_> {
+    /// Runs `git ARGS`; its trimmed stdout, or its stderr (credentials
+    /// hidden) as the error.
+    fn run(&self, args: &[&str]) -> Result<String, String> {
         let out = Command::new("git")
             .args([
                 "-c",
@@ -242,92 +249,125 @@ pub fn checkout(git: &GitRef, keep_git_dir: bool, dir: &Path) -> Result<Checkout
                 "init.defaultBranch=main",
             ])
             .args(args)
-            .current_dir(&repo)
-            .env("HOME", dir)
+            .current_dir(&self.repo)
+            .env("HOME", self.home)
             .env("GIT_CONFIG_NOSYSTEM", "1")
             .env("GIT_TERMINAL_PROMPT", "0")
             .env("GIT_ALLOW_PROTOCOL", "http:https:git:ssh")
             .env_remove("GIT_DIR")
             .env_remove("GIT_WORK_TREE")
             .output()
-            .map_err(|e| format!("{shown}: running git: {e} (install git)"))?;
+            .map_err(|e| format!("{}: running git: {e} (install git)", self.shown))?;
         if !out.status.success() {
             let mut text = String::from_utf8_lossy(&out.stderr).into_owned();
-            if let Some(userinfo) = userinfo(&git.remote) {
+            if let Some(userinfo) = userinfo(&self.source.remote) {
                 text = text.replace(userinfo, "***");
             }
-            return Err(format!("{shown}: git {}: {}", args[0], text.trim()));
+            return Err(format!("{}: git {}: {}", self.shown, args[0], text.trim()));
         }
         Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
-    };
-    run(&["init", "-q"])?;
-    run(&["remote", "add", "origin", &git.remote])?;
-    let reference = git.reference.as_deref().unwrap_or("HEAD");
-    let commit_like = reference.len() >= 7 && reference.bytes().all(|b| b.is_ascii_hexdigit());
-    if commit_like {
-        // Not every server serves a bare commit: fetch everything, then
-        // look the commit up.
-        run(&[
-            "fetch",
-            "-q",
-            "--tags",
-            "origin",
-            "+refs/heads/*:refs/remotes/origin/*",
-        ])?;
-        run(&["checkout", "-q", "--detach", reference])?;
-    } else {
-        // A shallow fetch where the server can (git's dumb HTTP cannot).
-        if run(&["fetch", "-q", "--depth=1", "origin", reference]).is_err() {
-            run(&["fetch", "-q", "origin", reference])?;
+    }
+
+    /// Fetches the ref and checks it out detached; the commit.
+    fn fetch(&self) -> Result<String, String> {
+        self.run(&["init", "-q"])?;
+        self.run(&["remote", "add", "origin", &self.source.remote])?;
+        let reference = self.source.reference.as_deref().unwrap_or("HEAD");
+        let commit_like = reference.len() >= 7 && reference.bytes().all(|b| b.is_ascii_hexdigit());
+        if commit_like {
+            // Not every server serves a bare commit: fetch everything,
+            // then look the commit up.
+            let heads = "+refs/heads/*:refs/remotes/origin/*";
+            self.run(&["fetch", "-q", "--tags", "origin", heads])?;
+            self.run(&["checkout", "-q", "--detach", reference])?;
+        } else {
+            // A shallow fetch where the server can (git's dumb HTTP cannot).
+            if self
+                .run(&["fetch", "-q", "--depth=1", "origin", reference])
+                .is_err()
+            {
+                self.run(&["fetch", "-q", "origin", reference])?;
+            }
+            self.run(&["checkout", "-q", "--detach", "FETCH_HEAD"])?;
         }
-        run(&["checkout", "-q", "--detach", "FETCH_HEAD"])?;
-    }
-    let commit = run(&["rev-parse", "HEAD"])?;
-    if let Some(want) = &git.checksum {
-        if !commit.starts_with(want.as_str()) {
-            return Err(format!(
-                "{shown}: checksum mismatch: expected commit {want}, {reference} is {commit}"
-            ));
-        }
-    }
-    if git.submodules != Some(false) && repo.join(".gitmodules").exists() {
-        run(&[
-            "submodule",
-            "update",
-            "-q",
-            "--init",
-            "--recursive",
-            "--depth=1",
-        ])?;
-    }
-    if keep_git_dir {
-        // A kept .git goes into the image: it must not carry credentials
-        // from the URL.
-        run(&["remote", "set-url", "origin", &anonymous(&git.remote)])?;
-        let _ = std::fs::remove_file(repo.join(".git/FETCH_HEAD"));
-    } else {
-        std::fs::remove_dir_all(repo.join(".git")).map_err(|e| format!("{shown}: {e}"))?;
-    }
-    let root = match &git.subdir {
-        Some(sub) => {
-            let clean = crate::context::clean(sub);
-            let root = repo.join(clean.trim_start_matches('/'));
-            // The subdir must stay inside the checkout.
-            let real = root
-                .canonicalize()
-                .map_err(|e| format!("{shown}: subdir {sub}: {e}"))?;
-            let top = repo.canonicalize().map_err(|e| format!("{shown}: {e}"))?;
-            if !real.starts_with(&top) || !real.is_dir() {
+        let commit = self.run(&["rev-parse", "HEAD"])?;
+        if let Some(want) = &self.source.checksum {
+            if !commit.starts_with(want.as_str()) {
                 return Err(format!(
-                    "{shown}: subdir {sub} is not a directory of the repository"
+                    "{}: checksum mismatch: expected commit {want}, {reference} is {commit}",
+                    self.shown
                 ));
             }
-            real
         }
-        None => repo,
+        Ok(commit)
+    }
+
+    /// Submodules, then the kept `.git` made safe to ship or removed.
+    fn finish(&self, keep_git_dir: bool) -> Result<(), String> {
+        if self.source.submodules != Some(false) && self.repo.join(".gitmodules").exists() {
+            self.run(&[
+                "submodule",
+                "update",
+                "-q",
+                "--init",
+                "--recursive",
+                "--depth=1",
+            ])?;
+        }
+        if keep_git_dir {
+            // A kept .git goes into the image: it must not carry
+            // credentials from the URL.
+            self.run(&[
+                "remote",
+                "set-url",
+                "origin",
+                &anonymous(&self.source.remote),
+            ])?;
+            let _ = std::fs::remove_file(self.repo.join(".git/FETCH_HEAD"));
+            return Ok(());
+        }
+        std::fs::remove_dir_all(self.repo.join(".git")).map_err(|e| format!("{}: {e}", self.shown))
+    }
+
+    /// The directory ADD copies: the checkout, or its subdir, which must
+    /// stay inside it.
+    fn root(&self) -> Result<PathBuf, String> {
+        let Some(sub) = &self.source.subdir else {
+            return Ok(self.repo.clone());
+        };
+        let shown = &self.shown;
+        let clean = crate::context::clean(sub);
+        let real = self
+            .repo
+            .join(clean.trim_start_matches('/'))
+            .canonicalize()
+            .map_err(|e| format!("{shown}: subdir {sub}: {e}"))?;
+        let top = self
+            .repo
+            .canonicalize()
+            .map_err(|e| format!("{shown}: {e}"))?;
+        if !real.starts_with(&top) || !real.is_dir() {
+            return Err(format!(
+                "{shown}: subdir {sub} is not a directory of the repository"
+            ));
+        }
+        Ok(real)
+    }
+}
+
+/// Checks `git` out below `dir` (which must be empty and private).
+pub fn checkout(source: &GitRef, keep_git_dir: bool, dir: &Path) -> Result<Checkout, String> {
+    let git = Git {
+        repo: dir.join("repo"),
+        home: dir,
+        source,
+        shown: redact(&source.remote),
     };
+    std::fs::create_dir(&git.repo).map_err(|e| format!("{}: {e}", git.shown))?;
+    let commit = git.fetch()?;
+    git.finish(keep_git_dir)?;
     Ok(Checkout {
-        root,
+        root: git.root()?,
         commit,
         git_dir: keep_git_dir,
     })

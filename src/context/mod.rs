@@ -19,12 +19,12 @@ use std::os::fd::AsRawFd;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use rustix::fs::{self as rfs, Mode, OFlags, ResolveFlags};
+use rustix::fs::{self as rfs, Mode, OFlags};
 use sha2::{Digest as _, Sha256};
 
 pub use glob::{clean, Glob, IgnoreRules};
 
-use crate::image::Digest;
+use crate::blob::Digest;
 
 /// A tree COPY reads from, with the rules for what it may see.
 #[derive(Debug, Clone)]
@@ -162,17 +162,11 @@ impl<'a> SourceTree<'a> {
             Mode::empty(),
         )
         .map_err(|e| format!("{}: {e}", self.root.display()))?;
-        let fd = rfs::openat2(
-            &root,
-            rel,
-            OFlags::PATH | OFlags::CLOEXEC,
-            Mode::empty(),
-            ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS,
-        )
-        .map_err(|e| match e {
-            rustix::io::Errno::NOENT | rustix::io::Errno::NOTDIR => not_found(rel),
-            e => format!("{rel}: {e}"),
-        })?;
+        let fd = crate::openat::open(&root, rel, OFlags::PATH, crate::openat::Resolve::InRoot)
+            .map_err(|e| match e {
+                rustix::io::Errno::NOENT | rustix::io::Errno::NOTDIR => not_found(rel),
+                e => format!("{rel}: {e}"),
+            })?;
         let real = std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd()))
             .map_err(|e| format!("{rel}: {e}"))?;
         let inside = real

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use sha2::{Digest as _, Sha256};
 
-use crate::image::Digest;
+use crate::blob::Digest;
 
 /// Whether an ADD source is a URL rbuild downloads.
 /// (An `http(s)://…/repo.git` URL is a git repository instead.)

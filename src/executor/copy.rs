@@ -14,11 +14,11 @@ use std::os::fd::OwnedFd;
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::PathBuf;
 
+use crate::openat;
 use rustix::fs::{self as rfs, AtFlags, Mode, OFlags, Timespec, Timestamps};
 use rustix::io::Errno;
 use serde::{Deserialize, Serialize};
 
-use super::sandbox::open_in;
 use crate::context::{IgnoreRules, SourceTree};
 
 /// A COPY as the helper performs it.
@@ -62,7 +62,7 @@ fn errno(what: &str) -> impl Fn(Errno) -> String + '_ {
 
 /// Reads `etc/<name>` of the destination root (empty when missing).
 fn read_etc(root: &OwnedFd, name: &str) -> Vec<u8> {
-    let Ok(fd) = open_in(root, &format!("etc/{name}"), OFlags::RDONLY) else {
+    let Ok(fd) = openat::in_root(root, format!("etc/{name}"), OFlags::RDONLY) else {
         return Vec::new();
     };
     let mut bytes = Vec::new();
@@ -301,7 +301,7 @@ fn is_tar_header(block: &[u8]) -> bool {
 }
 
 fn archive_kind(source: &OwnedFd, rel: &str) -> Result<Option<Archive>, String> {
-    let fd = open_in(source, rel, OFlags::RDONLY).map_err(errno(rel))?;
+    let fd = openat::in_root(source, rel, OFlags::RDONLY).map_err(errno(rel))?;
     Ok(sniff_archive(std::fs::File::from(fd)))
 }
 
@@ -325,7 +325,8 @@ fn split(path: &str) -> (&str, &str) {
 
 fn set_times(root: &OwnedFd, path: &str, atime: Timespec, mtime: Timespec) -> Result<(), String> {
     let (parent, name) = split(path);
-    let dir = open_in(root, parent, OFlags::RDONLY | OFlags::DIRECTORY).map_err(errno(path))?;
+    let dir =
+        openat::in_root(root, parent, OFlags::RDONLY | OFlags::DIRECTORY).map_err(errno(path))?;
     rfs::utimensat(
         &dir,
         name,
@@ -356,7 +357,7 @@ impl Copier {
     }
 
     fn is_dir(&self, path: &str) -> bool {
-        open_in(&self.root, path, OFlags::PATH)
+        openat::in_root(&self.root, path, OFlags::PATH)
             .ok()
             .and_then(|fd| rfs::fstat(&fd).ok())
             .is_some_and(|st| rfs::FileType::from_raw_mode(st.st_mode) == rfs::FileType::Directory)
@@ -384,7 +385,7 @@ impl Copier {
                 _ => {}
             }
             let parent = done.join("/");
-            let dir = open_in(&self.root, &parent, OFlags::RDONLY | OFlags::DIRECTORY)
+            let dir = openat::in_root(&self.root, &parent, OFlags::RDONLY | OFlags::DIRECTORY)
                 .map_err(errno(&parent))?;
             let shown = format!(
                 "/{}",
@@ -434,10 +435,11 @@ impl Copier {
     /// Unpacks the archive `rel` into the directory `to`: entries that
     /// would leave it (`..`, absolute names, links out) are errors.
     fn unpack(&self, rel: &str, kind: Archive, to: &str) -> Result<(), String> {
-        let src = open_in(&self.source, rel, OFlags::RDONLY).map_err(errno(rel))?;
+        let src = openat::in_root(&self.source, rel, OFlags::RDONLY).map_err(errno(rel))?;
         let reader =
             decompress(kind, std::fs::File::from(src)).map_err(|e| format!("{rel}: {e}"))?;
-        let dir = open_in(&self.root, to, OFlags::PATH | OFlags::DIRECTORY).map_err(errno(to))?;
+        let dir =
+            openat::in_root(&self.root, to, OFlags::PATH | OFlags::DIRECTORY).map_err(errno(to))?;
         let host = std::fs::read_link(format!(
             "/proc/self/fd/{}",
             std::os::fd::AsRawFd::as_raw_fd(&dir)
@@ -460,8 +462,8 @@ impl Copier {
 
     fn copy_one(&mut self, w: &crate::context::Walked, to: &str) -> Result<(), String> {
         let (parent, name) = split(to);
-        let dir =
-            open_in(&self.root, parent, OFlags::RDONLY | OFlags::DIRECTORY).map_err(errno(to))?;
+        let dir = openat::in_root(&self.root, parent, OFlags::RDONLY | OFlags::DIRECTORY)
+            .map_err(errno(to))?;
         let meta = &w.meta;
         let ft = meta.file_type();
         let existing = rfs::statat(&dir, name, AtFlags::SYMLINK_NOFOLLOW).ok();
@@ -504,15 +506,16 @@ impl Copier {
             if meta.nlink() > 1 {
                 if let Some(first) = self.links.get(&key) {
                     let (fp, fname) = split(first);
-                    let from_dir = open_in(&self.root, fp, OFlags::RDONLY | OFlags::DIRECTORY)
-                        .map_err(errno(first))?;
+                    let from_dir =
+                        openat::in_root(&self.root, fp, OFlags::RDONLY | OFlags::DIRECTORY)
+                            .map_err(errno(first))?;
                     rfs::linkat(&from_dir, fname, &dir, name, AtFlags::empty())
                         .map_err(errno(to))?;
                     return Ok(());
                 }
                 self.links.insert(key, to.to_string());
             }
-            let src = open_in(&self.source, &w.tree_rel, OFlags::RDONLY | OFlags::NOFOLLOW)
+            let src = openat::in_root(&self.source, &w.tree_rel, OFlags::RDONLY | OFlags::NOFOLLOW)
                 .map_err(errno(&w.tree_rel))?;
             let out = rfs::openat(
                 &dir,

@@ -31,8 +31,9 @@ pub use sandbox::{
     IdRange, MountKind, MountSpec, Namespaces, Remap, RootFs, SandboxSpec, Stub, SETUP_FAILED,
 };
 
+use crate::blob::LayerBlob;
 use crate::cache::ContentStore;
-use crate::image::layer::{LayerBlob, LayerError};
+use crate::cache::LayerError;
 use crate::snapshot::diff::{self, IdMap, LayerOptions};
 use crate::snapshot::{LayerRef, SnapshotError, SnapshotStore};
 
@@ -685,7 +686,7 @@ pub fn describe_failure(
     if events.oom_kills > 0 {
         let limit = limits
             .memory
-            .map(cgroup::human_bytes)
+            .map(crate::units::human_bytes)
             .unwrap_or_else(|| "?".to_string());
         return Some(format!("RUN was killed: out of memory (limit {limit})"));
     }

@@ -121,7 +121,7 @@ impl PreparedMounts {
                 MountType::Tmpfs => {
                     let target = target.ok_or("--mount=type=tmpfs needs target=")?;
                     let size = match &m.size {
-                        Some(s) => Some(super::cgroup::parse_size(s)?),
+                        Some(s) => Some(crate::units::parse_size(s)?),
                         None => None,
                     };
                     out.mounts.push(MountSpec {

@@ -9,10 +9,11 @@
 use std::path::Path;
 use std::process::Command;
 
-use super::layer::{write_gzip_layer, Entry, LayerError};
+use super::layer::{write_gzip_layer, Entry};
 use super::layout::StoredImage;
 use super::media::MediaTypes;
 use crate::cache::ContentStore;
+use crate::cache::LayerError;
 
 /// Where Debian's `busybox-static` installs the binary.
 pub const DEBIAN_BUSYBOX: &str = "/bin/busybox";
@@ -34,20 +35,6 @@ pub enum BusyboxError {
     /// Storing the image failed.
     #[error("storing the busybox image: {0}")]
     Image(String),
-}
-
-/// The architecture name Go and OCI use for this host.
-pub fn host_architecture() -> &'static str {
-    match std::env::consts::ARCH {
-        "x86_64" => "amd64",
-        "aarch64" => "arm64",
-        "x86" => "386",
-        "arm" => "arm",
-        "powerpc64" => "ppc64le",
-        "s390x" => "s390x",
-        "riscv64" => "riscv64",
-        other => other,
-    }
 }
 
 /// Builds the base image from `binary` into `store`.

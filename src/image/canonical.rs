@@ -8,7 +8,7 @@
 
 use serde::Serialize;
 
-use super::Digest;
+use crate::blob::Digest;
 
 /// Serialises `value` with sorted keys and no insignificant white space.
 pub fn to_canonical_json<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, serde_json::Error> {

@@ -9,7 +9,7 @@ use oci_spec::image::{Config, History, RootFs};
 use serde::{Deserialize, Serialize};
 
 use super::canonical::canonical_with_digest;
-use super::Digest;
+use crate::blob::Digest;
 
 /// Docker's health check settings (durations in nanoseconds).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -99,6 +99,20 @@ impl ImageConfig {
     /// Parses a config blob.
     pub fn from_blob(bytes: &[u8]) -> Result<ImageConfig, serde_json::Error> {
         serde_json::from_slice(bytes)
+    }
+}
+
+/// The architecture name Go and OCI use for this host.
+pub fn host_architecture() -> &'static str {
+    match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        "x86" => "386",
+        "arm" => "arm",
+        "powerpc64" => "ppc64le",
+        "s390x" => "s390x",
+        "riscv64" => "riscv64",
+        other => other,
     }
 }
 

@@ -7,9 +7,9 @@ use std::path::Path;
 use oci_spec::image::{ConfigBuilder, HistoryBuilder, RootFsBuilder};
 
 use super::config::{ImageConfig, RunConfig};
-use super::layer::LayerBlob;
 use super::layout::{store_image, StoredImage};
 use super::media::MediaTypes;
+use crate::blob::LayerBlob;
 use crate::cache::ContentStore;
 use crate::snapshot::diff::{copy_changes, write_layer, LayerOptions, TreeState};
 
@@ -48,7 +48,7 @@ pub fn single_layer_image(
     let config = ImageConfig {
         created: Some("1970-01-01T00:00:00Z".to_string()),
         author: None,
-        architecture: super::busybox::host_architecture().to_string(),
+        architecture: super::config::host_architecture().to_string(),
         os: "linux".to_string(),
         variant: None,
         config: Some(RunConfig {

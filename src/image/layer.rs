@@ -4,12 +4,10 @@
 //! Used for layers rbuild assembles from a file list (the busybox base,
 //! later COPY/ADD results). Same entries and mtime → same bytes, anywhere.
 
-use std::io::{self, Write};
+use std::io;
 
-use sha2::{Digest as _, Sha256};
-
-use super::Digest;
-use crate::cache::{ContentStore, StoreError};
+use crate::blob::{Digest, HashingWriter, LayerBlob};
+use crate::cache::{ContentStore, LayerError};
 
 /// What a layer entry is.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -72,75 +70,6 @@ impl Entry {
     }
 }
 
-/// A layer stored in the content store.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct LayerBlob {
-    /// Digest of the compressed blob.
-    pub digest: Digest,
-    /// Size of the compressed blob.
-    pub size: u64,
-    /// Digest of the uncompressed tar.
-    pub diff_id: Digest,
-}
-
-/// Hashes what passes through to the inner writer.
-pub(crate) struct HashingWriter<W> {
-    inner: W,
-    hasher: Sha256,
-    /// Counts the bytes (progress display), when set.
-    counter: Option<std::sync::Arc<std::sync::atomic::AtomicU64>>,
-}
-
-impl<W> HashingWriter<W> {
-    pub(crate) fn new(inner: W) -> HashingWriter<W> {
-        HashingWriter {
-            inner,
-            hasher: Sha256::new(),
-            counter: None,
-        }
-    }
-
-    /// The same, adding what it writes to `counter`.
-    pub(crate) fn counting(
-        mut self,
-        counter: Option<std::sync::Arc<std::sync::atomic::AtomicU64>>,
-    ) -> HashingWriter<W> {
-        self.counter = counter;
-        self
-    }
-
-    /// The inner writer and the sha256 of everything written.
-    pub(crate) fn finish(self) -> (W, [u8; 32]) {
-        (self.inner, self.hasher.finalize().into())
-    }
-}
-
-impl<W: Write> Write for HashingWriter<W> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let n = self.inner.write(buf)?;
-        self.hasher.update(&buf[..n]);
-        if let Some(counter) = &self.counter {
-            counter.fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
-        }
-        Ok(n)
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        self.inner.flush()
-    }
-}
-
-/// Layer writing errors.
-#[derive(Debug, thiserror::Error)]
-pub enum LayerError {
-    /// Writing the tar stream failed.
-    #[error("writing layer: {0}")]
-    Io(#[from] io::Error),
-    /// Storing the blob failed.
-    #[error(transparent)]
-    Store(#[from] StoreError),
-}
-
 /// Writes `entries` (sorted by path here) as a gzip layer into `store`.
 /// Every entry gets `mtime`; user and group names stay empty.
 pub fn write_gzip_layer(
@@ -150,7 +79,7 @@ pub fn write_gzip_layer(
 ) -> Result<LayerBlob, LayerError> {
     entries.sort_by(|a, b| a.path.cmp(&b.path));
     let blob = store.writer()?;
-    let gz = crate::image::pgzip::ParallelGzip::new(blob, 6);
+    let gz = crate::blob::pgzip::ParallelGzip::new(blob, 6);
     let mut tar = tar::Builder::new(HashingWriter::new(gz));
     tar.mode(tar::HeaderMode::Deterministic);
     for entry in &entries {
@@ -177,9 +106,9 @@ pub fn write_gzip_layer(
             }
         }
     }
-    let hashing = tar.into_inner()?;
-    let diff_id = Digest::from_sha256(hashing.hasher.finalize().into());
-    let blob = hashing.inner.finish()?;
+    let (gz, diff_id) = tar.into_inner()?.finish();
+    let diff_id = Digest::from_sha256(diff_id);
+    let blob = gz.finish()?;
     let (digest, size) = blob.commit(None)?;
     Ok(LayerBlob {
         digest,

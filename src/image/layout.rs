@@ -14,10 +14,10 @@ use oci_spec::image::{
 
 use super::canonical::to_canonical_json;
 use super::config::ImageConfig;
-use super::layer::LayerBlob;
 use super::media::{self, MediaTypes};
 use super::reference::{Reference, DOCKER_HUB};
-use super::Digest;
+use crate::blob::Digest;
+use crate::blob::LayerBlob;
 use crate::cache::{ContentStore, StoreError};
 
 /// An image whose manifest, config and layers are all in the store.

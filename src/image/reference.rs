@@ -4,7 +4,7 @@
 use std::fmt;
 use std::str::FromStr;
 
-use super::Digest;
+use crate::blob::Digest;
 
 /// Docker Hub's canonical registry name.
 pub const DOCKER_HUB: &str = "docker.io";

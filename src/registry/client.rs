@@ -14,8 +14,9 @@ use reqwest::{Method, StatusCode};
 use tokio::sync::Semaphore;
 
 use super::auth::{parse_challenge, Challenge, CredentialSource};
+use crate::blob::Digest;
 use crate::cache::ContentStore;
-use crate::image::{media, Digest, Reference};
+use crate::image::{media, Reference};
 
 /// Registry errors. None of them carries credentials.
 #[derive(Debug, thiserror::Error)]
@@ -447,7 +448,7 @@ impl RegistryClient {
                     .map_err(|e| content_error(e.to_string()))?;
                 let digest: Digest = d
                     .parse()
-                    .map_err(|e: crate::image::DigestError| content_error(e.to_string()))?;
+                    .map_err(|e: crate::blob::DigestError| content_error(e.to_string()))?;
                 self.fetch_blob(store, reference, &digest, *size).await?;
                 Ok::<Digest, RegistryError>(digest)
             }
@@ -594,7 +595,7 @@ impl RegistryClient {
                                 message: e.to_string(),
                             })?;
                         let digest: Digest = b.digest().to_string().parse().map_err(
-                            |e: crate::image::DigestError| RegistryError::Content {
+                            |e: crate::blob::DigestError| RegistryError::Content {
                                 registry: target.registry.clone(),
                                 message: e.to_string(),
                             },

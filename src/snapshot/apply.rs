@@ -16,9 +16,7 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Path, PathBuf};
 
-use rustix::fs::{
-    self as rfs, AtFlags, FileType, Mode, OFlags, ResolveFlags, Timespec, Timestamps,
-};
+use rustix::fs::{self as rfs, AtFlags, FileType, Mode, OFlags, Timespec, Timestamps};
 use rustix::io::Errno;
 
 /// Why a layer could not be applied.
@@ -143,18 +141,7 @@ impl Applier<'_> {
 
     /// Opens `path` (relative to the root) without leaving the root.
     fn open_beneath(&self, path: &Path, flags: OFlags) -> Result<OwnedFd, Errno> {
-        let target: &Path = if path.as_os_str().is_empty() {
-            Path::new(".")
-        } else {
-            path
-        };
-        rfs::openat2(
-            &self.root,
-            target,
-            flags | OFlags::CLOEXEC,
-            Mode::empty(),
-            ResolveFlags::BENEATH | ResolveFlags::NO_MAGICLINKS,
-        )
+        crate::openat::open(&self.root, path, flags, crate::openat::Resolve::Beneath)
     }
 
     /// Opens (creating as needed) the directory `parts` inside the root.

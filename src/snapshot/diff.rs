@@ -20,9 +20,10 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
+use crate::blob::Digest;
+use crate::blob::{HashingWriter, LayerBlob};
 use crate::cache::ContentStore;
-use crate::image::layer::{HashingWriter, LayerBlob, LayerError};
-use crate::image::Digest;
+use crate::cache::LayerError;
 
 const WHITEOUT_PREFIX: &str = ".wh.";
 const OPAQUE_MARKER: &str = ".wh..wh..opq";
@@ -631,7 +632,7 @@ pub fn write_layer(
     counter: ByteCounter,
 ) -> Result<LayerBlob, LayerError> {
     let blob = store.writer()?;
-    let gz = crate::image::pgzip::ParallelGzip::new(blob, 6);
+    let gz = crate::blob::pgzip::ParallelGzip::new(blob, 6);
     let mut tar = tar::Builder::new(HashingWriter::new(gz).counting(counter));
     tar.mode(tar::HeaderMode::Deterministic);
     let mut writer = TarWriter {

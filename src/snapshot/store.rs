@@ -16,8 +16,8 @@ use std::path::{Path, PathBuf};
 use sha2::{Digest as _, Sha256};
 
 use super::apply::{apply_layer, ApplyError, ApplyOptions};
+use crate::blob::Digest;
 use crate::cache::{ContentStore, StoreError};
-use crate::image::Digest;
 
 /// A layer of an image: its blob in the content store and its diff_id.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -28,8 +28,8 @@ pub struct LayerRef {
     pub diff_id: Digest,
 }
 
-impl From<&crate::image::layer::LayerBlob> for LayerRef {
-    fn from(layer: &crate::image::layer::LayerBlob) -> LayerRef {
+impl From<&crate::blob::LayerBlob> for LayerRef {
+    fn from(layer: &crate::blob::LayerBlob) -> LayerRef {
         LayerRef {
             digest: layer.digest.clone(),
             diff_id: layer.diff_id.clone(),

@@ -33,7 +33,7 @@ impl Platform {
     pub fn host() -> Platform {
         Platform {
             os: "linux".to_string(),
-            architecture: crate::image::busybox::host_architecture().to_string(),
+            architecture: crate::image::config::host_architecture().to_string(),
             variant: String::new(),
         }
     }

@@ -21,7 +21,7 @@ use petgraph::Direction;
 
 use super::dispatch::{Base, FromSource, Plan, StepKind};
 use super::keys;
-use crate::image::Digest;
+use crate::blob::Digest;
 
 /// What an op does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

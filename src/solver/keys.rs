@@ -14,7 +14,7 @@ use serde_json::{json, Value};
 use sha2::{Digest as _, Sha256};
 
 use super::dispatch::{Base, StepKind};
-use crate::image::Digest;
+use crate::blob::Digest;
 use crate::parser::{Mount, MountType, NetworkMode, SecurityMode, Source};
 
 /// Version of the key format; bumping it invalidates every cache entry.

@@ -6,7 +6,7 @@
 //! containerd's `contrib/seccomp`). The rules are restated here in our own
 //! shape: a group of syscall names, the action, argument conditions, and
 //! the capability, architecture and kernel conditions under which moby's
-//! `setupSeccomp` keeps the group. [`super::seccomp`] compiles them with
+//! `setupSeccomp` keeps the group. The sibling `seccomp.rs` compiles them with
 //! libseccomp exactly as moby does; `tests/confinement.rs` checks the
 //! compiled filter against Debian's own copy of the profile.
 

@@ -16,7 +16,7 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
-use rustix::fs::{self as rfs, Mode, OFlags, ResolveFlags};
+use rustix::fs::{self as rfs, Mode, OFlags};
 use rustix::io::Errno;
 use serde::{Deserialize, Serialize};
 
@@ -290,14 +290,7 @@ fn loopback_up() -> Result<(), String> {
 /// Opens `rel` with every symlink resolved as if the root were `/`
 /// (`O_PATH` unless `flags` say otherwise).
 pub(crate) fn open_in(root: &OwnedFd, rel: &str, flags: OFlags) -> Result<OwnedFd, Errno> {
-    let rel = rel.trim_start_matches('/');
-    rfs::openat2(
-        root,
-        if rel.is_empty() { "." } else { rel },
-        flags | OFlags::CLOEXEC,
-        Mode::empty(),
-        ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS,
-    )
+    crate::openat::in_root(root, rel, flags)
 }
 
 /// [`open_in`] as an `O_PATH` handle: what mounting and stat need.
