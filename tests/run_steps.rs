@@ -653,13 +653,14 @@ fn bases_are_pulled_from_the_registry() {
         "the pulled base layer"
     );
     assert!(registry.count_requests("GET", "/v2/library/busybox/blobs/") >= 2);
-    // A reference the registry does not have is an error naming the line.
+    // A reference the registry does not have is an error naming the line,
+    // and a base that cannot be had is the environment's failure (3).
     let missing = write_dockerfile(
         work.path(),
         &format!("FROM {}/library/nothing:1\nRUN true\n", registry.addr),
     );
     let out = debug_run(&missing, &work.path().join("root"), &oci, &[]);
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.status.code(), Some(3));
     assert!(stderr(&out).contains("line 1: FROM"), "{}", stderr(&out));
 }
 

@@ -851,195 +851,24 @@ impl Dispatcher<'_> {
         stage: usize,
     ) -> Result<(), PlanError> {
         let created = self.opts.created.clone();
-        let line = instruction.span.start.line;
         let scope = s.expansion_env();
         let x = |d: &Dispatcher, word: &str| d.expand(word, &scope, instruction);
         match &instruction.kind {
             InstructionKind::From(_) => unreachable!("FROM starts a stage"),
             InstructionKind::Env(pairs) => {
-                let mut message = String::from("ENV");
-                for kv in pairs {
-                    let key = x(self, &kv.key)?;
-                    let value = self.expand(&kv.value, &s.expansion_env(), instruction)?;
-                    message.push_str(&format!(" {key}={value}"));
-                    s.args_after_env.remove(&key);
-                    s.env.set(&key, value);
-                }
-                s.run.oci.set_env(Some(
-                    s.env.0.iter().map(|(k, v)| format!("{k}={v}")).collect(),
-                ));
-                s.history(&created, message, false);
+                self.dispatch_env(s, instruction, pairs)?;
             }
             InstructionKind::Arg(decls) => {
-                // One history entry for the line, as BuildKit's dispatchArg.
-                let mut message = String::from("ARG");
-                for decl in decls {
-                    self.consumed.insert(decl.name.clone());
-                    message.push_str(&format!(" {}", decl.name));
-                    let default = match &decl.default {
-                        Some(d) => {
-                            let v = self.expand(d, &s.expansion_env(), instruction)?;
-                            message.push_str(&format!("={v}"));
-                            Some(v)
-                        }
-                        None => None,
-                    };
-                    let value = self
-                        .opts
-                        .build_args
-                        .get(&decl.name)
-                        .cloned()
-                        .or(default)
-                        .or_else(|| self.meta.get(&decl.name).map(str::to_string));
-                    if let Some(v) = &value {
-                        s.args.set(&decl.name, v.clone());
-                        s.args_after_env.insert(decl.name.clone());
-                    }
-                    // A redeclared ARG keeps its place (BuildKit's order).
-                    match s.declared.iter_mut().find(|(k, _)| k == &decl.name) {
-                        Some(slot) => slot.1 = value,
-                        None => s.declared.push((decl.name.clone(), value)),
-                    }
-                }
-                s.history(&created, message, false);
+                self.dispatch_arg(s, instruction, decls)?;
             }
             InstructionKind::Run(run) => {
-                let args = run_argv(s, run).map_err(|e| err(format!("line {line}: {e}")))?;
-                let env = s.build_env();
-                let proxy_env: Vec<String> = PROXY_ARGS
-                    .iter()
-                    .filter(|p| !s.declared.iter().any(|(k, _)| k == *p))
-                    .filter_map(|p| self.opts.build_args.get(*p).map(|v| format!("{p}={v}")))
-                    .collect();
-                let mut mounts = Vec::new();
-                let mut mount_sources = Vec::new();
-                for m in &run.mounts {
-                    let scope = s.expansion_env();
-                    let mut expander = |w: &str| -> Result<String, String> {
-                        self.lexer
-                            .process_word(w, &scope[..])
-                            .map_err(|e| e.message)
-                    };
-                    let parsed = Mount::parse(&m.spec, Some(&mut expander))
-                        .map_err(|e| err(format!("line {line}: {e}")))?;
-                    mount_sources.push(match &parsed.from {
-                        Some(f) => Some(self.resolve_from(f, stage, line)?),
-                        None => None,
-                    });
-                    mounts.push(parsed);
-                }
-                // History shows the ARGs in scope with the values the step
-                // sees (see build_env; a redeclared ARG keeps its earlier value).
-                let shown: Vec<String> = s
-                    .declared
-                    .iter()
-                    .map(|(k, v)| {
-                        let v = env
-                            .get(k)
-                            .map(str::to_string)
-                            .or(v.clone())
-                            .unwrap_or_default();
-                        format!("{k}={v}")
-                    })
-                    .collect();
-                let mut by = String::from("RUN ");
-                if !shown.is_empty() {
-                    by.push_str(&format!("|{} {} ", shown.len(), shown.join(" ")));
-                }
-                by.push_str(&args.join(" "));
-                let history_index = s.history(&created, by, true);
-                s.steps.push(Step {
-                    kind: StepKind::Run(RunStep {
-                        args,
-                        env: env.0.iter().map(|(k, v)| format!("{k}={v}")).collect(),
-                        proxy_env,
-                        user: s.user(),
-                        workdir: s.workdir(),
-                        network: run.network.unwrap_or(NetworkMode::Default),
-                        security: run.security.unwrap_or(SecurityMode::Sandbox),
-                        mounts,
-                        mount_sources,
-                        heredocs: run.heredocs.clone(),
-                        script: shebang_script(run),
-                    }),
-                    line,
-                    column: instruction.span.start.column,
-                    original: instruction.original.clone(),
-                    history_index,
-                });
+                self.dispatch_run(s, instruction, run, stage)?;
             }
             InstructionKind::Copy(c) | InstructionKind::Add(c) => {
-                let add = matches!(instruction.kind, InstructionKind::Add(_));
-                let mut spec = c.clone();
-                for source in &mut spec.sources {
-                    match source {
-                        Source::Path(p) => *p = x(self, p)?,
-                        // An unquoted delimiter: variables in the body
-                        // expand, quotes and the rest stay as written.
-                        Source::Heredoc(h) if h.expand => {
-                            h.content = self.expand_raw(&h.body(), &scope, instruction)?;
-                            h.chomp = false;
-                        }
-                        Source::Heredoc(_) => {}
-                    }
-                }
-                spec.dest = x(self, &c.dest)?;
-                for v in [&mut spec.chown, &mut spec.chmod, &mut spec.checksum]
-                    .into_iter()
-                    .flatten()
-                {
-                    *v = x(self, v)?;
-                }
-                link_rules(&mut spec, instruction)?;
-                let from = match &c.from {
-                    Some(f) => {
-                        let f = self.expand(f, &self.meta.0, instruction)?;
-                        Some(self.resolve_from(&f, stage, line)?)
-                    }
-                    None => None,
-                };
-                let mut dest = join_path(&s.workdir(), &spec.dest);
-                if (spec.dest.ends_with('/') || spec.dest == "." || spec.dest.is_empty())
-                    && !dest.ends_with('/')
-                {
-                    dest.push('/');
-                }
-                let by = copy_history(add, &spec);
-                let history_index = s.history(&created, by, true);
-                s.steps.push(Step {
-                    kind: StepKind::Copy(CopyStep {
-                        add,
-                        spec,
-                        dest,
-                        from,
-                    }),
-                    line,
-                    column: instruction.span.start.column,
-                    original: instruction.original.clone(),
-                    history_index,
-                });
+                self.dispatch_copy(s, instruction, c, stage)?;
             }
             InstructionKind::Workdir(dir) => {
-                let dir = x(self, dir)?;
-                let wd = join_path(&s.workdir(), &dir);
-                s.run.oci.set_working_dir(Some(wd.clone()));
-                let layer = wd != "/";
-                // A layer, but not marked `# buildkit` (BuildKit commits it
-                // without an LLB state).
-                let history_index =
-                    s.history_entry(&created, format!("WORKDIR {wd}"), layer, false);
-                if layer {
-                    s.steps.push(Step {
-                        kind: StepKind::Mkdir {
-                            path: wd,
-                            user: s.user(),
-                        },
-                        line,
-                        column: instruction.span.start.column,
-                        original: instruction.original.clone(),
-                        history_index,
-                    });
-                }
+                self.dispatch_workdir(s, instruction, dir)?;
             }
             InstructionKind::User(user) => {
                 let user = x(self, user)?;
@@ -1082,47 +911,10 @@ impl Dispatcher<'_> {
                 s.history(&created, message, false);
             }
             InstructionKind::Expose(ports) => {
-                let mut exposed = s.run.oci.exposed_ports().clone().unwrap_or_default();
-                let mut added = BTreeSet::new();
-                for p in ports {
-                    for word in self
-                        .lexer
-                        .process_words(p, &scope[..])
-                        .map_err(|e| err(format!("line {line}: {}", e.message)))?
-                    {
-                        for port in
-                            expand_port_spec(&word).map_err(|e| err(format!("line {line}: {e}")))?
-                        {
-                            added.insert(port.clone());
-                            if !exposed.contains(&port) {
-                                exposed.push(port);
-                            }
-                        }
-                    }
-                }
-                exposed.sort();
-                s.run.oci.set_exposed_ports(Some(exposed));
-                let shown: Vec<String> = added.iter().map(|p| format!("{p}:{{}}")).collect();
-                s.history(&created, format!("EXPOSE map[{}]", shown.join(" ")), false);
+                self.dispatch_expose(s, instruction, ports)?;
             }
             InstructionKind::Volume(volumes) => {
-                let mut all = s.run.oci.volumes().clone().unwrap_or_default();
-                let mut expanded = Vec::new();
-                for v in volumes {
-                    let v = x(self, v)?;
-                    if v.is_empty() {
-                        return Err(err(format!(
-                            "line {line}: VOLUME specified can not be an empty string"
-                        )));
-                    }
-                    if !all.contains(&v) {
-                        all.push(v.clone());
-                    }
-                    expanded.push(v);
-                }
-                all.sort();
-                s.run.oci.set_volumes(Some(all));
-                s.history(&created, format!("VOLUME [{}]", expanded.join(" ")), false);
+                self.dispatch_volume(s, instruction, volumes)?;
             }
             InstructionKind::StopSignal(signal) => {
                 let signal = x(self, signal)?;
@@ -1130,44 +922,7 @@ impl Dispatcher<'_> {
                 s.history(&created, format!("STOPSIGNAL {signal}"), false);
             }
             InstructionKind::Healthcheck(h) => {
-                let health = match h {
-                    Healthcheck::None => HealthConfig {
-                        test: vec!["NONE".to_string()],
-                        ..HealthConfig::default()
-                    },
-                    Healthcheck::Cmd {
-                        test,
-                        interval,
-                        timeout,
-                        start_period,
-                        start_interval,
-                        retries,
-                    } => HealthConfig {
-                        test: if test.prepend_shell {
-                            vec!["CMD-SHELL".to_string(), test.args.join(" ")]
-                        } else {
-                            std::iter::once("CMD".to_string())
-                                .chain(test.args.iter().cloned())
-                                .collect()
-                        },
-                        interval: *interval,
-                        timeout: *timeout,
-                        start_period: *start_period,
-                        start_interval: *start_interval,
-                        retries: *retries,
-                    },
-                };
-                let message = format!(
-                    "HEALTHCHECK &{{{} {} {} {} {} {}}}",
-                    go_quote_list(&health.test),
-                    go_quote(&go_duration(health.interval)),
-                    go_quote(&go_duration(health.timeout)),
-                    go_quote(&go_duration(health.start_period)),
-                    go_quote(&go_duration(health.start_interval)),
-                    go_quote_rune(health.retries)
-                );
-                s.run.healthcheck = Some(health);
-                s.history(&created, message, false);
+                self.dispatch_healthcheck(s, h)?;
             }
             InstructionKind::Onbuild { expression, .. } => {
                 s.run
@@ -1181,6 +936,350 @@ impl Dispatcher<'_> {
                 s.history(&created, format!("MAINTAINER {m}"), false);
             }
         }
+        Ok(())
+    }
+
+    fn dispatch_env(
+        &mut self,
+        s: &mut StageState,
+        instruction: &Instruction,
+        pairs: &[crate::parser::KeyValue],
+    ) -> Result<(), PlanError> {
+        let created = self.opts.created.clone();
+        let scope = s.expansion_env();
+        let x = |d: &Dispatcher, word: &str| d.expand(word, &scope, instruction);
+        let mut message = String::from("ENV");
+        for kv in pairs {
+            let key = x(self, &kv.key)?;
+            let value = self.expand(&kv.value, &s.expansion_env(), instruction)?;
+            message.push_str(&format!(" {key}={value}"));
+            s.args_after_env.remove(&key);
+            s.env.set(&key, value);
+        }
+        s.run.oci.set_env(Some(
+            s.env.0.iter().map(|(k, v)| format!("{k}={v}")).collect(),
+        ));
+        s.history(&created, message, false);
+        Ok(())
+    }
+
+    fn dispatch_arg(
+        &mut self,
+        s: &mut StageState,
+        instruction: &Instruction,
+        decls: &[crate::parser::ArgDecl],
+    ) -> Result<(), PlanError> {
+        let created = self.opts.created.clone();
+        // One history entry for the line, as BuildKit's dispatchArg.
+        let mut message = String::from("ARG");
+        for decl in decls {
+            self.consumed.insert(decl.name.clone());
+            message.push_str(&format!(" {}", decl.name));
+            let default = match &decl.default {
+                Some(d) => {
+                    let v = self.expand(d, &s.expansion_env(), instruction)?;
+                    message.push_str(&format!("={v}"));
+                    Some(v)
+                }
+                None => None,
+            };
+            let value = self
+                .opts
+                .build_args
+                .get(&decl.name)
+                .cloned()
+                .or(default)
+                .or_else(|| self.meta.get(&decl.name).map(str::to_string));
+            if let Some(v) = &value {
+                s.args.set(&decl.name, v.clone());
+                s.args_after_env.insert(decl.name.clone());
+            }
+            // A redeclared ARG keeps its place (BuildKit's order).
+            match s.declared.iter_mut().find(|(k, _)| k == &decl.name) {
+                Some(slot) => slot.1 = value,
+                None => s.declared.push((decl.name.clone(), value)),
+            }
+        }
+        s.history(&created, message, false);
+        Ok(())
+    }
+
+    fn dispatch_run(
+        &mut self,
+        s: &mut StageState,
+        instruction: &Instruction,
+        run: &crate::parser::Run,
+        stage: usize,
+    ) -> Result<(), PlanError> {
+        let created = self.opts.created.clone();
+        let line = instruction.span.start.line;
+        let args = run_argv(s, run).map_err(|e| err(format!("line {line}: {e}")))?;
+        let env = s.build_env();
+        let proxy_env: Vec<String> = PROXY_ARGS
+            .iter()
+            .filter(|p| !s.declared.iter().any(|(k, _)| k == *p))
+            .filter_map(|p| self.opts.build_args.get(*p).map(|v| format!("{p}={v}")))
+            .collect();
+        let mut mounts = Vec::new();
+        let mut mount_sources = Vec::new();
+        for m in &run.mounts {
+            let scope = s.expansion_env();
+            let mut expander = |w: &str| -> Result<String, String> {
+                self.lexer
+                    .process_word(w, &scope[..])
+                    .map_err(|e| e.message)
+            };
+            let parsed = Mount::parse(&m.spec, Some(&mut expander))
+                .map_err(|e| err(format!("line {line}: {e}")))?;
+            mount_sources.push(match &parsed.from {
+                Some(f) => Some(self.resolve_from(f, stage, line)?),
+                None => None,
+            });
+            mounts.push(parsed);
+        }
+        // History shows the ARGs in scope with the values the step
+        // sees (see build_env; a redeclared ARG keeps its earlier value).
+        let shown: Vec<String> = s
+            .declared
+            .iter()
+            .map(|(k, v)| {
+                let v = env
+                    .get(k)
+                    .map(str::to_string)
+                    .or(v.clone())
+                    .unwrap_or_default();
+                format!("{k}={v}")
+            })
+            .collect();
+        let mut by = String::from("RUN ");
+        if !shown.is_empty() {
+            by.push_str(&format!("|{} {} ", shown.len(), shown.join(" ")));
+        }
+        by.push_str(&args.join(" "));
+        let history_index = s.history(&created, by, true);
+        s.steps.push(Step {
+            kind: StepKind::Run(RunStep {
+                args,
+                env: env.0.iter().map(|(k, v)| format!("{k}={v}")).collect(),
+                proxy_env,
+                user: s.user(),
+                workdir: s.workdir(),
+                network: run.network.unwrap_or(NetworkMode::Default),
+                security: run.security.unwrap_or(SecurityMode::Sandbox),
+                mounts,
+                mount_sources,
+                heredocs: run.heredocs.clone(),
+                script: shebang_script(run),
+            }),
+            line,
+            column: instruction.span.start.column,
+            original: instruction.original.clone(),
+            history_index,
+        });
+        Ok(())
+    }
+
+    fn dispatch_copy(
+        &mut self,
+        s: &mut StageState,
+        instruction: &Instruction,
+        c: &crate::parser::CopyLike,
+        stage: usize,
+    ) -> Result<(), PlanError> {
+        let created = self.opts.created.clone();
+        let line = instruction.span.start.line;
+        let scope = s.expansion_env();
+        let x = |d: &Dispatcher, word: &str| d.expand(word, &scope, instruction);
+        let add = matches!(instruction.kind, InstructionKind::Add(_));
+        let mut spec = c.clone();
+        for source in &mut spec.sources {
+            match source {
+                Source::Path(p) => *p = x(self, p)?,
+                // An unquoted delimiter: variables in the body
+                // expand, quotes and the rest stay as written.
+                Source::Heredoc(h) if h.expand => {
+                    h.content = self.expand_raw(&h.body(), &scope, instruction)?;
+                    h.chomp = false;
+                }
+                Source::Heredoc(_) => {}
+            }
+        }
+        spec.dest = x(self, &c.dest)?;
+        for v in [&mut spec.chown, &mut spec.chmod, &mut spec.checksum]
+            .into_iter()
+            .flatten()
+        {
+            *v = x(self, v)?;
+        }
+        link_rules(&mut spec, instruction)?;
+        let from = match &c.from {
+            Some(f) => {
+                let f = self.expand(f, &self.meta.0, instruction)?;
+                Some(self.resolve_from(&f, stage, line)?)
+            }
+            None => None,
+        };
+        let mut dest = join_path(&s.workdir(), &spec.dest);
+        if (spec.dest.ends_with('/') || spec.dest == "." || spec.dest.is_empty())
+            && !dest.ends_with('/')
+        {
+            dest.push('/');
+        }
+        let by = copy_history(add, &spec);
+        let history_index = s.history(&created, by, true);
+        s.steps.push(Step {
+            kind: StepKind::Copy(CopyStep {
+                add,
+                spec,
+                dest,
+                from,
+            }),
+            line,
+            column: instruction.span.start.column,
+            original: instruction.original.clone(),
+            history_index,
+        });
+        Ok(())
+    }
+
+    fn dispatch_workdir(
+        &mut self,
+        s: &mut StageState,
+        instruction: &Instruction,
+        dir: &str,
+    ) -> Result<(), PlanError> {
+        let created = self.opts.created.clone();
+        let line = instruction.span.start.line;
+        let scope = s.expansion_env();
+        let x = |d: &Dispatcher, word: &str| d.expand(word, &scope, instruction);
+        let dir = x(self, dir)?;
+        let wd = join_path(&s.workdir(), &dir);
+        s.run.oci.set_working_dir(Some(wd.clone()));
+        let layer = wd != "/";
+        // A layer, but not marked `# buildkit` (BuildKit commits it
+        // without an LLB state).
+        let history_index = s.history_entry(&created, format!("WORKDIR {wd}"), layer, false);
+        if layer {
+            s.steps.push(Step {
+                kind: StepKind::Mkdir {
+                    path: wd,
+                    user: s.user(),
+                },
+                line,
+                column: instruction.span.start.column,
+                original: instruction.original.clone(),
+                history_index,
+            });
+        }
+        Ok(())
+    }
+
+    fn dispatch_expose(
+        &mut self,
+        s: &mut StageState,
+        instruction: &Instruction,
+        ports: &[String],
+    ) -> Result<(), PlanError> {
+        let created = self.opts.created.clone();
+        let line = instruction.span.start.line;
+        let scope = s.expansion_env();
+        let mut exposed = s.run.oci.exposed_ports().clone().unwrap_or_default();
+        let mut added = BTreeSet::new();
+        for p in ports {
+            for word in self
+                .lexer
+                .process_words(p, &scope[..])
+                .map_err(|e| err(format!("line {line}: {}", e.message)))?
+            {
+                for port in expand_port_spec(&word).map_err(|e| err(format!("line {line}: {e}")))? {
+                    added.insert(port.clone());
+                    if !exposed.contains(&port) {
+                        exposed.push(port);
+                    }
+                }
+            }
+        }
+        exposed.sort();
+        s.run.oci.set_exposed_ports(Some(exposed));
+        let shown: Vec<String> = added.iter().map(|p| format!("{p}:{{}}")).collect();
+        s.history(&created, format!("EXPOSE map[{}]", shown.join(" ")), false);
+        Ok(())
+    }
+
+    fn dispatch_volume(
+        &mut self,
+        s: &mut StageState,
+        instruction: &Instruction,
+        volumes: &[String],
+    ) -> Result<(), PlanError> {
+        let created = self.opts.created.clone();
+        let line = instruction.span.start.line;
+        let scope = s.expansion_env();
+        let x = |d: &Dispatcher, word: &str| d.expand(word, &scope, instruction);
+        let mut all = s.run.oci.volumes().clone().unwrap_or_default();
+        let mut expanded = Vec::new();
+        for v in volumes {
+            let v = x(self, v)?;
+            if v.is_empty() {
+                return Err(err(format!(
+                    "line {line}: VOLUME specified can not be an empty string"
+                )));
+            }
+            if !all.contains(&v) {
+                all.push(v.clone());
+            }
+            expanded.push(v);
+        }
+        all.sort();
+        s.run.oci.set_volumes(Some(all));
+        s.history(&created, format!("VOLUME [{}]", expanded.join(" ")), false);
+        Ok(())
+    }
+
+    fn dispatch_healthcheck(
+        &mut self,
+        s: &mut StageState,
+        h: &crate::parser::Healthcheck,
+    ) -> Result<(), PlanError> {
+        let created = self.opts.created.clone();
+        let health = match h {
+            Healthcheck::None => HealthConfig {
+                test: vec!["NONE".to_string()],
+                ..HealthConfig::default()
+            },
+            Healthcheck::Cmd {
+                test,
+                interval,
+                timeout,
+                start_period,
+                start_interval,
+                retries,
+            } => HealthConfig {
+                test: if test.prepend_shell {
+                    vec!["CMD-SHELL".to_string(), test.args.join(" ")]
+                } else {
+                    std::iter::once("CMD".to_string())
+                        .chain(test.args.iter().cloned())
+                        .collect()
+                },
+                interval: *interval,
+                timeout: *timeout,
+                start_period: *start_period,
+                start_interval: *start_interval,
+                retries: *retries,
+            },
+        };
+        let message = format!(
+            "HEALTHCHECK &{{{} {} {} {} {} {}}}",
+            go_quote_list(&health.test),
+            go_quote(&go_duration(health.interval)),
+            go_quote(&go_duration(health.timeout)),
+            go_quote(&go_duration(health.start_period)),
+            go_quote(&go_duration(health.start_interval)),
+            go_quote_rune(health.retries)
+        );
+        s.run.healthcheck = Some(health);
+        s.history(&created, message, false);
         Ok(())
     }
 }
