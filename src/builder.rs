@@ -425,10 +425,10 @@ impl Shared {
         use crate::context::git;
         let mut git = match git::parse(source) {
             Some(Ok(git)) => git,
-            Some(Err(e)) => return Err(format!("{at}: {}: {e}", git::redact(source))),
+            Some(Err(e)) => return Err(format!("{at}: {}: {e}", crate::redact::redact(source))),
             None => unreachable!("only git sources are checked out"),
         };
-        let shown = git::redact(&git.remote);
+        let shown = crate::redact::redact(&git.remote);
         if let (Some(flag), Some(query)) = (&spec.checksum, &git.checksum) {
             if flag != query {
                 return Err(format!(
@@ -1358,7 +1358,7 @@ fn copy_spec(
 /// A step's instruction as progress lines and errors show it: the
 /// credentials of any URL in it hidden.
 fn shown(step: &solver::Step) -> String {
-    crate::context::git::redact_text(&step.original)
+    crate::redact::redact_text(&step.original)
 }
 
 /// The config's `rootfs` for `layers`.

@@ -19,6 +19,7 @@ pub mod image;
 pub mod openat;
 pub mod parser;
 pub mod progress;
+pub mod redact;
 pub mod registry;
 pub mod snapshot;
 pub mod solver;

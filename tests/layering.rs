@@ -18,10 +18,10 @@ const SRC: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/src");
 /// The top-level modules, lowest layer first; a module may use the
 /// modules of the layers before its own.
 const LAYERS: &[&[&str]] = &[
-    // Leaves: primitives and the pure front end.
-    &["blob", "units", "openat", "parser"],
-    // Storage: the content store and cache index.
-    &["cache"],
+    // Leaves: primitives.
+    &["blob", "units", "openat", "redact"],
+    // The pure front end; storage: the content store and cache index.
+    &["parser", "cache"],
     // Trees: snapshots, and the build context.
     &["snapshot", "context"],
     // Images: formats, layouts, the base image.

@@ -18,6 +18,8 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use crate::redact::{anonymous, redact, userinfo};
+
 /// A parsed git source.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GitRef {
@@ -154,66 +156,6 @@ fn set_once(slot: &mut Option<String>, value: &str, what: &str) -> Result<(), St
             *slot = Some(value.to_string());
             Ok(())
         }
-    }
-}
-
-/// `url` with any `user:password@` removed, for messages.
-pub fn redact(url: &str) -> String {
-    match url.split_once("://") {
-        Some((scheme, rest)) => {
-            let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
-            match authority.rsplit_once('@') {
-                Some((_, host)) => format!("{scheme}://***@{host}/{path}"),
-                None => url.to_string(),
-            }
-        }
-        None => url.to_string(),
-    }
-}
-
-/// `text` with the `user:password@` of every URL in it replaced by `***@`
-/// (for the instruction text that progress and errors show).
-pub fn redact_text(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    let mut rest = text;
-    while let Some(at) = rest.find("://") {
-        let (head, tail) = rest.split_at(at + 3);
-        out.push_str(head);
-        let end = tail
-            .find(|c: char| c == '/' || c.is_whitespace())
-            .unwrap_or(tail.len());
-        match tail[..end].rfind('@') {
-            Some(user_end) => {
-                out.push_str("***");
-                out.push_str(&tail[user_end..end]);
-            }
-            None => out.push_str(&tail[..end]),
-        }
-        rest = &tail[end..];
-    }
-    out.push_str(rest);
-    out
-}
-
-/// The `user:password` of `url`, if it has one.
-fn userinfo(url: &str) -> Option<&str> {
-    let (_, rest) = url.split_once("://")?;
-    let authority = rest.split('/').next()?;
-    authority
-        .rsplit_once('@')
-        .map(|(u, _)| u)
-        .filter(|u| !u.is_empty())
-}
-
-/// `url` without its `user:password@`.
-fn anonymous(url: &str) -> String {
-    match url.split_once("://") {
-        Some((scheme, rest)) => {
-            let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
-            let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
-            format!("{scheme}://{host}/{path}")
-        }
-        None => url.to_string(),
     }
 }
 
@@ -429,22 +371,5 @@ mod tests {
                 panic!("{bad} parsed as {g:?}");
             }
         }
-    }
-
-    #[test]
-    fn credentials_never_show() {
-        assert_eq!(
-            redact("https://user:token@example.com/r.git"),
-            "https://***@example.com/r.git"
-        );
-        assert_eq!(redact("git://h/r.git"), "git://h/r.git");
-        assert_eq!(
-            redact_text("ADD https://u:p@h/r.git#v1 http://h2/x /d"),
-            "ADD https://***@h/r.git#v1 http://h2/x /d"
-        );
-        assert_eq!(
-            anonymous("https://user:token@example.com/r.git"),
-            "https://example.com/r.git"
-        );
     }
 }

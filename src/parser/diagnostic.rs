@@ -65,10 +65,17 @@ impl fmt::Display for Diagnostic {
         if let Some(line) = &self.source_line {
             let number = self.position.line.to_string();
             let gutter = " ".repeat(number.len());
-            // Copy tabs into the padding so the caret lines up in a terminal.
-            let pad: String = line
+            // A URL's credentials never reach the terminal; the caret
+            // follows the shortened text.
+            let before: String = line
                 .chars()
                 .take(self.position.column.saturating_sub(1))
+                .collect();
+            let before = crate::redact::redact_text(&before);
+            let line = &crate::redact::redact_text(line);
+            // Copy tabs into the padding so the caret lines up in a terminal.
+            let pad: String = before
+                .chars()
                 .map(|c| if c == '\t' { '\t' } else { ' ' })
                 .collect();
             let available = line.chars().count().saturating_sub(pad.chars().count());
@@ -143,6 +150,40 @@ mod tests {
         assert_eq!(
             d.to_string(),
             "Dockerfile:2:1: unknown instruction: FORM\n 2 | FORM busybox\n   | ^^^^\nhint: did you mean FROM?"
+        );
+    }
+
+    #[test]
+    fn a_credential_in_the_quoted_line_is_hidden_and_the_caret_follows() {
+        let src = "FROM x\nADD --bogus https://ci:s3cret@h/f /d\n";
+        let d = Diagnostic::new(
+            "Dockerfile",
+            src,
+            Position { line: 2, column: 5 },
+            7,
+            "unknown flag: --bogus",
+            None,
+        );
+        assert_eq!(
+            d.to_string(),
+            "Dockerfile:2:5: unknown flag: --bogus\n 2 | ADD --bogus https://***@h/f /d\n   |     ^^^^^^^"
+        );
+        let later = Diagnostic::new(
+            "Dockerfile",
+            src,
+            Position {
+                line: 2,
+                column: 31,
+            },
+            2,
+            "x",
+            None,
+        );
+        assert!(
+            later
+                .to_string()
+                .ends_with("\n   |                         ^^"),
+            "{later}"
         );
     }
 
