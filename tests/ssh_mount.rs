@@ -126,7 +126,8 @@ fn ssh_mounts_forward_agents_and_leave_nothing_behind() {
          RUN --mount=type=ssh /probe > /default.txt; echo \"sock=$SSH_AUTH_SOCK\" >> /default.txt\n\
          RUN --mount=type=ssh,id=keys,target=/k.sock,uid=1000,mode=0660 \
              /probe /k.sock > /keys.txt; stat -c '%u %a %F' /k.sock >> /keys.txt\n\
-         RUN --mount=type=ssh,id=absent /probe > /absent.txt || echo skipped >> /absent.txt\n",
+         RUN --mount=type=ssh,id=absent /probe > /absent.txt || echo skipped >> /absent.txt\n\
+         RUN --mount=type=ssh,id=absent --mount=type=ssh ls /run/buildkit > /numbered.txt\n",
     )
     .unwrap();
     let oci = work.path().join("oci");
@@ -159,6 +160,9 @@ fn ssh_mounts_forward_agents_and_leave_nothing_behind() {
         "identities 1\nkey file-key\n1000 660 socket\n"
     );
     assert_eq!(read("absent.txt"), "no SSH_AUTH_SOCK\nskipped\n");
+    // The second SSH mount of a RUN is number 1 even when the first was
+    // left out, as BuildKit numbers them.
+    assert_eq!(read("numbered.txt"), "ssh_agent.1\n");
     assert!(
         !rootfs.join("k.sock").exists(),
         "the socket's stub is in the image"

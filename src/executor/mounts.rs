@@ -54,6 +54,9 @@ pub struct PreparedMounts {
     /// Where the first SSH mount's socket is (`SSH_AUTH_SOCK`, unless the
     /// step's environment sets it).
     pub ssh_auth_sock: Option<String>,
+    /// SSH mounts seen so far, forwarded or not (default targets count
+    /// them all, as BuildKit numbers every SSH mount of a RUN).
+    ssh_mounts: usize,
     // Dropped first: proxies stop before their directories go.
     proxies: Vec<super::ssh::Proxy>,
     locks: Vec<std::fs::File>,
@@ -259,7 +262,8 @@ impl PreparedMounts {
     /// `/run/buildkit/ssh_agent.N`, N counting the step's SSH mounts).
     fn ssh(&mut self, m: &Mount, ctx: &MountContext) -> Result<(), String> {
         let id = m.id.clone().unwrap_or_else(|| "default".to_string());
-        let index = self.proxies.len();
+        let index = self.ssh_mounts;
+        self.ssh_mounts += 1;
         let Some(agent) = ctx.ssh.as_ref().and_then(|f| f.socket(&id)) else {
             if m.required {
                 return Err(format!(
