@@ -288,51 +288,14 @@ fn apply_kaniko_aliases(args: &mut BuildCommand) -> Vec<String> {
 
 pub(super) fn build(mut args: BuildCommand) -> i32 {
     let notes = apply_kaniko_aliases(&mut args);
-    if let Some(platform) = &args.platform {
-        let host = crate::solver::Platform::host();
-        match crate::solver::Platform::parse(platform) {
-            Ok(p) if p == host => {}
-            Ok(_) => {
-                eprintln!(
-                    "error: --platform {platform}: rbuild builds for this machine ({}) only; other platforms need emulation",
-                    host.format()
-                );
-                return EXIT_USAGE;
-            }
-            Err(e) => {
-                eprintln!("error: --platform {platform}: {e}");
-                return EXIT_USAGE;
-            }
-        }
+    if let Err(code) = check_platform(args.platform.as_deref()) {
+        return code;
     }
-    let mut args = args;
-    let mut context_arg = args.context.clone().unwrap_or_else(|| PathBuf::from("."));
     // Kept until the build is done: the context read from standard input.
-    let mut _stdin_dir = None;
-    if context_arg.as_os_str() == "-" {
-        if args.file.as_deref() == Some(std::path::Path::new("-")) {
-            eprintln!("error: the context and the Dockerfile cannot both come from standard input");
-            return EXIT_USAGE;
-        }
-        let storage = super::storage_root(args.build.sandbox.root.clone());
-        match stdin_context(&storage) {
-            Ok((dir, context)) => {
-                let beside = dir.path().join("Dockerfile");
-                if args.file.is_none() && beside.exists() {
-                    args.file = Some(beside);
-                } else if let Some(file) = args.file.as_mut().filter(|f| f.is_relative()) {
-                    // -f names a file inside the context tar.
-                    *file = context.join(&*file);
-                }
-                context_arg = context;
-                _stdin_dir = Some(dir);
-            }
-            Err(e) => {
-                eprintln!("error: {e}");
-                return EXIT_USAGE;
-            }
-        }
-    }
+    let (context_arg, _stdin_dir) = match resolve_context(&mut args) {
+        Ok(resolved) => resolved,
+        Err(code) => return code,
+    };
     let dockerfile_path = args
         .file
         .clone()
@@ -348,37 +311,10 @@ pub(super) fn build(mut args: BuildCommand) -> i32 {
         Ok(loaded) => loaded,
         Err(code) => return code,
     };
-    let mut tags = Vec::new();
-    for tag in &args.tag {
-        match tag.parse::<Reference>() {
-            Ok(r) => tags.push(r),
-            Err(e) => {
-                eprintln!("error: --tag {tag}: {e}");
-                return EXIT_USAGE;
-            }
-        }
-    }
-    let mut outputs = Vec::new();
-    for spec in &args.output {
-        match parse_output(spec) {
-            Ok(o) => outputs.push(o),
-            Err(e) => {
-                eprintln!("error: {e}");
-                return EXIT_USAGE;
-            }
-        }
-        // buildx's `name=`: the image's name, as `-t` gives it.
-        for name in output_names(spec) {
-            match name.parse::<Reference>() {
-                Ok(r) if !tags.contains(&r) => tags.push(r),
-                Ok(_) => {}
-                Err(e) => {
-                    eprintln!("error: --output {spec}: name={name}: {e}");
-                    return EXIT_USAGE;
-                }
-            }
-        }
-    }
+    let (tags, outputs) = match tags_and_outputs(&args.tag, &args.output) {
+        Ok(both) => both,
+        Err(code) => return code,
+    };
     let push = args.push || outputs.contains(&Output::Registry);
     if push && tags.is_empty() {
         eprintln!("error: --push needs at least one --tag to push to");
@@ -452,107 +388,23 @@ pub(super) fn build(mut args: BuildCommand) -> i32 {
         return EXIT_ENVIRONMENT;
     }
     if args.load {
-        let host = crate::export::default_docker_host();
-        let loaded = crate::export::load_into_daemon(&host, |out| {
-            crate::image::layout::write_docker_archive(&built.store, out, &[(image, &tags)])
-                .map(drop)
-                .map_err(|e| e.to_string())
-        });
-        match loaded {
-            Ok(lines) => {
-                for line in lines {
-                    renderer.event(&crate::progress::Event::Note(line));
-                }
-            }
-            Err(e) => {
-                eprintln!("error: --load into {host}: {e}");
-                return EXIT_ENVIRONMENT;
-            }
+        let mut log = |event: &crate::progress::Event| renderer.event(event);
+        if let Err(code) = load(&built.store, image, &tags, &mut log) {
+            return code;
         }
     }
     if push {
-        let registry = crate::registry::RegistryOptions {
-            insecure: options.insecure_registries.clone(),
-            skip_tls_verify: options.skip_tls_verify,
-            ca_certs: options.ca_certs.clone(),
-            ..Default::default()
-        };
-        let names: Vec<String> = tags.iter().map(|t| t.to_string()).collect();
-        let total = image.size();
-        let pushed =
-            crate::registry::blocking_client_with(registry).and_then(|(client, runtime)| {
-                crate::progress::track(
-                    &format!("pushing {}", names.join(", ")),
-                    Some(total),
-                    &client.stats.bytes_uploaded,
-                    &mut |event| renderer.event(event),
-                    || {
-                        runtime
-                            .block_on(client.push(
-                                &built.store,
-                                &image.manifest_digest,
-                                &tags,
-                                None,
-                            ))
-                            .map_err(|e| e.to_string())
-                    },
-                )
-            });
-        if let Err(e) = pushed {
-            eprintln!("error: {e}");
-            return EXIT_ENVIRONMENT;
-        }
-        for tag in &tags {
-            renderer.event(&crate::progress::Event::Note(format!(
-                "pushed {tag}@{}",
-                image.manifest_digest
-            )));
+        let mut log = |event: &crate::progress::Event| renderer.event(event);
+        if let Err(code) = push_image(&options, &built.store, image, &tags, &mut log) {
+            return code;
         }
     }
     // The image is where it should be: let collection see this build's
     // data again, and apply the configured size cap.
     drop(built.lease);
-    match crate::gc::configured_cap(&options.storage) {
-        Ok(Some(cap)) => match crate::gc::prune(
-            &options.storage,
-            crate::gc::PruneOptions {
-                all: false,
-                keep_storage: Some(cap),
-            },
-        ) {
-            Ok(report) if report.freed > 0 => {
-                renderer.event(&crate::progress::Event::Note(format!(
-                    "size cap {}: removed {} cache entries, {} blobs, {} snapshots ({})",
-                    crate::units::human_bytes(cap),
-                    report.entries,
-                    report.blobs,
-                    report.snapshots,
-                    crate::units::human_bytes(report.freed)
-                )))
-            }
-            Ok(_) => {}
-            Err(e) => eprintln!("warning: applying the size cap: {e}"),
-        },
-        Ok(None) => {}
-        Err(e) => eprintln!("warning: {e}"),
-    }
-    let metadata = metadata_json(image, &tags);
-    let files = [
-        (&args.iidfile, "--iidfile", image.config_digest.to_string()),
-        (
-            &args.digest_file,
-            "--digest-file",
-            image.manifest_digest.to_string(),
-        ),
-        (&args.metadata_file, "--metadata-file", metadata),
-    ];
-    for (path, flag, text) in files {
-        if let Some(path) = path {
-            if let Err(e) = std::fs::write(path, text) {
-                eprintln!("error: {flag} {}: {e}", path.display());
-                return EXIT_ENVIRONMENT;
-            }
-        }
+    apply_size_cap(&options.storage, &mut |event| renderer.event(event));
+    if let Err(code) = write_id_files(&args, image, &tags) {
+        return code;
     }
     phases.mark("export");
     let mut all_phases = built.phases.clone();
@@ -575,6 +427,217 @@ pub(super) fn build(mut args: BuildCommand) -> i32 {
         println!("{}", image.config_digest);
     }
     EXIT_OK
+}
+
+/// `--platform`: rbuild builds for this machine only (for now).
+fn check_platform(platform: Option<&str>) -> Result<(), i32> {
+    let Some(platform) = platform else {
+        return Ok(());
+    };
+    let host = crate::solver::Platform::host();
+    match crate::solver::Platform::parse(platform) {
+        Ok(p) if p == host => Ok(()),
+        Ok(_) => {
+            eprintln!(
+                "error: --platform {platform}: rbuild builds for this machine ({}) only; other platforms need emulation",
+                host.format()
+            );
+            Err(EXIT_USAGE)
+        }
+        Err(e) => {
+            eprintln!("error: --platform {platform}: {e}");
+            Err(EXIT_USAGE)
+        }
+    }
+}
+
+/// The context directory, and the temporary dir holding it when it came
+/// from standard input (`-`); `-f` is made to point into it.
+fn resolve_context(args: &mut BuildCommand) -> Result<(PathBuf, Option<tempfile::TempDir>), i32> {
+    let context = args.context.clone().unwrap_or_else(|| PathBuf::from("."));
+    if context.as_os_str() != "-" {
+        return Ok((context, None));
+    }
+    if args.file.as_deref() == Some(std::path::Path::new("-")) {
+        eprintln!("error: the context and the Dockerfile cannot both come from standard input");
+        return Err(EXIT_USAGE);
+    }
+    let storage = super::storage_root(args.build.sandbox.root.clone());
+    match stdin_context(&storage) {
+        Ok((dir, context)) => {
+            let beside = dir.path().join("Dockerfile");
+            if args.file.is_none() && beside.exists() {
+                args.file = Some(beside);
+            } else if let Some(file) = args.file.as_mut().filter(|f| f.is_relative()) {
+                // -f names a file inside the context tar.
+                *file = context.join(&*file);
+            }
+            Ok((context, Some(dir)))
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            Err(EXIT_USAGE)
+        }
+    }
+}
+
+/// `--tag`s and `--output`s; an output's `name=` adds a tag, as buildx.
+fn tags_and_outputs(
+    tag_flags: &[String],
+    output_flags: &[String],
+) -> Result<(Vec<Reference>, Vec<Output>), i32> {
+    let mut tags = Vec::new();
+    for tag in tag_flags {
+        match tag.parse::<Reference>() {
+            Ok(r) => tags.push(r),
+            Err(e) => {
+                eprintln!("error: --tag {tag}: {e}");
+                return Err(EXIT_USAGE);
+            }
+        }
+    }
+    let mut outputs = Vec::new();
+    for spec in output_flags {
+        match parse_output(spec) {
+            Ok(o) => outputs.push(o),
+            Err(e) => {
+                eprintln!("error: {e}");
+                return Err(EXIT_USAGE);
+            }
+        }
+        // buildx's `name=`: the image's name, as `-t` gives it.
+        for name in output_names(spec) {
+            match name.parse::<Reference>() {
+                Ok(r) if !tags.contains(&r) => tags.push(r),
+                Ok(_) => {}
+                Err(e) => {
+                    eprintln!("error: --output {spec}: name={name}: {e}");
+                    return Err(EXIT_USAGE);
+                }
+            }
+        }
+    }
+    Ok((tags, outputs))
+}
+
+/// `--load`: the image as a docker archive into the Docker Engine API.
+fn load(
+    store: &crate::cache::ContentStore,
+    image: &StoredImage,
+    tags: &[Reference],
+    log: &mut dyn FnMut(&crate::progress::Event),
+) -> Result<(), i32> {
+    let host = crate::export::default_docker_host();
+    let loaded = crate::export::load_into_daemon(&host, |out| {
+        crate::image::layout::write_docker_archive(store, out, &[(image, tags)])
+            .map(drop)
+            .map_err(|e| e.to_string())
+    });
+    match loaded {
+        Ok(lines) => {
+            for line in lines {
+                log(&crate::progress::Event::Note(line));
+            }
+            Ok(())
+        }
+        Err(e) => {
+            eprintln!("error: --load into {host}: {e}");
+            Err(EXIT_ENVIRONMENT)
+        }
+    }
+}
+
+/// `--push`: the image to every tag's registry, with progress.
+fn push_image(
+    options: &crate::builder::BuildOptions,
+    store: &crate::cache::ContentStore,
+    image: &StoredImage,
+    tags: &[Reference],
+    log: &mut dyn FnMut(&crate::progress::Event),
+) -> Result<(), i32> {
+    let registry = crate::registry::RegistryOptions {
+        insecure: options.insecure_registries.clone(),
+        skip_tls_verify: options.skip_tls_verify,
+        ca_certs: options.ca_certs.clone(),
+        ..Default::default()
+    };
+    let names: Vec<String> = tags.iter().map(|t| t.to_string()).collect();
+    let pushed = crate::registry::blocking_client_with(registry).and_then(|(client, runtime)| {
+        crate::progress::track(
+            &format!("pushing {}", names.join(", ")),
+            Some(image.size()),
+            &client.stats.bytes_uploaded,
+            log,
+            || {
+                runtime
+                    .block_on(client.push(store, &image.manifest_digest, tags, None))
+                    .map_err(|e| e.to_string())
+            },
+        )
+    });
+    if let Err(e) = pushed {
+        eprintln!("error: {e}");
+        return Err(EXIT_ENVIRONMENT);
+    }
+    for tag in tags {
+        log(&crate::progress::Event::Note(format!(
+            "pushed {tag}@{}",
+            image.manifest_digest
+        )));
+    }
+    Ok(())
+}
+
+/// The configured size cap, applied once the image is where it should
+/// be; a failure is a warning, never the build's.
+fn apply_size_cap(storage: &std::path::Path, log: &mut dyn FnMut(&crate::progress::Event)) {
+    let cap = match crate::gc::configured_cap(storage) {
+        Ok(Some(cap)) => cap,
+        Ok(None) => return,
+        Err(e) => return eprintln!("warning: {e}"),
+    };
+    let options = crate::gc::PruneOptions {
+        all: false,
+        keep_storage: Some(cap),
+    };
+    match crate::gc::prune(storage, options) {
+        Ok(report) if report.freed > 0 => log(&crate::progress::Event::Note(format!(
+            "size cap {}: removed {} cache entries, {} blobs, {} snapshots ({})",
+            crate::units::human_bytes(cap),
+            report.entries,
+            report.blobs,
+            report.snapshots,
+            crate::units::human_bytes(report.freed)
+        ))),
+        Ok(_) => {}
+        Err(e) => eprintln!("warning: applying the size cap: {e}"),
+    }
+}
+
+/// `--iidfile`, `--digest-file`, `--metadata-file`.
+fn write_id_files(args: &BuildCommand, image: &StoredImage, tags: &[Reference]) -> Result<(), i32> {
+    let files = [
+        (&args.iidfile, "--iidfile", image.config_digest.to_string()),
+        (
+            &args.digest_file,
+            "--digest-file",
+            image.manifest_digest.to_string(),
+        ),
+        (
+            &args.metadata_file,
+            "--metadata-file",
+            metadata_json(image, tags),
+        ),
+    ];
+    for (path, flag, text) in files {
+        if let Some(path) = path {
+            if let Err(e) = std::fs::write(path, text) {
+                eprintln!("error: {flag} {}: {e}", path.display());
+                return Err(EXIT_ENVIRONMENT);
+            }
+        }
+    }
+    Ok(())
 }
 
 fn write_outputs(
