@@ -17,14 +17,7 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 
-use common::{copy_and_unpack, is_root, ran_steps, run_ok, stderr};
-
-fn skip(why: &str) {
-    if std::env::var("RBUILD_REQUIRE_PRIVILEGED").as_deref() == Ok("1") {
-        panic!("RBUILD_REQUIRE_PRIVILEGED=1 but: {why}");
-    }
-    eprintln!("*** skipping: {why} ***");
-}
+use common::{build_and_unpack, is_root, ran_steps, run_ok, skip, stderr};
 
 fn git(dir: &Path, args: &[&str]) -> String {
     run_ok(
@@ -240,20 +233,10 @@ fn add_a_git_repository_as_git_checks_it_out() {
         ),
     )
     .unwrap();
+    // build_and_unpack keeps its store in work/root: the rebuilds below
+    // use it too.
     let root = work.path().join("root");
-    let oci = work.path().join("oci");
-    let out = build(
-        &ctx,
-        &root,
-        &["-o", &format!("type=oci,dest={},tar=false", oci.display())],
-    );
-    assert!(out.status.success(), "{}", stderr(&out));
-    let rootfs = copy_and_unpack(
-        &format!("oci:{}", oci.display()),
-        &[],
-        &work.path().join("tagged"),
-        &work.path().join("unpacked"),
-    );
+    let (_, rootfs) = build_and_unpack(&ctx, work.path(), &[], &[]);
     for (dir, rev, owner) in [
         ("head", "main".to_string(), "0:0"),
         ("v1", "v1".to_string(), "0:0"),
@@ -393,22 +376,10 @@ fn credentials_in_a_git_url_stay_out_of_a_kept_git_dir() {
         ),
     )
     .unwrap();
-    let oci = work.path().join("oci");
-    let out = build(
-        &ctx,
-        &work.path().join("root"),
-        &["-o", &format!("type=oci,dest={},tar=false", oci.display())],
-    );
-    assert!(out.status.success(), "{}", stderr(&out));
+    let (out, rootfs) = build_and_unpack(&ctx, work.path(), &[], &[]);
     assert!(
         !stderr(&out).contains("s3cret"),
         "the log shows the credential"
-    );
-    let rootfs = copy_and_unpack(
-        &format!("oci:{}", oci.display()),
-        &[],
-        &work.path().join("tagged"),
-        &work.path().join("unpacked"),
     );
     assert_eq!(tree_of(&rootfs.join("kept")), server.expected("v1", "0:0"));
     let mut found = Vec::new();

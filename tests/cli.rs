@@ -613,10 +613,7 @@ fn syntax_and_check_directives_are_not_silently_ignored() {
 #[test]
 fn every_build_failure_exits_with_the_readme_code() {
     if !is_root() {
-        eprintln!("*** skipping: RUN in the full tier needs root ***");
-        if std::env::var("RBUILD_REQUIRE_PRIVILEGED").as_deref() == Ok("1") {
-            panic!("RBUILD_REQUIRE_PRIVILEGED=1 but not root");
-        }
+        common::skip("RUN in the full tier needs root");
         return;
     }
     let work = tempfile::tempdir().unwrap();

@@ -21,16 +21,9 @@ use std::sync::OnceLock;
 
 mod common;
 
-use common::{container_root, is_root, step_lines, text, Podman};
+use common::{container_root, is_root, skip, step_lines, text, Podman};
 
 /// Skips loudly, or fails where the environment promises everything.
-fn skip(why: &str) {
-    if std::env::var("RBUILD_REQUIRE_PRIVILEGED").as_deref() == Ok("1") {
-        panic!("RBUILD_REQUIRE_PRIVILEGED=1 but: {why}");
-    }
-    eprintln!("*** skipping: {why} ***");
-}
-
 /// Whether this machine can run the comparison; says why not.
 fn ready() -> bool {
     if !is_root() {
@@ -92,17 +85,7 @@ const SCRIPT: &str = "grep -E '^(CapInh|CapPrm|CapEff|CapBnd|CapAmb|NoNewPrivs|S
 /// The probe, compiled once per test binary.
 fn probe() -> &'static Path {
     static PROBE: OnceLock<PathBuf> = OnceLock::new();
-    PROBE.get_or_init(|| {
-        let out = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("escape_probe");
-        let source = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/escape_probe.c");
-        common::run_ok(
-            Command::new("gcc")
-                .args(["-static", "-O1", "-Wall", "-o"])
-                .arg(&out)
-                .arg(source),
-        );
-        out
-    })
+    PROBE.get_or_init(|| common::static_probe("escape_probe"))
 }
 
 /// The host's root disk as MAJOR:MINOR (the block-device check reads it).

@@ -27,7 +27,7 @@ use sha2::{Digest as _, Sha256};
 
 mod common;
 
-use common::{is_root, run_ok, stderr, Dockerd, TestRegistry};
+use common::{is_root, run_ok, skip, stderr, Dockerd, TestRegistry};
 
 const CASES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/testdata/differential");
 /// Changes whenever what is recorded of BuildKit's image changes.
@@ -315,13 +315,6 @@ const CONFIG_FIELDS: &[&str] = &[
     "OnBuild",
     "ArgsEscaped",
 ];
-
-fn skip(why: &str) {
-    if std::env::var("RBUILD_REQUIRE_PRIVILEGED").as_deref() == Ok("1") {
-        panic!("RBUILD_REQUIRE_PRIVILEGED=1 but: {why}");
-    }
-    eprintln!("*** skipping: {why} ***");
-}
 
 fn sha256_hex(bytes: &[u8]) -> String {
     Sha256::digest(bytes)

@@ -13,14 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
 
-use common::{copy_and_unpack, is_root, run_ok, stderr};
-
-fn skip(why: &str) {
-    if std::env::var("RBUILD_REQUIRE_PRIVILEGED").as_deref() == Ok("1") {
-        panic!("RBUILD_REQUIRE_PRIVILEGED=1 but: {why}");
-    }
-    eprintln!("*** skipping: {why} ***");
-}
+use common::{build_and_unpack, is_root, run_ok, skip, stderr};
 
 fn ready() -> bool {
     for tool in ["ssh-agent", "ssh-add", "ssh-keygen", "gcc"] {
@@ -45,17 +38,7 @@ fn ready() -> bool {
 /// The probe, compiled once per test binary.
 fn probe() -> &'static Path {
     static PROBE: OnceLock<PathBuf> = OnceLock::new();
-    PROBE.get_or_init(|| {
-        let out = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("ssh_probe");
-        let source = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/ssh_probe.c");
-        run_ok(
-            Command::new("gcc")
-                .args(["-static", "-O1", "-Wall", "-o"])
-                .arg(&out)
-                .arg(source),
-        );
-        out
-    })
+    PROBE.get_or_init(|| common::static_probe("ssh_probe"))
 }
 
 fn key(dir: &Path, name: &str) -> PathBuf {
@@ -130,25 +113,12 @@ fn ssh_mounts_forward_agents_and_leave_nothing_behind() {
          RUN --mount=type=ssh,id=absent --mount=type=ssh ls /run/buildkit > /numbered.txt\n",
     )
     .unwrap();
-    let oci = work.path().join("oci");
-    let out = Command::new(env!("CARGO_BIN_EXE_rbuild"))
-        .args(["build", "--progress=plain", "--root"])
-        .arg(work.path().join("root"))
-        .args(["--ssh", "default"])
-        .arg("--ssh")
-        .arg(format!("keys={}", file_key.display()))
-        .arg("-o")
-        .arg(format!("type=oci,dest={},tar=false", oci.display()))
-        .arg(&ctx)
-        .env("SSH_AUTH_SOCK", &agent.socket)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", stderr(&out));
-    let rootfs = copy_and_unpack(
-        &format!("oci:{}", oci.display()),
-        &[],
-        &work.path().join("tagged"),
-        &work.path().join("unpacked"),
+    let keys = format!("keys={}", file_key.display());
+    let (_, rootfs) = build_and_unpack(
+        &ctx,
+        work.path(),
+        &["--ssh", "default", "--ssh", &keys],
+        &[("SSH_AUTH_SOCK", agent.socket.to_str().unwrap())],
     );
     let read = |p: &str| std::fs::read_to_string(rootfs.join(p)).unwrap();
     assert_eq!(

@@ -650,6 +650,29 @@ fn self_signed(key: &Path, cert: &Path, cn: &str, extensions: &[String]) {
 }
 
 /// Whether the tests run as root.
+/// Says why a test does not run here; under `RBUILD_REQUIRE_PRIVILEGED=1`
+/// (CI) that is a failure instead.
+pub fn skip(why: &str) {
+    if std::env::var("RBUILD_REQUIRE_PRIVILEGED").as_deref() == Ok("1") {
+        panic!("RBUILD_REQUIRE_PRIVILEGED=1 but: {why}");
+    }
+    eprintln!("*** skipping: {why} ***");
+}
+
+/// `tests/fixtures/<name>.c` built static with gcc (so that it runs in a
+/// busybox image) into this test binary's temp dir; the binary's path.
+pub fn static_probe(name: &str) -> std::path::PathBuf {
+    let out = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(name);
+    let source = format!("{}/tests/fixtures/{name}.c", env!("CARGO_MANIFEST_DIR"));
+    run_ok(
+        Command::new("gcc")
+            .args(["-static", "-O1", "-Wall", "-o"])
+            .arg(&out)
+            .arg(source),
+    );
+    out
+}
+
 pub fn is_root() -> bool {
     use std::os::unix::fs::MetadataExt;
     std::fs::metadata("/proc/self")

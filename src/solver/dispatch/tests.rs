@@ -43,17 +43,17 @@ fn try_plan(text: &str, o: &PlanOptions) -> Result<Plan, PlanError> {
     })
 }
 
+/// The target stage's steps that `pick` selects.
+fn target_steps<'a, T>(plan: &'a Plan, pick: impl Fn(&'a StepKind) -> Option<&'a T>) -> Vec<&'a T> {
+    let steps = &plan.stages.last().unwrap().steps;
+    steps.iter().filter_map(|s| pick(&s.kind)).collect()
+}
+
 fn runs(plan: &Plan) -> Vec<&RunStep> {
-    plan.stages
-        .last()
-        .unwrap()
-        .steps
-        .iter()
-        .filter_map(|s| match &s.kind {
-            StepKind::Run(r) => Some(r),
-            _ => None,
-        })
-        .collect()
+    target_steps(plan, |k| match k {
+        StepKind::Run(r) => Some(r),
+        _ => None,
+    })
 }
 
 fn history(plan: &Plan) -> Vec<(String, bool)> {
@@ -496,16 +496,10 @@ fn an_arg_after_an_env_of_the_same_name_is_what_run_sees() {
 }
 
 fn copies(plan: &Plan) -> Vec<&CopyStep> {
-    plan.stages
-        .last()
-        .unwrap()
-        .steps
-        .iter()
-        .filter_map(|s| match &s.kind {
-            StepKind::Copy(c) => Some(c),
-            _ => None,
-        })
-        .collect()
+    target_steps(plan, |k| match k {
+        StepKind::Copy(c) => Some(c),
+        _ => None,
+    })
 }
 
 #[test]
