@@ -425,10 +425,12 @@ impl Shared {
         use crate::context::git;
         let mut git = match git::parse(source) {
             Some(Ok(git)) => git,
-            Some(Err(e)) => return Err(format!("{at}: {}: {e}", crate::redact::redact(source))),
+            Some(Err(e)) => {
+                return Err(format!("{at}: {}: {e}", crate::redact::redact_text(source)))
+            }
             None => unreachable!("only git sources are checked out"),
         };
-        let shown = crate::redact::redact(&git.remote);
+        let shown = crate::redact::redact_text(&git.remote);
         if let (Some(flag), Some(query)) = (&spec.checksum, &git.checksum) {
             if flag != query {
                 return Err(format!(
@@ -1187,22 +1189,15 @@ fn copy_spec(
 ) -> Result<PreparedCopy, String> {
     use crate::parser::Source;
     let spec = &copy.spec;
-    let urls: Vec<&String> = spec
-        .sources
-        .iter()
-        .filter_map(|s| match s {
-            Source::Path(p) if crate::context::remote::is_url(p) => Some(p),
+    let paths_where = |is: fn(&str) -> bool| -> Vec<&String> {
+        let paths = spec.sources.iter().filter_map(|s| match s {
+            Source::Path(p) if is(p) => Some(p),
             _ => None,
-        })
-        .collect();
-    let gits: Vec<&String> = spec
-        .sources
-        .iter()
-        .filter_map(|s| match s {
-            Source::Path(p) if crate::context::git::is_git(p) => Some(p),
-            _ => None,
-        })
-        .collect();
+        });
+        paths.collect()
+    };
+    let urls = paths_where(crate::context::remote::is_url);
+    let gits = paths_where(crate::context::git::is_git);
     if !gits.is_empty() && spec.sources.len() != 1 {
         return Err(format!(
             "{at}: a git repository must be the only source of its ADD (rbuild does not mix them yet)"

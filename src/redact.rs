@@ -3,20 +3,6 @@
 //! dropped where a URL is kept (a kept `.git`'s remote). A leaf: the parser's
 //! diagnostics, the git source and the builder all use it.
 
-/// `url` with any `user:password@` removed, for messages.
-pub fn redact(url: &str) -> String {
-    match url.split_once("://") {
-        Some((scheme, rest)) => {
-            let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
-            match authority.rsplit_once('@') {
-                Some((_, host)) => format!("{scheme}://***@{host}/{path}"),
-                None => url.to_string(),
-            }
-        }
-        None => url.to_string(),
-    }
-}
-
 /// `text` with the `user:password@` of every URL in it replaced by `***@`
 /// (for the instruction text that progress and errors show).
 pub fn redact_text(text: &str) -> String {
@@ -53,12 +39,8 @@ pub fn userinfo(url: &str) -> Option<&str> {
 
 /// `url` without its `user:password@`.
 pub fn anonymous(url: &str) -> String {
-    match url.split_once("://") {
-        Some((scheme, rest)) => {
-            let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
-            let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
-            format!("{scheme}://{host}/{path}")
-        }
+    match userinfo(url) {
+        Some(user) => url.replacen(&format!("{user}@"), "", 1),
         None => url.to_string(),
     }
 }
@@ -70,10 +52,10 @@ mod tests {
     #[test]
     fn credentials_never_show() {
         assert_eq!(
-            redact("https://user:token@example.com/r.git"),
+            redact_text("https://user:token@example.com/r.git"),
             "https://***@example.com/r.git"
         );
-        assert_eq!(redact("git://h/r.git"), "git://h/r.git");
+        assert_eq!(redact_text("git://h/r.git"), "git://h/r.git");
         assert_eq!(
             redact_text("ADD https://u:p@h/r.git#v1 http://h2/x /d"),
             "ADD https://***@h/r.git#v1 http://h2/x /d"

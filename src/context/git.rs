@@ -18,7 +18,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use crate::redact::{anonymous, redact, userinfo};
+use crate::redact::{anonymous, redact_text, userinfo};
 
 /// A parsed git source.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -303,7 +303,7 @@ pub fn checkout(source: &GitRef, keep_git_dir: bool, dir: &Path) -> Result<Check
         repo: dir.join("repo"),
         home: dir,
         source,
-        shown: redact(&source.remote),
+        shown: redact_text(&source.remote),
     };
     std::fs::create_dir(&git.repo).map_err(|e| format!("{}: {e}", git.shown))?;
     let commit = git.fetch()?;

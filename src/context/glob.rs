@@ -309,7 +309,9 @@ impl IgnoreRules {
     /// Whether `rel` (a cleaned context path) is excluded: the last rule
     /// matching the path or one of its parents decides.
     pub fn excluded(&self, rel: &str) -> bool {
-        let parts: Vec<&str> = rel.split('/').collect();
+        // The parent directories, as slices of `rel` (no allocation: this
+        // runs for every path of the context and every rule).
+        let parents: Vec<&str> = rel.match_indices('/').map(|(i, _)| &rel[..i]).collect();
         let mut excluded = false;
         for rule in &self.rules {
             if excluded != rule.exception {
@@ -317,8 +319,7 @@ impl IgnoreRules {
             }
             // A rule matching any parent directory matches the path too
             // (moby's MatchesOrParentMatches): `**/tmp` excludes `tmp/u`.
-            let hit = rule.glob.matches(rel)
-                || (1..parts.len()).any(|n| rule.glob.matches(&parts[..n].join("/")));
+            let hit = rule.glob.matches(rel) || parents.iter().any(|p| rule.glob.matches(p));
             if hit {
                 excluded = !rule.exception;
             }

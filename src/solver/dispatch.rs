@@ -1340,21 +1340,19 @@ fn link_rules(spec: &mut crate::parser::CopyLike, at: &Instruction) -> Result<()
     }
 }
 
-/// `<<-` heredocs lose the leading tabs of every line.
-fn chomp(content: &str) -> String {
-    content
-        .split_inclusive('\n')
-        .map(|line| line.trim_start_matches('\t'))
-        .collect()
-}
-
-/// The script of a RUN that is one heredoc starting with `#!`.
-fn shebang_script(run: &crate::parser::Run) -> Option<(String, String)> {
+/// The heredoc a RUN consists of, when its command is that heredoc alone.
+fn lone_heredoc(run: &crate::parser::Run) -> Option<&crate::parser::Heredoc> {
     let [doc] = run.heredocs.as_slice() else {
         return None;
     };
     let line = run.command.args.join(" ");
     crate::parser::reader::parse_heredoc_marker(line.trim()).ok()??;
+    Some(doc)
+}
+
+/// The script of a RUN that is one heredoc starting with `#!`.
+fn shebang_script(run: &crate::parser::Run) -> Option<(String, String)> {
+    let doc = lone_heredoc(run)?;
     let body = doc.body();
     body.starts_with("#!").then(|| (doc.name.clone(), body))
 }
@@ -1370,34 +1368,24 @@ fn run_argv(s: &StageState, run: &crate::parser::Run) -> Result<Vec<String>, Str
     if !run.command.prepend_shell {
         return Err("heredocs need the shell form of RUN".to_string());
     }
-    let line = run.command.args.join(" ");
-    let body = |h: &crate::parser::Heredoc| {
-        if h.chomp {
-            chomp(&h.content)
-        } else {
-            h.content.clone()
-        }
-    };
-    let single = crate::parser::reader::parse_heredoc_marker(line.trim())
-        .ok()
-        .flatten()
-        .filter(|_| run.heredocs.len() == 1);
     let mut args = s.shell();
-    if single.is_some() {
-        let data = body(&run.heredocs[0]);
-        if data.starts_with("#!") {
-            args.push(format!("/dev/pipes/{}", run.heredocs[0].name));
-        } else {
-            args.push(data);
+    match lone_heredoc(run) {
+        Some(doc) => {
+            let body = doc.body();
+            args.push(match body.starts_with("#!") {
+                true => format!("/dev/pipes/{}", doc.name),
+                false => body,
+            });
         }
-    } else {
-        let mut full = line;
-        for h in &run.heredocs {
-            full.push('\n');
-            full.push_str(&h.content);
-            full.push_str(&h.name);
+        None => {
+            let mut full = run.command.args.join(" ");
+            for h in &run.heredocs {
+                full.push('\n');
+                full.push_str(&h.content);
+                full.push_str(&h.name);
+            }
+            args.push(full);
         }
-        args.push(full);
     }
     Ok(args)
 }

@@ -287,15 +287,10 @@ fn loopback_up() -> Result<(), String> {
     }
 }
 
-/// Opens `rel` with every symlink resolved as if the root were `/`
-/// (`O_PATH` unless `flags` say otherwise).
-pub(crate) fn open_in(root: &OwnedFd, rel: &str, flags: OFlags) -> Result<OwnedFd, Errno> {
-    crate::openat::in_root(root, rel, flags)
-}
-
-/// [`open_in`] as an `O_PATH` handle: what mounting and stat need.
+/// `rel` inside the root as an `O_PATH` handle (links resolve as if the
+/// root were `/`): what mounting and stat need.
 fn open_in_root(root: &OwnedFd, rel: &str) -> Result<OwnedFd, Errno> {
-    open_in(root, rel, OFlags::PATH)
+    crate::openat::in_root(root, rel, OFlags::PATH)
 }
 
 /// Access and modification times of `stat` as (seconds, nanoseconds).
