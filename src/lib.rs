@@ -21,6 +21,7 @@ pub mod parser;
 pub mod progress;
 pub mod redact;
 pub mod registry;
+pub mod scheduler;
 pub mod snapshot;
 pub mod solver;
 pub mod units;

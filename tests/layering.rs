@@ -19,7 +19,7 @@ const SRC: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/src");
 /// modules of the layers before its own.
 const LAYERS: &[&[&str]] = &[
     // Leaves: primitives.
-    &["blob", "units", "openat", "redact"],
+    &["blob", "units", "openat", "redact", "scheduler"],
     // The pure front end; storage: the content store and cache index.
     &["parser", "cache"],
     // Trees: snapshots, and the build context.
@@ -27,11 +27,11 @@ const LAYERS: &[&[&str]] = &[
     // Images: formats, layouts, the base image.
     &["image"],
     // What builds on images: transport, planning, running steps, gc.
-    &["registry", "solver", "executor", "gc", "export"],
+    &["registry", "solver", "executor", "gc"],
     // Showing a build.
     &["progress"],
-    // Driving a build.
-    &["builder"],
+    // Driving a build; getting its image out.
+    &["builder", "export"],
     // The command line.
     &["cli"],
 ];

@@ -8,6 +8,7 @@
 use std::path::PathBuf;
 
 use super::{load_dockerfile, prepare_build, BuildFlags, EXIT_ENVIRONMENT, EXIT_OK, EXIT_USAGE};
+use crate::export::Output;
 use crate::image::layout::StoredImage;
 use crate::image::reference::Reference;
 
@@ -106,21 +107,6 @@ pub(super) struct BuildCommand {
     ca_certs: Vec<PathBuf>,
     #[command(flatten)]
     build: BuildFlags,
-}
-
-/// One `--output`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Output {
-    /// An OCI image layout: a tar file, or a directory with `tar=false`.
-    Oci { dest: PathBuf, tar: bool },
-    /// A `docker save` archive.
-    Docker { dest: PathBuf },
-    /// The registry of every tag (as `--push`).
-    Registry,
-    /// The image's file system as a tar.
-    Tar { dest: PathBuf },
-    /// The image's file system written into a directory.
-    Local { dest: PathBuf },
 }
 
 /// The image names an `--output` gives with `name=` (repeatable).
@@ -363,7 +349,15 @@ pub(super) fn build(mut args: BuildCommand) -> i32 {
     phases.mark("build");
     let squashed;
     let image = if args.single_snapshot {
-        match crate::builder::squash(&options, &built) {
+        let from = crate::export::Squash {
+            store: &built.store,
+            storage: &options.storage,
+            image: &built.image,
+            config: &built.config,
+            base_layers: built.base_layers,
+            source_date_epoch: options.source_date_epoch,
+        };
+        match crate::export::squash(from) {
             Ok(one) => {
                 squashed = one;
                 &squashed
@@ -383,7 +377,7 @@ pub(super) fn build(mut args: BuildCommand) -> i32 {
             return EXIT_ENVIRONMENT;
         }
     }
-    if let Err(e) = write_outputs(&built.store, image, &tags, &outputs) {
+    if let Err(e) = crate::export::write(&built.store, image, &tags, &outputs) {
         eprintln!("error: {e}");
         return EXIT_ENVIRONMENT;
     }
@@ -520,7 +514,7 @@ fn tags_and_outputs(
     Ok((tags, outputs))
 }
 
-/// `--load`: the image as a docker archive into the Docker Engine API.
+/// `--load` into `$DOCKER_HOST` (or the default socket).
 fn load(
     store: &crate::cache::ContentStore,
     image: &StoredImage,
@@ -528,23 +522,10 @@ fn load(
     log: &mut dyn FnMut(&crate::progress::Event),
 ) -> Result<(), i32> {
     let host = crate::export::default_docker_host();
-    let loaded = crate::export::load_into_daemon(&host, |out| {
-        crate::image::layout::write_docker_archive(store, out, &[(image, tags)])
-            .map(drop)
-            .map_err(|e| e.to_string())
-    });
-    match loaded {
-        Ok(lines) => {
-            for line in lines {
-                log(&crate::progress::Event::Note(line));
-            }
-            Ok(())
-        }
-        Err(e) => {
-            eprintln!("error: --load into {host}: {e}");
-            Err(EXIT_ENVIRONMENT)
-        }
-    }
+    crate::export::load(&host, store, image, tags, log).map_err(|e| {
+        eprintln!("error: --load into {host}: {e}");
+        EXIT_ENVIRONMENT
+    })
 }
 
 /// `--push`: the image to every tag's registry, with progress.
@@ -561,31 +542,10 @@ fn push_image(
         ca_certs: options.ca_certs.clone(),
         ..Default::default()
     };
-    let names: Vec<String> = tags.iter().map(|t| t.to_string()).collect();
-    let pushed = crate::registry::blocking_client_with(registry).and_then(|(client, runtime)| {
-        crate::progress::track(
-            &format!("pushing {}", names.join(", ")),
-            Some(image.size()),
-            &client.stats.bytes_uploaded,
-            log,
-            || {
-                runtime
-                    .block_on(client.push(store, &image.manifest_digest, tags, None))
-                    .map_err(|e| e.to_string())
-            },
-        )
-    });
-    if let Err(e) = pushed {
+    crate::export::push(registry, store, image, tags, log).map_err(|e| {
         eprintln!("error: {e}");
-        return Err(EXIT_ENVIRONMENT);
-    }
-    for tag in tags {
-        log(&crate::progress::Event::Note(format!(
-            "pushed {tag}@{}",
-            image.manifest_digest
-        )));
-    }
-    Ok(())
+        EXIT_ENVIRONMENT
+    })
 }
 
 /// The configured size cap, applied once the image is where it should
@@ -636,35 +596,6 @@ fn write_id_files(args: &BuildCommand, image: &StoredImage, tags: &[Reference]) 
                 return Err(EXIT_ENVIRONMENT);
             }
         }
-    }
-    Ok(())
-}
-
-fn write_outputs(
-    store: &crate::cache::ContentStore,
-    image: &StoredImage,
-    tags: &[Reference],
-    outputs: &[Output],
-) -> Result<(), String> {
-    use crate::image::layout;
-    let images = [(image, tags)];
-    for output in outputs {
-        let written = match output {
-            Output::Oci { dest, tar: false } => layout::write_oci_layout_dir(store, dest, &images)
-                .map_err(|e| format!("{}: {e}", dest.display())),
-            Output::Oci { dest, tar: true } => layout::write_to_file(dest, |file| {
-                layout::write_oci_layout_tar(store, file, &images)
-            })
-            .map_err(|e| format!("{}: {e}", dest.display())),
-            Output::Docker { dest } => layout::write_to_file(dest, |file| {
-                layout::write_docker_archive(store, file, &images)
-            })
-            .map_err(|e| format!("{}: {e}", dest.display())),
-            Output::Tar { dest } => crate::builder::export_filesystem(store, image, dest, true),
-            Output::Local { dest } => crate::builder::export_filesystem(store, image, dest, false),
-            Output::Registry => Ok(()),
-        };
-        written?;
     }
     Ok(())
 }

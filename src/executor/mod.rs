@@ -281,10 +281,10 @@ pub struct StepRunner {
 }
 
 impl StepRunner {
-    /// Stops the steps running now (and refuses new ones): for a build
-    /// whose other stage failed.
-    pub fn cancel(&self) {
-        self.cancelled.store(true, Ordering::Relaxed);
+    /// The flag that, once set, stops the steps running now (and refuses
+    /// new ones): the scheduler sets it when another op of the build fails.
+    pub fn cancel_flag(&self) -> Arc<AtomicBool> {
+        self.cancelled.clone()
     }
 
     /// A runner; fails when limits are asked for and cgroups are unusable.

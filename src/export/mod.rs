@@ -1,9 +1,136 @@
-//! Getting finished images out: into a Docker-Engine-API daemon
-//! (`--load`). Registry pushes live in `registry`, files in `image::layout`.
+//! Getting finished images out, every way a build can hand one over:
+//! image files (an OCI layout, a `docker save` archive), the image's file
+//! system (`type=local`, `type=tar`), a registry (`--push`), a Docker
+//! daemon (`--load`, over its API socket), and kaniko's squash of the
+//! build's layers (`--single-snapshot`).
 //!
-//! Owns talking to the daemon's socket; knows nothing of how the image was
-//! built.
+//! Owns the choice of writer per output and the progress of each; the
+//! formats themselves are `image::layout`'s, the transport `registry`'s.
+//! Knows nothing of how the image was built: callers turn these errors
+//! into exit codes.
 
 mod daemon;
+mod fs;
+mod squash;
+
+use std::path::PathBuf;
 
 pub use daemon::{default_docker_host, load_into_daemon, LoadError};
+pub use fs::export_filesystem;
+pub use squash::{squash, Squash};
+
+use crate::cache::ContentStore;
+use crate::image::layout::StoredImage;
+use crate::image::reference::Reference;
+use crate::progress::Event;
+
+/// One `--output`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Output {
+    /// An OCI image layout: a tar file, or a directory with `tar=false`.
+    Oci {
+        /// Where it goes.
+        dest: PathBuf,
+        /// A tar file rather than a directory.
+        tar: bool,
+    },
+    /// A `docker save` archive.
+    Docker {
+        /// The archive's path.
+        dest: PathBuf,
+    },
+    /// The registry of every tag (as `--push`).
+    Registry,
+    /// The image's file system as a tar.
+    Tar {
+        /// The tar file's path.
+        dest: PathBuf,
+    },
+    /// The image's file system written into a directory.
+    Local {
+        /// The directory.
+        dest: PathBuf,
+    },
+}
+
+/// Writes `image` (named `tags`) to every file output of `outputs`
+/// (registry outputs are [`push`]'s).
+pub fn write(
+    store: &ContentStore,
+    image: &StoredImage,
+    tags: &[Reference],
+    outputs: &[Output],
+) -> Result<(), String> {
+    use crate::image::layout;
+    let images = [(image, tags)];
+    for output in outputs {
+        let written = match output {
+            Output::Oci { dest, tar: false } => layout::write_oci_layout_dir(store, dest, &images)
+                .map_err(|e| format!("{}: {e}", dest.display())),
+            Output::Oci { dest, tar: true } => layout::write_to_file(dest, |file| {
+                layout::write_oci_layout_tar(store, file, &images)
+            })
+            .map_err(|e| format!("{}: {e}", dest.display())),
+            Output::Docker { dest } => layout::write_to_file(dest, |file| {
+                layout::write_docker_archive(store, file, &images)
+            })
+            .map_err(|e| format!("{}: {e}", dest.display())),
+            Output::Tar { dest } => export_filesystem(store, image, dest, true),
+            Output::Local { dest } => export_filesystem(store, image, dest, false),
+            Output::Registry => Ok(()),
+        };
+        written?;
+    }
+    Ok(())
+}
+
+/// `--load`: `image` into the daemon at `host` as a `docker save`
+/// archive; the daemon's lines become notes.
+pub fn load(
+    host: &str,
+    store: &ContentStore,
+    image: &StoredImage,
+    tags: &[Reference],
+    log: &mut dyn FnMut(&Event),
+) -> Result<(), LoadError> {
+    let lines = load_into_daemon(host, |out| {
+        crate::image::layout::write_docker_archive(store, out, &[(image, tags)])
+            .map(drop)
+            .map_err(|e| e.to_string())
+    })?;
+    for line in lines {
+        log(&Event::Note(line));
+    }
+    Ok(())
+}
+
+/// `--push`: `image` to every tag's registry, with progress.
+pub fn push(
+    registry: crate::registry::RegistryOptions,
+    store: &ContentStore,
+    image: &StoredImage,
+    tags: &[Reference],
+    log: &mut dyn FnMut(&Event),
+) -> Result<(), String> {
+    let names: Vec<String> = tags.iter().map(|t| t.to_string()).collect();
+    crate::registry::blocking_client_with(registry).and_then(|(client, runtime)| {
+        crate::progress::track(
+            &format!("pushing {}", names.join(", ")),
+            Some(image.size()),
+            &client.stats.bytes_uploaded,
+            log,
+            || {
+                runtime
+                    .block_on(client.push(store, &image.manifest_digest, tags, None))
+                    .map_err(|e| e.to_string())
+            },
+        )
+    })?;
+    for tag in tags {
+        log(&Event::Note(format!(
+            "pushed {tag}@{}",
+            image.manifest_digest
+        )));
+    }
+    Ok(())
+}

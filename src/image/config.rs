@@ -102,6 +102,20 @@ impl ImageConfig {
     }
 }
 
+/// The config's `rootfs` for `layers`.
+pub fn rootfs_of(layers: &[crate::blob::LayerBlob]) -> Result<oci_spec::image::RootFs, String> {
+    oci_spec::image::RootFsBuilder::default()
+        .typ("layers")
+        .diff_ids(
+            layers
+                .iter()
+                .map(|l| l.diff_id.to_string())
+                .collect::<Vec<_>>(),
+        )
+        .build()
+        .map_err(|e| e.to_string())
+}
+
 /// The architecture name Go and OCI use for this host.
 pub fn host_architecture() -> &'static str {
     match std::env::consts::ARCH {

@@ -1,0 +1,179 @@
+//! The Exec op: a RUN in its sandbox. Its mounts are made ready here
+//! (stages mounted `from=`, a `#!` heredoc's script, the rest through
+//! `executor::mounts`), its environment completed, and the step runner
+//! does the rest.
+
+use std::collections::HashMap;
+use std::os::unix::fs::PermissionsExt;
+use std::path::PathBuf;
+
+use super::shared::{OpResult, Shared};
+use super::step::{Job, MakesLayer};
+use crate::blob::LayerBlob;
+use crate::executor::mounts::{MountContext, PreparedMounts};
+use crate::executor::{MountKind, MountSpec, Step};
+use crate::parser::{MountType, NetworkMode};
+use crate::snapshot::LayerRef;
+use crate::solver::dispatch::RunStep;
+use crate::solver::FromSource;
+
+/// A RUN step.
+pub(super) struct Exec(pub(super) RunStep);
+
+impl MakesLayer for Exec {
+    fn layer(&self, job: &Job<'_>) -> Result<Option<LayerBlob>, String> {
+        let (shared, run, at) = (job.shared, &self.0, job.at);
+        let mut ready = ReadyMounts::default();
+        ready.stages(shared, run, job.from, at)?;
+        let context = mount_context(shared, std::mem::take(&mut ready.stage_roots));
+        let mut prepared =
+            PreparedMounts::prepare(&ready.other, &context).map_err(|e| format!("{at}: {e}"))?;
+        prepared.mounts.append(&mut ready.stage_mounts);
+        if let Some((name, body)) = &run.script {
+            prepared.mounts.push(ready.script(shared, name, body, at)?);
+        }
+        let mut env = run.env.clone();
+        env.extend(run.proxy_env.iter().cloned());
+        env.extend(prepared.env.iter().cloned());
+        if let Some(socket) = &prepared.ssh_auth_sock {
+            // As BuildKit: the first agent is the default one, unless the
+            // Dockerfile chose its own.
+            if !env.iter().any(|e| e.starts_with("SSH_AUTH_SOCK=")) {
+                env.push(format!("SSH_AUTH_SOCK={socket}"));
+            }
+        }
+        let step = Step {
+            layers: job.parents.to_vec(),
+            args: run.args.clone(),
+            env,
+            cwd: run.workdir.clone(),
+            user: run.user.clone(),
+            network_none: shared.options.network_none || run.network == NetworkMode::None,
+            security: match run.security {
+                crate::parser::SecurityMode::Insecure => {
+                    crate::executor::confine::Security::Insecure
+                }
+                crate::parser::SecurityMode::Sandbox => crate::executor::confine::Security::Sandbox,
+            },
+            mounts: prepared.mounts.clone(),
+            layer_bytes: job.layer_bytes.clone(),
+        };
+        let mut sink = |stream, line: &[u8]| {
+            let text = String::from_utf8_lossy(line);
+            (job.output)(stream, text.trim_end_matches('\n').to_string());
+        };
+        let outcome = shared
+            .runner
+            .run(&step, &mut sink)
+            .map_err(|e| format!("{at}: {e}"))?;
+        // Mount helpers (proxies, locks) and temporary dirs go with the step.
+        drop(prepared);
+        drop(ready);
+        if let Some(failure) = outcome.failure {
+            return Err(format!("{at}: {failure}"));
+        }
+        Ok(outcome.layer)
+    }
+}
+
+/// What the step's mounts need besides themselves.
+fn mount_context(shared: &Shared, stage_roots: HashMap<String, PathBuf>) -> MountContext {
+    let options = &shared.options;
+    MountContext {
+        storage: options.storage.clone(),
+        context: options.context.clone(),
+        secrets: options.secrets.clone(),
+        stage_roots,
+        ssh: options.ssh.clone(),
+    }
+}
+
+/// A RUN's mounts of stages and scripts, made ready here, and the rest
+/// for `executor::mounts`; with the temporary dirs they need kept.
+#[derive(Default)]
+struct ReadyMounts {
+    stage_mounts: Vec<MountSpec>,
+    other: Vec<crate::parser::Mount>,
+    stage_roots: HashMap<String, PathBuf>,
+    keep: Vec<tempfile::TempDir>,
+}
+
+impl ReadyMounts {
+    /// Stages mounted with `from=`: over overlay, their snapshot lower
+    /// dirs are mounted read-only; in the copy tier their root is
+    /// materialized into a directory for the step.
+    fn stages(
+        &mut self,
+        shared: &Shared,
+        run: &RunStep,
+        from: &HashMap<usize, &OpResult>,
+        at: &str,
+    ) -> Result<(), String> {
+        let overlay = shared.runner.plan().snapshots == crate::executor::SnapshotMode::Overlay;
+        let snapshots = shared.runner.snapshots();
+        for (m, source) in run.mounts.iter().zip(&run.mount_sources) {
+            match (source, &m.from) {
+                (Some(FromSource::Stage(j)), Some(name)) => {
+                    let dir = shared.temp_dir("stage-root-", at)?;
+                    let layers: Vec<LayerRef> = from[j].layers.iter().map(LayerRef::from).collect();
+                    if overlay && m.kind == MountType::Bind {
+                        let mut lowers = snapshots
+                            .lowers(&shared.store, &layers)
+                            .map_err(|e| format!("{at}: stage {name}: {e}"))?;
+                        // A lower-only overlay needs two dirs.
+                        lowers.push("empty".to_string());
+                        self.stage_mounts.push(MountSpec {
+                            target: m.target.clone().unwrap_or_default(),
+                            kind: MountKind::StageRoot {
+                                base: snapshots.root().to_path_buf(),
+                                lowers,
+                                staging: dir.path().to_path_buf(),
+                                subpath: m.source.clone().unwrap_or_else(|| ".".into()),
+                            },
+                        });
+                    } else {
+                        snapshots
+                            .materialize(&shared.store, &layers, dir.path())
+                            .map_err(|e| format!("{at}: stage {name}: {e}"))?;
+                        self.stage_roots
+                            .insert(name.clone(), dir.path().to_path_buf());
+                        self.other.push(m.clone());
+                    }
+                    self.keep.push(dir);
+                }
+                (Some(FromSource::Image(image)), _) => {
+                    return Err(format!(
+                        "{at}: --mount from={image}: mounting images is not supported yet"
+                    ))
+                }
+                _ => self.other.push(m.clone()),
+            }
+        }
+        Ok(())
+    }
+
+    /// `RUN <<EOF` with a `#!` line runs the body as a file, mounted
+    /// read-only at /dev/pipes as BuildKit does.
+    fn script(
+        &mut self,
+        shared: &Shared,
+        name: &str,
+        body: &str,
+        at: &str,
+    ) -> Result<MountSpec, String> {
+        let dir = shared.temp_dir("script-", at)?;
+        let file = dir.path().join(name);
+        std::fs::write(&file, body).map_err(|e| format!("{at}: {e}"))?;
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o755))
+            .map_err(|e| format!("{at}: {e}"))?;
+        let mount = MountSpec {
+            target: "/dev/pipes".to_string(),
+            kind: MountKind::Bind {
+                source: dir.path().to_path_buf(),
+                readonly: true,
+            },
+        };
+        self.keep.push(dir);
+        Ok(mount)
+    }
+}

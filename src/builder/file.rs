@@ -1,0 +1,294 @@
+//! The File op: COPY, ADD and WORKDIR creation. A COPY reads from the
+//! context (with .dockerignore), a dir of heredoc files, downloads, a git
+//! checkout, or another stage's or image's root (overlay lower dirs the
+//! helper mounts, or a materialized copy in the copy tier); the sandbox
+//! helper writes the layer.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::PathBuf;
+
+use super::shared::Shared;
+use super::step::{Job, MakesLayer};
+use crate::blob::LayerBlob;
+use crate::parser::{Heredoc, Source};
+use crate::snapshot::LayerRef;
+use crate::solver::{self, FromSource};
+
+/// A file step.
+pub(super) enum File {
+    /// COPY or ADD.
+    Copy(solver::CopyStep),
+    /// WORKDIR's directory, made when it is missing.
+    Mkdir { path: String, user: String },
+}
+
+impl MakesLayer for File {
+    fn layer(&self, job: &Job<'_>) -> Result<Option<LayerBlob>, String> {
+        let (shared, at) = (job.shared, job.at);
+        match self {
+            File::Mkdir { path, user } => shared
+                .runner
+                .mkdir_layer(job.parents, path, user)
+                .map(Some)
+                .map_err(|e| format!("{at}: {e}")),
+            File::Copy(copy) => {
+                let prepared = copy_spec(shared, copy, job)?;
+                // --link: the layer is made on an empty root and stacked.
+                let onto: &[LayerRef] = if copy.spec.link { &[] } else { job.parents };
+                let outcome = shared
+                    .runner
+                    .copy(onto, prepared.spec, job.layer_bytes.clone())
+                    .map_err(|e| format!("{at}: {e}"))?;
+                drop(prepared.keep);
+                if let Some(failure) = outcome.failure {
+                    return Err(format!("{at}: {failure}"));
+                }
+                Ok(outcome.layer)
+            }
+        }
+    }
+}
+
+/// A COPY's helper spec and the temporary dirs it needs kept alive.
+struct PreparedCopy {
+    spec: crate::executor::CopySpec,
+    keep: Vec<tempfile::TempDir>,
+}
+
+/// Where a COPY's sources are, as the helper is to read them.
+struct Sources {
+    root: PathBuf,
+    /// Overlay lower dirs the helper mounts at `root` (another stage's or
+    /// image's root over overlay snapshots).
+    lowers: Option<(PathBuf, Vec<String>)>,
+    /// The source paths inside `root`.
+    names: Vec<String>,
+    /// The .dockerignore text that applies (the context's only).
+    ignore: String,
+    unpack: Option<bool>,
+    keep: Vec<tempfile::TempDir>,
+}
+
+/// The helper's spec for `copy`.
+fn copy_spec(
+    shared: &Shared,
+    copy: &solver::CopyStep,
+    job: &Job<'_>,
+) -> Result<PreparedCopy, String> {
+    let (spec, at) = (&copy.spec, job.at);
+    let chmod = match &spec.chmod {
+        None => None,
+        Some(text) => {
+            Some(crate::executor::chmod::Chmod::parse(text).map_err(|e| format!("{at}: {e}"))?)
+        }
+    };
+    let sources = sources(shared, copy, job)?;
+    Ok(PreparedCopy {
+        spec: crate::executor::CopySpec {
+            source_root: sources.root,
+            source_lowers: sources.lowers,
+            sources: sources.names,
+            dest: copy.dest.clone(),
+            ignore: sources.ignore,
+            exclude: spec.exclude.clone(),
+            chown: spec.chown.clone(),
+            keep_owner: copy.from.is_some(),
+            parents: spec.parents,
+            add: copy.add,
+            unpack: sources.unpack,
+            chmod,
+        },
+        keep: sources.keep,
+    })
+}
+
+/// Sorts a COPY's sources by kind (which may not be mixed yet) and makes
+/// them ready.
+fn sources(shared: &Shared, copy: &solver::CopyStep, job: &Job<'_>) -> Result<Sources, String> {
+    let (spec, at) = (&copy.spec, job.at);
+    let paths_where = |is: fn(&str) -> bool| -> Vec<&String> {
+        let paths = spec.sources.iter().filter_map(|s| match s {
+            Source::Path(p) if is(p) => Some(p),
+            _ => None,
+        });
+        paths.collect()
+    };
+    let urls = paths_where(crate::context::remote::is_url);
+    let gits = paths_where(crate::context::git::is_git);
+    let heredocs: Vec<&Heredoc> = spec
+        .sources
+        .iter()
+        .filter_map(|s| match s {
+            Source::Heredoc(h) => Some(h),
+            _ => None,
+        })
+        .collect();
+    let all = spec.sources.len();
+    if !gits.is_empty() && all != 1 {
+        return Err(format!(
+            "{at}: a git repository must be the only source of its ADD (rbuild does not mix them yet)"
+        ));
+    }
+    if !urls.is_empty() && urls.len() != all {
+        return Err(format!(
+            "{at}: mixing URL and local sources in one ADD is not supported yet"
+        ));
+    }
+    if !heredocs.is_empty() && heredocs.len() != all {
+        return Err(format!(
+            "{at}: mixing heredoc and path sources in one COPY is not supported yet"
+        ));
+    }
+    if let Some(git) = gits.first() {
+        git_source(shared, copy, git, at)
+    } else if !urls.is_empty() {
+        url_sources(shared, copy, &urls, at)
+    } else if !heredocs.is_empty() {
+        heredoc_sources(shared, copy, &heredocs, at)
+    } else {
+        tree_sources(shared, copy, job)
+    }
+}
+
+/// An ADD of a git repository: the checkout's contents go into the
+/// destination; git trees are never unpacked. (The build holds the
+/// checkout's dir until it ends.)
+fn git_source(
+    shared: &Shared,
+    copy: &solver::CopyStep,
+    git: &str,
+    at: &str,
+) -> Result<Sources, String> {
+    let (_, checkout) = shared.checkout(git, &copy.spec, at)?;
+    Ok(Sources {
+        root: checkout.root.clone(),
+        lowers: None,
+        names: vec![".".to_string()],
+        ignore: String::new(),
+        unpack: Some(false),
+        keep: Vec::new(),
+    })
+}
+
+/// An ADD of URLs: the downloads, linked into one dir under their names;
+/// not unpacked unless `--unpack` says so.
+fn url_sources(
+    shared: &Shared,
+    copy: &solver::CopyStep,
+    urls: &[&String],
+    at: &str,
+) -> Result<Sources, String> {
+    let dir = shared.temp_dir("downloads-", at)?;
+    let mut names = Vec::new();
+    for url in urls {
+        let (_, file) = shared.download(url, copy.spec.checksum.as_deref(), at)?;
+        let target = dir.path().join(&file.name);
+        if target.exists() {
+            return Err(format!(
+                "{at}: two URLs download to the same name {}",
+                file.name
+            ));
+        }
+        std::fs::hard_link(&file.path, &target)
+            .or_else(|_| std::fs::copy(&file.path, &target).map(drop))
+            .map_err(|e| format!("{at}: {e}"))?;
+        names.push(file.name.clone());
+    }
+    Ok(Sources {
+        root: dir.path().to_path_buf(),
+        lowers: None,
+        names,
+        ignore: String::new(),
+        unpack: Some(copy.spec.unpack.unwrap_or(false)),
+        keep: vec![dir],
+    })
+}
+
+/// Heredoc bodies as files (0644, dated at SOURCE_DATE_EPOCH or the epoch,
+/// as BuildKit makes them).
+fn heredoc_sources(
+    shared: &Shared,
+    copy: &solver::CopyStep,
+    heredocs: &[&Heredoc],
+    at: &str,
+) -> Result<Sources, String> {
+    let dir = shared.temp_dir("heredocs-", at)?;
+    let epoch = shared.options.source_date_epoch.unwrap_or(0).max(0) as u64;
+    let when = std::time::UNIX_EPOCH + std::time::Duration::from_secs(epoch);
+    for h in heredocs {
+        let path = dir.path().join(&h.name);
+        std::fs::write(&path, h.body()).map_err(|e| format!("{at}: {e}"))?;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644))
+            .map_err(|e| format!("{at}: {e}"))?;
+        std::fs::File::options()
+            .write(true)
+            .open(&path)
+            .and_then(|f| f.set_modified(when))
+            .map_err(|e| format!("{at}: {e}"))?;
+    }
+    Ok(Sources {
+        root: dir.path().to_path_buf(),
+        lowers: None,
+        names: heredocs.iter().map(|h| h.name.clone()).collect(),
+        ignore: String::new(),
+        unpack: copy.spec.unpack,
+        keep: vec![dir],
+    })
+}
+
+/// Paths in the context, or in another stage's or image's root.
+fn tree_sources(
+    shared: &Shared,
+    copy: &solver::CopyStep,
+    job: &Job<'_>,
+) -> Result<Sources, String> {
+    let at = job.at;
+    let mut sources = Sources {
+        root: PathBuf::new(),
+        lowers: None,
+        names: copy
+            .spec
+            .sources
+            .iter()
+            .filter_map(|s| match s {
+                Source::Path(p) => Some(p.clone()),
+                Source::Heredoc(_) => None,
+            })
+            .collect(),
+        ignore: String::new(),
+        unpack: copy.spec.unpack,
+        keep: Vec::new(),
+    };
+    let layers: Vec<LayerRef> = match &copy.from {
+        Some(FromSource::Stage(j)) => job.from[j].layers.iter().map(LayerRef::from).collect(),
+        Some(FromSource::Image(name)) => shared.bases[name]
+            .layers
+            .iter()
+            .map(LayerRef::from)
+            .collect(),
+        None => {
+            let Some(context) = &shared.options.context else {
+                return Err(format!("{at}: COPY from the context needs a build context"));
+            };
+            sources.ignore = shared.options.ignore_text.clone();
+            sources.root = context.clone();
+            return Ok(sources);
+        }
+    };
+    let dir = shared.temp_dir("copy-from-", at)?;
+    let snapshots = shared.runner.snapshots();
+    if shared.runner.plan().snapshots == crate::executor::SnapshotMode::Overlay {
+        let mut lowers = snapshots
+            .lowers(&shared.store, &layers)
+            .map_err(|e| format!("{at}: {e}"))?;
+        lowers.push("empty".to_string());
+        sources.lowers = Some((snapshots.root().to_path_buf(), lowers));
+    } else {
+        snapshots
+            .materialize(&shared.store, &layers, dir.path())
+            .map_err(|e| format!("{at}: {e}"))?;
+    }
+    sources.root = dir.path().to_path_buf();
+    sources.keep.push(dir);
+    Ok(sources)
+}

@@ -1,0 +1,272 @@
+//! The shell every step op shares, whatever makes its layer: its progress
+//! events, a cache hit stacked on its parent, the layer-bytes watcher, and
+//! the cache entry recorded once the layer is stored. What differs between
+//! ops is a [`MakesLayer`]: a RUN (`exec.rs`) or a file op (`file.rs`).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use petgraph::graph::NodeIndex;
+
+use super::shared::{How, OpResult, Shared};
+use crate::blob::LayerBlob;
+use crate::cache::{CacheEntry, CachedLayer};
+use crate::executor::Stream;
+use crate::progress::Event;
+use crate::scheduler::{self, Context, Inputs};
+use crate::snapshot::LayerRef;
+use crate::solver;
+
+/// What one step needs to make its layer.
+pub(super) struct Job<'a> {
+    pub(super) shared: &'a Shared,
+    /// The layers it runs on.
+    pub(super) parents: &'a [LayerRef],
+    /// The results of the stages it reads from, by stage index.
+    pub(super) from: &'a HashMap<usize, &'a OpResult>,
+    /// Where its output lines go.
+    pub(super) output: &'a dyn Fn(Stream, String),
+    /// The layer's bytes as they are written.
+    pub(super) layer_bytes: crate::snapshot::diff::ByteCounter,
+    /// The step, as errors name it (stage, Dockerfile:line:column, text).
+    pub(super) at: &'a str,
+}
+
+/// What makes a step's layer (None: it changed nothing).
+pub(super) trait MakesLayer: Send + Sync + 'static {
+    /// Runs the step on `job.parents`.
+    fn layer(&self, job: &Job<'_>) -> Result<Option<LayerBlob>, String>;
+}
+
+/// A step of the graph as a scheduler op.
+pub(super) struct StepOp<M: MakesLayer> {
+    pub(super) shared: Arc<Shared>,
+    pub(super) node: NodeIndex,
+    /// The graph key (the scheduler's identity of the op).
+    pub(super) key: String,
+    pub(super) maker: M,
+}
+
+impl<M: MakesLayer> StepOp<M> {
+    fn step(&self) -> (usize, &solver::Step) {
+        let (stage, step) = self.shared.graph().graph[self.node].uses[0];
+        let step = step.expect("a step op stands for a step");
+        (stage, &self.shared.stage(stage).steps[step])
+    }
+
+    fn parent(&self) -> NodeIndex {
+        self.shared
+            .graph()
+            .parent(self.node)
+            .expect("a step has a parent")
+    }
+
+    /// Reports the step started, with its place in the stage; its id.
+    fn started(&self, cx: &Context<Event>) -> usize {
+        let (stage, step) = self.step();
+        let (_, index) = self.shared.graph().graph[self.node].uses[0];
+        let id = self
+            .shared
+            .next_id
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        cx.emit(Event::Started {
+            id,
+            stage: self.shared.label(stage),
+            index: index.expect("a step") + 1,
+            total: self.shared.stage(stage).steps.len(),
+            text: super::shown(step),
+        });
+        id
+    }
+}
+
+impl<M: MakesLayer> scheduler::Op for StepOp<M> {
+    type Output = OpResult;
+    type Hit = CacheEntry;
+    type Error = String;
+    type Event = Event;
+
+    fn key(&self) -> &str {
+        &self.key
+    }
+
+    fn lookup(&self) -> Option<CacheEntry> {
+        let shared = &self.shared;
+        let cache_key = &shared.graph().graph[self.node].cache_key;
+        shared
+            .use_cache(self.node)
+            .then(|| shared.index.get(cache_key, &shared.store))
+            .flatten()
+    }
+
+    fn reuse(
+        &self,
+        entry: &CacheEntry,
+        inputs: &Inputs<OpResult>,
+        cx: &Context<Event>,
+    ) -> Result<OpResult, String> {
+        let id = self.started(cx);
+        cx.emit(Event::Cached { id });
+        let mut layers = inputs.get(self.parent().index()).layers.clone();
+        layers.extend(entry.layer.as_ref().map(LayerBlob::from));
+        // SOURCE_DATE_EPOCH decides every time; otherwise a cached step
+        // keeps the time it ran, so a fully cached rebuild is identical.
+        let created = match self.shared.options.source_date_epoch {
+            Some(_) => self.shared.when.clone(),
+            None => entry.created.clone(),
+        };
+        Ok(OpResult {
+            layers,
+            created,
+            empty: entry.layer.is_none(),
+            how: How::Cached,
+        })
+    }
+
+    fn exec(&self, inputs: &Inputs<OpResult>, cx: &Context<Event>) -> Result<OpResult, String> {
+        let id = self.started(cx);
+        let started = std::time::Instant::now();
+        let result = self.run(id, started, inputs, cx);
+        let elapsed = started.elapsed();
+        cx.emit(match &result {
+            Ok(_) => Event::Done { id, elapsed },
+            Err(message) => Event::Failed {
+                id,
+                elapsed,
+                message: message.clone(),
+            },
+        });
+        result
+    }
+
+    fn record(&self, result: &OpResult) -> Result<(), String> {
+        // Called only once the blob is stored: an entry never names a
+        // missing layer, and a killed build keeps what finished.
+        let shared = &self.shared;
+        let cache_key = &shared.graph().graph[self.node].cache_key;
+        let layer = (!result.empty).then(|| result.layers.last()).flatten();
+        let (_, step) = self.step();
+        shared
+            .index
+            .put(
+                cache_key,
+                &CacheEntry {
+                    layer: layer.map(CachedLayer::from),
+                    created: shared.when.clone(),
+                },
+            )
+            .map_err(|e| format!("{}: recording the cache entry: {e}", self.at(step)))
+    }
+}
+
+impl<M: MakesLayer> StepOp<M> {
+    /// The step as errors name it.
+    fn at(&self, step: &solver::Step) -> String {
+        let (stage, _) = self.step();
+        format!(
+            "stage {}, Dockerfile:{}:{}: {}",
+            self.shared.label(stage),
+            step.line,
+            step.column,
+            super::shown(step)
+        )
+    }
+
+    /// Makes the layer on the parent's, with output lines and layer bytes
+    /// reported as it goes.
+    fn run(
+        &self,
+        id: usize,
+        started: std::time::Instant,
+        inputs: &Inputs<OpResult>,
+        cx: &Context<Event>,
+    ) -> Result<OpResult, String> {
+        let shared = &*self.shared;
+        let (_, step) = self.step();
+        let graph = shared.graph();
+        let mut layers = inputs.get(self.parent().index()).layers.clone();
+        let from: HashMap<usize, &OpResult> = solver::graph::step_sources(&step.kind)
+            .into_iter()
+            .map(|j| {
+                let tail = graph.stages[&j].last().expect("non-empty");
+                (j, inputs.get(tail.index()))
+            })
+            .collect();
+        let parents: Vec<LayerRef> = layers.iter().map(LayerRef::from).collect();
+        let at = self.at(step);
+        let layer_bytes = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let output = |stream, line| {
+            cx.emit(Event::Output {
+                id,
+                stream,
+                elapsed: started.elapsed(),
+                line,
+            })
+        };
+        let job = Job {
+            shared,
+            parents: &parents,
+            from: &from,
+            output: &output,
+            layer_bytes: Some(layer_bytes.clone()),
+            at: &at,
+        };
+        let layer = watch_layer_bytes(id, &layer_bytes, cx, || self.maker.layer(&job))?;
+        let empty = layer.is_none();
+        layers.extend(layer);
+        Ok(OpResult {
+            layers,
+            created: shared.when.clone(),
+            empty,
+            how: How::Ran,
+        })
+    }
+}
+
+/// Runs `work`, showing the layer's bytes once writing it has taken a
+/// second (a big COPY or RUN), so small steps stay quiet. The watcher
+/// wakes every 100 ms, and at once when the work ends (its channel
+/// closes), so it never delays the step.
+fn watch_layer_bytes<T>(
+    id: usize,
+    layer_bytes: &Arc<std::sync::atomic::AtomicU64>,
+    cx: &Context<Event>,
+    work: impl FnOnce() -> T,
+) -> T {
+    use std::sync::atomic::Ordering;
+    let (work_done, watch) = std::sync::mpsc::channel::<()>();
+    std::thread::scope(|scope| {
+        scope.spawn(move || {
+            let task = format!("#{id} writing the layer");
+            let mut writing_since = None;
+            let mut shown = false;
+            while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
+                watch.recv_timeout(std::time::Duration::from_millis(100))
+            {
+                let done = layer_bytes.load(Ordering::Relaxed);
+                if done == 0 {
+                    continue;
+                }
+                let since = *writing_since.get_or_insert_with(std::time::Instant::now);
+                if since.elapsed() >= std::time::Duration::from_secs(1) {
+                    shown = true;
+                    cx.emit(Event::Bytes {
+                        task: task.clone(),
+                        done,
+                        total: None,
+                    });
+                }
+            }
+            if shown {
+                cx.emit(Event::BytesDone {
+                    task,
+                    done: layer_bytes.load(Ordering::Relaxed),
+                    elapsed: writing_since.map(|t| t.elapsed()).unwrap_or_default(),
+                });
+            }
+        });
+        let result = work();
+        drop(work_done);
+        result
+    })
+}
