@@ -273,15 +273,19 @@ fn apply_kaniko_aliases(args: &mut BuildCommand) -> Vec<String> {
 }
 
 pub(super) fn build(mut args: BuildCommand) -> i32 {
-    let notes = apply_kaniko_aliases(&mut args);
-    if let Err(code) = check_platform(args.platform.as_deref()) {
-        return code;
+    match run_build(&mut args) {
+        Ok(()) => EXIT_OK,
+        Err(code) => code,
     }
+}
+
+/// The build command's work; an error is the exit code, its message
+/// already printed.
+fn run_build(args: &mut BuildCommand) -> Result<(), i32> {
+    let notes = apply_kaniko_aliases(args);
+    check_platform(args.platform.as_deref())?;
     // Kept until the build is done: the context read from standard input.
-    let (context_arg, _stdin_dir) = match resolve_context(&mut args) {
-        Ok(resolved) => resolved,
-        Err(code) => return code,
-    };
+    let (context_arg, _stdin_dir) = resolve_context(args)?;
     let dockerfile_path = args
         .file
         .clone()
@@ -291,43 +295,17 @@ pub(super) fn build(mut args: BuildCommand) -> i32 {
             "error: the build context {} is not a directory",
             context_arg.display()
         );
-        return EXIT_USAGE;
+        return Err(EXIT_USAGE);
     }
-    let (_, dockerfile) = match load_dockerfile(&dockerfile_path) {
-        Ok(loaded) => loaded,
-        Err(code) => return code,
-    };
-    let (tags, outputs) = match tags_and_outputs(&args.tag, &args.output) {
-        Ok(both) => both,
-        Err(code) => return code,
-    };
+    let (_, dockerfile) = load_dockerfile(&dockerfile_path)?;
+    let (tags, outputs) = tags_and_outputs(&args.tag, &args.output)?;
     let push = args.push || outputs.contains(&Output::Registry);
     if push && tags.is_empty() {
         eprintln!("error: --push needs at least one --tag to push to");
-        return EXIT_USAGE;
+        return Err(EXIT_USAGE);
     }
-    let mut labels = std::collections::BTreeMap::new();
-    for label in &args.label {
-        let (k, v) = label.split_once('=').unwrap_or((label, ""));
-        labels.insert(k.to_string(), v.to_string());
-    }
-    let (executor, mut options) =
-        match prepare_build(&args.build, Some(context_arg.clone()), &dockerfile_path) {
-            Ok(prepared) => prepared,
-            Err(code) => return code,
-        };
-    options.labels = labels;
-    options.pull = args.pull;
-    options.skip_tls_verify = args.skip_tls_verify;
-    options.ca_certs = args.ca_certs.clone();
-    if args.insecure {
-        // kaniko's --insecure: the destinations speak plain HTTP.
-        options
-            .insecure_registries
-            .extend(tags.iter().map(|t| t.registry.clone()));
-    }
-    let quiet = args.quiet;
-    let mode = if quiet {
+    let (executor, options) = build_options(args, context_arg, &dockerfile_path, &tags)?;
+    let mode = if args.quiet {
         crate::progress::Mode::Quiet
     } else {
         args.build.progress.resolve()
@@ -343,63 +321,17 @@ pub(super) fn build(mut args: BuildCommand) -> i32 {
         Err(failed) => {
             drop(renderer);
             eprintln!("error: {failed}");
-            return failed.exit_code();
+            return Err(failed.exit_code());
         }
     };
     phases.mark("build");
-    let squashed;
-    let image = if args.single_snapshot {
-        let from = crate::export::Squash {
-            store: &built.store,
-            storage: &options.storage,
-            image: &built.image,
-            config: &built.config,
-            base_layers: built.base_layers,
-            source_date_epoch: options.source_date_epoch,
-        };
-        match crate::export::squash(from) {
-            Ok(one) => {
-                squashed = one;
-                &squashed
-            }
-            Err(e) => {
-                eprintln!("error: --single-snapshot: {e}");
-                return EXIT_ENVIRONMENT;
-            }
-        }
-    } else {
-        &built.image
-    };
-    let local = crate::image::local::LocalImages::open(&options.storage);
-    for tag in &tags {
-        if let Err(e) = local.put(tag, image) {
-            eprintln!("error: recording {tag}: {e}");
-            return EXIT_ENVIRONMENT;
-        }
-    }
-    if let Err(e) = crate::export::write(&built.store, image, &tags, &outputs) {
-        eprintln!("error: {e}");
-        return EXIT_ENVIRONMENT;
-    }
-    if args.load {
-        let mut log = |event: &crate::progress::Event| renderer.event(event);
-        if let Err(code) = load(&built.store, image, &tags, &mut log) {
-            return code;
-        }
-    }
-    if push {
-        let mut log = |event: &crate::progress::Event| renderer.event(event);
-        if let Err(code) = push_image(&options, &built.store, image, &tags, &mut log) {
-            return code;
-        }
-    }
+    let mut log = |event: &crate::progress::Event| renderer.event(event);
+    let image = deliver(args, &options, &built, (&tags, &outputs, push), &mut log)?;
     // The image is where it should be: let collection see this build's
     // data again, and apply the configured size cap.
     drop(built.lease);
     apply_size_cap(&options.storage, &mut |event| renderer.event(event));
-    if let Err(code) = write_id_files(&args, image, &tags) {
-        return code;
-    }
+    write_id_files(args, &image, &tags)?;
     phases.mark("export");
     let mut all_phases = built.phases.clone();
     all_phases.extend(
@@ -417,10 +349,83 @@ pub(super) fn build(mut args: BuildCommand) -> i32 {
         manifest: image.manifest_digest.to_string(),
         size: image.size(),
     });
-    if quiet {
+    if args.quiet {
         println!("{}", image.config_digest);
     }
-    EXIT_OK
+    Ok(())
+}
+
+/// The options of this build: `prepare_build`'s, with the build
+/// command's own flags.
+fn build_options(
+    args: &BuildCommand,
+    context: PathBuf,
+    dockerfile: &std::path::Path,
+    tags: &[Reference],
+) -> Result<(crate::executor::Executor, crate::builder::BuildOptions), i32> {
+    let mut labels = std::collections::BTreeMap::new();
+    for label in &args.label {
+        let (k, v) = label.split_once('=').unwrap_or((label, ""));
+        labels.insert(k.to_string(), v.to_string());
+    }
+    let (executor, mut options) = prepare_build(&args.build, Some(context), dockerfile)?;
+    options.labels = labels;
+    options.pull = args.pull;
+    options.skip_tls_verify = args.skip_tls_verify;
+    options.ca_certs = args.ca_certs.clone();
+    if args.insecure {
+        // kaniko's --insecure: the destinations speak plain HTTP.
+        options
+            .insecure_registries
+            .extend(tags.iter().map(|t| t.registry.clone()));
+    }
+    Ok((executor, options))
+}
+
+/// Hands the built image over: squashed if asked, recorded under its
+/// tags, written to the outputs, loaded, pushed. Returns the image
+/// handed over.
+fn deliver(
+    args: &BuildCommand,
+    options: &crate::builder::BuildOptions,
+    built: &crate::builder::Built,
+    (tags, outputs, push): (&[Reference], &[Output], bool),
+    log: &mut dyn FnMut(&crate::progress::Event),
+) -> Result<StoredImage, i32> {
+    let image = if args.single_snapshot {
+        let from = crate::export::Squash {
+            store: &built.store,
+            storage: &options.storage,
+            image: &built.image,
+            config: &built.config,
+            base_layers: built.base_layers,
+            source_date_epoch: options.source_date_epoch,
+        };
+        crate::export::squash(from).map_err(|e| {
+            eprintln!("error: --single-snapshot: {e}");
+            EXIT_ENVIRONMENT
+        })?
+    } else {
+        built.image.clone()
+    };
+    let local = crate::image::local::LocalImages::open(&options.storage);
+    for tag in tags {
+        local.put(tag, &image).map_err(|e| {
+            eprintln!("error: recording {tag}: {e}");
+            EXIT_ENVIRONMENT
+        })?;
+    }
+    crate::export::write(&built.store, &image, tags, outputs).map_err(|e| {
+        eprintln!("error: {e}");
+        EXIT_ENVIRONMENT
+    })?;
+    if args.load {
+        load(&built.store, &image, tags, log)?;
+    }
+    if push {
+        push_image(options, &built.store, &image, tags, log)?;
+    }
+    Ok(image)
 }
 
 /// `--platform`: rbuild builds for this machine only (for now).

@@ -549,59 +549,55 @@ fn parse_build_args(specs: &[String]) -> std::collections::BTreeMap<String, Stri
 
 /// The executor and build options for `flags`: probes the isolation,
 /// checks limits, and reads the context's ignore file.
+/// `--network` and `--allow`: whether RUN gets no network, and whether
+/// `RUN --security=insecure` may run.
+fn sandbox_flags(sandbox: &SandboxArgs) -> Result<(bool, bool), String> {
+    let network_none = match sandbox.network.as_str() {
+        "none" => true,
+        "default" | "host" => false,
+        other => return Err(format!("--network {other}: expected default, host or none")),
+    };
+    let mut allow_insecure = false;
+    for entitlement in &sandbox.allow {
+        match entitlement.as_str() {
+            "security.insecure" => allow_insecure = true,
+            "network.host" => {}
+            other => {
+                return Err(format!(
+                    "--allow {other}: expected security.insecure or network.host"
+                ))
+            }
+        }
+    }
+    Ok((network_none, allow_insecure))
+}
+
 fn prepare_build(
     flags: &BuildFlags,
     context: Option<PathBuf>,
     dockerfile: &std::path::Path,
 ) -> Result<(Executor, crate::builder::BuildOptions), i32> {
-    let mut secrets = std::collections::HashMap::new();
-    for spec in &flags.secret {
-        match parse_secret(spec) {
-            Ok((id, source)) => {
-                secrets.insert(id, source);
-            }
-            Err(e) => {
-                eprintln!("error: {e}");
-                return Err(EXIT_USAGE);
-            }
-        }
-    }
-    let network_none = match flags.sandbox.network.as_str() {
-        "none" => true,
-        "default" | "host" => false,
-        other => {
-            eprintln!("error: --network {other}: expected default, host or none");
-            return Err(EXIT_USAGE);
-        }
+    let usage = |message: String| {
+        eprintln!("error: {message}");
+        EXIT_USAGE
     };
-    let mut allow_insecure = false;
-    for entitlement in &flags.sandbox.allow {
-        match entitlement.as_str() {
-            "security.insecure" => allow_insecure = true,
-            "network.host" => {}
-            other => {
-                eprintln!("error: --allow {other}: expected security.insecure or network.host");
-                return Err(EXIT_USAGE);
-            }
-        }
-    }
+    let secrets = flags
+        .secret
+        .iter()
+        .map(|spec| parse_secret(spec))
+        .collect::<Result<std::collections::HashMap<_, _>, _>>()
+        .map_err(usage)?;
+    let (network_none, allow_insecure) = sandbox_flags(&flags.sandbox).map_err(usage)?;
     // Absolute: the sandbox helper changes directory before copying.
-    let context = match context.map(|c| std::fs::canonicalize(&c).map_err(|e| (c, e))) {
-        None => None,
-        Some(Ok(dir)) => Some(dir),
-        Some(Err((dir, e))) => {
-            eprintln!("error: build context {}: {e}", dir.display());
-            return Err(EXIT_USAGE);
-        }
-    };
+    let context = context
+        .map(|c| {
+            std::fs::canonicalize(&c).map_err(|e| format!("build context {}: {e}", c.display()))
+        })
+        .transpose()
+        .map_err(usage)?;
     let (ignore_text, ignore) = match &context {
-        Some(dir) => match crate::context::IgnoreRules::load_text(dir, dockerfile) {
-            Ok(found) => found,
-            Err(e) => {
-                eprintln!("error: {e}");
-                return Err(EXIT_USAGE);
-            }
-        },
+        Some(dir) => crate::context::IgnoreRules::load_text(dir, dockerfile)
+            .map_err(|e| usage(e.to_string()))?,
         None => Default::default(),
     };
     let root = storage_root(flags.sandbox.root.clone());
