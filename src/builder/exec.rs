@@ -9,6 +9,7 @@ use std::path::PathBuf;
 
 use super::shared::{OpResult, Shared};
 use super::step::{Job, MakesLayer};
+use super::BuildError;
 use crate::blob::LayerBlob;
 use crate::executor::mounts::{MountContext, PreparedMounts};
 use crate::executor::{MountKind, MountSpec, Step};
@@ -21,7 +22,7 @@ use crate::solver::FromSource;
 pub(super) struct Exec(pub(super) RunStep);
 
 impl MakesLayer for Exec {
-    fn layer(&self, job: &Job<'_>) -> Result<Option<LayerBlob>, String> {
+    fn layer(&self, job: &Job<'_>) -> Result<Option<LayerBlob>, BuildError> {
         let (shared, run, at) = (job.shared, &self.0, job.at);
         let mut ready = ReadyMounts::default();
         ready.stages(shared, run, job.from, at)?;
@@ -65,12 +66,12 @@ impl MakesLayer for Exec {
         let outcome = shared
             .runner
             .run(&step, &mut sink)
-            .map_err(|e| format!("{at}: {e}"))?;
+            .map_err(|e| BuildError::of_step(at, e))?;
         // Mount helpers (proxies, locks) and temporary dirs go with the step.
         drop(prepared);
         drop(ready);
         if let Some(failure) = outcome.failure {
-            return Err(format!("{at}: {failure}"));
+            return Err(format!("{at}: {failure}").into());
         }
         Ok(outcome.layer)
     }
@@ -108,7 +109,7 @@ impl ReadyMounts {
         run: &RunStep,
         from: &HashMap<usize, &OpResult>,
         at: &str,
-    ) -> Result<(), String> {
+    ) -> Result<(), BuildError> {
         let overlay = shared.runner.plan().snapshots == crate::executor::SnapshotMode::Overlay;
         let snapshots = shared.runner.snapshots();
         for (m, source) in run.mounts.iter().zip(&run.mount_sources) {
@@ -119,7 +120,7 @@ impl ReadyMounts {
                     if overlay && m.kind == MountType::Bind {
                         let mut lowers = snapshots
                             .lowers(&shared.store, &layers)
-                            .map_err(|e| format!("{at}: stage {name}: {e}"))?;
+                            .map_err(|e| super::environment(format!("{at}: stage {name}: {e}")))?;
                         // A lower-only overlay needs two dirs.
                         lowers.push("empty".to_string());
                         self.stage_mounts.push(MountSpec {
@@ -134,7 +135,7 @@ impl ReadyMounts {
                     } else {
                         snapshots
                             .materialize(&shared.store, &layers, dir.path())
-                            .map_err(|e| format!("{at}: stage {name}: {e}"))?;
+                            .map_err(|e| super::environment(format!("{at}: stage {name}: {e}")))?;
                         self.stage_roots
                             .insert(name.clone(), dir.path().to_path_buf());
                         self.other.push(m.clone());
@@ -144,7 +145,8 @@ impl ReadyMounts {
                 (Some(FromSource::Image(image)), _) => {
                     return Err(format!(
                         "{at}: --mount from={image}: mounting images is not supported yet"
-                    ))
+                    )
+                    .into())
                 }
                 _ => self.other.push(m.clone()),
             }
@@ -160,12 +162,12 @@ impl ReadyMounts {
         name: &str,
         body: &str,
         at: &str,
-    ) -> Result<MountSpec, String> {
+    ) -> Result<MountSpec, BuildError> {
         let dir = shared.temp_dir("script-", at)?;
         let file = dir.path().join(name);
-        std::fs::write(&file, body).map_err(|e| format!("{at}: {e}"))?;
-        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o755))
-            .map_err(|e| format!("{at}: {e}"))?;
+        let io = |e: std::io::Error| super::environment(format!("{at}: {e}"));
+        std::fs::write(&file, body).map_err(io)?;
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o755)).map_err(io)?;
         let mount = MountSpec {
             target: "/dev/pipes".to_string(),
             kind: MountKind::Bind {

@@ -9,6 +9,7 @@ use std::path::PathBuf;
 
 use super::shared::Shared;
 use super::step::{Job, MakesLayer};
+use super::BuildError;
 use crate::blob::LayerBlob;
 use crate::parser::{Heredoc, Source};
 use crate::snapshot::LayerRef;
@@ -23,14 +24,14 @@ pub(super) enum File {
 }
 
 impl MakesLayer for File {
-    fn layer(&self, job: &Job<'_>) -> Result<Option<LayerBlob>, String> {
+    fn layer(&self, job: &Job<'_>) -> Result<Option<LayerBlob>, BuildError> {
         let (shared, at) = (job.shared, job.at);
         match self {
             File::Mkdir { path, user } => shared
                 .runner
                 .mkdir_layer(job.parents, path, user)
                 .map(Some)
-                .map_err(|e| format!("{at}: {e}")),
+                .map_err(|e| BuildError::of_step(at, e)),
             File::Copy(copy) => {
                 let prepared = copy_spec(shared, copy, job)?;
                 // --link: the layer is made on an empty root and stacked.
@@ -38,10 +39,10 @@ impl MakesLayer for File {
                 let outcome = shared
                     .runner
                     .copy(onto, prepared.spec, job.layer_bytes.clone())
-                    .map_err(|e| format!("{at}: {e}"))?;
+                    .map_err(|e| BuildError::of_step(at, e))?;
                 drop(prepared.keep);
                 if let Some(failure) = outcome.failure {
-                    return Err(format!("{at}: {failure}"));
+                    return Err(format!("{at}: {failure}").into());
                 }
                 Ok(outcome.layer)
             }
@@ -74,7 +75,7 @@ fn copy_spec(
     shared: &Shared,
     copy: &solver::CopyStep,
     job: &Job<'_>,
-) -> Result<PreparedCopy, String> {
+) -> Result<PreparedCopy, BuildError> {
     let (spec, at) = (&copy.spec, job.at);
     let chmod = match &spec.chmod {
         None => None,
@@ -104,7 +105,7 @@ fn copy_spec(
 
 /// Sorts a COPY's sources by kind (which may not be mixed yet) and makes
 /// them ready.
-fn sources(shared: &Shared, copy: &solver::CopyStep, job: &Job<'_>) -> Result<Sources, String> {
+fn sources(shared: &Shared, copy: &solver::CopyStep, job: &Job<'_>) -> Result<Sources, BuildError> {
     let (spec, at) = (&copy.spec, job.at);
     let paths_where = |is: fn(&str) -> bool| -> Vec<&String> {
         let paths = spec.sources.iter().filter_map(|s| match s {
@@ -127,17 +128,18 @@ fn sources(shared: &Shared, copy: &solver::CopyStep, job: &Job<'_>) -> Result<So
     if !gits.is_empty() && all != 1 {
         return Err(format!(
             "{at}: a git repository must be the only source of its ADD (rbuild does not mix them yet)"
-        ));
+        ).into());
     }
     if !urls.is_empty() && urls.len() != all {
-        return Err(format!(
-            "{at}: mixing URL and local sources in one ADD is not supported yet"
-        ));
+        return Err(
+            format!("{at}: mixing URL and local sources in one ADD is not supported yet").into(),
+        );
     }
     if !heredocs.is_empty() && heredocs.len() != all {
         return Err(format!(
             "{at}: mixing heredoc and path sources in one COPY is not supported yet"
-        ));
+        )
+        .into());
     }
     if let Some(git) = gits.first() {
         git_source(shared, copy, git, at)
@@ -158,7 +160,7 @@ fn git_source(
     copy: &solver::CopyStep,
     git: &str,
     at: &str,
-) -> Result<Sources, String> {
+) -> Result<Sources, BuildError> {
     let (_, checkout) = shared.checkout(git, &copy.spec, at)?;
     Ok(Sources {
         root: checkout.root.clone(),
@@ -177,17 +179,14 @@ fn url_sources(
     copy: &solver::CopyStep,
     urls: &[&String],
     at: &str,
-) -> Result<Sources, String> {
+) -> Result<Sources, BuildError> {
     let dir = shared.temp_dir("downloads-", at)?;
     let mut names = Vec::new();
     for url in urls {
         let (_, file) = shared.download(url, copy.spec.checksum.as_deref(), at)?;
         let target = dir.path().join(&file.name);
         if target.exists() {
-            return Err(format!(
-                "{at}: two URLs download to the same name {}",
-                file.name
-            ));
+            return Err(format!("{at}: two URLs download to the same name {}", file.name).into());
         }
         std::fs::hard_link(&file.path, &target)
             .or_else(|_| std::fs::copy(&file.path, &target).map(drop))
@@ -211,20 +210,20 @@ fn heredoc_sources(
     copy: &solver::CopyStep,
     heredocs: &[&Heredoc],
     at: &str,
-) -> Result<Sources, String> {
+) -> Result<Sources, BuildError> {
     let dir = shared.temp_dir("heredocs-", at)?;
     let epoch = shared.options.source_date_epoch.unwrap_or(0).max(0) as u64;
     let when = std::time::UNIX_EPOCH + std::time::Duration::from_secs(epoch);
     for h in heredocs {
         let path = dir.path().join(&h.name);
-        std::fs::write(&path, h.body()).map_err(|e| format!("{at}: {e}"))?;
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644))
-            .map_err(|e| format!("{at}: {e}"))?;
+        let io = |e: std::io::Error| super::environment(format!("{at}: {e}"));
+        std::fs::write(&path, h.body()).map_err(io)?;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).map_err(io)?;
         std::fs::File::options()
             .write(true)
             .open(&path)
             .and_then(|f| f.set_modified(when))
-            .map_err(|e| format!("{at}: {e}"))?;
+            .map_err(io)?;
     }
     Ok(Sources {
         root: dir.path().to_path_buf(),
@@ -241,7 +240,7 @@ fn tree_sources(
     shared: &Shared,
     copy: &solver::CopyStep,
     job: &Job<'_>,
-) -> Result<Sources, String> {
+) -> Result<Sources, BuildError> {
     let at = job.at;
     let mut sources = Sources {
         root: PathBuf::new(),
@@ -268,7 +267,7 @@ fn tree_sources(
             .collect(),
         None => {
             let Some(context) = &shared.options.context else {
-                return Err(format!("{at}: COPY from the context needs a build context"));
+                return Err(format!("{at}: COPY from the context needs a build context").into());
             };
             sources.ignore = shared.options.ignore_text.clone();
             sources.root = context.clone();
@@ -280,13 +279,13 @@ fn tree_sources(
     if shared.runner.plan().snapshots == crate::executor::SnapshotMode::Overlay {
         let mut lowers = snapshots
             .lowers(&shared.store, &layers)
-            .map_err(|e| format!("{at}: {e}"))?;
+            .map_err(|e| super::environment(format!("{at}: {e}")))?;
         lowers.push("empty".to_string());
         sources.lowers = Some((snapshots.root().to_path_buf(), lowers));
     } else {
         snapshots
             .materialize(&shared.store, &layers, dir.path())
-            .map_err(|e| format!("{at}: {e}"))?;
+            .map_err(|e| super::environment(format!("{at}: {e}")))?;
     }
     sources.root = dir.path().to_path_buf();
     sources.keep.push(dir);

@@ -72,7 +72,7 @@ fn copy_inputs(
                 Err(format!("{at}: source can't be a URL for COPY (use ADD)"))
             }
             crate::parser::Source::Path(p) if crate::context::git::is_git(p) => {
-                let (_, checkout) = ctx.checkout(p, &copy.spec, at)?;
+                let (_, checkout) = ctx.checkout(p, &copy.spec, at).map_err(|e| e.message)?;
                 // The commit names the files (a kept .git differs from
                 // one checkout to the next, so it is not hashed); the
                 // source itself, with its subdir, is in the key already.
@@ -82,7 +82,9 @@ fn copy_inputs(
                 )))
             }
             crate::parser::Source::Path(url) if copy.add && crate::context::remote::is_url(url) => {
-                let (_, file) = ctx.download(url, copy.spec.checksum.as_deref(), at)?;
+                let (_, file) = ctx
+                    .download(url, copy.spec.checksum.as_deref(), at)
+                    .map_err(|e| e.message)?;
                 Ok(Some(file.digest))
             }
             crate::parser::Source::Path(p) => {

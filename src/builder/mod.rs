@@ -159,11 +159,25 @@ pub enum Failure {
     Environment,
 }
 
-/// A failed build: its kind and the message that names the place.
+/// Where in the Dockerfile a step failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Location {
+    /// The stage's name (`stage-N` when it has none).
+    pub stage: String,
+    /// The instruction's line (1-based).
+    pub line: usize,
+    /// Its column (1-based).
+    pub column: usize,
+}
+
+/// A failed build: its kind, where it failed, and the message that names
+/// the place.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BuildError {
     /// What failed.
     pub failure: Failure,
+    /// The step to blame, when one is.
+    pub location: Option<Location>,
     /// What to tell the user (with `Dockerfile:LINE:COLUMN` where a step
     /// is to blame).
     pub message: String,
@@ -173,8 +187,31 @@ impl BuildError {
     fn new(failure: Failure, message: impl std::fmt::Display) -> BuildError {
         BuildError {
             failure,
+            location: None,
             message: message.to_string(),
         }
+    }
+
+    /// The same error, blamed on the step at `location`.
+    fn at(self, location: Location) -> BuildError {
+        BuildError {
+            location: Some(location),
+            ..self
+        }
+    }
+
+    /// An executor failure of the step `at`: the user's when `USER` names
+    /// nobody the root has or the build was cancelled, the environment's
+    /// otherwise (snapshots, layers, the sandbox).
+    fn of_step(at: &str, e: crate::executor::StepError) -> BuildError {
+        use crate::executor::StepError;
+        let failure = match e {
+            StepError::User(_) | StepError::Cancelled => Failure::Step,
+            StepError::Snapshot(_) | StepError::Layer(_) | StepError::Environment(_) => {
+                Failure::Environment
+            }
+        };
+        BuildError::new(failure, format!("{at}: {e}"))
     }
 
     /// The exit code the README gives this failure (1 a step failed, 2 a
@@ -195,6 +232,14 @@ impl std::fmt::Display for BuildError {
 }
 
 impl std::error::Error for BuildError {}
+
+/// A message alone is a step's failure (a source missing, a download
+/// refused); the environment's are made with [`environment`].
+impl From<String> for BuildError {
+    fn from(message: String) -> BuildError {
+        step_failed(message)
+    }
+}
 
 fn environment(e: impl std::fmt::Display) -> BuildError {
     BuildError::new(Failure::Environment, e)
@@ -268,7 +313,7 @@ pub fn build(
     };
     let shared = Arc::new(with_graph(shared, log)?);
     phases.mark("keys");
-    let results = schedule::solve(&shared, &mut lease, log).map_err(step_failed)?;
+    let results = schedule::solve(&shared, &mut lease, log)?;
     phases.mark("steps");
     let (steps, cached) = results.values().fold((0, 0), |(s, c), r| match r.how {
         How::Ran => (s + 1, c),
@@ -465,6 +510,30 @@ fn shown(step: &solver::Step) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn executor_failures_are_the_steps_or_the_environments() {
+        use crate::executor::StepError;
+        let kind = |e| BuildError::of_step("stage a, Dockerfile:2:1: RUN x", e);
+        let user = kind(StepError::User("unknown user app".into()));
+        assert_eq!((user.failure, user.exit_code()), (Failure::Step, 1));
+        assert_eq!(
+            user.message,
+            "stage a, Dockerfile:2:1: RUN x: unknown user app"
+        );
+        assert_eq!(kind(StepError::Cancelled).exit_code(), 1);
+        let sandbox = kind(StepError::Environment("clone: EPERM".into()));
+        assert_eq!(
+            (sandbox.failure, sandbox.exit_code()),
+            (Failure::Environment, 3)
+        );
+        let located = user.at(Location {
+            stage: "a".into(),
+            line: 2,
+            column: 1,
+        });
+        assert_eq!(located.location.map(|l| (l.line, l.column)), Some((2, 1)));
+    }
 
     #[test]
     fn rfc3339_dates() {

@@ -13,6 +13,7 @@ use super::file::File;
 use super::shared::{OpResult, Shared};
 use super::source::SourceOp;
 use super::step::StepOp;
+use super::BuildError;
 use crate::cache::CacheEntry;
 use crate::progress::Event;
 use crate::scheduler::{self, Dag, Input};
@@ -21,7 +22,7 @@ use crate::solver::StepKind;
 
 /// The ops of one build, as the scheduler sees them.
 type BuildOp =
-    dyn scheduler::Op<Output = OpResult, Hit = CacheEntry, Error = String, Event = Event>;
+    dyn scheduler::Op<Output = OpResult, Hit = CacheEntry, Error = BuildError, Event = Event>;
 
 /// Runs the ops the target needs: ready ops start as soon as what they
 /// wait for is done, a bounded number at a time. A cache hit needs its
@@ -31,7 +32,7 @@ pub(super) fn solve(
     shared: &Arc<Shared>,
     lease: &mut crate::gc::Lease,
     log: &mut dyn FnMut(&Event),
-) -> Result<HashMap<NodeIndex, OpResult>, String> {
+) -> Result<HashMap<NodeIndex, OpResult>, BuildError> {
     let dag = dag(shared);
     // All lookups at once, each hit's blob claimed as it is found.
     let hits = lease
@@ -43,7 +44,7 @@ pub(super) fn solve(
                 .collect();
             (hits, blobs)
         })
-        .map_err(|e| format!("recording the lease: {e}"))?;
+        .map_err(|e| super::environment(format!("recording the lease: {e}")))?;
     let target = shared.plan.stages.last().expect("a target").index;
     let tail = *shared.graph().stages[&target].last().expect("non-empty");
     // Steps mostly wait (on processes, disks, networks): at least four at
@@ -59,9 +60,9 @@ pub(super) fn solve(
     let solved = scheduler::run(&dag, &[tail.index()], hits, &options, &mut |e| log(&e)).map_err(
         |failure| match failure {
             scheduler::Failure::Op { error, .. } => error,
-            scheduler::Failure::Panicked { message, .. } => message,
-            scheduler::Failure::Cancelled => "the build was cancelled".to_string(),
-            scheduler::Failure::Runtime(message) => message,
+            scheduler::Failure::Panicked { message, .. } => super::environment(message),
+            scheduler::Failure::Cancelled => super::step_failed("the build was cancelled"),
+            scheduler::Failure::Runtime(message) => super::environment(message),
         },
     )?;
     Ok(solved

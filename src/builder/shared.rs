@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use petgraph::graph::NodeIndex;
 
-use super::BuildOptions;
+use super::{BuildError, BuildOptions};
 use crate::blob::LayerBlob;
 use crate::cache::{CacheIndex, ContentStore};
 use crate::executor::StepRunner;
@@ -49,7 +49,7 @@ impl Shared {
         url: &str,
         checksum: Option<&str>,
         at: &str,
-    ) -> Result<Download, String> {
+    ) -> Result<Download, BuildError> {
         let mut downloads = self.downloads.lock().expect("not poisoned");
         if let Some(done) = downloads.get(url) {
             // Downloaded for another ADD: this one's --checksum still holds.
@@ -57,7 +57,8 @@ impl Shared {
                 return Err(format!(
                     "{at}: {url}: checksum mismatch: --checksum={want}, the download is {}",
                     done.1.digest
-                ));
+                )
+                .into());
             }
             return Ok(done.clone());
         }
@@ -75,21 +76,21 @@ impl Shared {
         source: &str,
         spec: &crate::parser::CopyLike,
         at: &str,
-    ) -> Result<GitCheckout, String> {
+    ) -> Result<GitCheckout, BuildError> {
         use crate::context::git;
         let mut git = match git::parse(source) {
             Some(Ok(git)) => git,
             Some(Err(e)) => {
-                return Err(format!("{at}: {}: {e}", crate::redact::redact_text(source)))
+                return Err(format!("{at}: {}: {e}", crate::redact::redact_text(source)).into())
             }
             None => unreachable!("only git sources are checked out"),
         };
         let shown = crate::redact::redact_text(&git.remote);
         if let (Some(flag), Some(query)) = (&spec.checksum, &git.checksum) {
             if flag != query {
-                return Err(format!(
-                    "{at}: {shown}: checksum mismatch {flag:?} != {query:?}"
-                ));
+                return Err(
+                    format!("{at}: {shown}: checksum mismatch {flag:?} != {query:?}").into(),
+                );
             }
         }
         if git.checksum.is_none() {
@@ -100,9 +101,9 @@ impl Shared {
         }
         let keep = match (spec.keep_git_dir, git.keep_git_dir) {
             (Some(a), Some(b)) if a != b => {
-                return Err(format!(
-                    "{at}: {shown}: inconsistent keep-git-dir configuration"
-                ))
+                return Err(
+                    format!("{at}: {shown}: inconsistent keep-git-dir configuration").into(),
+                )
             }
             (a, b) => a.or(b).unwrap_or(false),
         };
@@ -120,11 +121,11 @@ impl Shared {
 
     /// A temporary dir in the snapshot store's `tmp` (the same file
     /// system as the snapshots, so files can be linked or renamed in).
-    pub(super) fn temp_dir(&self, prefix: &str, at: &str) -> Result<tempfile::TempDir, String> {
+    pub(super) fn temp_dir(&self, prefix: &str, at: &str) -> Result<tempfile::TempDir, BuildError> {
         tempfile::Builder::new()
             .prefix(prefix)
             .tempdir_in(self.runner.snapshots().root().join("tmp"))
-            .map_err(|e| format!("{at}: {e}"))
+            .map_err(|e| super::environment(format!("{at}: {e}")))
     }
 
     pub(super) fn graph(&self) -> &BuildGraph {

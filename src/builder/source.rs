@@ -9,7 +9,7 @@ use std::sync::Arc;
 use petgraph::graph::NodeIndex;
 
 use super::shared::{How, OpResult, Shared};
-use super::BuildOptions;
+use super::{BuildError, BuildOptions};
 use crate::blob::LayerBlob;
 use crate::cache::{CacheEntry, ContentStore};
 use crate::image::busybox::build_base;
@@ -40,7 +40,7 @@ impl SourceOp {
 impl scheduler::Op for SourceOp {
     type Output = OpResult;
     type Hit = CacheEntry;
-    type Error = String;
+    type Error = BuildError;
     type Event = Event;
 
     fn key(&self) -> &str {
@@ -57,11 +57,11 @@ impl scheduler::Op for SourceOp {
         _: &CacheEntry,
         _: &Inputs<OpResult>,
         _: &Context<Event>,
-    ) -> Result<OpResult, String> {
+    ) -> Result<OpResult, BuildError> {
         unreachable!("a source is never looked up")
     }
 
-    fn exec(&self, _: &Inputs<OpResult>, _: &Context<Event>) -> Result<OpResult, String> {
+    fn exec(&self, _: &Inputs<OpResult>, _: &Context<Event>) -> Result<OpResult, BuildError> {
         Ok(OpResult {
             layers: self.layers(),
             created: self.shared.when.clone(),

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use petgraph::graph::NodeIndex;
 
 use super::shared::{How, OpResult, Shared};
+use super::{BuildError, Location};
 use crate::blob::LayerBlob;
 use crate::cache::{CacheEntry, CachedLayer};
 use crate::executor::Stream;
@@ -35,7 +36,7 @@ pub(super) struct Job<'a> {
 /// What makes a step's layer (None: it changed nothing).
 pub(super) trait MakesLayer: Send + Sync + 'static {
     /// Runs the step on `job.parents`.
-    fn layer(&self, job: &Job<'_>) -> Result<Option<LayerBlob>, String>;
+    fn layer(&self, job: &Job<'_>) -> Result<Option<LayerBlob>, BuildError>;
 }
 
 /// A step of the graph as a scheduler op.
@@ -83,7 +84,7 @@ impl<M: MakesLayer> StepOp<M> {
 impl<M: MakesLayer> scheduler::Op for StepOp<M> {
     type Output = OpResult;
     type Hit = CacheEntry;
-    type Error = String;
+    type Error = BuildError;
     type Event = Event;
 
     fn key(&self) -> &str {
@@ -104,7 +105,7 @@ impl<M: MakesLayer> scheduler::Op for StepOp<M> {
         entry: &CacheEntry,
         inputs: &Inputs<OpResult>,
         cx: &Context<Event>,
-    ) -> Result<OpResult, String> {
+    ) -> Result<OpResult, BuildError> {
         let id = self.started(cx);
         cx.emit(Event::Cached { id });
         let mut layers = inputs.get(self.parent().index()).layers.clone();
@@ -123,23 +124,23 @@ impl<M: MakesLayer> scheduler::Op for StepOp<M> {
         })
     }
 
-    fn exec(&self, inputs: &Inputs<OpResult>, cx: &Context<Event>) -> Result<OpResult, String> {
+    fn exec(&self, inputs: &Inputs<OpResult>, cx: &Context<Event>) -> Result<OpResult, BuildError> {
         let id = self.started(cx);
         let started = std::time::Instant::now();
         let result = self.run(id, started, inputs, cx);
         let elapsed = started.elapsed();
         cx.emit(match &result {
             Ok(_) => Event::Done { id, elapsed },
-            Err(message) => Event::Failed {
+            Err(e) => Event::Failed {
                 id,
                 elapsed,
-                message: message.clone(),
+                message: e.message.clone(),
             },
         });
-        result
+        result.map_err(|e| e.at(self.location()))
     }
 
-    fn record(&self, result: &OpResult) -> Result<(), String> {
+    fn record(&self, result: &OpResult) -> Result<(), BuildError> {
         // Called only once the blob is stored: an entry never names a
         // missing layer, and a killed build keeps what finished.
         let shared = &self.shared;
@@ -155,11 +156,24 @@ impl<M: MakesLayer> scheduler::Op for StepOp<M> {
                     created: shared.when.clone(),
                 },
             )
-            .map_err(|e| format!("{}: recording the cache entry: {e}", self.at(step)))
+            .map_err(|e| {
+                super::environment(format!("{}: recording the cache entry: {e}", self.at(step)))
+                    .at(self.location())
+            })
     }
 }
 
 impl<M: MakesLayer> StepOp<M> {
+    /// Where the step is in the Dockerfile.
+    fn location(&self) -> Location {
+        let (stage, step) = self.step();
+        Location {
+            stage: self.shared.label(stage),
+            line: step.line,
+            column: step.column,
+        }
+    }
+
     /// The step as errors name it.
     fn at(&self, step: &solver::Step) -> String {
         let (stage, _) = self.step();
@@ -180,7 +194,7 @@ impl<M: MakesLayer> StepOp<M> {
         started: std::time::Instant,
         inputs: &Inputs<OpResult>,
         cx: &Context<Event>,
-    ) -> Result<OpResult, String> {
+    ) -> Result<OpResult, BuildError> {
         let shared = &*self.shared;
         let (_, step) = self.step();
         let graph = shared.graph();

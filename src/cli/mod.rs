@@ -719,6 +719,7 @@ mod tests {
         let code = |failure| {
             BuildError {
                 failure,
+                location: None,
                 message: String::new(),
             }
             .exit_code()
