@@ -272,8 +272,34 @@ pub fn prune(root: &Path, options: PruneOptions) -> std::io::Result<PruneReport>
     let idle = oldest_lease.is_none();
     report.builds_running = !idle;
 
-    // Roots: named images, the busybox base, running builds.
-    let mut protected: HashSet<Digest> = held;
+    let protected = protected_blobs(root, held);
+    let mut entries = cache_entries(root);
+    let mut blobs = Blobs::new(root, &store, protected, oldest_lease, &entries);
+    blobs.remove_dangling(&mut report);
+    // Snapshots are mounted by running steps: only collected when idle.
+    let snapshots = if idle {
+        snapshot_dirs(root)
+    } else {
+        Vec::new()
+    };
+    evict_lru(
+        root,
+        options,
+        &mut entries,
+        &snapshots,
+        &mut blobs,
+        &mut report,
+    );
+    if idle {
+        remove_leftovers(root, &store, options, &mut report);
+    }
+    Ok(report)
+}
+
+/// The roots a collection keeps the blobs of: named images, the busybox
+/// base, and `held`, what running builds' leases list.
+fn protected_blobs(root: &Path, held: HashSet<Digest>) -> HashSet<Digest> {
+    let mut protected = held;
     for image in crate::image::local::LocalImages::open(root).all() {
         protected.extend(image.blobs().cloned());
     }
@@ -282,52 +308,122 @@ pub fn prune(root: &Path, options: PruneOptions) -> std::io::Result<PruneReport>
             protected.extend(image.blobs().cloned());
         }
     }
-    let fresh = |modified: SystemTime| oldest_lease.is_some_and(|start| modified >= start);
+    protected
+}
 
-    // References from cache entries.
-    let mut entries = cache_entries(root);
-    let mut refs: HashMap<Digest, u32> = HashMap::new();
-    for (_, entry, _) in &entries {
-        if let Some(layer) = entry.as_ref().and_then(|e| e.layer.as_ref()) {
-            *refs.entry(layer.digest.clone()).or_default() += 1;
+/// The blobs of a collection not yet removed, and what keeps each: being
+/// protected, a surviving cache entry using it as its layer, or being newer
+/// than the oldest running build (which may have written it).
+struct Blobs<'a> {
+    store: &'a ContentStore,
+    protected: HashSet<Digest>,
+    /// When the oldest running build started, if one runs.
+    oldest_lease: Option<SystemTime>,
+    /// How many surviving cache entries use each blob as their layer.
+    refs: HashMap<Digest, u32>,
+    /// Size and modification time of each blob left.
+    left: HashMap<Digest, (u64, SystemTime)>,
+}
+
+impl<'a> Blobs<'a> {
+    /// Lists the blobs under `root` and counts the layer references of
+    /// the cache `entries`.
+    fn new(
+        root: &Path,
+        store: &'a ContentStore,
+        protected: HashSet<Digest>,
+        oldest_lease: Option<SystemTime>,
+        entries: &[(PathBuf, Option<CacheEntry>, SystemTime)],
+    ) -> Self {
+        let mut refs: HashMap<Digest, u32> = HashMap::new();
+        for (_, entry, _) in entries {
+            if let Some(layer) = entry.as_ref().and_then(|e| e.layer.as_ref()) {
+                *refs.entry(layer.digest.clone()).or_default() += 1;
+            }
+        }
+        let left = blobs(root)
+            .into_iter()
+            .map(|(d, size, t)| (d, (size, t)))
+            .collect();
+        Blobs {
+            store,
+            protected,
+            oldest_lease,
+            refs,
+            left,
         }
     }
-    let mut blobs: HashMap<Digest, (u64, SystemTime)> = blobs(root)
-        .into_iter()
-        .map(|(d, size, t)| (d, (size, t)))
-        .collect();
-    let removable = |d: &Digest, refs: &HashMap<Digest, u32>, t: SystemTime| {
-        !protected.contains(d) && refs.get(d).copied().unwrap_or(0) == 0 && !fresh(t)
-    };
-    let remove_blob = |d: &Digest, report: &mut PruneReport, size: u64| {
-        if std::fs::remove_file(store.blob_path(d)).is_ok() {
+
+    /// Whether nothing keeps blob `d`, last modified at `modified`.
+    fn removable(&self, d: &Digest, modified: SystemTime) -> bool {
+        let fresh = self.oldest_lease.is_some_and(|start| modified >= start);
+        !self.protected.contains(d) && self.refs.get(d).copied().unwrap_or(0) == 0 && !fresh
+    }
+
+    /// Removes blob `d` from the store and from the blobs left, counting
+    /// it in `report` if its file went. Returns its size (0 if not left).
+    fn remove(&mut self, d: &Digest, report: &mut PruneReport) -> u64 {
+        let Some((size, _)) = self.left.remove(d) else {
+            return 0;
+        };
+        if std::fs::remove_file(self.store.blob_path(d)).is_ok() {
             report.blobs += 1;
             report.freed += size;
         }
-    };
-    // Dangling blobs first.
-    let dangling: Vec<Digest> = blobs
-        .iter()
-        .filter(|(d, (_, t))| removable(d, &refs, *t))
-        .map(|(d, _)| d.clone())
-        .collect();
-    for d in dangling {
-        let (size, _) = blobs.remove(&d).expect("listed");
-        remove_blob(&d, &mut report, size);
+        size
     }
-    // Entries (and so their blobs) and snapshots, least recently used first.
-    let mut snapshots = if idle {
-        snapshot_dirs(root)
-    } else {
-        Vec::new()
-    };
-    let mut total: u64 = blobs.values().map(|(s, _)| s).sum::<u64>()
+
+    /// Removes every blob nothing keeps.
+    fn remove_dangling(&mut self, report: &mut PruneReport) {
+        let dangling: Vec<Digest> = self
+            .left
+            .iter()
+            .filter(|(d, (_, t))| self.removable(d, *t))
+            .map(|(d, _)| d.clone())
+            .collect();
+        for d in dangling {
+            self.remove(&d, report);
+        }
+    }
+
+    /// Drops one cache entry's reference to blob `d`, removing the blob if
+    /// nothing keeps it any more. Returns the bytes removed from the count.
+    fn release(&mut self, d: &Digest, report: &mut PruneReport) -> u64 {
+        let count = self.refs.entry(d.clone()).or_default();
+        *count = count.saturating_sub(1);
+        match self.left.get(d) {
+            Some(&(_, t)) if self.removable(d, t) => self.remove(d, report),
+            _ => 0,
+        }
+    }
+
+    /// The bytes of the blobs left.
+    fn total(&self) -> u64 {
+        self.left.values().map(|(s, _)| s).sum()
+    }
+}
+
+/// A cache entry or snapshot that the size cap or `--all` may remove,
+/// by its index in its list.
+enum Victim {
+    Entry(usize),
+    Snapshot(usize),
+}
+
+/// Removes cache entries (and the blobs only they used) and `snapshots`,
+/// least recently used first, while the store is over what `options`
+/// allow: everything for `--all`, down to the cap for `--keep-storage`.
+fn evict_lru(
+    root: &Path,
+    options: PruneOptions,
+    entries: &mut [(PathBuf, Option<CacheEntry>, SystemTime)],
+    snapshots: &[(PathBuf, SystemTime)],
+    blobs: &mut Blobs<'_>,
+    report: &mut PruneReport,
+) {
+    let mut total: u64 = blobs.total()
         + snapshots.iter().map(|(p, _)| dir_size(p)).sum::<u64>()
         + dir_size(&root.join("cache-mounts"));
-    enum Victim {
-        Entry(usize),
-        Snapshot(usize),
-    }
     let mut victims: Vec<(SystemTime, Victim)> = entries
         .iter()
         .enumerate()
@@ -349,62 +445,72 @@ pub fn prune(root: &Path, options: PruneOptions) -> std::io::Result<PruneReport>
         if !over {
             break;
         }
-        match victim {
-            Victim::Entry(i) => {
-                let (path, entry, _) = &mut entries[i];
-                if std::fs::remove_file(&*path).is_err() {
-                    continue;
-                }
-                report.entries += 1;
-                let Some(layer) = entry.take().and_then(|e| e.layer) else {
-                    continue;
-                };
-                let count = refs.entry(layer.digest.clone()).or_default();
-                *count = count.saturating_sub(1);
-                if let Some(&(size, t)) = blobs.get(&layer.digest) {
-                    if removable(&layer.digest, &refs, t) {
-                        blobs.remove(&layer.digest);
-                        remove_blob(&layer.digest, &mut report, size);
-                        total = total.saturating_sub(size);
-                    }
-                }
-            }
-            Victim::Snapshot(i) => {
-                let (path, _) = &snapshots[i];
-                let size = dir_size(path);
-                if remove_tree(path).is_ok() {
-                    report.snapshots += 1;
-                    report.freed += size;
-                    total = total.saturating_sub(size);
-                }
+        let freed = match victim {
+            Victim::Entry(i) => evict_entry(&mut entries[i], blobs, report),
+            Victim::Snapshot(i) => evict_snapshot(&snapshots[i].0, report),
+        };
+        total = total.saturating_sub(freed);
+    }
+}
+
+/// Removes a cache entry's file, then its layer blob if nothing else keeps
+/// it. Returns the bytes of the blob removed (the entry file is not
+/// counted in the store's size).
+fn evict_entry(
+    (path, entry, _): &mut (PathBuf, Option<CacheEntry>, SystemTime),
+    blobs: &mut Blobs<'_>,
+    report: &mut PruneReport,
+) -> u64 {
+    if std::fs::remove_file(&*path).is_err() {
+        return 0;
+    }
+    report.entries += 1;
+    let Some(layer) = entry.take().and_then(|e| e.layer) else {
+        return 0;
+    };
+    blobs.release(&layer.digest, report)
+}
+
+/// Removes a snapshot's tree. Returns its bytes if it went, else 0.
+fn evict_snapshot(path: &Path, report: &mut PruneReport) -> u64 {
+    let size = dir_size(path);
+    if remove_tree(path).is_err() {
+        return 0;
+    }
+    report.snapshots += 1;
+    report.freed += size;
+    size
+}
+
+/// Removes what no build uses while none runs: leftovers of killed builds,
+/// links to removed snapshots, stale ingests, and with `--all` the cache
+/// mounts.
+fn remove_leftovers(
+    root: &Path,
+    store: &ContentStore,
+    options: PruneOptions,
+    report: &mut PruneReport,
+) {
+    for sub in ["snapshots/w", "snapshots/tmp", "tmp"] {
+        if let Ok(entries) = std::fs::read_dir(root.join(sub)) {
+            for entry in entries.flatten() {
+                let _ = remove_tree(&entry.path());
             }
         }
     }
-    snapshots.clear();
-    if idle {
-        // Leftovers of killed builds, and links to removed snapshots.
-        for sub in ["snapshots/w", "snapshots/tmp", "tmp"] {
-            if let Ok(entries) = std::fs::read_dir(root.join(sub)) {
-                for entry in entries.flatten() {
-                    let _ = remove_tree(&entry.path());
-                }
+    if let Ok(links) = std::fs::read_dir(root.join("snapshots/l")) {
+        for link in links.flatten() {
+            if std::fs::metadata(link.path()).is_err() {
+                let _ = std::fs::remove_file(link.path());
             }
         }
-        if let Ok(links) = std::fs::read_dir(root.join("snapshots/l")) {
-            for link in links.flatten() {
-                if std::fs::metadata(link.path()).is_err() {
-                    let _ = std::fs::remove_file(link.path());
-                }
-            }
-        }
-        if options.all {
-            let mounts = root.join("cache-mounts");
-            report.freed += dir_size(&mounts);
-            let _ = remove_tree(&mounts);
-        }
-        let _ = store.clean_ingest(std::time::Duration::from_secs(0));
     }
-    Ok(report)
+    if options.all {
+        let mounts = root.join("cache-mounts");
+        report.freed += dir_size(&mounts);
+        let _ = remove_tree(&mounts);
+    }
+    let _ = store.clean_ingest(std::time::Duration::from_secs(0));
 }
 
 /// Removes a tree that may hold read-only dirs (extracted layers do).

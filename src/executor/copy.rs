@@ -19,7 +19,7 @@ use rustix::fs::{self as rfs, AtFlags, Mode, OFlags, Timespec, Timestamps};
 use rustix::io::Errno;
 use serde::{Deserialize, Serialize};
 
-use crate::context::{IgnoreRules, SourceTree};
+use crate::context::{IgnoreRules, Matched, SourceTree};
 
 /// A COPY as the helper performs it.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -125,7 +125,39 @@ pub fn run(spec: &CopySpec, root_path: &std::path::Path) -> Result<(), String> {
         Mode::empty(),
     )
     .map_err(errno("open the source"))?;
-    // Each match with the path it keeps under the destination (--parents).
+    let matched = matched_sources(spec, &tree)?;
+    let mut copier = Copier {
+        root,
+        source: source_fd,
+        owner,
+        keep_owner: spec.keep_owner,
+        chmod: spec.chmod.clone(),
+        links: HashMap::new(),
+        dir_times: Vec::new(),
+    };
+    // Several sources onto a destination that is no directory and has no
+    // trailing slash are each copied onto it in turn, the last one
+    // staying, as BuildKit does (the classic builder refused this).
+    let into_dir = spec.parents || spec.dest.ends_with('/') || copier.is_dir(&spec.dest);
+    for (top, kept) in &matched {
+        let target = target_of(&spec.dest, top, kept.as_deref(), into_dir);
+        copier.copy_match(spec, &tree, top, &target)?;
+    }
+    // Directory times last, deepest first: writing into a directory
+    // changes its mtime.
+    for (path, atime, mtime) in copier.dir_times.iter().rev() {
+        set_times(&copier.root, path, *atime, *mtime)?;
+    }
+    Ok(())
+}
+
+/// Every match of the sources of `spec` in `tree`, in order, each with the
+/// path it keeps under the destination with `--parents` (what follows the
+/// source's `/./` pivot), `None` without.
+fn matched_sources(
+    spec: &CopySpec,
+    tree: &SourceTree<'_>,
+) -> Result<Vec<(Matched, Option<String>)>, String> {
     let mut matched = Vec::new();
     for source in &spec.sources {
         let pivot = crate::context::parents_pivot(source);
@@ -143,69 +175,24 @@ pub fn run(spec: &CopySpec, root_path: &std::path::Path) -> Result<(), String> {
             matched.push((m, kept));
         }
     }
-    let dest = spec.dest.clone();
-    let mut copier = Copier {
-        root,
-        source: source_fd,
-        owner,
-        keep_owner: spec.keep_owner,
-        chmod: spec.chmod.clone(),
-        links: HashMap::new(),
-        dir_times: Vec::new(),
+    Ok(matched)
+}
+
+/// Where the match `top` goes, relative to the root: below `dest` by its
+/// kept path (`--parents`), onto `dest` for a directory (its contents
+/// merge there), into `dest` by name when that is a directory, else onto
+/// `dest` itself.
+fn target_of(dest: &str, top: &Matched, kept: Option<&str>, into_dir: bool) -> String {
+    let target = if let Some(kept) = kept.filter(|k| !k.is_empty() && *k != ".") {
+        format!("{}/{kept}", dest.trim_end_matches('/'))
+    } else if top.dir {
+        dest.trim_end_matches('/').to_string()
+    } else if into_dir {
+        format!("{}/{}", dest.trim_end_matches('/'), top.name)
+    } else {
+        dest.to_string()
     };
-    // Several sources onto a destination that is no directory and has no
-    // trailing slash are each copied onto it in turn, the last one
-    // staying, as BuildKit does (the classic builder refused this).
-    let into_dir = spec.parents || dest.ends_with('/') || copier.is_dir(&dest);
-    let dest_dir_owner = owner.unwrap_or((0, 0));
-    for (top, kept) in &matched {
-        let target = if let Some(kept) = kept.as_ref().filter(|k| !k.is_empty() && *k != ".") {
-            format!("{}/{kept}", dest.trim_end_matches('/'))
-        } else if top.dir {
-            dest.trim_end_matches('/').to_string()
-        } else if into_dir {
-            format!("{}/{}", dest.trim_end_matches('/'), top.name)
-        } else {
-            dest.clone()
-        };
-        let target = target.trim_start_matches('/').to_string();
-        // Parents of the target are created as 0755 dirs (owned by the
-        // --chown user when there is one, as BuildKit does).
-        let parent = match target.rsplit_once('/') {
-            Some((p, _)) => p.to_string(),
-            None => String::new(),
-        };
-        copier.mkdir_all(&parent, dest_dir_owner)?;
-        if spec.add && !top.dir && spec.unpack != Some(false) {
-            if let Some(kind) = archive_kind(&copier.source, &top.rel)? {
-                copier.mkdir_all(dest.trim_start_matches('/'), dest_dir_owner)?;
-                copier.unpack(&top.rel, kind, dest.trim_start_matches('/'))?;
-                continue;
-            }
-        }
-        for w in tree.walk(top)? {
-            let to = match (w.rel.is_empty(), target.is_empty()) {
-                (true, _) => target.clone(),
-                (false, true) => w.rel.clone(),
-                (false, false) => format!("{target}/{}", w.rel),
-            };
-            if to.is_empty() {
-                // The root itself: its contents merge into /.
-                continue;
-            }
-            if w.rel.is_empty() && top.dir && copier.is_dir(&to) {
-                // An existing destination directory keeps its own metadata.
-                continue;
-            }
-            copier.copy_one(&w, &to)?;
-        }
-    }
-    // Directory times last, deepest first: writing into a directory
-    // changes its mtime.
-    for (path, atime, mtime) in copier.dir_times.iter().rev() {
-        set_times(&copier.root, path, *atime, *mtime)?;
-    }
-    Ok(())
+    target.trim_start_matches('/').to_string()
 }
 
 /// The archive formats ADD unpacks, known by their first bytes.
@@ -340,6 +327,50 @@ fn set_times(root: &OwnedFd, path: &str, atime: Timespec, mtime: Timespec) -> Re
 }
 
 impl Copier {
+    /// Copies the match `top` (a file or a tree) of `tree` to `target`,
+    /// its parents made first; ADD unpacks a local archive into the
+    /// destination instead.
+    fn copy_match(
+        &mut self,
+        spec: &CopySpec,
+        tree: &SourceTree<'_>,
+        top: &Matched,
+        target: &str,
+    ) -> Result<(), String> {
+        // Parents of the target are created as 0755 dirs (owned by the
+        // --chown user when there is one, as BuildKit does).
+        let dest_dir_owner = self.owner.unwrap_or((0, 0));
+        let parent = match target.rsplit_once('/') {
+            Some((p, _)) => p.to_string(),
+            None => String::new(),
+        };
+        self.mkdir_all(&parent, dest_dir_owner)?;
+        if spec.add && !top.dir && spec.unpack != Some(false) {
+            if let Some(kind) = archive_kind(&self.source, &top.rel)? {
+                let dest = spec.dest.trim_start_matches('/');
+                self.mkdir_all(dest, dest_dir_owner)?;
+                return self.unpack(&top.rel, kind, dest);
+            }
+        }
+        for w in tree.walk(top)? {
+            let to = match (w.rel.is_empty(), target.is_empty()) {
+                (true, _) => target.to_string(),
+                (false, true) => w.rel.clone(),
+                (false, false) => format!("{target}/{}", w.rel),
+            };
+            if to.is_empty() {
+                // The root itself: its contents merge into /.
+                continue;
+            }
+            if w.rel.is_empty() && top.dir && self.is_dir(&to) {
+                // An existing destination directory keeps its own metadata.
+                continue;
+            }
+            self.copy_one(&w, &to)?;
+        }
+        Ok(())
+    }
+
     fn ids(&self, meta: &std::fs::Metadata) -> (u32, u32) {
         match self.owner {
             Some(ids) => ids,

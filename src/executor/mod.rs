@@ -35,7 +35,7 @@ use crate::blob::LayerBlob;
 use crate::cache::ContentStore;
 use crate::cache::LayerError;
 use crate::snapshot::diff::{self, IdMap, LayerOptions};
-use crate::snapshot::{LayerRef, SnapshotError, SnapshotStore};
+use crate::snapshot::{LayerRef, SnapshotError, SnapshotStore, Workspace};
 
 /// The hidden subcommand the sandbox helper runs under.
 pub const HELPER_SUBCOMMAND: &str = "__sandbox";
@@ -463,6 +463,9 @@ impl StepRunner {
         Ok(outcome)
     }
 
+    /// Runs `step` in a sandbox over a fresh workspace made of its layers
+    /// (or, with `copy`, copies files there instead of running a command),
+    /// and makes a layer of what changed when it succeeded.
     fn in_root(
         &self,
         step: &Step,
@@ -474,89 +477,30 @@ impl StepRunner {
         }
         let ws = self.snapshots.workspace()?;
         let overlay = self.plan.snapshots == SnapshotMode::Overlay;
-        let mut lowers = Vec::new();
-        let mut before = None;
-        let root = if overlay {
-            let names = self.snapshots.lowers(&self.store, &step.layers)?;
-            lowers = self.snapshots.lower_paths(&names);
-            RootFs::Overlay {
-                base: self.snapshots.root().to_path_buf(),
-                lowers: names,
-                upper: ws.relative(&self.snapshots, "upper"),
-                work: ws.relative(&self.snapshots, "work"),
-                merged: ws.merged(),
-            }
-        } else {
-            self.snapshots
-                .materialize(&self.store, &step.layers, &ws.merged())?;
-            before = Some(diff::record_tree(&ws.merged()).map_err(env_err("recording the root"))?);
-            RootFs::Dir(ws.merged())
-        };
+        let PreparedRoot {
+            root,
+            lowers,
+            before,
+        } = self.prepare_root(step, &ws, overlay)?;
         let identity = match copy {
             Some(_) => user::Identity::default(),
             None => self.identity(&lowers, &ws.merged(), &step.user)?,
         };
-        let mut mounts = Vec::new();
-        if self.plan.namespaces != Namespaces::Chroot && copy.is_none() {
-            let hosts = ws.files().join("hosts");
-            std::fs::write(
-                &hosts,
-                format!(
-                    "127.0.0.1\tlocalhost {0}\n::1\tlocalhost ip6-localhost ip6-loopback {0}\n",
-                    self.hostname
-                ),
-            )
-            .map_err(env_err("writing /etc/hosts"))?;
-            let resolv = ws.files().join("resolv.conf");
-            let host_resolv = std::fs::read("/etc/resolv.conf").unwrap_or_default();
-            std::fs::write(&resolv, host_resolv).map_err(env_err("writing /etc/resolv.conf"))?;
-            for (target, source) in [("/etc/hosts", hosts), ("/etc/resolv.conf", resolv)] {
-                mounts.push(MountSpec {
-                    target: target.to_string(),
-                    kind: MountKind::Bind {
-                        source,
-                        readonly: false,
-                    },
-                });
-            }
-        }
-        mounts.extend(step.mounts.iter().cloned());
-        let cgroup = if self.limits.any() && copy.is_none() {
-            Some(
-                self.cgroups
-                    .create(&self.limits)
-                    .map_err(StepError::Environment)?,
-            )
-        } else {
-            None
-        };
-        let report = ws.path().join("stubs.json");
         let is_run = copy.is_none();
-        // COPY runs no process of the image: only RUN steps are remapped,
-        // and not insecure ones, which ask for host privileges.
-        let remap = match (self.plan.remap, &copy, step.security) {
-            (Some(range), None, confine::Security::Sandbox) => {
-                let staging = ws.path().join("idmap");
-                std::fs::create_dir_all(&staging).map_err(env_err("creating the idmap dir"))?;
-                Some(Remap { range, staging })
-            }
-            _ => None,
-        };
+        let mounts = self.mounts(step, is_run, &ws)?;
+        let cgroup = self.cgroup(is_run)?;
+        let report = ws.path().join("stubs.json");
+        let remap = self.remap(step, is_run, &ws)?;
+        // Where overlayfs reads opaque markers: user.* in a user namespace.
         let opaque = if self.plan.userns || remap.is_some() {
             diff::OpaqueXattr::User
         } else {
             diff::OpaqueXattr::Trusted
         };
-        // As runc: HOME from the user's passwd entry ("/" without one),
-        // unless the Dockerfile set it.
-        let mut env = step.env.clone();
-        if !env.iter().any(|e| e.starts_with("HOME=")) {
-            env.push(format!("HOME={}", identity.home.as_deref().unwrap_or("/")));
-        }
         let spec = SandboxSpec {
             root,
             args: step.args.clone(),
-            env,
+            env: step_env(step, &identity),
             cwd: step.cwd.clone(),
             uid: identity.uid,
             gid: identity.gid,
@@ -579,31 +523,10 @@ impl StepRunner {
         let events = cgroup.map(|c| c.finish()).unwrap_or_default();
         let changed_root = if overlay { ws.upper() } else { ws.merged() };
         remove_stubs(&changed_root, &report);
-        let mut failure = describe_failure(&output, &events, &self.limits);
-        if let Some(text) = failure.as_mut() {
-            if is_run && step.security == confine::Security::Sandbox {
-                text.push_str(confinement_hint(&output).unwrap_or_default());
-            }
-        }
-        if failure.is_some() && self.cancelled.load(Ordering::Relaxed) {
-            failure = Some("cancelled: another step of the build failed".to_string());
-        }
-        let layer = if failure.is_none() {
-            let changes = match &before {
-                None => diff::overlay_changes(&ws.upper(), &lowers, opaque),
-                Some(state) => diff::copy_changes(state, &ws.merged()),
-            }
-            .map_err(env_err("computing the layer diff"))?;
-            // A step that changed nothing still makes a layer, an empty
-            // one, as BuildKit commits every RUN and COPY with a layer.
-            Some(diff::write_layer(
-                &self.store,
-                &changes,
-                self.layer_options,
-                step.layer_bytes.clone(),
-            )?)
-        } else {
-            None
+        let failure = self.failure(step, is_run, &output, &events);
+        let layer = match failure {
+            None => Some(self.commit(step, &ws, &lowers, before.as_ref(), opaque)?),
+            Some(_) => None,
         };
         Ok(StepOutcome {
             output,
@@ -612,6 +535,180 @@ impl StepRunner {
             failure,
         })
     }
+
+    /// Makes the root of `step` from its layers in `ws`: stacked as overlay
+    /// lower dirs, or copied into the workspace (recording the tree, which
+    /// the layer diff compares with afterwards).
+    fn prepare_root(
+        &self,
+        step: &Step,
+        ws: &Workspace,
+        overlay: bool,
+    ) -> Result<PreparedRoot, StepError> {
+        if overlay {
+            let names = self.snapshots.lowers(&self.store, &step.layers)?;
+            let lowers = self.snapshots.lower_paths(&names);
+            let root = RootFs::Overlay {
+                base: self.snapshots.root().to_path_buf(),
+                lowers: names,
+                upper: ws.relative(&self.snapshots, "upper"),
+                work: ws.relative(&self.snapshots, "work"),
+                merged: ws.merged(),
+            };
+            return Ok(PreparedRoot {
+                root,
+                lowers,
+                before: None,
+            });
+        }
+        self.snapshots
+            .materialize(&self.store, &step.layers, &ws.merged())?;
+        let before = diff::record_tree(&ws.merged()).map_err(env_err("recording the root"))?;
+        Ok(PreparedRoot {
+            root: RootFs::Dir(ws.merged()),
+            lowers: Vec::new(),
+            before: Some(before),
+        })
+    }
+
+    /// The mounts of a step: a RUN in its own network namespace gets its
+    /// `/etc/hosts` and `/etc/resolv.conf` first, then the step's own.
+    fn mounts(
+        &self,
+        step: &Step,
+        is_run: bool,
+        ws: &Workspace,
+    ) -> Result<Vec<MountSpec>, StepError> {
+        let mut mounts = if self.plan.namespaces != Namespaces::Chroot && is_run {
+            self.network_files(ws)?
+        } else {
+            Vec::new()
+        };
+        mounts.extend(step.mounts.iter().cloned());
+        Ok(mounts)
+    }
+
+    /// A cgroup with the build's limits for a RUN step, when there are
+    /// limits (COPY runs no process of the image to limit).
+    fn cgroup(&self, is_run: bool) -> Result<Option<cgroup::StepCgroup>, StepError> {
+        if !(self.limits.any() && is_run) {
+            return Ok(None);
+        }
+        self.cgroups
+            .create(&self.limits)
+            .map(Some)
+            .map_err(StepError::Environment)
+    }
+
+    /// Writes the step's `/etc/hosts` (naming the build's host) and
+    /// `/etc/resolv.conf` (the host's) in `ws`, and returns the bind mounts
+    /// that put them in the root: the image's own files stay untouched.
+    fn network_files(&self, ws: &Workspace) -> Result<Vec<MountSpec>, StepError> {
+        let hosts = ws.files().join("hosts");
+        std::fs::write(
+            &hosts,
+            format!(
+                "127.0.0.1\tlocalhost {0}\n::1\tlocalhost ip6-localhost ip6-loopback {0}\n",
+                self.hostname
+            ),
+        )
+        .map_err(env_err("writing /etc/hosts"))?;
+        let resolv = ws.files().join("resolv.conf");
+        let host_resolv = std::fs::read("/etc/resolv.conf").unwrap_or_default();
+        std::fs::write(&resolv, host_resolv).map_err(env_err("writing /etc/resolv.conf"))?;
+        Ok([("/etc/hosts", hosts), ("/etc/resolv.conf", resolv)]
+            .into_iter()
+            .map(|(target, source)| MountSpec {
+                target: target.to_string(),
+                kind: MountKind::Bind {
+                    source,
+                    readonly: false,
+                },
+            })
+            .collect())
+    }
+
+    /// The id remapping of a step, if the plan has one and the step takes
+    /// it, with its staging dir made in `ws`.
+    fn remap(&self, step: &Step, is_run: bool, ws: &Workspace) -> Result<Option<Remap>, StepError> {
+        // COPY runs no process of the image: only RUN steps are remapped,
+        // and not insecure ones, which ask for host privileges.
+        match (self.plan.remap, is_run, step.security) {
+            (Some(range), true, confine::Security::Sandbox) => {
+                let staging = ws.path().join("idmap");
+                std::fs::create_dir_all(&staging).map_err(env_err("creating the idmap dir"))?;
+                Ok(Some(Remap { range, staging }))
+            }
+            _ => Ok(None),
+        }
+    }
+
+    /// Why the step failed, for people, or `None` when it succeeded: its
+    /// exit or the limit it hit, with a hint when the sandbox's
+    /// confinement may be the cause, or that the build was cancelled.
+    fn failure(
+        &self,
+        step: &Step,
+        is_run: bool,
+        output: &RunOutput,
+        events: &CgroupEvents,
+    ) -> Option<String> {
+        let mut failure = describe_failure(output, events, &self.limits);
+        if let Some(text) = failure.as_mut() {
+            if is_run && step.security == confine::Security::Sandbox {
+                text.push_str(confinement_hint(output).unwrap_or_default());
+            }
+        }
+        if failure.is_some() && self.cancelled.load(Ordering::Relaxed) {
+            failure = Some("cancelled: another step of the build failed".to_string());
+        }
+        failure
+    }
+
+    /// Writes the layer of what the step changed: the overlay's upper dir
+    /// against `lowers`, or the copied root against `before`.
+    fn commit(
+        &self,
+        step: &Step,
+        ws: &Workspace,
+        lowers: &[PathBuf],
+        before: Option<&diff::TreeState>,
+        opaque: diff::OpaqueXattr,
+    ) -> Result<LayerBlob, StepError> {
+        let changes = match before {
+            None => diff::overlay_changes(&ws.upper(), lowers, opaque),
+            Some(state) => diff::copy_changes(state, &ws.merged()),
+        }
+        .map_err(env_err("computing the layer diff"))?;
+        // A step that changed nothing still makes a layer, an empty
+        // one, as BuildKit commits every RUN and COPY with a layer.
+        Ok(diff::write_layer(
+            &self.store,
+            &changes,
+            self.layer_options,
+            step.layer_bytes.clone(),
+        )?)
+    }
+}
+
+/// The root a step runs in, made of its layers in its workspace.
+struct PreparedRoot {
+    root: RootFs,
+    /// The stacked lower dirs (overlay snapshots); empty for a copied root.
+    lowers: Vec<PathBuf>,
+    /// A copied root's tree before the step, for the layer diff; `None`
+    /// for overlay, whose upper dir holds the changes.
+    before: Option<diff::TreeState>,
+}
+
+/// The environment of `step`: its own, with HOME from the user's passwd
+/// entry ("/" without one) unless the Dockerfile set it, as runc does.
+fn step_env(step: &Step, identity: &user::Identity) -> Vec<String> {
+    let mut env = step.env.clone();
+    if !env.iter().any(|e| e.starts_with("HOME=")) {
+        env.push(format!("HOME={}", identity.home.as_deref().unwrap_or("/")));
+    }
+    env
 }
 
 /// A file of the image's `/etc` (`passwd`, `group`): from the stacked

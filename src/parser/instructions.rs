@@ -834,7 +834,8 @@ fn healthcheck(node: &RawNode) -> Result<Healthcheck, TypeError> {
     })
 }
 
-/// Types one raw node.
+/// Types one raw node: checks its flags and arguments for its keyword.
+/// Instructions without flags refuse any before their arguments are read.
 pub fn type_node(node: &RawNode) -> Result<Instruction, TypeError> {
     let upper = node.keyword.to_uppercase();
     let no_flags = || parse_flags(node, &[]).map(|_| ());
@@ -851,14 +852,7 @@ pub fn type_node(node: &RawNode) -> Result<Instruction, TypeError> {
         }
         "SHELL" => {
             no_flags()?;
-            at_least_one(node)?;
-            if !node.json {
-                return Err(
-                    args_error(node, "SHELL requires the arguments to be in JSON form")
-                        .with_hint("e.g. SHELL [\"/bin/bash\", \"-c\"]"),
-                );
-            }
-            InstructionKind::Shell(node.args.clone())
+            InstructionKind::Shell(shell(node)?)
         }
         "ENV" => {
             no_flags()?;
@@ -893,100 +887,131 @@ pub fn type_node(node: &RawNode) -> Result<Instruction, TypeError> {
         }
         "ARG" => {
             no_flags()?;
-            at_least_one(node)?;
-            let decls = node
-                .args
-                .iter()
-                .map(|a| {
-                    let (name, default) = match a.split_once('=') {
-                        Some((n, d)) => (n, Some(d.to_string())),
-                        None => (a.as_str(), None),
-                    };
-                    if name.is_empty() {
-                        return Err(args_error(node, "ARG names can not be blank"));
-                    }
-                    Ok(ArgDecl {
-                        name: name.to_string(),
-                        default,
-                    })
-                })
-                .collect::<Result<_, _>>()?;
-            InstructionKind::Arg(decls)
+            InstructionKind::Arg(arg_decls(node)?)
         }
         "VOLUME" => {
             no_flags()?;
-            at_least_one(node)?;
-            let mut volumes = Vec::new();
-            for v in &node.args {
-                let v = v.trim();
-                if v.is_empty() {
-                    return Err(args_error(
-                        node,
-                        "VOLUME specified can not be an empty string",
-                    ));
-                }
-                volumes.push(v.to_string());
-            }
-            InstructionKind::Volume(volumes)
+            InstructionKind::Volume(volumes(node)?)
         }
         "HEALTHCHECK" => InstructionKind::Healthcheck(healthcheck(node)?),
         "ONBUILD" => {
             no_flags()?;
-            let Some(child) = &node.child else {
-                return Err(keyword_error(
-                    node,
-                    "ONBUILD requires at least one argument",
-                    None,
-                ));
-            };
-            let trigger = child.keyword.to_uppercase();
-            match trigger.as_str() {
-                "ONBUILD" => {
-                    return Err(keyword_error(
-                        child,
-                        "chaining ONBUILD via `ONBUILD ONBUILD` isn't allowed",
-                        None,
-                    ))
-                }
-                "FROM" | "MAINTAINER" => {
-                    return Err(keyword_error(
-                        child,
-                        format!("{trigger} isn't allowed as an ONBUILD trigger"),
-                        None,
-                    ))
-                }
-                _ => {}
-            }
-            // Heredoc bodies belong to the ONBUILD line; the trigger needs
-            // them, and so does the stored expression, which a downstream
-            // build re-parses when the trigger fires.
-            let mut child = (**child).clone();
-            child.heredocs = node.heredocs.clone();
-            let mut expression = child.original.trim().to_string();
-            for doc in &child.heredocs {
-                expression.push('\n');
-                expression.push_str(&doc.content);
-                expression.push_str(&doc.name);
-            }
-            InstructionKind::Onbuild {
-                trigger: Box::new(type_node(&child)?),
-                expression,
-            }
+            onbuild(node)?
         }
-        _ => {
-            let hint = closest(&node.keyword, KEYWORDS).map(|k| format!("did you mean {k}?"));
-            return Err(keyword_error(
-                node,
-                format!("unknown instruction: {upper}"),
-                hint.or_else(|| Some(format!("instructions are {}", KEYWORDS.join(", ")))),
-            ));
-        }
+        _ => return Err(unknown_keyword(node, &upper)),
     };
     Ok(Instruction {
         kind,
         span: node.span,
         original: node.original.clone(),
     })
+}
+
+/// SHELL's arguments: at least one, and only in JSON form (a shell form
+/// would need a shell to split it, which is what SHELL chooses).
+fn shell(node: &RawNode) -> Result<Vec<String>, TypeError> {
+    at_least_one(node)?;
+    if !node.json {
+        return Err(
+            args_error(node, "SHELL requires the arguments to be in JSON form")
+                .with_hint("e.g. SHELL [\"/bin/bash\", \"-c\"]"),
+        );
+    }
+    Ok(node.args.clone())
+}
+
+/// ARG's declarations, `NAME` or `NAME=default` each, none blank.
+fn arg_decls(node: &RawNode) -> Result<Vec<ArgDecl>, TypeError> {
+    at_least_one(node)?;
+    node.args
+        .iter()
+        .map(|a| {
+            let (name, default) = match a.split_once('=') {
+                Some((n, d)) => (n, Some(d.to_string())),
+                None => (a.as_str(), None),
+            };
+            if name.is_empty() {
+                return Err(args_error(node, "ARG names can not be blank"));
+            }
+            Ok(ArgDecl {
+                name: name.to_string(),
+                default,
+            })
+        })
+        .collect()
+}
+
+/// VOLUME's paths, trimmed, none empty.
+fn volumes(node: &RawNode) -> Result<Vec<String>, TypeError> {
+    at_least_one(node)?;
+    let mut volumes = Vec::new();
+    for v in &node.args {
+        let v = v.trim();
+        if v.is_empty() {
+            return Err(args_error(
+                node,
+                "VOLUME specified can not be an empty string",
+            ));
+        }
+        volumes.push(v.to_string());
+    }
+    Ok(volumes)
+}
+
+/// ONBUILD: its trigger typed (refusing the triggers Docker refuses), and
+/// the expression a downstream build re-parses when the trigger fires.
+fn onbuild(node: &RawNode) -> Result<InstructionKind, TypeError> {
+    let Some(child) = &node.child else {
+        return Err(keyword_error(
+            node,
+            "ONBUILD requires at least one argument",
+            None,
+        ));
+    };
+    let trigger = child.keyword.to_uppercase();
+    match trigger.as_str() {
+        "ONBUILD" => {
+            return Err(keyword_error(
+                child,
+                "chaining ONBUILD via `ONBUILD ONBUILD` isn't allowed",
+                None,
+            ))
+        }
+        "FROM" | "MAINTAINER" => {
+            return Err(keyword_error(
+                child,
+                format!("{trigger} isn't allowed as an ONBUILD trigger"),
+                None,
+            ))
+        }
+        _ => {}
+    }
+    // Heredoc bodies belong to the ONBUILD line; the trigger needs
+    // them, and so does the stored expression, which a downstream
+    // build re-parses when the trigger fires.
+    let mut child = (**child).clone();
+    child.heredocs = node.heredocs.clone();
+    let mut expression = child.original.trim().to_string();
+    for doc in &child.heredocs {
+        expression.push('\n');
+        expression.push_str(&doc.content);
+        expression.push_str(&doc.name);
+    }
+    Ok(InstructionKind::Onbuild {
+        trigger: Box::new(type_node(&child)?),
+        expression,
+    })
+}
+
+/// The error for a keyword that is no instruction (`upper` is it
+/// upper-cased), suggesting the closest one or listing them all.
+fn unknown_keyword(node: &RawNode, upper: &str) -> TypeError {
+    let hint = closest(&node.keyword, KEYWORDS).map(|k| format!("did you mean {k}?"));
+    keyword_error(
+        node,
+        format!("unknown instruction: {upper}"),
+        hint.or_else(|| Some(format!("instructions are {}", KEYWORDS.join(", ")))),
+    )
 }
 
 impl TypeError {

@@ -199,91 +199,15 @@ pub fn read(source: &str) -> Result<RawDockerfile, RawError> {
     let mut nodes = Vec::new();
     let mut warnings = Vec::new();
     let mut next = 0;
-    let line_error = |line: usize, message: String| RawError {
-        message,
-        position: Position { line, column: 1 },
-        width: 1,
-    };
-
     while next < lines.len() {
-        let mut text = lines[next];
-        next += 1;
-        let line_no = next;
-        if line_no == 1 {
-            text = text.strip_prefix('\u{feff}').unwrap_or(text);
-        }
-        let text = trim_newline(text);
-        let token = text.trim_start();
-        directives
-            .consider(token)
-            .map_err(|m| line_error(line_no, m))?;
-        let token = if token.starts_with('#') { "" } else { token };
-        let column = text[..text.len() - token.len()].chars().count() + 1;
-        let (piece, mut end_of_line) = trim_continuation(token, directives.escape);
-        if end_of_line && piece.is_empty() {
+        let Some(logical) = logical_line(&lines, &mut next, &mut directives, &mut warnings)? else {
             continue;
-        }
-        let mut logical = LogicalLine {
-            text: String::new(),
-            pieces: Vec::new(),
         };
-        logical.push(piece, line_no, column);
-        let mut empty_continuation = false;
-        while !end_of_line && next < lines.len() {
-            let text = trim_newline(lines[next]);
-            next += 1;
-            directives.consider(text).map_err(|m| line_error(next, m))?;
-            if is_comment(text) {
-                continue;
-            }
-            if text.trim_start().is_empty() {
-                empty_continuation = true;
-                continue;
-            }
-            let (piece, eol) = trim_continuation(text, directives.escape);
-            end_of_line = eol;
-            logical.push(piece, next, 1);
-        }
-        if empty_continuation {
-            warnings.push(Warning {
-                line: line_no,
-                message: format!("empty continuation line found in: {}", logical.text.trim()),
-            });
-        }
-
         let mut node = node_from_line(&logical, 0, logical.text.len(), &directives)?;
         if can_contain_heredoc(&node) {
-            for mut heredoc in
-                heredocs_from_line(&logical.text).map_err(|m| logical.error(0, 1, m))?
-            {
-                let mut terminated = false;
-                while next < lines.len() {
-                    let body_line = lines[next];
-                    next += 1;
-                    let mut candidate = trim_newline(body_line);
-                    if heredoc.chomp {
-                        candidate = candidate.trim_start_matches('\t');
-                    }
-                    if candidate == heredoc.name {
-                        terminated = true;
-                        break;
-                    }
-                    heredoc.content.push_str(body_line);
-                }
-                if !terminated {
-                    let marker = logical.text.find("<<").unwrap_or(0);
-                    return Err(logical.error(
-                        marker,
-                        2 + heredoc.name.chars().count(),
-                        format!(
-                            "unterminated heredoc: no line {:?} closes it before the end of the file",
-                            heredoc.name
-                        ),
-                    ));
-                }
-                node.heredocs.push(heredoc);
-            }
+            read_heredocs(&lines, &mut next, &logical, &mut node)?;
         }
+        // The node ends where its last line (continuation or heredoc) does.
         let last_line = lines[next - 1];
         node.span.end = Position {
             line: next,
@@ -306,6 +230,120 @@ pub fn read(source: &str) -> Result<RawDockerfile, RawError> {
         directives,
         warnings,
     })
+}
+
+/// An error about the whole of source line `line` (1-based).
+fn line_error(line: usize, message: String) -> RawError {
+    RawError {
+        message,
+        position: Position { line, column: 1 },
+        width: 1,
+    }
+}
+
+/// Reads the logical line that starts at `lines[*next]`, its continuation
+/// lines joined and `*next` moved past them; every line is offered to
+/// `directives` on the way, and a skipped blank continuation line adds a
+/// warning. `None` when the line is blank or a comment: no instruction
+/// starts there.
+fn logical_line(
+    lines: &[&str],
+    next: &mut usize,
+    directives: &mut Directives,
+    warnings: &mut Vec<Warning>,
+) -> Result<Option<LogicalLine>, RawError> {
+    let mut text = lines[*next];
+    *next += 1;
+    let line_no = *next;
+    if line_no == 1 {
+        text = text.strip_prefix('\u{feff}').unwrap_or(text);
+    }
+    let text = trim_newline(text);
+    let token = text.trim_start();
+    directives
+        .consider(token)
+        .map_err(|m| line_error(line_no, m))?;
+    let token = if token.starts_with('#') { "" } else { token };
+    let column = text[..text.len() - token.len()].chars().count() + 1;
+    let (piece, mut end_of_line) = trim_continuation(token, directives.escape);
+    if end_of_line && piece.is_empty() {
+        return Ok(None);
+    }
+    let mut logical = LogicalLine {
+        text: String::new(),
+        pieces: Vec::new(),
+    };
+    logical.push(piece, line_no, column);
+    let mut empty_continuation = false;
+    while !end_of_line && *next < lines.len() {
+        let text = trim_newline(lines[*next]);
+        *next += 1;
+        directives
+            .consider(text)
+            .map_err(|m| line_error(*next, m))?;
+        if is_comment(text) {
+            continue;
+        }
+        if text.trim_start().is_empty() {
+            empty_continuation = true;
+            continue;
+        }
+        let (piece, eol) = trim_continuation(text, directives.escape);
+        end_of_line = eol;
+        logical.push(piece, *next, 1);
+    }
+    if empty_continuation {
+        warnings.push(Warning {
+            line: line_no,
+            message: format!("empty continuation line found in: {}", logical.text.trim()),
+        });
+    }
+    Ok(Some(logical))
+}
+
+/// Reads the bodies of the heredocs `logical` opens, in order, from the
+/// lines at `lines[*next]` on, into `node`; an unterminated one is an
+/// error pointing at the marker.
+fn read_heredocs(
+    lines: &[&str],
+    next: &mut usize,
+    logical: &LogicalLine,
+    node: &mut RawNode,
+) -> Result<(), RawError> {
+    for mut heredoc in heredocs_from_line(&logical.text).map_err(|m| logical.error(0, 1, m))? {
+        if !read_heredoc_body(lines, next, &mut heredoc) {
+            let marker = logical.text.find("<<").unwrap_or(0);
+            return Err(logical.error(
+                marker,
+                2 + heredoc.name.chars().count(),
+                format!(
+                    "unterminated heredoc: no line {:?} closes it before the end of the file",
+                    heredoc.name
+                ),
+            ));
+        }
+        node.heredocs.push(heredoc);
+    }
+    Ok(())
+}
+
+/// Appends the lines from `lines[*next]` up to `heredoc`'s terminator line
+/// (tabs before it ignored for `<<-`) to its content, moving `*next` past
+/// the terminator. Returns whether the terminator was found before the end.
+fn read_heredoc_body(lines: &[&str], next: &mut usize, heredoc: &mut Heredoc) -> bool {
+    while *next < lines.len() {
+        let body_line = lines[*next];
+        *next += 1;
+        let mut candidate = trim_newline(body_line);
+        if heredoc.chomp {
+            candidate = candidate.trim_start_matches('\t');
+        }
+        if candidate == heredoc.name {
+            return true;
+        }
+        heredoc.content.push_str(body_line);
+    }
+    false
 }
 
 fn can_contain_heredoc(node: &RawNode) -> bool {

@@ -111,6 +111,27 @@ fn join(parts: &[OsString]) -> PathBuf {
     parts.iter().collect()
 }
 
+/// What an entry's header says about its node beyond the content.
+struct EntryMeta {
+    kind: tar::EntryType,
+    /// Permission bits, setuid/setgid/sticky included.
+    mode: u32,
+    uid: u32,
+    gid: u32,
+    mtime: i64,
+}
+
+/// What [`Applier::create_node`] made of an entry.
+enum Made {
+    /// A node of the entry's type, to get the header's metadata.
+    Node,
+    /// A hardlink to a symlink: it gets its owner only (chmod, xattrs and
+    /// times would follow the symlink).
+    LinkToSymlink,
+    /// Nothing: a device node without the privilege to make it.
+    SkippedDevice,
+}
+
 struct Applier<'a> {
     root: OwnedFd,
     layer: &'a str,
@@ -263,6 +284,8 @@ impl Applier<'_> {
         Ok(())
     }
 
+    /// Applies one tar entry: a whiteout or opaque marker, or a node
+    /// (replacing what is in the way) with its owner, mode, xattrs and times.
     fn apply_entry<R: Read>(&mut self, entry: &mut tar::Entry<'_, R>) -> Result<(), ApplyError> {
         let raw_path = entry.path_bytes().into_owned();
         let shown = String::from_utf8_lossy(&raw_path).into_owned();
@@ -271,90 +294,165 @@ impl Applier<'_> {
             return Ok(()); // the root itself ("./")
         };
         let dir = self.parent_dir(&shown, parent)?;
+        if self.apply_whiteout(&dir, parent, name, &shown)? {
+            return Ok(());
+        }
+        let meta = self.entry_meta(entry.header(), &shown)?;
+        let keep_dir = self.clear_way(&dir, name, meta.kind, &shown)?;
+        let linked_symlink = match self.create_node(entry, &dir, name, keep_dir, &shown)? {
+            Made::Node => false,
+            Made::LinkToSymlink => true,
+            Made::SkippedDevice => return Ok(()),
+        };
+        self.set_metadata(entry, &dir, name, &meta, linked_symlink, &shown)?;
+        let path = join(&parts);
+        if meta.kind.is_dir() {
+            self.dir_times.push((path.clone(), meta.mtime));
+        }
+        self.created.insert(path);
+        self.stats.written += 1;
+        Ok(())
+    }
+
+    /// Applies `name` in `dir` as a whiteout or an opaque marker when it is
+    /// one (and whiteouts are on): in the overlay format they become what
+    /// overlayfs reads, otherwise they delete from the merged tree. Returns
+    /// whether the entry was one, and so is done with.
+    fn apply_whiteout(
+        &mut self,
+        dir: &OwnedFd,
+        parent: &[OsString],
+        name: &OsStr,
+        shown: &str,
+    ) -> Result<bool, ApplyError> {
+        if !self.options.whiteouts {
+            return Ok(false);
+        }
         let name_bytes = name.as_bytes();
-        let whiteouts = self.options.whiteouts;
-        if whiteouts && name_bytes == OPAQUE.as_bytes() && self.options.overlay_format {
-            self.mark_opaque(&dir)
-                .map_err(|e| self.io(&shown, "marking opaque directory", e))?;
-            self.stats.whiteouts += 1;
-            return Ok(());
+        let opaque = name_bytes == OPAQUE.as_bytes();
+        let hidden = name_bytes.strip_prefix(WHITEOUT.as_bytes());
+        match (opaque, hidden, self.options.overlay_format) {
+            (true, _, true) => self
+                .mark_opaque(dir)
+                .map_err(|e| self.io(shown, "marking opaque directory", e))?,
+            (false, Some(hidden), true) => {
+                self.overlay_whiteout(dir, OsStr::from_bytes(hidden), shown)?
+            }
+            (true, _, false) => self.clear_opaque(dir, parent, shown)?,
+            (false, Some(hidden), false) => self
+                .remove(dir, OsStr::from_bytes(hidden))
+                .map_err(|e| self.io(shown, "applying whiteout", e))?,
+            (false, None, _) => return Ok(false),
         }
-        if let (Some(hidden), true) = (
-            name_bytes.strip_prefix(WHITEOUT.as_bytes()),
-            whiteouts && self.options.overlay_format,
-        ) {
-            let hidden = OsStr::from_bytes(hidden);
-            self.remove(&dir, hidden)
-                .map_err(|e| self.io(&shown, "replacing with whiteout", e))?;
-            // Unprivileged whiteout creation is allowed since Linux 5.8.
-            rfs::mknodat(
-                &dir,
-                hidden,
-                FileType::CharacterDevice,
-                Mode::empty(),
-                rfs::makedev(0, 0),
-            )
-            .map_err(|e| self.io(&shown, "creating whiteout device", e))?;
-            self.stats.whiteouts += 1;
-            return Ok(());
-        }
-        if whiteouts && name_bytes == OPAQUE.as_bytes() {
-            let parent_path = join(parent);
-            let list = rfs::openat(
-                &dir,
-                ".",
-                OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
-                Mode::empty(),
-            )
-            .map_err(|e| self.io(&shown, "opening opaque directory", e))?;
-            let created = &self.created;
-            self.clear_dir(&list, &|child| !created.contains(&parent_path.join(child)))
-                .map_err(|e| self.io(&shown, "clearing opaque directory", e))?;
-            self.stats.whiteouts += 1;
-            return Ok(());
-        }
-        if let Some(hidden) = name_bytes
-            .strip_prefix(WHITEOUT.as_bytes())
-            .filter(|_| whiteouts)
-        {
-            self.remove(&dir, OsStr::from_bytes(hidden))
-                .map_err(|e| self.io(&shown, "applying whiteout", e))?;
-            self.stats.whiteouts += 1;
-            return Ok(());
-        }
-        let header = entry.header();
-        let kind = header.entry_type();
-        let mode = header.mode().map_err(|e| self.io(&shown, "mode", e))? & 0o7777;
+        self.stats.whiteouts += 1;
+        Ok(true)
+    }
+
+    /// Replaces `hidden` in `dir` with overlayfs's whiteout, a 0/0
+    /// character device, so a lower layer's `hidden` stays hidden when
+    /// the directories are stacked.
+    fn overlay_whiteout(
+        &self,
+        dir: &OwnedFd,
+        hidden: &OsStr,
+        shown: &str,
+    ) -> Result<(), ApplyError> {
+        self.remove(dir, hidden)
+            .map_err(|e| self.io(shown, "replacing with whiteout", e))?;
+        // Unprivileged whiteout creation is allowed since Linux 5.8.
+        rfs::mknodat(
+            dir,
+            hidden,
+            FileType::CharacterDevice,
+            Mode::empty(),
+            rfs::makedev(0, 0),
+        )
+        .map_err(|e| self.io(shown, "creating whiteout device", e))?;
+        Ok(())
+    }
+
+    /// Applies an opaque marker to the merged tree: removes every child
+    /// of `dir` (at `parent`) that lower layers put there, keeping what
+    /// this layer created.
+    fn clear_opaque(
+        &self,
+        dir: &OwnedFd,
+        parent: &[OsString],
+        shown: &str,
+    ) -> Result<(), ApplyError> {
+        let parent_path = join(parent);
+        let list = rfs::openat(
+            dir,
+            ".",
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|e| self.io(shown, "opening opaque directory", e))?;
+        let created = &self.created;
+        self.clear_dir(&list, &|child| !created.contains(&parent_path.join(child)))
+            .map_err(|e| self.io(shown, "clearing opaque directory", e))
+    }
+
+    /// Reads what an entry's header says about the node beyond its content.
+    fn entry_meta(&self, header: &tar::Header, shown: &str) -> Result<EntryMeta, ApplyError> {
+        let mode = header.mode().map_err(|e| self.io(shown, "mode", e))? & 0o7777;
         // Go's archive/tar (which wrote most layers) reads an empty numeric
         // field as 0; so does Docker when applying them.
         let (uid, gid) = self.options.owner.unwrap_or((
             header.uid().unwrap_or(0) as u32,
             header.gid().unwrap_or(0) as u32,
         ));
-        let mtime = header.mtime().unwrap_or(0) as i64;
+        Ok(EntryMeta {
+            kind: header.entry_type(),
+            mode,
+            uid,
+            gid,
+            mtime: header.mtime().unwrap_or(0) as i64,
+        })
+    }
 
-        // Whatever is in the way goes, except a directory staying a directory.
-        let existing = rfs::statat(&dir, name, AtFlags::SYMLINK_NOFOLLOW).ok();
+    /// Removes whatever is at `name` in `dir`, except a directory an entry
+    /// of `kind` keeps (a directory staying a directory keeps its
+    /// children). Returns whether such a directory was kept.
+    fn clear_way(
+        &self,
+        dir: &OwnedFd,
+        name: &OsStr,
+        kind: tar::EntryType,
+        shown: &str,
+    ) -> Result<bool, ApplyError> {
+        let existing = rfs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW).ok();
         let keep_dir = kind.is_dir()
             && existing
                 .as_ref()
                 .is_some_and(|s| FileType::from_raw_mode(s.st_mode) == FileType::Directory);
         if existing.is_some() && !keep_dir {
-            self.remove(&dir, name)
-                .map_err(|e| self.io(&shown, "replacing existing entry", e))?;
+            self.remove(dir, name)
+                .map_err(|e| self.io(shown, "replacing existing entry", e))?;
         }
+        Ok(keep_dir)
+    }
 
-        let mut linked_symlink = false;
-        match kind {
+    /// Creates the node of `entry` at `name` in `dir` (the way cleared),
+    /// private until [`Applier::set_metadata`] gives it its mode.
+    fn create_node<R: Read>(
+        &mut self,
+        entry: &mut tar::Entry<'_, R>,
+        dir: &OwnedFd,
+        name: &OsStr,
+        keep_dir: bool,
+        shown: &str,
+    ) -> Result<Made, ApplyError> {
+        match entry.header().entry_type() {
             tar::EntryType::Directory => {
                 if !keep_dir {
-                    rfs::mkdirat(&dir, name, Mode::from_raw_mode(0o700))
-                        .map_err(|e| self.io(&shown, "mkdir", e))?;
+                    rfs::mkdirat(dir, name, Mode::from_raw_mode(0o700))
+                        .map_err(|e| self.io(shown, "mkdir", e))?;
                 }
             }
             tar::EntryType::Regular | tar::EntryType::Continuous => {
                 let fd = rfs::openat(
-                    &dir,
+                    dir,
                     name,
                     OFlags::WRONLY
                         | OFlags::CREATE
@@ -363,93 +461,131 @@ impl Applier<'_> {
                         | OFlags::CLOEXEC,
                     Mode::from_raw_mode(0o600),
                 )
-                .map_err(|e| self.io(&shown, "create", e))?;
+                .map_err(|e| self.io(shown, "create", e))?;
                 let mut file = std::fs::File::from(fd);
-                io::copy(entry, &mut file).map_err(|e| self.io(&shown, "write", e))?;
+                io::copy(entry, &mut file).map_err(|e| self.io(shown, "write", e))?;
             }
             tar::EntryType::Symlink => {
                 let target = entry
                     .link_name_bytes()
-                    .ok_or_else(|| self.io(&shown, "symlink", "no target"))?
+                    .ok_or_else(|| self.io(shown, "symlink", "no target"))?
                     .into_owned();
-                rfs::symlinkat(OsStr::from_bytes(&target), &dir, name)
-                    .map_err(|e| self.io(&shown, "symlink", e))?;
+                rfs::symlinkat(OsStr::from_bytes(&target), dir, name)
+                    .map_err(|e| self.io(shown, "symlink", e))?;
             }
-            tar::EntryType::Link => {
-                let target = entry
-                    .link_name_bytes()
-                    .ok_or_else(|| self.io(&shown, "hardlink", "no target"))?
-                    .into_owned();
-                let target_parts = components(&target)
-                    .map_err(|r| self.escape(&shown, format!("hardlink target {r}")))?;
-                let Some((target_name, target_parent)) = target_parts.split_last() else {
-                    return Err(self.escape(&shown, "hardlink to the root"));
-                };
-                let source_dir = match self
-                    .open_beneath(&join(target_parent), OFlags::PATH | OFlags::DIRECTORY)
-                {
-                    Ok(fd) => fd,
-                    Err(Errno::XDEV) | Err(Errno::LOOP) => {
-                        return Err(self.escape(&shown, "hardlink target resolves outside the root"))
-                    }
-                    Err(e) => return Err(self.io(&shown, "hardlink target", e)),
-                };
-                rfs::linkat(&source_dir, target_name, &dir, name, AtFlags::empty())
-                    .map_err(|e| self.io(&shown, "hardlink", e))?;
-                // The link's header sets the shared inode's owner, mode and
-                // times, as Docker's and containerd's appliers do; a link
-                // to a symlink gets its owner only (chmod would follow it).
-                linked_symlink = rfs::statat(&dir, name, AtFlags::SYMLINK_NOFOLLOW)
-                    .is_ok_and(|st| FileType::from_raw_mode(st.st_mode) == FileType::Symlink);
+            tar::EntryType::Link => return self.create_hardlink(entry, dir, name, shown),
+            kind @ (tar::EntryType::Char | tar::EntryType::Block | tar::EntryType::Fifo) => {
+                return self.create_device(entry.header(), kind, dir, name, shown)
             }
-            tar::EntryType::Char | tar::EntryType::Block | tar::EntryType::Fifo => {
-                let file_type = match kind {
-                    tar::EntryType::Char => FileType::CharacterDevice,
-                    tar::EntryType::Block => FileType::BlockDevice,
-                    _ => FileType::Fifo,
-                };
-                if !self.options.devices && file_type != FileType::Fifo {
-                    self.stats.skipped_devices += 1;
-                    return Ok(());
-                }
-                let major = header.device_major().ok().flatten().unwrap_or(0);
-                let minor = header.device_minor().ok().flatten().unwrap_or(0);
-                rfs::mknodat(
-                    &dir,
-                    name,
-                    file_type,
-                    Mode::from_raw_mode(0o600),
-                    rfs::makedev(major, minor),
-                )
-                .map_err(|e| self.io(&shown, "mknod", e))?;
-            }
-            other => return Err(self.io(&shown, "unsupported entry type", format!("{other:?}"))),
+            other => return Err(self.io(shown, "unsupported entry type", format!("{other:?}"))),
         }
+        Ok(Made::Node)
+    }
 
+    /// Links `name` in `dir` to the hardlink target of `entry`, which is
+    /// resolved beneath the root like any entry's parent.
+    fn create_hardlink<R: Read>(
+        &self,
+        entry: &tar::Entry<'_, R>,
+        dir: &OwnedFd,
+        name: &OsStr,
+        shown: &str,
+    ) -> Result<Made, ApplyError> {
+        let target = entry
+            .link_name_bytes()
+            .ok_or_else(|| self.io(shown, "hardlink", "no target"))?
+            .into_owned();
+        let target_parts =
+            components(&target).map_err(|r| self.escape(shown, format!("hardlink target {r}")))?;
+        let Some((target_name, target_parent)) = target_parts.split_last() else {
+            return Err(self.escape(shown, "hardlink to the root"));
+        };
+        let source_dir =
+            match self.open_beneath(&join(target_parent), OFlags::PATH | OFlags::DIRECTORY) {
+                Ok(fd) => fd,
+                Err(Errno::XDEV) | Err(Errno::LOOP) => {
+                    return Err(self.escape(shown, "hardlink target resolves outside the root"))
+                }
+                Err(e) => return Err(self.io(shown, "hardlink target", e)),
+            };
+        rfs::linkat(&source_dir, target_name, dir, name, AtFlags::empty())
+            .map_err(|e| self.io(shown, "hardlink", e))?;
+        // The link's header sets the shared inode's owner, mode and
+        // times, as Docker's and containerd's appliers do; a link
+        // to a symlink gets its owner only (chmod would follow it).
+        let to_symlink = rfs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW)
+            .is_ok_and(|st| FileType::from_raw_mode(st.st_mode) == FileType::Symlink);
+        Ok(if to_symlink {
+            Made::LinkToSymlink
+        } else {
+            Made::Node
+        })
+    }
+
+    /// Creates a device node or FIFO of `kind`; device nodes are skipped
+    /// (and counted) without the privilege to make them.
+    fn create_device(
+        &mut self,
+        header: &tar::Header,
+        kind: tar::EntryType,
+        dir: &OwnedFd,
+        name: &OsStr,
+        shown: &str,
+    ) -> Result<Made, ApplyError> {
+        let file_type = match kind {
+            tar::EntryType::Char => FileType::CharacterDevice,
+            tar::EntryType::Block => FileType::BlockDevice,
+            _ => FileType::Fifo,
+        };
+        if !self.options.devices && file_type != FileType::Fifo {
+            self.stats.skipped_devices += 1;
+            return Ok(Made::SkippedDevice);
+        }
+        let major = header.device_major().ok().flatten().unwrap_or(0);
+        let minor = header.device_minor().ok().flatten().unwrap_or(0);
+        rfs::mknodat(
+            dir,
+            name,
+            file_type,
+            Mode::from_raw_mode(0o600),
+            rfs::makedev(major, minor),
+        )
+        .map_err(|e| self.io(shown, "mknod", e))?;
+        Ok(Made::Node)
+    }
+
+    /// Gives the node at `name` in `dir` the owner, mode, xattrs and
+    /// modification time of its header; a directory's time is left to the
+    /// end of the layer (its children would change it).
+    fn set_metadata<R: Read>(
+        &self,
+        entry: &mut tar::Entry<'_, R>,
+        dir: &OwnedFd,
+        name: &OsStr,
+        meta: &EntryMeta,
+        linked_symlink: bool,
+        shown: &str,
+    ) -> Result<(), ApplyError> {
         if self.options.ownership {
             rfs::chownat(
-                &dir,
+                dir,
                 name,
-                Some(rfs::Uid::from_raw(uid)),
-                Some(rfs::Gid::from_raw(gid)),
+                Some(rfs::Uid::from_raw(meta.uid)),
+                Some(rfs::Gid::from_raw(meta.gid)),
                 AtFlags::SYMLINK_NOFOLLOW,
             )
-            .map_err(|e| self.io(&shown, "chown", e))?;
+            .map_err(|e| self.io(shown, "chown", e))?;
         }
-        if kind != tar::EntryType::Symlink && !linked_symlink {
+        if meta.kind != tar::EntryType::Symlink && !linked_symlink {
             // After chown, which clears setuid/setgid.
-            rfs::chmodat(&dir, name, Mode::from_raw_mode(mode), AtFlags::empty())
-                .map_err(|e| self.io(&shown, "chmod", e))?;
-            self.apply_xattrs(entry, &dir, name, &shown)?;
+            rfs::chmodat(dir, name, Mode::from_raw_mode(meta.mode), AtFlags::empty())
+                .map_err(|e| self.io(shown, "chmod", e))?;
+            self.apply_xattrs(entry, dir, name, shown)?;
         }
-        if kind.is_dir() {
-            self.dir_times.push((join(&parts), mtime));
-        } else if !linked_symlink {
-            self.set_times(&dir, name, mtime)
-                .map_err(|e| self.io(&shown, "set times", e))?;
+        if !meta.kind.is_dir() && !linked_symlink {
+            self.set_times(dir, name, meta.mtime)
+                .map_err(|e| self.io(shown, "set times", e))?;
         }
-        self.created.insert(join(&parts));
-        self.stats.written += 1;
         Ok(())
     }
 

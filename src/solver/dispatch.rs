@@ -362,144 +362,200 @@ pub fn plan(
         consumed: BTreeSet::new(),
         names: HashMap::new(),
     };
-    for (k, v) in platform_args(opts) {
-        let v = opts.build_args.get(&k).cloned().unwrap_or(v);
-        d.meta.set(&k, v);
-    }
-    for instruction in &dockerfile.meta_args {
-        if let InstructionKind::Arg(decls) = &instruction.kind {
-            for decl in decls {
-                d.consumed.insert(decl.name.clone());
-                let value = match (opts.build_args.get(&decl.name), &decl.default) {
-                    (Some(v), _) => Some(v.clone()),
-                    (None, Some(default)) => Some(d.expand(default, &d.meta.0, instruction)?),
-                    (None, None) => None,
-                };
-                match value {
-                    Some(v) => d.meta.set(&decl.name, v),
-                    None => d.meta.0.retain(|(k, _)| k != &decl.name),
-                }
-            }
-        }
-    }
+    d.declare_meta_args(dockerfile)?;
     for (i, stage) in dockerfile.stages.iter().enumerate() {
         if let Some(name) = &stage.from.name {
             d.names.entry(name.clone()).or_insert(i);
         }
     }
-
-    // Bases and dependencies of every stage.
-    let mut bases = Vec::new();
-    let mut deps: Vec<BTreeSet<usize>> = Vec::new();
-    for (i, stage) in dockerfile.stages.iter().enumerate() {
-        let name = d.expand_line(&stage.from.image, &d.meta.0, stage.span.start.line)?;
-        if name.is_empty() {
-            return Err(err(format!(
-                "line {}: base name ({}) should not be blank",
-                stage.span.start.line, stage.from.image
-            )));
-        }
-        let base = match d.names.get(&name.to_ascii_lowercase()) {
-            Some(&j) if j < i => Base::Stage(j),
-            _ if name.eq_ignore_ascii_case("scratch") => Base::Scratch,
-            _ => Base::Image(name),
-        };
-        let mut set = BTreeSet::new();
-        if let Base::Stage(j) = base {
-            set.insert(j);
-        }
-        for instruction in &stage.instructions {
-            for source in d.sources_of(instruction, i)? {
-                if let FromSource::Stage(j) = source {
-                    set.insert(j);
-                }
-            }
-        }
-        bases.push(base);
-        deps.push(set);
-    }
-    let target = match &opts.target {
-        None => dockerfile.stages.len() - 1,
-        Some(t) => *d
-            .names
-            .get(&t.to_ascii_lowercase())
-            .ok_or_else(|| err(format!("target stage {t:?} could not be found")))?,
-    };
+    let (bases, deps) = d.stage_graph(dockerfile)?;
+    let target = d.target_stage(dockerfile)?;
     let mut order = Vec::new();
     let mut seen = BTreeSet::new();
     visit(target, &deps, &mut seen, &mut order);
 
-    let mut planned: HashMap<usize, StagePlan> = HashMap::new();
-    for &i in &order {
-        let stage = &dockerfile.stages[i];
-        let platform = match &stage.from.platform {
-            Some(p) => Platform::parse(&d.expand_line(p, &d.meta.0, stage.span.start.line)?)
-                .map_err(|e| err(format!("line {}: {e}", stage.span.start.line)))?,
-            None => opts.target_platform.clone(),
-        };
-        let inherited = match &bases[i] {
-            Base::Stage(j) => (planned[j].args.clone(), planned[j].declared_args.clone()),
-            _ => (Vec::new(), Vec::new()),
-        };
-        let base_config = match &bases[i] {
-            Base::Scratch => {
-                // BuildKit's empty image works in "/".
-                let mut config = empty_config(&platform);
-                if let Some(run) = config.config.as_mut() {
-                    run.oci.set_working_dir(Some("/".to_string()));
-                }
-                config
-            }
-            Base::Stage(j) => planned[j].config.clone(),
-            Base::Image(name) => {
-                let mut config = resolve(name, &platform).map_err(|e| {
-                    err(format!("line {}: FROM {name}: {e}", stage.span.start.line))
-                })?;
-                config.created = None;
-                config
-            }
-        };
-        let plan = d.dispatch_stage(
-            dockerfile,
-            i,
-            bases[i].clone(),
-            platform,
-            base_config,
-            inherited,
-        )?;
-        planned.insert(i, plan);
-    }
-    let mut stages: Vec<StagePlan> = order
-        .iter()
-        .map(|i| planned.remove(i).expect("planned"))
-        .collect();
+    let mut stages = d.plan_stages(dockerfile, &order, &bases, resolve)?;
     if let Some(target) = stages.last_mut() {
-        if !opts.labels.is_empty() {
-            let run = target.config.config.get_or_insert_with(RunConfig::default);
-            let mut labels = run.oci.labels().clone().unwrap_or_default();
-            labels.extend(opts.labels.clone());
-            run.oci.set_labels(Some(labels));
+        add_labels(&mut target.config, &opts.labels);
+    }
+    let mut warnings: Vec<String> = unused_args_warning(opts, &d.consumed).into_iter().collect();
+    warnings.extend(directive_warnings(&dockerfile.directives));
+    Ok(Plan { stages, warnings })
+}
+
+impl Dispatcher<'_> {
+    /// Fills the scope of the FROM lines: the platform args (a build arg
+    /// of the same name wins), then the global ARGs before the first FROM,
+    /// each from its build arg, else its default, else unset.
+    fn declare_meta_args(&mut self, dockerfile: &Dockerfile) -> Result<(), PlanError> {
+        let opts = self.opts;
+        for (k, v) in platform_args(opts) {
+            let v = opts.build_args.get(&k).cloned().unwrap_or(v);
+            self.meta.set(&k, v);
+        }
+        for instruction in &dockerfile.meta_args {
+            let InstructionKind::Arg(decls) = &instruction.kind else {
+                continue;
+            };
+            for decl in decls {
+                self.consumed.insert(decl.name.clone());
+                let value = match (opts.build_args.get(&decl.name), &decl.default) {
+                    (Some(v), _) => Some(v.clone()),
+                    (None, Some(default)) => {
+                        Some(self.expand(default, &self.meta.0, instruction)?)
+                    }
+                    (None, None) => None,
+                };
+                match value {
+                    Some(v) => self.meta.set(&decl.name, v),
+                    None => self.meta.0.retain(|(k, _)| k != &decl.name),
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The base of every stage, and the earlier stages each depends on
+    /// (its base, `COPY --from` and `RUN --mount from=` sources).
+    fn stage_graph(
+        &self,
+        dockerfile: &Dockerfile,
+    ) -> Result<(Vec<Base>, Vec<BTreeSet<usize>>), PlanError> {
+        let mut bases = Vec::new();
+        let mut deps: Vec<BTreeSet<usize>> = Vec::new();
+        for (i, stage) in dockerfile.stages.iter().enumerate() {
+            let name = self.expand_line(&stage.from.image, &self.meta.0, stage.span.start.line)?;
+            if name.is_empty() {
+                return Err(err(format!(
+                    "line {}: base name ({}) should not be blank",
+                    stage.span.start.line, stage.from.image
+                )));
+            }
+            let base = match self.names.get(&name.to_ascii_lowercase()) {
+                Some(&j) if j < i => Base::Stage(j),
+                _ if name.eq_ignore_ascii_case("scratch") => Base::Scratch,
+                _ => Base::Image(name),
+            };
+            let mut set = BTreeSet::new();
+            if let Base::Stage(j) = base {
+                set.insert(j);
+            }
+            for instruction in &stage.instructions {
+                for source in self.sources_of(instruction, i)? {
+                    if let FromSource::Stage(j) = source {
+                        set.insert(j);
+                    }
+                }
+            }
+            bases.push(base);
+            deps.push(set);
+        }
+        Ok((bases, deps))
+    }
+
+    /// The index of the stage `--target` names, or of the last stage.
+    fn target_stage(&self, dockerfile: &Dockerfile) -> Result<usize, PlanError> {
+        match &self.opts.target {
+            None => Ok(dockerfile.stages.len() - 1),
+            Some(t) => self
+                .names
+                .get(&t.to_ascii_lowercase())
+                .copied()
+                .ok_or_else(|| err(format!("target stage {t:?} could not be found"))),
         }
     }
-    let mut warnings = Vec::new();
-    let unused: Vec<&String> = opts
+
+    /// Plans the stages of `order` (dependencies first), each from its
+    /// base's config and, on a stage base, the args that stage ends with.
+    /// Returns them in `order`.
+    fn plan_stages(
+        &mut self,
+        dockerfile: &Dockerfile,
+        order: &[usize],
+        bases: &[Base],
+        resolve: &mut dyn FnMut(&str, &Platform) -> Result<ImageConfig, String>,
+    ) -> Result<Vec<StagePlan>, PlanError> {
+        let mut planned: HashMap<usize, StagePlan> = HashMap::new();
+        for &i in order {
+            let stage = &dockerfile.stages[i];
+            let line = stage.span.start.line;
+            let platform = match &stage.from.platform {
+                Some(p) => Platform::parse(&self.expand_line(p, &self.meta.0, line)?)
+                    .map_err(|e| err(format!("line {line}: {e}")))?,
+                None => self.opts.target_platform.clone(),
+            };
+            let inherited = match &bases[i] {
+                Base::Stage(j) => (planned[j].args.clone(), planned[j].declared_args.clone()),
+                _ => (Vec::new(), Vec::new()),
+            };
+            let base_config = match &bases[i] {
+                Base::Scratch => scratch_config(&platform),
+                Base::Stage(j) => planned[j].config.clone(),
+                Base::Image(name) => {
+                    let mut config = resolve(name, &platform)
+                        .map_err(|e| err(format!("line {line}: FROM {name}: {e}")))?;
+                    config.created = None;
+                    config
+                }
+            };
+            let plan = self.dispatch_stage(
+                dockerfile,
+                i,
+                bases[i].clone(),
+                platform,
+                base_config,
+                inherited,
+            )?;
+            planned.insert(i, plan);
+        }
+        Ok(order
+            .iter()
+            .map(|i| planned.remove(i).expect("planned"))
+            .collect())
+    }
+}
+
+/// The config a `FROM scratch` stage starts from: BuildKit's empty
+/// image, which works in "/".
+fn scratch_config(platform: &Platform) -> ImageConfig {
+    let mut config = empty_config(platform);
+    if let Some(run) = config.config.as_mut() {
+        run.oci.set_working_dir(Some("/".to_string()));
+    }
+    config
+}
+
+/// Adds the `--label`s to the config of the target stage (after its own
+/// LABELs, so the command line wins).
+fn add_labels(config: &mut ImageConfig, extra: &BTreeMap<String, String>) {
+    if extra.is_empty() {
+        return;
+    }
+    let run = config.config.get_or_insert_with(RunConfig::default);
+    let mut labels = run.oci.labels().clone().unwrap_or_default();
+    labels.extend(extra.clone());
+    run.oci.set_labels(Some(labels));
+}
+
+/// BuildKit's warning about build args no ARG declared (the proxy and
+/// platform args are predefined, so never unused).
+fn unused_args_warning(opts: &PlanOptions, consumed: &BTreeSet<String>) -> Option<String> {
+    let unused: Vec<&str> = opts
         .build_args
         .keys()
         .filter(|k| {
-            !d.consumed.contains(*k)
+            !consumed.contains(*k)
                 && !PROXY_ARGS.contains(&k.as_str())
                 && !platform_args(opts).iter().any(|(p, _)| p == *k)
         })
+        .map(|s| s.as_str())
         .collect();
-    if !unused.is_empty() {
-        let list: Vec<&str> = unused.iter().map(|s| s.as_str()).collect();
-        warnings.push(format!(
+    (!unused.is_empty()).then(|| {
+        format!(
             "[Warning] One or more build-args [{}] were not consumed",
-            list.join(" ")
-        ));
-    }
-    warnings.extend(directive_warnings(&dockerfile.directives));
-    Ok(Plan { stages, warnings })
+            unused.join(" ")
+        )
+    })
 }
 
 /// What rbuild does not do of the file's parser directives, said out loud:
