@@ -2,10 +2,9 @@
 //! a function longer than a screen hides its steps, and naming those steps
 //! as functions is what makes them readable and testable on their own.
 //!
-//! Plain text reading, no compiler, with the rules of
-//! `scripts/long_functions.sh` (which lists the same functions from a
-//! shell): a function runs from the line that starts its `fn` to the first
-//! line that is only `}` at the `fn` line's indentation (rustfmt's layout);
+//! Plain text reading, no compiler: a function runs from the line that
+//! starts its `fn` to the first line that is only `}` at the `fn` line's
+//! indentation (rustfmt's layout);
 //! `#[cfg(test)]` items and `tests.rs` files are skipped; declarations
 //! without a body and one-line functions are not counted.
 
