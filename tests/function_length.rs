@@ -8,6 +8,8 @@
 //! `#[cfg(test)]` items and `tests.rs` files are skipped; declarations
 //! without a body and one-line functions are not counted.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 
 const SRC: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/src");
@@ -28,18 +30,8 @@ struct Function {
 
 /// Every `.rs` file below `dir`, `tests.rs` files left out (they are tests).
 fn sources(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    for entry in std::fs::read_dir(dir).unwrap() {
-        let path = entry.unwrap().path();
-        if path.is_dir() {
-            out.extend(sources(&path));
-        } else if path.extension().is_some_and(|e| e == "rs")
-            && path.file_name().is_some_and(|n| n != "tests.rs")
-        {
-            out.push(path);
-        }
-    }
-    out.sort();
+    let mut out = common::rust_sources(dir);
+    out.retain(|path| path.file_name().is_some_and(|n| n != "tests.rs"));
     out
 }
 

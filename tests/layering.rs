@@ -10,6 +10,8 @@
 //! Plain text reading, no compiler: comments and strings that name
 //! `crate::x` count too, which only errs on the strict side.
 
+mod common;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
@@ -42,17 +44,7 @@ fn layer_of(module: &str) -> Option<usize> {
 
 /// Every `.rs` file below `dir`.
 fn sources(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    for entry in std::fs::read_dir(dir).unwrap() {
-        let path = entry.unwrap().path();
-        if path.is_dir() {
-            out.extend(sources(&path));
-        } else if path.extension().is_some_and(|e| e == "rs") {
-            out.push(path);
-        }
-    }
-    out.sort();
-    out
+    common::rust_sources(dir)
 }
 
 /// The module path of a file: `executor/copy.rs` → `["executor", "copy"]`,

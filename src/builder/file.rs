@@ -70,6 +70,26 @@ struct Sources {
     keep: Vec<tempfile::TempDir>,
 }
 
+impl Sources {
+    /// `names` in `root`, no lower dirs, no ignore rules.
+    fn new(root: PathBuf, names: Vec<String>, unpack: Option<bool>) -> Sources {
+        Sources {
+            root,
+            lowers: None,
+            names,
+            ignore: String::new(),
+            unpack,
+            keep: Vec::new(),
+        }
+    }
+
+    /// The same, holding `dir` until the copy is done.
+    fn keeping(mut self, dir: tempfile::TempDir) -> Sources {
+        self.keep.push(dir);
+        self
+    }
+}
+
 /// The helper's spec for `copy`.
 fn copy_spec(
     shared: &Shared,
@@ -162,14 +182,11 @@ fn git_source(
     at: &str,
 ) -> Result<Sources, BuildError> {
     let (_, checkout) = shared.checkout(git, &copy.spec, at)?;
-    Ok(Sources {
-        root: checkout.root.clone(),
-        lowers: None,
-        names: vec![".".to_string()],
-        ignore: String::new(),
-        unpack: Some(false),
-        keep: Vec::new(),
-    })
+    Ok(Sources::new(
+        checkout.root.clone(),
+        vec![".".to_string()],
+        Some(false),
+    ))
 }
 
 /// An ADD of URLs: the downloads, linked into one dir under their names;
@@ -193,14 +210,8 @@ fn url_sources(
             .map_err(|e| format!("{at}: {e}"))?;
         names.push(file.name.clone());
     }
-    Ok(Sources {
-        root: dir.path().to_path_buf(),
-        lowers: None,
-        names,
-        ignore: String::new(),
-        unpack: Some(copy.spec.unpack.unwrap_or(false)),
-        keep: vec![dir],
-    })
+    let unpack = Some(copy.spec.unpack.unwrap_or(false));
+    Ok(Sources::new(dir.path().to_path_buf(), names, unpack).keeping(dir))
 }
 
 /// Heredoc bodies as files (0644, dated at SOURCE_DATE_EPOCH or the epoch,
@@ -225,14 +236,8 @@ fn heredoc_sources(
             .and_then(|f| f.set_modified(when))
             .map_err(io)?;
     }
-    Ok(Sources {
-        root: dir.path().to_path_buf(),
-        lowers: None,
-        names: heredocs.iter().map(|h| h.name.clone()).collect(),
-        ignore: String::new(),
-        unpack: copy.spec.unpack,
-        keep: vec![dir],
-    })
+    let names = heredocs.iter().map(|h| h.name.clone()).collect();
+    Ok(Sources::new(dir.path().to_path_buf(), names, copy.spec.unpack).keeping(dir))
 }
 
 /// Paths in the context, or in another stage's or image's root.
@@ -242,22 +247,16 @@ fn tree_sources(
     job: &Job<'_>,
 ) -> Result<Sources, BuildError> {
     let at = job.at;
-    let mut sources = Sources {
-        root: PathBuf::new(),
-        lowers: None,
-        names: copy
-            .spec
-            .sources
-            .iter()
-            .filter_map(|s| match s {
-                Source::Path(p) => Some(p.clone()),
-                Source::Heredoc(_) => None,
-            })
-            .collect(),
-        ignore: String::new(),
-        unpack: copy.spec.unpack,
-        keep: Vec::new(),
-    };
+    let names = copy
+        .spec
+        .sources
+        .iter()
+        .filter_map(|s| match s {
+            Source::Path(p) => Some(p.clone()),
+            Source::Heredoc(_) => None,
+        })
+        .collect();
+    let mut sources = Sources::new(PathBuf::new(), names, copy.spec.unpack);
     let layers: Vec<LayerRef> = match &copy.from {
         Some(FromSource::Stage(j)) => job.from[j].layers.iter().map(LayerRef::from).collect(),
         Some(FromSource::Image(name)) => shared.bases[name]
@@ -288,6 +287,5 @@ fn tree_sources(
             .map_err(|e| super::environment(format!("{at}: {e}")))?;
     }
     sources.root = dir.path().to_path_buf();
-    sources.keep.push(dir);
-    Ok(sources)
+    Ok(sources.keeping(dir))
 }

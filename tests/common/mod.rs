@@ -652,6 +652,21 @@ fn self_signed(key: &Path, cert: &Path, cn: &str, extensions: &[String]) {
 /// Whether the tests run as root.
 /// Says why a test does not run here; under `RBUILD_REQUIRE_PRIVILEGED=1`
 /// (CI) that is a failure instead.
+/// Every `.rs` file below `dir`, sorted (the source checks read `src/`).
+pub fn rust_sources(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            out.extend(rust_sources(&path));
+        } else if path.extension().is_some_and(|e| e == "rs") {
+            out.push(path);
+        }
+    }
+    out.sort();
+    out
+}
+
 pub fn skip(why: &str) {
     if std::env::var("RBUILD_REQUIRE_PRIVILEGED").as_deref() == Ok("1") {
         panic!("RBUILD_REQUIRE_PRIVILEGED=1 but: {why}");
