@@ -1,22 +1,16 @@
-//! The kernel file systems of a step's root: `/proc`, `/dev` and `/sys`,
-//! with runc's masked and read-only paths, no host cgroup hierarchy and no
-//! usable device nodes but docker's defaults.
-//!
-//! Devices: docker keeps a step from opening the host's disks with a
-//! devices cgroup; rbuild mounts everything the step can write `nodev`
-//! instead (the root, `/dev`, every writable mount), which works on
-//! cgroup v1 and v2 and inside containers alike. The default nodes
-//! (`null`, `zero`, `full`, `random`, `urandom`, `tty`, `pts/ptmx`) are
-//! bind mounts of the host's own and stay usable.
+//! The kernel file systems of a step's root: `/proc`, `/dev` (whose
+//! nodes `dev.rs` owns) and `/sys`, with runc's masked and read-only
+//! paths and no host cgroup hierarchy.
 
 use std::path::{Path, PathBuf};
 
 use rustix::io::Errno;
 
-use super::{fd_path, mount, open_in_root, Namespaces, RootBuilder, SandboxSpec};
+use super::dev::mount_dev;
+use super::mountpoint::{fd_path, open_in_root, RootBuilder};
+use super::spec::{Namespaces, SandboxSpec};
+use super::sys::{mount_with, Sys, NOSUID_NODEV_NOEXEC};
 use crate::executor::confine::{Security, MASKED_PATHS, READONLY_PATHS};
-
-const NOSUID_NODEV_NOEXEC: libc::c_ulong = libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC;
 
 /// Mounts `/proc`, `/dev` and `/sys` in the root and masks what a
 /// default container does not see.
@@ -41,7 +35,7 @@ fn mount_proc(builder: &mut RootBuilder, spec: &SandboxSpec) -> Result<(), Strin
     // down to its submounts (binfmt_misc lives under /proc/sys/fs).
     builder.mount_on("/proc", "proc", true, "", libc::MS_BIND | libc::MS_REC, "")?;
     remount_readonly(builder, "proc")?;
-    remount_subtree_readonly(&builder.host_path.join("proc"))
+    remount_subtree_readonly(builder.sys, &builder.host_path.join("proc"))
 }
 
 /// Makes the bind mount at `rel` in the root read-only (a bind ignores
@@ -49,81 +43,14 @@ fn mount_proc(builder: &mut RootBuilder, spec: &SandboxSpec) -> Result<(), Strin
 /// bind names the covered file, not the mount.
 fn remount_readonly(builder: &RootBuilder, rel: &str) -> Result<(), String> {
     let fd = open_in_root(&builder.fd, rel).map_err(|e| format!("{rel}: {e}"))?;
-    mount(
+    mount_with(
+        builder.sys,
         "",
         Path::new(&fd_path(&fd)),
         "",
         libc::MS_BIND | libc::MS_REMOUNT | libc::MS_RDONLY | NOSUID_NODEV_NOEXEC,
         "",
     )
-}
-
-fn mount_dev(builder: &mut RootBuilder, spec: &SandboxSpec) -> Result<(), String> {
-    if spec.security == Security::Insecure {
-        // BuildKit's insecure mode gives the host's devices.
-        return builder.mount_on("/dev", "dev", true, "", libc::MS_BIND | libc::MS_REC, "");
-    }
-    builder.mount_on(
-        "tmpfs",
-        "dev",
-        true,
-        "tmpfs",
-        libc::MS_NOSUID | libc::MS_STRICTATIME | libc::MS_NODEV,
-        "mode=755,size=65536k",
-    )?;
-    let dev_fd = open_in_root(&builder.fd, "dev").map_err(|e| e.to_string())?;
-    let dev = PathBuf::from(fd_path(&dev_fd));
-    for node in ["null", "zero", "full", "random", "urandom", "tty"] {
-        let target = dev.join(node);
-        std::fs::write(&target, b"").map_err(|e| format!("create /dev/{node}: {e}"))?;
-        mount(&format!("/dev/{node}"), &target, "", libc::MS_BIND, "")?;
-    }
-    std::fs::create_dir_all(dev.join("pts")).map_err(|e| e.to_string())?;
-    // gid 5 (tty) exists only where more than one id is mapped.
-    let pts_options = if spec.userns {
-        "newinstance,ptmxmode=0666,mode=0620"
-    } else {
-        "newinstance,ptmxmode=0666,mode=0620,gid=5"
-    };
-    mount(
-        "devpts",
-        &dev.join("pts"),
-        "devpts",
-        libc::MS_NOSUID | libc::MS_NOEXEC,
-        pts_options,
-    )?;
-    std::os::unix::fs::symlink("pts/ptmx", dev.join("ptmx")).map_err(|e| e.to_string())?;
-    std::fs::create_dir_all(dev.join("shm")).map_err(|e| e.to_string())?;
-    mount(
-        "shm",
-        &dev.join("shm"),
-        "tmpfs",
-        NOSUID_NODEV_NOEXEC,
-        "mode=1777,size=65536k",
-    )?;
-    std::fs::create_dir_all(dev.join("mqueue")).map_err(|e| e.to_string())?;
-    // POSIX message queues of the step's own IPC namespace; a kernel
-    // without mqueue leaves the directory empty, as runc does not.
-    let _ = mount(
-        "mqueue",
-        &dev.join("mqueue"),
-        "mqueue",
-        NOSUID_NODEV_NOEXEC,
-        "",
-    );
-    for (link, target) in [
-        ("fd", "/proc/self/fd"),
-        ("stdin", "/proc/self/fd/0"),
-        ("stdout", "/proc/self/fd/1"),
-        ("stderr", "/proc/self/fd/2"),
-    ] {
-        std::os::unix::fs::symlink(target, dev.join(link)).map_err(|e| e.to_string())?;
-    }
-    // runc links core to kcore only where the kernel has one.
-    if Path::new("/proc/kcore").exists() {
-        std::os::unix::fs::symlink("/proc/kcore", dev.join("core")).map_err(|e| e.to_string())?;
-    }
-    Ok(())
 }
 
 fn mount_sys(builder: &mut RootBuilder, spec: &SandboxSpec) -> Result<(), String> {
@@ -167,7 +94,7 @@ fn mount_sys(builder: &mut RootBuilder, spec: &SandboxSpec) -> Result<(), String
         libc::MS_BIND | libc::MS_REC | libc::MS_RDONLY | NOSUID_NODEV_NOEXEC,
         "",
     )?;
-    remount_subtree_readonly(&builder.host_path.join("sys"))?;
+    remount_subtree_readonly(builder.sys, &builder.host_path.join("sys"))?;
     builder.mount_on(
         "tmpfs",
         "sys/fs/cgroup",
@@ -208,11 +135,15 @@ fn mount_own_cgroups(
             continue;
         };
         let target = dir.join(&hierarchy);
-        std::fs::create_dir_all(&target).map_err(|e| format!("create {hierarchy}: {e}"))?;
-        mount("cgroup", &target, "cgroup", flags, &hierarchy)
+        builder
+            .sys
+            .mkdir_all(&target)
+            .map_err(|e| format!("create {hierarchy}: {e}"))?;
+        mount_with(builder.sys, "cgroup", &target, "cgroup", flags, &hierarchy)
             .map_err(|e| format!("{e} (the step's {hierarchy} cgroup)"))?;
     }
-    mount(
+    mount_with(
+        builder.sys,
         "",
         &dir,
         "",
@@ -245,9 +176,16 @@ fn mask_paths(builder: &RootBuilder) -> Result<(), String> {
             .map_err(|e| format!("mask {path}: {e}"))?;
         let at = PathBuf::from(fd_path(&fd));
         if is_dir {
-            mount("tmpfs", &at, "tmpfs", libc::MS_RDONLY, "size=0")?;
+            mount_with(
+                builder.sys,
+                "tmpfs",
+                &at,
+                "tmpfs",
+                libc::MS_RDONLY,
+                "size=0",
+            )?;
         } else {
-            mount("/dev/null", &at, "", libc::MS_BIND, "")?;
+            mount_with(builder.sys, "/dev/null", &at, "", libc::MS_BIND, "")?;
         }
     }
     for path in READONLY_PATHS {
@@ -257,7 +195,8 @@ fn mask_paths(builder: &RootBuilder) -> Result<(), String> {
             Err(e) => return Err(format!("make {path} read-only: {e}")),
         };
         let at = PathBuf::from(fd_path(&fd));
-        mount(
+        mount_with(
+            builder.sys,
             &at.to_string_lossy(),
             &at,
             "",
@@ -330,9 +269,10 @@ fn unescape(field: &str) -> String {
 
 /// Makes every mount below `top` read-only (a recursive bind made
 /// read-only changes only its top mount).
-fn remount_subtree_readonly(top: &Path) -> Result<(), String> {
+fn remount_subtree_readonly(sys: &dyn Sys, top: &Path) -> Result<(), String> {
     for (point, flags) in submounts(top)? {
-        mount(
+        mount_with(
+            sys,
             "",
             &point,
             "",
