@@ -83,3 +83,70 @@ fn run_chrooted(root: &Path, spec: &SandboxSpec, posture: &Posture) -> i32 {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    use super::*;
+    use crate::executor::sandbox::spec::{MountKind, MountSpec, Stub};
+    use crate::executor::sandbox::sys::{scratch_root, Call, RecordingSys};
+
+    #[test]
+    fn the_chroot_tier_refuses_a_spec_that_needs_a_mount() {
+        let dir = SandboxSpec::example(RootFs::Dir(PathBuf::from("/r")));
+        assert_eq!(chroot_root(&dir), Ok(Path::new("/r")));
+        let overlay = SandboxSpec::example(RootFs::Overlay {
+            base: PathBuf::from("/b"),
+            lowers: vec!["l".into()],
+            upper: "u".into(),
+            work: "w".into(),
+            merged: PathBuf::from("/m"),
+        });
+        assert!(chroot_root(&overlay)
+            .unwrap_err()
+            .contains("directory root"));
+        let mut mounts = dir.clone();
+        mounts.mounts.push(MountSpec {
+            target: "/tmp".into(),
+            kind: MountKind::Tmpfs { size: None },
+        });
+        assert!(chroot_root(&mounts).unwrap_err().contains("RUN --mount"));
+        let mut network = dir;
+        network.network_none = true;
+        assert!(chroot_root(&network)
+            .unwrap_err()
+            .contains("--network=none"));
+    }
+
+    #[test]
+    fn the_chroot_tiers_dev_nodes_are_reported_as_stubs_and_nothing_is_mounted() {
+        let (scratch, root) = scratch_root();
+        let report = scratch.path().join("stubs.json");
+        let mut spec = SandboxSpec::example(RootFs::Dir(root.clone()));
+        spec.stub_report = Some(report.clone());
+        let sys = RecordingSys::new(scratch.path());
+        prepare_dev(&sys, &root, &spec);
+        assert!(sys.mounts().is_empty());
+        assert_eq!(sys.calls().len(), 7, "{:#?}", sys.calls());
+        assert!(sys
+            .calls()
+            .iter()
+            .skip(1)
+            .all(|c| matches!(c, Call::MknodChar(..))));
+        let stubs: Vec<Stub> = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
+        let paths: Vec<&str> = stubs.iter().map(|s| s.path.as_str()).collect();
+        assert_eq!(
+            paths,
+            [
+                "dev",
+                "dev/null",
+                "dev/zero",
+                "dev/full",
+                "dev/random",
+                "dev/urandom",
+                "dev/tty"
+            ]
+        );
+    }
+}

@@ -287,6 +287,177 @@ fn remount_subtree_readonly(sys: &dyn Sys, top: &Path) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::executor::sandbox::spec::{Remap, RootFs};
+    use crate::executor::sandbox::sys::{m, scratch_root, Call, MountCall, RecordingSys};
+    use crate::executor::sandbox::IdRange;
+    use libc::{MS_BIND, MS_RDONLY, MS_REC, MS_REMOUNT};
+
+    const NSN: libc::c_ulong = NOSUID_NODEV_NOEXEC;
+
+    /// The mounts of `mount_kernel_filesystems` for `spec` on `root`, with
+    /// `sys` deciding which calls fail; `/dev`'s own mounts left out.
+    fn kernel_mounts(sys: &RecordingSys, root: &Path, spec: &SandboxSpec) -> Vec<MountCall> {
+        let mut builder = RootBuilder::new(sys, root).unwrap();
+        mount_kernel_filesystems(&mut builder, spec).unwrap();
+        sys.mounts()
+            .into_iter()
+            .filter(|m| !m.1.starts_with("T/root/dev"))
+            .collect()
+    }
+
+    /// A root holding some of what runc masks or makes read-only.
+    fn root_with_sensitive_paths() -> (tempfile::TempDir, PathBuf, SandboxSpec) {
+        let (scratch, root) = scratch_root();
+        for dir in ["proc/acpi", "proc/sys", "sys/firmware"] {
+            std::fs::create_dir_all(root.join(dir)).unwrap();
+        }
+        std::fs::write(root.join("proc/kcore"), b"").unwrap();
+        let spec = SandboxSpec::example(RootFs::Dir(root.clone()));
+        (scratch, root, spec)
+    }
+
+    #[test]
+    fn masked_paths_get_an_empty_tmpfs_or_dev_null_and_readonly_paths_a_readonly_bind() {
+        let (scratch, root, spec) = root_with_sensitive_paths();
+        let sys = RecordingSys::new(scratch.path());
+        assert_eq!(
+            kernel_mounts(&sys, &root, &spec),
+            [
+                m("proc", "T/root/proc", "proc", NSN, ""),
+                m("sysfs", "T/root/sys", "sysfs", MS_RDONLY | NSN, ""),
+                // MASKED_PATHS in their order: directories, then a file.
+                m("tmpfs", "T/root/proc/acpi", "tmpfs", MS_RDONLY, "size=0"),
+                m("/dev/null", "T/root/proc/kcore", "", MS_BIND, ""),
+                m("tmpfs", "T/root/sys/firmware", "tmpfs", MS_RDONLY, "size=0"),
+                // READONLY_PATHS: bound on themselves, then remounted.
+                m(
+                    "T/root/proc/sys",
+                    "T/root/proc/sys",
+                    "",
+                    MS_BIND | MS_REC,
+                    ""
+                ),
+                m(
+                    "",
+                    "T/root/proc/sys",
+                    "",
+                    MS_BIND | MS_REMOUNT | MS_RDONLY | NSN,
+                    ""
+                ),
+            ]
+        );
+    }
+
+    #[test]
+    fn an_insecure_step_gets_the_hosts_dev_a_writable_sys_and_nothing_masked() {
+        let (scratch, root, mut spec) = root_with_sensitive_paths();
+        spec.security = Security::Insecure;
+        let sys = RecordingSys::new(scratch.path());
+        let mut builder = RootBuilder::new(&sys, &root).unwrap();
+        mount_kernel_filesystems(&mut builder, &spec).unwrap();
+        assert_eq!(
+            sys.mounts(),
+            [
+                m("proc", "T/root/proc", "proc", NSN, ""),
+                m("/dev", "T/root/dev", "", MS_BIND | MS_REC, ""),
+                m("sysfs", "T/root/sys", "sysfs", NSN, ""),
+            ]
+        );
+    }
+
+    #[test]
+    fn without_a_pid_namespace_proc_is_the_hosts_bound_read_only() {
+        let (scratch, root) = scratch_root();
+        let mut spec = SandboxSpec::example(RootFs::Dir(root.clone()));
+        spec.namespaces = Namespaces::NoPidns;
+        let sys = RecordingSys::new(scratch.path());
+        let mounts = kernel_mounts(&sys, &root, &spec);
+        assert_eq!(
+            mounts[..2],
+            [
+                m("/proc", "T/root/proc", "", MS_BIND | MS_REC, ""),
+                m(
+                    "",
+                    "T/root/proc",
+                    "",
+                    MS_BIND | MS_REMOUNT | MS_RDONLY | NSN,
+                    ""
+                ),
+            ]
+        );
+        assert!(!mounts.iter().any(|m| m.2 == "proc"));
+    }
+
+    /// The host's /sys, read-only, with its cgroups hidden: what a step
+    /// gets where it cannot have a sysfs of its own.
+    fn host_sys() -> [MountCall; 3] {
+        let ro = MS_BIND | MS_REC | MS_RDONLY | NSN;
+        [
+            m("/sys", "T/root/sys", "", ro, ""),
+            m("", "T/root/sys", "", MS_REMOUNT | ro, ""),
+            m(
+                "tmpfs",
+                "T/root/sys/fs/cgroup",
+                "tmpfs",
+                MS_RDONLY | NSN,
+                "mode=755,size=0",
+            ),
+        ]
+    }
+
+    #[test]
+    fn a_refused_sysfs_falls_back_to_the_hosts_sys_read_only_with_cgroups_hidden() {
+        let (scratch, root) = scratch_root();
+        let spec = SandboxSpec::example(RootFs::Dir(root.clone()));
+        let sys = RecordingSys::new(scratch.path())
+            .fail_on(|c| matches!(c, Call::Mount { fstype, .. } if fstype == "sysfs"));
+        let mounts = kernel_mounts(&sys, &root, &spec);
+        let tried = m("sysfs", "T/root/sys", "sysfs", MS_RDONLY | NSN, "");
+        let at = mounts.iter().position(|m| *m == tried).unwrap();
+        assert_eq!(mounts[at + 1..], host_sys());
+    }
+
+    #[test]
+    fn the_sysfs_a_step_gets_depends_on_who_can_mount_one() {
+        // Rootless without a network of its own: no sysfs is even tried.
+        let (scratch, root) = scratch_root();
+        let mut spec = SandboxSpec::example(RootFs::Dir(root.clone()));
+        spec.userns = true;
+        let sys = RecordingSys::new(scratch.path());
+        let mounts = kernel_mounts(&sys, &root, &spec);
+        assert_eq!(mounts[1..], host_sys());
+        // Rootless with --network=none owns its network: a fresh sysfs.
+        let (scratch, root) = scratch_root();
+        spec.root = RootFs::Dir(root.clone());
+        spec.network_none = true;
+        let sys = RecordingSys::new(scratch.path());
+        let mounts = kernel_mounts(&sys, &root, &spec);
+        assert_eq!(
+            mounts[1],
+            m("sysfs", "T/root/sys", "sysfs", MS_RDONLY | NSN, "")
+        );
+        // Remapped: the one the mapper mounted as real root, bound.
+        let (scratch, root) = scratch_root();
+        let mut spec = SandboxSpec::example(RootFs::Dir(root.clone()));
+        spec.remap = Some(Remap {
+            range: IdRange {
+                uid: 1 << 20,
+                gid: 1 << 20,
+                count: 65536,
+            },
+            staging: scratch.path().canonicalize().unwrap().join("staging"),
+        });
+        let sys = RecordingSys::new(scratch.path());
+        let mounts = kernel_mounts(&sys, &root, &spec);
+        let ro = MS_BIND | MS_RDONLY | NSN;
+        assert_eq!(
+            mounts[1..],
+            [
+                m("T/staging/sys", "T/root/sys", "", ro, ""),
+                m("", "T/root/sys", "", MS_REMOUNT | ro, ""),
+            ]
+        );
+    }
 
     #[test]
     fn submounts_are_found_below_the_top_only() {

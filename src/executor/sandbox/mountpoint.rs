@@ -171,3 +171,80 @@ impl<'s> RootBuilder<'s> {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::executor::sandbox::sys::{scratch_root, Call, RecordingSys};
+
+    #[test]
+    fn missing_parts_of_a_target_are_made_once_and_recorded_as_stubs() {
+        let (scratch, root) = scratch_root();
+        std::fs::create_dir(root.join("etc")).unwrap();
+        let sys = RecordingSys::new(scratch.path());
+        let mut builder = RootBuilder::new(&sys, &root).unwrap();
+        builder.ensure("/etc/ssl/certs/ca.pem", false).unwrap();
+        builder.ensure("etc/ssl/./certs/ca.pem", false).unwrap();
+        assert_eq!(
+            sys.calls(),
+            [
+                Call::Mkdir("T/root/etc/ssl".into(), 0o755),
+                Call::Mkdir("T/root/etc/ssl/certs".into(), 0o755),
+                // The mount point of a file must be new (O_EXCL).
+                Call::CreateFile("T/root/etc/ssl/certs/ca.pem".into(), 0o644, true),
+            ]
+        );
+        let stubs: Vec<(&str, bool)> = builder
+            .stubs
+            .iter()
+            .map(|s| (s.path.as_str(), s.dir))
+            .collect();
+        assert_eq!(
+            stubs,
+            [
+                ("etc/ssl", true),
+                ("etc/ssl/certs", true),
+                ("etc/ssl/certs/ca.pem", false)
+            ]
+        );
+    }
+
+    #[test]
+    fn a_target_through_a_link_is_made_where_the_link_points_inside_the_root() {
+        let (scratch, root) = scratch_root();
+        std::fs::create_dir(root.join("real")).unwrap();
+        // Absolute, as images have them: it must resolve in the root.
+        std::os::unix::fs::symlink("/real", root.join("link")).unwrap();
+        let sys = RecordingSys::new(scratch.path());
+        let mut builder = RootBuilder::new(&sys, &root).unwrap();
+        builder
+            .mount_on("tmpfs", "/link/x", true, "tmpfs", 0, "")
+            .unwrap();
+        assert_eq!(
+            sys.calls(),
+            [
+                Call::Mkdir("T/root/real/x".into(), 0o755),
+                Call::Mount {
+                    source: "tmpfs".into(),
+                    target: "T/root/real/x".into(),
+                    fstype: "tmpfs".into(),
+                    flags: 0,
+                    data: String::new(),
+                },
+            ]
+        );
+        assert_eq!(builder.stubs[0].path, "real/x");
+    }
+
+    #[test]
+    fn a_target_climbing_out_with_dotdot_is_refused_before_any_call() {
+        let (scratch, root) = scratch_root();
+        let sys = RecordingSys::new(scratch.path());
+        let mut builder = RootBuilder::new(&sys, &root).unwrap();
+        let err = builder
+            .mount_on("tmpfs", "/tmp/../../etc", true, "tmpfs", 0, "")
+            .unwrap_err();
+        assert_eq!(err, "mount target /tmp/../../etc contains ..");
+        assert!(sys.calls().is_empty());
+    }
+}

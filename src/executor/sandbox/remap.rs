@@ -330,41 +330,24 @@ pub(crate) fn probe(scratch: &Path) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::executor::sandbox::{MountSpec, Namespaces};
+    use crate::executor::sandbox::MountSpec;
 
     #[test]
     fn the_spec_points_at_clones_under_the_staging_dir() {
-        let mut spec = SandboxSpec {
-            root: RootFs::Overlay {
-                base: PathBuf::from("/s"),
-                lowers: vec!["l/AAA".into(), "l/BBB".into()],
-                upper: "w/x/upper".into(),
-                work: "w/x/work".into(),
-                merged: PathBuf::from("/s/w/x/merged"),
+        let mut spec = SandboxSpec::example(RootFs::Overlay {
+            base: PathBuf::from("/s"),
+            lowers: vec!["l/AAA".into(), "l/BBB".into()],
+            upper: "w/x/upper".into(),
+            work: "w/x/work".into(),
+            merged: PathBuf::from("/s/w/x/merged"),
+        });
+        spec.mounts = vec![MountSpec {
+            target: "/etc/hosts".into(),
+            kind: MountKind::Bind {
+                source: PathBuf::from("/nonexistent/hosts"),
+                readonly: false,
             },
-            args: vec!["true".into()],
-            env: vec![],
-            cwd: "/".into(),
-            uid: 0,
-            gid: 0,
-            groups: vec![],
-            hostname: "h".into(),
-            network_none: false,
-            namespaces: Namespaces::Full,
-            userns: false,
-            mounts: vec![MountSpec {
-                target: "/etc/hosts".into(),
-                kind: MountKind::Bind {
-                    source: PathBuf::from("/nonexistent/hosts"),
-                    readonly: false,
-                },
-            }],
-            cgroup_procs: vec![],
-            stub_report: None,
-            copy: None,
-            security: Default::default(),
-            remap: None,
-        };
+        }];
         let shifts = shift_spec(&mut spec, Path::new("/st")).unwrap();
         let names: Vec<(&Path, &str)> = shifts
             .iter()

@@ -240,3 +240,342 @@ fn pivot_into(sys: &dyn Sys, root: &Path) -> Result<(), String> {
         .map_err(|e| format!("chroot: {e}"))?;
     sys.chdir(Path::new("/")).map_err(|e| e.to_string())
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    use super::*;
+    use crate::executor::sandbox::spec::Stub;
+    use crate::executor::sandbox::sys::{m, scratch_root, Call, MountCall, RecordingSys};
+    use libc::{
+        MS_BIND, MS_MOVE, MS_NODEV, MS_NOEXEC, MS_NOSUID, MS_PRIVATE, MS_RDONLY, MS_REC,
+        MS_REMOUNT, MS_STRICTATIME,
+    };
+
+    const NSN: libc::c_ulong = MS_NOSUID | MS_NODEV | MS_NOEXEC;
+
+    /// What a default step's `/proc`, `/dev` and `/sys` are, in order, on
+    /// an empty directory root (nothing there to mask).
+    fn kernel_mounts() -> Vec<MountCall> {
+        let mut want = vec![
+            m("proc", "T/root/proc", "proc", NSN, ""),
+            m(
+                "tmpfs",
+                "T/root/dev",
+                "tmpfs",
+                MS_NOSUID | MS_STRICTATIME | MS_NODEV,
+                "mode=755,size=65536k",
+            ),
+        ];
+        for node in ["null", "zero", "full", "random", "urandom", "tty"] {
+            let target = format!("T/root/dev/{node}");
+            want.push(m(&format!("/dev/{node}"), &target, "", MS_BIND, ""));
+        }
+        want.extend([
+            m(
+                "devpts",
+                "T/root/dev/pts",
+                "devpts",
+                MS_NOSUID | MS_NOEXEC,
+                "newinstance,ptmxmode=0666,mode=0620,gid=5",
+            ),
+            m(
+                "shm",
+                "T/root/dev/shm",
+                "tmpfs",
+                NSN,
+                "mode=1777,size=65536k",
+            ),
+            m("mqueue", "T/root/dev/mqueue", "mqueue", NSN, ""),
+            m("sysfs", "T/root/sys", "sysfs", MS_RDONLY | NSN, ""),
+        ]);
+        want
+    }
+
+    fn dir_spec(root: &Path) -> SandboxSpec {
+        SandboxSpec::example(RootFs::Dir(root.to_path_buf()))
+    }
+
+    #[test]
+    fn a_directory_root_is_bound_nodev_then_gets_proc_dev_and_sys_in_order() {
+        let (scratch, root) = scratch_root();
+        let sys = RecordingSys::new(scratch.path());
+        build_root(&sys, &dir_spec(&root)).unwrap();
+        let mut want = vec![
+            m("", "/", "", MS_REC | MS_PRIVATE, ""),
+            m("T/root", "T/root", "", MS_BIND | MS_REC, ""),
+            m("", "T/root", "", MS_BIND | MS_REMOUNT | MS_NODEV, ""),
+        ];
+        want.extend(kernel_mounts());
+        assert_eq!(sys.mounts(), want);
+    }
+
+    #[test]
+    fn an_overlay_root_is_mounted_from_its_base_with_the_tiers_options() {
+        // A fresh merged dir each time: the setup creates in it.
+        let overlay = |scratch: &Path| {
+            let merged = scratch.canonicalize().unwrap().join("merged");
+            std::fs::create_dir(&merged).unwrap();
+            RootFs::Overlay {
+                base: scratch.join("base"),
+                lowers: vec!["l/b".into(), "l/a".into()],
+                upper: "w/upper".into(),
+                work: "w/work".into(),
+                merged,
+            }
+        };
+        let layers = "lowerdir=l/b:l/a,upperdir=w/upper,workdir=w/work";
+        let cases = [
+            // As root: nodev, and no overlay feature the differ cannot read.
+            (
+                false,
+                Security::Sandbox,
+                MS_NODEV,
+                ",redirect_dir=off,metacopy=off,index=off",
+            ),
+            (true, Security::Sandbox, MS_NODEV, ",userxattr"),
+            (
+                false,
+                Security::Insecure,
+                0,
+                ",redirect_dir=off,metacopy=off,index=off",
+            ),
+        ];
+        for (userns, security, flags, options) in cases {
+            let (scratch, _) = scratch_root();
+            let sys = RecordingSys::new(scratch.path());
+            let mut spec = SandboxSpec::example(overlay(scratch.path()));
+            (spec.userns, spec.security) = (userns, security);
+            build_root(&sys, &spec).unwrap();
+            let calls = sys.calls();
+            assert_eq!(
+                calls[..3],
+                [
+                    Call::Mount {
+                        source: String::new(),
+                        target: "/".into(),
+                        fstype: String::new(),
+                        flags: MS_REC | MS_PRIVATE,
+                        data: String::new(),
+                    },
+                    Call::Chdir("T/base".into()),
+                    Call::Mount {
+                        source: "overlay".into(),
+                        target: "T/merged".into(),
+                        fstype: "overlay".into(),
+                        flags,
+                        data: format!("{layers}{options}"),
+                    },
+                ],
+                "userns {userns}, {security:?}"
+            );
+            // Then straight to /proc: an overlay needs no bind on itself.
+            assert!(matches!(&calls[3], Call::Mkdir(p, 0o755) if p == "T/merged/proc"));
+        }
+    }
+
+    #[test]
+    fn the_steps_mounts_follow_the_kernel_filesystems_in_order_with_their_flags() {
+        let (scratch, root) = scratch_root();
+        let base = scratch.path().canonicalize().unwrap();
+        std::fs::create_dir(base.join("cache")).unwrap();
+        std::fs::write(base.join("hosts"), "127.0.0.1 localhost\n").unwrap();
+        let mut spec = dir_spec(&root);
+        let bind = |source: &str, readonly| MountKind::Bind {
+            source: base.join(source),
+            readonly,
+        };
+        spec.mounts = vec![
+            MountSpec {
+                target: "/cache".into(),
+                kind: bind("cache", false),
+            },
+            MountSpec {
+                target: "/etc/hosts".into(),
+                kind: bind("hosts", true),
+            },
+            MountSpec {
+                target: "/tmp/t".into(),
+                kind: MountKind::Tmpfs {
+                    size: Some(1 << 20),
+                },
+            },
+        ];
+        let sys = RecordingSys::new(scratch.path());
+        let builder = build_root(&sys, &spec).unwrap();
+        let mounts = sys.mounts();
+        let after_sys = mounts.iter().position(|m| m.2 == "sysfs").unwrap() + 1;
+        let rw = MS_BIND | MS_REC | MS_NODEV;
+        let ro = rw | MS_RDONLY | MS_NOSUID;
+        assert_eq!(
+            mounts[after_sys..],
+            [
+                // A bind takes nodev and read-only only from a remount.
+                m("T/cache", "T/root/cache", "", rw, ""),
+                m("", "T/root/cache", "", MS_REMOUNT | rw, ""),
+                m("T/hosts", "T/root/etc/hosts", "", ro, ""),
+                m("", "T/root/etc/hosts", "", MS_REMOUNT | ro, ""),
+                m(
+                    "tmpfs",
+                    "T/root/tmp/t",
+                    "tmpfs",
+                    MS_NOSUID | MS_NODEV,
+                    "mode=1777,size=1048576",
+                ),
+            ]
+        );
+        let stubs: Vec<(&str, bool, bool)> = builder
+            .stubs
+            .iter()
+            .map(|s| (s.path.as_str(), s.dir, s.mount))
+            .collect();
+        assert_eq!(
+            stubs,
+            [
+                ("proc", true, false),
+                ("dev", true, false),
+                ("sys", true, false),
+                ("cache", true, true),
+                ("etc", true, true),
+                ("etc/hosts", false, true),
+                ("tmp", true, true),
+                ("tmp/t", true, true),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_stage_mount_is_an_overlay_at_its_staging_dir_whose_part_is_bound_read_only() {
+        let (scratch, root) = scratch_root();
+        let base = scratch.path().canonicalize().unwrap();
+        // What the overlay would show: the part asked for.
+        std::fs::create_dir_all(base.join("staging/usr/lib")).unwrap();
+        let mut spec = dir_spec(&root);
+        spec.userns = true;
+        spec.mounts = vec![MountSpec {
+            target: "/from".into(),
+            kind: MountKind::StageRoot {
+                base: base.join("store"),
+                lowers: vec!["l/top".into(), "empty".into()],
+                staging: base.join("staging"),
+                subpath: "usr/lib".into(),
+            },
+        }];
+        let sys = RecordingSys::new(scratch.path());
+        build_root(&sys, &spec).unwrap();
+        let calls = sys.calls();
+        let at = calls
+            .iter()
+            .position(|c| *c == Call::Chdir("T/store".into()))
+            .unwrap();
+        let ro = MS_BIND | MS_REC | MS_RDONLY | MS_NOSUID | MS_NODEV;
+        let mount = |(source, target, fstype, flags, data): MountCall| Call::Mount {
+            source,
+            target,
+            fstype,
+            flags,
+            data,
+        };
+        assert_eq!(
+            calls[at..],
+            [
+                Call::Chdir("T/store".into()),
+                mount(m(
+                    "overlay",
+                    "T/staging",
+                    "overlay",
+                    MS_RDONLY,
+                    "lowerdir=l/top:empty,userxattr"
+                )),
+                Call::Mkdir("T/root/from".into(), 0o755),
+                mount(m("T/staging/usr/lib", "T/root/from", "", ro, "")),
+                mount(m("", "T/root/from", "", MS_REMOUNT | ro, "")),
+            ]
+        );
+    }
+
+    #[test]
+    fn entering_pivots_into_the_root_and_detaches_the_old_one_after_the_report() {
+        let (scratch, root) = scratch_root();
+        let report = scratch.path().join("stubs.json");
+        let mut spec = dir_spec(&root);
+        spec.stub_report = Some(report.clone());
+        let sys = RecordingSys::new(scratch.path());
+        enter_root(&sys, &spec).unwrap();
+        let calls = sys.calls();
+        assert_eq!(
+            calls[calls.len() - 5..],
+            [
+                Call::MkdirAll("T/root/.rbuild-oldroot".into()),
+                Call::PivotRoot("T/root".into(), "T/root/.rbuild-oldroot".into()),
+                Call::Chdir("/".into()),
+                Call::Umount("/.rbuild-oldroot".into(), libc::MNT_DETACH),
+                Call::Rmdir("/.rbuild-oldroot".into()),
+            ]
+        );
+        let stubs: Vec<Stub> = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
+        let paths: Vec<&str> = stubs.iter().map(|s| s.path.as_str()).collect();
+        assert_eq!(paths, ["proc", "dev", "sys"]);
+    }
+
+    #[test]
+    fn a_refused_pivot_moves_the_root_over_slash_and_chroots_into_it() {
+        let (scratch, root) = scratch_root();
+        let sys = RecordingSys::new(scratch.path()).fail_on(|c| matches!(c, Call::PivotRoot(..)));
+        enter_root(&sys, &dir_spec(&root)).unwrap();
+        let calls = sys.calls();
+        assert_eq!(
+            calls[calls.len() - 6..],
+            [
+                Call::PivotRoot("T/root".into(), "T/root/.rbuild-oldroot".into()),
+                Call::Rmdir("T/root/.rbuild-oldroot".into()),
+                Call::Chdir("T/root".into()),
+                Call::Mount {
+                    source: ".".into(),
+                    target: "/".into(),
+                    fstype: String::new(),
+                    flags: MS_MOVE,
+                    data: String::new(),
+                },
+                Call::Chroot(".".into()),
+                Call::Chdir("/".into()),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_failing_mount_stops_the_setup_with_an_error_naming_its_target() {
+        let (scratch, root) = scratch_root();
+        let sys = RecordingSys::new(scratch.path())
+            .fail_on(|c| matches!(c, Call::Mount { target, .. } if target == "T/root/dev"));
+        let err = enter_root(&sys, &dir_spec(&root)).err().unwrap();
+        assert!(err.starts_with("mount tmpfs on /proc/self/fd/"), "{err}");
+        assert!(
+            err.ends_with("Operation not permitted (os error 1) (at dev)"),
+            "{err}"
+        );
+        // Nothing after the failed mount: no /sys, no pivot.
+        let calls = sys.calls();
+        assert!(matches!(calls.last(), Some(Call::Mount { target, .. }) if target == "T/root/dev"));
+    }
+
+    #[test]
+    fn a_failing_step_mount_names_the_steps_target_and_mounts_no_later_one() {
+        let (scratch, root) = scratch_root();
+        let mut spec = dir_spec(&root);
+        spec.mounts = ["/one", "/two"]
+            .into_iter()
+            .map(|target| MountSpec {
+                target: target.into(),
+                kind: MountKind::Tmpfs { size: None },
+            })
+            .collect();
+        let sys = RecordingSys::new(scratch.path())
+            .fail_on(|c| matches!(c, Call::Mount { target, .. } if target == "T/root/one"));
+        let err = build_root(&sys, &spec).err().unwrap();
+        assert!(err.ends_with("(at /one)"), "{err}");
+        assert!(!sys.mounts().iter().any(|m| m.1 == "T/root/two"));
+        assert!(!PathBuf::from(&root).join("two").exists());
+    }
+}

@@ -237,7 +237,7 @@ pub(crate) fn read_all(fd: &OwnedFd) -> String {
 }
 
 #[cfg(test)]
-pub(crate) use recording::{Call, RecordingSys};
+pub(crate) use recording::{m, scratch_root, Call, MountCall, RecordingSys};
 
 #[cfg(test)]
 mod recording {
@@ -274,6 +274,26 @@ mod recording {
         Sethostname(String),
     }
 
+    /// A recorded mount: (source, target, fstype, flags, data).
+    pub(crate) type MountCall = (String, String, String, libc::c_ulong, String);
+
+    /// A [`MountCall`] from string slices, as tests write what they expect.
+    pub(crate) fn m(
+        source: &str,
+        target: &str,
+        fstype: &str,
+        flags: libc::c_ulong,
+        data: &str,
+    ) -> MountCall {
+        (
+            source.to_string(),
+            target.to_string(),
+            fstype.to_string(),
+            flags,
+            data.to_string(),
+        )
+    }
+
     /// A [`Sys`] that records every call in order and returns success, or
     /// EPERM for the calls `fail_on` picks (still recorded: they were
     /// tried). Directories, files and links inside the scratch dir are
@@ -307,9 +327,8 @@ mod recording {
             self.calls.borrow().clone()
         }
 
-        /// The mounts so far, in order: (source, target, fstype, flags,
-        /// data).
-        pub(crate) fn mounts(&self) -> Vec<(String, String, String, libc::c_ulong, String)> {
+        /// The mounts so far, in order.
+        pub(crate) fn mounts(&self) -> Vec<MountCall> {
             self.calls()
                 .into_iter()
                 .filter_map(|c| match c {
@@ -372,6 +391,16 @@ mod recording {
         fn only_record(&self, call: Call) -> io::Result<()> {
             self.record(call, None, |_| Ok(()))
         }
+    }
+
+    /// A scratch dir holding an empty `root/`: what a test's spec points
+    /// at and its [`RecordingSys`] is made for. The dir goes with the
+    /// returned guard.
+    pub(crate) fn scratch_root() -> (tempfile::TempDir, PathBuf) {
+        let scratch = tempfile::tempdir().expect("scratch dir");
+        let root = scratch.path().canonicalize().expect("scratch").join("root");
+        std::fs::create_dir(&root).expect("root dir");
+        (scratch, root)
     }
 
     impl Sys for RecordingSys {
