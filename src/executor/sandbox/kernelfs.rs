@@ -1,22 +1,16 @@
-//! The kernel file systems of a step's root: `/proc`, `/dev` and `/sys`,
-//! with runc's masked and read-only paths, no host cgroup hierarchy and no
-//! usable device nodes but docker's defaults.
-//!
-//! Devices: docker keeps a step from opening the host's disks with a
-//! devices cgroup; rbuild mounts everything the step can write `nodev`
-//! instead (the root, `/dev`, every writable mount), which works on
-//! cgroup v1 and v2 and inside containers alike. The default nodes
-//! (`null`, `zero`, `full`, `random`, `urandom`, `tty`, `pts/ptmx`) are
-//! bind mounts of the host's own and stay usable.
+//! The kernel file systems of a step's root: `/proc`, `/dev` (whose
+//! nodes `dev.rs` owns) and `/sys`, with runc's masked and read-only
+//! paths and no host cgroup hierarchy.
 
 use std::path::{Path, PathBuf};
 
 use rustix::io::Errno;
 
-use super::{fd_path, mount, open_in_root, Namespaces, RootBuilder, SandboxSpec};
+use super::dev::mount_dev;
+use super::mountpoint::{fd_path, open_in_root, RootBuilder};
+use super::spec::{Namespaces, SandboxSpec};
+use super::sys::{mount_with, Sys, NOSUID_NODEV_NOEXEC};
 use crate::executor::confine::{Security, MASKED_PATHS, READONLY_PATHS};
-
-const NOSUID_NODEV_NOEXEC: libc::c_ulong = libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC;
 
 /// Mounts `/proc`, `/dev` and `/sys` in the root and masks what a
 /// default container does not see.
@@ -41,7 +35,7 @@ fn mount_proc(builder: &mut RootBuilder, spec: &SandboxSpec) -> Result<(), Strin
     // down to its submounts (binfmt_misc lives under /proc/sys/fs).
     builder.mount_on("/proc", "proc", true, "", libc::MS_BIND | libc::MS_REC, "")?;
     remount_readonly(builder, "proc")?;
-    remount_subtree_readonly(&builder.host_path.join("proc"))
+    remount_subtree_readonly(builder.sys, &builder.host_path.join("proc"))
 }
 
 /// Makes the bind mount at `rel` in the root read-only (a bind ignores
@@ -49,81 +43,14 @@ fn mount_proc(builder: &mut RootBuilder, spec: &SandboxSpec) -> Result<(), Strin
 /// bind names the covered file, not the mount.
 fn remount_readonly(builder: &RootBuilder, rel: &str) -> Result<(), String> {
     let fd = open_in_root(&builder.fd, rel).map_err(|e| format!("{rel}: {e}"))?;
-    mount(
+    mount_with(
+        builder.sys,
         "",
         Path::new(&fd_path(&fd)),
         "",
         libc::MS_BIND | libc::MS_REMOUNT | libc::MS_RDONLY | NOSUID_NODEV_NOEXEC,
         "",
     )
-}
-
-fn mount_dev(builder: &mut RootBuilder, spec: &SandboxSpec) -> Result<(), String> {
-    if spec.security == Security::Insecure {
-        // BuildKit's insecure mode gives the host's devices.
-        return builder.mount_on("/dev", "dev", true, "", libc::MS_BIND | libc::MS_REC, "");
-    }
-    builder.mount_on(
-        "tmpfs",
-        "dev",
-        true,
-        "tmpfs",
-        libc::MS_NOSUID | libc::MS_STRICTATIME | libc::MS_NODEV,
-        "mode=755,size=65536k",
-    )?;
-    let dev_fd = open_in_root(&builder.fd, "dev").map_err(|e| e.to_string())?;
-    let dev = PathBuf::from(fd_path(&dev_fd));
-    for node in ["null", "zero", "full", "random", "urandom", "tty"] {
-        let target = dev.join(node);
-        std::fs::write(&target, b"").map_err(|e| format!("create /dev/{node}: {e}"))?;
-        mount(&format!("/dev/{node}"), &target, "", libc::MS_BIND, "")?;
-    }
-    std::fs::create_dir_all(dev.join("pts")).map_err(|e| e.to_string())?;
-    // gid 5 (tty) exists only where more than one id is mapped.
-    let pts_options = if spec.userns {
-        "newinstance,ptmxmode=0666,mode=0620"
-    } else {
-        "newinstance,ptmxmode=0666,mode=0620,gid=5"
-    };
-    mount(
-        "devpts",
-        &dev.join("pts"),
-        "devpts",
-        libc::MS_NOSUID | libc::MS_NOEXEC,
-        pts_options,
-    )?;
-    std::os::unix::fs::symlink("pts/ptmx", dev.join("ptmx")).map_err(|e| e.to_string())?;
-    std::fs::create_dir_all(dev.join("shm")).map_err(|e| e.to_string())?;
-    mount(
-        "shm",
-        &dev.join("shm"),
-        "tmpfs",
-        NOSUID_NODEV_NOEXEC,
-        "mode=1777,size=65536k",
-    )?;
-    std::fs::create_dir_all(dev.join("mqueue")).map_err(|e| e.to_string())?;
-    // POSIX message queues of the step's own IPC namespace; a kernel
-    // without mqueue leaves the directory empty, as runc does not.
-    let _ = mount(
-        "mqueue",
-        &dev.join("mqueue"),
-        "mqueue",
-        NOSUID_NODEV_NOEXEC,
-        "",
-    );
-    for (link, target) in [
-        ("fd", "/proc/self/fd"),
-        ("stdin", "/proc/self/fd/0"),
-        ("stdout", "/proc/self/fd/1"),
-        ("stderr", "/proc/self/fd/2"),
-    ] {
-        std::os::unix::fs::symlink(target, dev.join(link)).map_err(|e| e.to_string())?;
-    }
-    // runc links core to kcore only where the kernel has one.
-    if Path::new("/proc/kcore").exists() {
-        std::os::unix::fs::symlink("/proc/kcore", dev.join("core")).map_err(|e| e.to_string())?;
-    }
-    Ok(())
 }
 
 fn mount_sys(builder: &mut RootBuilder, spec: &SandboxSpec) -> Result<(), String> {
@@ -167,7 +94,7 @@ fn mount_sys(builder: &mut RootBuilder, spec: &SandboxSpec) -> Result<(), String
         libc::MS_BIND | libc::MS_REC | libc::MS_RDONLY | NOSUID_NODEV_NOEXEC,
         "",
     )?;
-    remount_subtree_readonly(&builder.host_path.join("sys"))?;
+    remount_subtree_readonly(builder.sys, &builder.host_path.join("sys"))?;
     builder.mount_on(
         "tmpfs",
         "sys/fs/cgroup",
@@ -208,11 +135,15 @@ fn mount_own_cgroups(
             continue;
         };
         let target = dir.join(&hierarchy);
-        std::fs::create_dir_all(&target).map_err(|e| format!("create {hierarchy}: {e}"))?;
-        mount("cgroup", &target, "cgroup", flags, &hierarchy)
+        builder
+            .sys
+            .mkdir_all(&target)
+            .map_err(|e| format!("create {hierarchy}: {e}"))?;
+        mount_with(builder.sys, "cgroup", &target, "cgroup", flags, &hierarchy)
             .map_err(|e| format!("{e} (the step's {hierarchy} cgroup)"))?;
     }
-    mount(
+    mount_with(
+        builder.sys,
         "",
         &dir,
         "",
@@ -245,9 +176,16 @@ fn mask_paths(builder: &RootBuilder) -> Result<(), String> {
             .map_err(|e| format!("mask {path}: {e}"))?;
         let at = PathBuf::from(fd_path(&fd));
         if is_dir {
-            mount("tmpfs", &at, "tmpfs", libc::MS_RDONLY, "size=0")?;
+            mount_with(
+                builder.sys,
+                "tmpfs",
+                &at,
+                "tmpfs",
+                libc::MS_RDONLY,
+                "size=0",
+            )?;
         } else {
-            mount("/dev/null", &at, "", libc::MS_BIND, "")?;
+            mount_with(builder.sys, "/dev/null", &at, "", libc::MS_BIND, "")?;
         }
     }
     for path in READONLY_PATHS {
@@ -257,7 +195,8 @@ fn mask_paths(builder: &RootBuilder) -> Result<(), String> {
             Err(e) => return Err(format!("make {path} read-only: {e}")),
         };
         let at = PathBuf::from(fd_path(&fd));
-        mount(
+        mount_with(
+            builder.sys,
             &at.to_string_lossy(),
             &at,
             "",
@@ -330,9 +269,10 @@ fn unescape(field: &str) -> String {
 
 /// Makes every mount below `top` read-only (a recursive bind made
 /// read-only changes only its top mount).
-fn remount_subtree_readonly(top: &Path) -> Result<(), String> {
+fn remount_subtree_readonly(sys: &dyn Sys, top: &Path) -> Result<(), String> {
     for (point, flags) in submounts(top)? {
-        mount(
+        mount_with(
+            sys,
             "",
             &point,
             "",
@@ -347,6 +287,177 @@ fn remount_subtree_readonly(top: &Path) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::executor::sandbox::spec::{Remap, RootFs};
+    use crate::executor::sandbox::sys::{m, scratch_root, Call, MountCall, RecordingSys};
+    use crate::executor::sandbox::IdRange;
+    use libc::{MS_BIND, MS_RDONLY, MS_REC, MS_REMOUNT};
+
+    const NSN: libc::c_ulong = NOSUID_NODEV_NOEXEC;
+
+    /// The mounts of `mount_kernel_filesystems` for `spec` on `root`, with
+    /// `sys` deciding which calls fail; `/dev`'s own mounts left out.
+    fn kernel_mounts(sys: &RecordingSys, root: &Path, spec: &SandboxSpec) -> Vec<MountCall> {
+        let mut builder = RootBuilder::new(sys, root).unwrap();
+        mount_kernel_filesystems(&mut builder, spec).unwrap();
+        sys.mounts()
+            .into_iter()
+            .filter(|m| !m.1.starts_with("T/root/dev"))
+            .collect()
+    }
+
+    /// A root holding some of what runc masks or makes read-only.
+    fn root_with_sensitive_paths() -> (tempfile::TempDir, PathBuf, SandboxSpec) {
+        let (scratch, root) = scratch_root();
+        for dir in ["proc/acpi", "proc/sys", "sys/firmware"] {
+            std::fs::create_dir_all(root.join(dir)).unwrap();
+        }
+        std::fs::write(root.join("proc/kcore"), b"").unwrap();
+        let spec = SandboxSpec::example(RootFs::Dir(root.clone()));
+        (scratch, root, spec)
+    }
+
+    #[test]
+    fn masked_paths_get_an_empty_tmpfs_or_dev_null_and_readonly_paths_a_readonly_bind() {
+        let (scratch, root, spec) = root_with_sensitive_paths();
+        let sys = RecordingSys::new(scratch.path());
+        assert_eq!(
+            kernel_mounts(&sys, &root, &spec),
+            [
+                m("proc", "T/root/proc", "proc", NSN, ""),
+                m("sysfs", "T/root/sys", "sysfs", MS_RDONLY | NSN, ""),
+                // MASKED_PATHS in their order: directories, then a file.
+                m("tmpfs", "T/root/proc/acpi", "tmpfs", MS_RDONLY, "size=0"),
+                m("/dev/null", "T/root/proc/kcore", "", MS_BIND, ""),
+                m("tmpfs", "T/root/sys/firmware", "tmpfs", MS_RDONLY, "size=0"),
+                // READONLY_PATHS: bound on themselves, then remounted.
+                m(
+                    "T/root/proc/sys",
+                    "T/root/proc/sys",
+                    "",
+                    MS_BIND | MS_REC,
+                    ""
+                ),
+                m(
+                    "",
+                    "T/root/proc/sys",
+                    "",
+                    MS_BIND | MS_REMOUNT | MS_RDONLY | NSN,
+                    ""
+                ),
+            ]
+        );
+    }
+
+    #[test]
+    fn an_insecure_step_gets_the_hosts_dev_a_writable_sys_and_nothing_masked() {
+        let (scratch, root, mut spec) = root_with_sensitive_paths();
+        spec.security = Security::Insecure;
+        let sys = RecordingSys::new(scratch.path());
+        let mut builder = RootBuilder::new(&sys, &root).unwrap();
+        mount_kernel_filesystems(&mut builder, &spec).unwrap();
+        assert_eq!(
+            sys.mounts(),
+            [
+                m("proc", "T/root/proc", "proc", NSN, ""),
+                m("/dev", "T/root/dev", "", MS_BIND | MS_REC, ""),
+                m("sysfs", "T/root/sys", "sysfs", NSN, ""),
+            ]
+        );
+    }
+
+    #[test]
+    fn without_a_pid_namespace_proc_is_the_hosts_bound_read_only() {
+        let (scratch, root) = scratch_root();
+        let mut spec = SandboxSpec::example(RootFs::Dir(root.clone()));
+        spec.namespaces = Namespaces::NoPidns;
+        let sys = RecordingSys::new(scratch.path());
+        let mounts = kernel_mounts(&sys, &root, &spec);
+        assert_eq!(
+            mounts[..2],
+            [
+                m("/proc", "T/root/proc", "", MS_BIND | MS_REC, ""),
+                m(
+                    "",
+                    "T/root/proc",
+                    "",
+                    MS_BIND | MS_REMOUNT | MS_RDONLY | NSN,
+                    ""
+                ),
+            ]
+        );
+        assert!(!mounts.iter().any(|m| m.2 == "proc"));
+    }
+
+    /// The host's /sys, read-only, with its cgroups hidden: what a step
+    /// gets where it cannot have a sysfs of its own.
+    fn host_sys() -> [MountCall; 3] {
+        let ro = MS_BIND | MS_REC | MS_RDONLY | NSN;
+        [
+            m("/sys", "T/root/sys", "", ro, ""),
+            m("", "T/root/sys", "", MS_REMOUNT | ro, ""),
+            m(
+                "tmpfs",
+                "T/root/sys/fs/cgroup",
+                "tmpfs",
+                MS_RDONLY | NSN,
+                "mode=755,size=0",
+            ),
+        ]
+    }
+
+    #[test]
+    fn a_refused_sysfs_falls_back_to_the_hosts_sys_read_only_with_cgroups_hidden() {
+        let (scratch, root) = scratch_root();
+        let spec = SandboxSpec::example(RootFs::Dir(root.clone()));
+        let sys = RecordingSys::new(scratch.path())
+            .fail_on(|c| matches!(c, Call::Mount { fstype, .. } if fstype == "sysfs"));
+        let mounts = kernel_mounts(&sys, &root, &spec);
+        let tried = m("sysfs", "T/root/sys", "sysfs", MS_RDONLY | NSN, "");
+        let at = mounts.iter().position(|m| *m == tried).unwrap();
+        assert_eq!(mounts[at + 1..], host_sys());
+    }
+
+    #[test]
+    fn the_sysfs_a_step_gets_depends_on_who_can_mount_one() {
+        // Rootless without a network of its own: no sysfs is even tried.
+        let (scratch, root) = scratch_root();
+        let mut spec = SandboxSpec::example(RootFs::Dir(root.clone()));
+        spec.userns = true;
+        let sys = RecordingSys::new(scratch.path());
+        let mounts = kernel_mounts(&sys, &root, &spec);
+        assert_eq!(mounts[1..], host_sys());
+        // Rootless with --network=none owns its network: a fresh sysfs.
+        let (scratch, root) = scratch_root();
+        spec.root = RootFs::Dir(root.clone());
+        spec.network_none = true;
+        let sys = RecordingSys::new(scratch.path());
+        let mounts = kernel_mounts(&sys, &root, &spec);
+        assert_eq!(
+            mounts[1],
+            m("sysfs", "T/root/sys", "sysfs", MS_RDONLY | NSN, "")
+        );
+        // Remapped: the one the mapper mounted as real root, bound.
+        let (scratch, root) = scratch_root();
+        let mut spec = SandboxSpec::example(RootFs::Dir(root.clone()));
+        spec.remap = Some(Remap {
+            range: IdRange {
+                uid: 1 << 20,
+                gid: 1 << 20,
+                count: 65536,
+            },
+            staging: scratch.path().canonicalize().unwrap().join("staging"),
+        });
+        let sys = RecordingSys::new(scratch.path());
+        let mounts = kernel_mounts(&sys, &root, &spec);
+        let ro = MS_BIND | MS_RDONLY | NSN;
+        assert_eq!(
+            mounts[1..],
+            [
+                m("T/staging/sys", "T/root/sys", "", ro, ""),
+                m("", "T/root/sys", "", MS_REMOUNT | ro, ""),
+            ]
+        );
+    }
 
     #[test]
     fn submounts_are_found_below_the_top_only() {

@@ -15,63 +15,8 @@
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
-use serde::{Deserialize, Serialize};
-
-use super::{check, cstr, mount, pipe, read_all, MountKind, RootFs, SandboxSpec};
-
-/// Host ids a step's ids 0..count stand for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct IdRange {
-    /// Host uid of the step's uid 0.
-    pub uid: u32,
-    /// Host gid of the step's gid 0.
-    pub gid: u32,
-    /// How many ids are mapped.
-    pub count: u32,
-}
-
-/// Where rbuild takes its range: `/etc/subuid` and `/etc/subgid` entries
-/// for a user named `rbuild`, else this block of 65,536 ids, far above
-/// what `useradd` hands out (uids from 1000, subordinate ids from 100000).
-const DEFAULT_BASE: u32 = 0x7000_0000;
-const DEFAULT_COUNT: u32 = 65_536;
-
-impl IdRange {
-    /// The range for this machine: an `rbuild` entry in `/etc/subuid` and
-    /// `/etc/subgid`, else 65,536 ids from 0x70000000.
-    pub fn for_this_host() -> IdRange {
-        let entry = |file: &str| -> Option<(u32, u32)> {
-            let text = std::fs::read_to_string(file).ok()?;
-            text.lines().find_map(|l| {
-                let mut parts = l.split(':');
-                (parts.next()? == "rbuild").then_some(())?;
-                Some((parts.next()?.parse().ok()?, parts.next()?.parse().ok()?))
-            })
-        };
-        match (entry("/etc/subuid"), entry("/etc/subgid")) {
-            (Some((uid, ucount)), Some((gid, gcount))) => IdRange {
-                uid,
-                gid,
-                count: ucount.min(gcount),
-            },
-            _ => IdRange {
-                uid: DEFAULT_BASE,
-                gid: DEFAULT_BASE,
-                count: DEFAULT_COUNT,
-            },
-        }
-    }
-}
-
-/// What the sandbox helper needs to remap a step.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Remap {
-    /// The host ids.
-    pub range: IdRange,
-    /// An empty host dir where the idmapped mounts are attached (inside
-    /// the helper's own mount namespace; nothing shows on the host).
-    pub staging: PathBuf,
-}
+use super::spec::{IdRange, MountKind, RootFs, SandboxSpec};
+use super::sys::{check, cstr, mount, pipe, read_all};
 
 /// The read-only sysfs the mapper mounts under the staging dir.
 pub(super) const SYSFS: &str = "sys";
@@ -385,41 +330,24 @@ pub(crate) fn probe(scratch: &Path) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::executor::sandbox::{MountSpec, Namespaces};
+    use crate::executor::sandbox::MountSpec;
 
     #[test]
     fn the_spec_points_at_clones_under_the_staging_dir() {
-        let mut spec = SandboxSpec {
-            root: RootFs::Overlay {
-                base: PathBuf::from("/s"),
-                lowers: vec!["l/AAA".into(), "l/BBB".into()],
-                upper: "w/x/upper".into(),
-                work: "w/x/work".into(),
-                merged: PathBuf::from("/s/w/x/merged"),
+        let mut spec = SandboxSpec::example(RootFs::Overlay {
+            base: PathBuf::from("/s"),
+            lowers: vec!["l/AAA".into(), "l/BBB".into()],
+            upper: "w/x/upper".into(),
+            work: "w/x/work".into(),
+            merged: PathBuf::from("/s/w/x/merged"),
+        });
+        spec.mounts = vec![MountSpec {
+            target: "/etc/hosts".into(),
+            kind: MountKind::Bind {
+                source: PathBuf::from("/nonexistent/hosts"),
+                readonly: false,
             },
-            args: vec!["true".into()],
-            env: vec![],
-            cwd: "/".into(),
-            uid: 0,
-            gid: 0,
-            groups: vec![],
-            hostname: "h".into(),
-            network_none: false,
-            namespaces: Namespaces::Full,
-            userns: false,
-            mounts: vec![MountSpec {
-                target: "/etc/hosts".into(),
-                kind: MountKind::Bind {
-                    source: PathBuf::from("/nonexistent/hosts"),
-                    readonly: false,
-                },
-            }],
-            cgroup_procs: vec![],
-            stub_report: None,
-            copy: None,
-            security: Default::default(),
-            remap: None,
-        };
+        }];
         let shifts = shift_spec(&mut spec, Path::new("/st")).unwrap();
         let names: Vec<(&Path, &str)> = shifts
             .iter()
