@@ -227,10 +227,7 @@ fn recognises_fn_lines() {
 }
 
 #[test]
-#[ignore = "enabled once issue 14's splits land"]
 fn no_function_over_the_limit() {
-    // Enabled once issue 14's splits land: builder, cli, export and the
-    // sandbox are still being split, so this fails until they are.
     let mut over = Vec::new();
     for file in sources(Path::new(SRC)) {
         let text = std::fs::read_to_string(&file).unwrap();
