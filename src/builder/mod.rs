@@ -234,7 +234,7 @@ impl std::fmt::Display for BuildError {
 impl std::error::Error for BuildError {}
 
 /// A message alone is a step's failure (a source missing, a download
-/// refused); the environment's are made with [`environment`].
+/// refused); the environment's are made with `environment`.
 impl From<String> for BuildError {
     fn from(message: String) -> BuildError {
         step_failed(message)
