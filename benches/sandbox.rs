@@ -21,7 +21,7 @@ use rbuild::executor::{choose, Executor, IsolationRequest, Limits, Step, StepRun
 use rbuild::image::busybox::{build_base, DEBIAN_BUSYBOX};
 use rbuild::image::layer::{write_gzip_layer, Entry};
 use rbuild::image::media::MediaTypes;
-use rbuild::snapshot::{LayerRef, SnapshotStore};
+use rbuild::snapshot::SnapshotStore;
 
 fn median(mut samples: Vec<Duration>) -> Duration {
     samples.sort();
@@ -30,10 +30,6 @@ fn median(mut samples: Vec<Duration>) -> Duration {
 
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
-}
-
-fn refs(layers: &[LayerBlob]) -> Vec<LayerRef> {
-    layers.iter().map(LayerRef::from).collect()
 }
 
 fn runner(root: &Path) -> (StepRunner, ContentStore) {
@@ -61,7 +57,7 @@ fn runner(root: &Path) -> (StepRunner, ContentStore) {
 
 fn step(layers: &[LayerBlob], script: &str) -> Step {
     Step {
-        layers: refs(layers),
+        layers: layers.to_vec(),
         args: vec!["/bin/sh".into(), "-c".into(), script.into()],
         env: vec!["PATH=/usr/sbin:/usr/bin:/sbin:/bin".into()],
         cwd: "/".into(),

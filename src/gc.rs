@@ -556,7 +556,8 @@ pub fn configured_cap(root: &Path) -> Result<Option<u64>, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cache::{CacheIndex, CachedLayer};
+    use crate::blob::LayerBlob;
+    use crate::cache::CacheIndex;
 
     fn entry_for(store: &ContentStore, index: &CacheIndex, bytes: &[u8]) -> (Digest, Digest) {
         let blob = store.put(bytes).unwrap();
@@ -565,7 +566,7 @@ mod tests {
             .put(
                 &key,
                 &CacheEntry {
-                    layer: Some(CachedLayer {
+                    layer: Some(LayerBlob {
                         digest: blob.clone(),
                         size: bytes.len() as u64,
                         diff_id: Digest::of(b"tar"),

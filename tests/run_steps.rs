@@ -18,7 +18,7 @@ use rbuild::executor::{choose, Executor, IsolationRequest, Limits, Step, StepRun
 use rbuild::image::busybox::{build_base, DEBIAN_BUSYBOX};
 use rbuild::image::layer::{write_gzip_layer, Entry};
 use rbuild::image::media::MediaTypes;
-use rbuild::snapshot::{LayerRef, SnapshotStore};
+use rbuild::snapshot::SnapshotStore;
 
 const SANDBOX_DATA: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/testdata/dockerfiles/sandbox");
 
@@ -470,7 +470,7 @@ fn a_chain_of_150_layers_mounts_as_one_overlay() {
     )
     .unwrap();
     let step = Step {
-        layers: layers.iter().map(LayerRef::from).collect(),
+        layers: layers.to_vec(),
         args: vec![
             "/bin/sh".into(),
             "-c".into(),

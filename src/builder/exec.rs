@@ -14,7 +14,6 @@ use crate::blob::LayerBlob;
 use crate::executor::mounts::{MountContext, PreparedMounts};
 use crate::executor::{MountKind, MountSpec, Step};
 use crate::parser::{MountType, NetworkMode};
-use crate::snapshot::LayerRef;
 use crate::solver::dispatch::RunStep;
 use crate::solver::FromSource;
 
@@ -116,7 +115,7 @@ impl ReadyMounts {
             match (source, &m.from) {
                 (Some(FromSource::Stage(j)), Some(name)) => {
                     let dir = shared.temp_dir("stage-root-", at)?;
-                    let layers: Vec<LayerRef> = from[j].layers.iter().map(LayerRef::from).collect();
+                    let layers: Vec<LayerBlob> = from[j].layers.to_vec();
                     if overlay && m.kind == MountType::Bind {
                         let mut lowers = snapshots
                             .lowers(&shared.store, &layers)

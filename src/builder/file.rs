@@ -12,7 +12,6 @@ use super::step::{Job, MakesLayer};
 use super::BuildError;
 use crate::blob::LayerBlob;
 use crate::parser::{Heredoc, Source};
-use crate::snapshot::LayerRef;
 use crate::solver::{self, FromSource};
 
 /// A file step.
@@ -35,7 +34,7 @@ impl MakesLayer for File {
             File::Copy(copy) => {
                 let prepared = copy_spec(shared, copy, job)?;
                 // --link: the layer is made on an empty root and stacked.
-                let onto: &[LayerRef] = if copy.spec.link { &[] } else { job.parents };
+                let onto: &[LayerBlob] = if copy.spec.link { &[] } else { job.parents };
                 let outcome = shared
                     .runner
                     .copy(onto, prepared.spec, job.layer_bytes.clone())
@@ -257,13 +256,9 @@ fn tree_sources(
         })
         .collect();
     let mut sources = Sources::new(PathBuf::new(), names, copy.spec.unpack);
-    let layers: Vec<LayerRef> = match &copy.from {
-        Some(FromSource::Stage(j)) => job.from[j].layers.iter().map(LayerRef::from).collect(),
-        Some(FromSource::Image(name)) => shared.bases[name]
-            .layers
-            .iter()
-            .map(LayerRef::from)
-            .collect(),
+    let layers: Vec<LayerBlob> = match &copy.from {
+        Some(FromSource::Stage(j)) => job.from[j].layers.to_vec(),
+        Some(FromSource::Image(name)) => shared.bases[name].layers.clone(),
         None => {
             let Some(context) = &shared.options.context else {
                 return Err(format!("{at}: COPY from the context needs a build context").into());

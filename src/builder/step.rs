@@ -11,18 +11,17 @@ use petgraph::graph::NodeIndex;
 use super::shared::{How, OpResult, Shared};
 use super::{BuildError, Location};
 use crate::blob::LayerBlob;
-use crate::cache::{CacheEntry, CachedLayer};
+use crate::cache::CacheEntry;
 use crate::executor::Stream;
 use crate::progress::Event;
 use crate::scheduler::{self, Context, Inputs};
-use crate::snapshot::LayerRef;
 use crate::solver;
 
 /// What one step needs to make its layer.
 pub(super) struct Job<'a> {
     pub(super) shared: &'a Shared,
     /// The layers it runs on.
-    pub(super) parents: &'a [LayerRef],
+    pub(super) parents: &'a [LayerBlob],
     /// The results of the stages it reads from, by stage index.
     pub(super) from: &'a HashMap<usize, &'a OpResult>,
     /// Where its output lines go.
@@ -109,7 +108,7 @@ impl<M: MakesLayer> scheduler::Op for StepOp<M> {
         let id = self.started(cx);
         cx.emit(Event::Cached { id });
         let mut layers = inputs.get(self.parent().index()).layers.clone();
-        layers.extend(entry.layer.as_ref().map(LayerBlob::from));
+        layers.extend(entry.layer.clone());
         // SOURCE_DATE_EPOCH decides every time; otherwise a cached step
         // keeps the time it ran, so a fully cached rebuild is identical.
         let created = match self.shared.options.source_date_epoch {
@@ -152,7 +151,7 @@ impl<M: MakesLayer> scheduler::Op for StepOp<M> {
             .put(
                 cache_key,
                 &CacheEntry {
-                    layer: layer.map(CachedLayer::from),
+                    layer: layer.cloned(),
                     created: shared.when.clone(),
                 },
             )
@@ -206,7 +205,6 @@ impl<M: MakesLayer> StepOp<M> {
                 (j, inputs.get(tail.index()))
             })
             .collect();
-        let parents: Vec<LayerRef> = layers.iter().map(LayerRef::from).collect();
         let at = self.at(step);
         let layer_bytes = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let output = |stream, line| {
@@ -219,7 +217,7 @@ impl<M: MakesLayer> StepOp<M> {
         };
         let job = Job {
             shared,
-            parents: &parents,
+            parents: &layers,
             from: &from,
             output: &output,
             layer_bytes: Some(layer_bytes.clone()),

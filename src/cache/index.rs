@@ -21,41 +21,10 @@ use crate::blob::LayerBlob;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CacheEntry {
     /// The layer, or None when the step changed nothing.
-    pub layer: Option<CachedLayer>,
+    pub layer: Option<LayerBlob>,
     /// When the step ran (RFC 3339), reused for the history entry so a
     /// fully cached rebuild gives the same image.
     pub created: String,
-}
-
-/// A layer as the index stores it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct CachedLayer {
-    /// Compressed blob digest.
-    pub digest: Digest,
-    /// Compressed size.
-    pub size: u64,
-    /// Uncompressed digest.
-    pub diff_id: Digest,
-}
-
-impl From<&LayerBlob> for CachedLayer {
-    fn from(l: &LayerBlob) -> CachedLayer {
-        CachedLayer {
-            digest: l.digest.clone(),
-            size: l.size,
-            diff_id: l.diff_id.clone(),
-        }
-    }
-}
-
-impl From<&CachedLayer> for LayerBlob {
-    fn from(l: &CachedLayer) -> LayerBlob {
-        LayerBlob {
-            digest: l.digest.clone(),
-            size: l.size,
-            diff_id: l.diff_id.clone(),
-        }
-    }
 }
 
 /// The index directory.
@@ -114,7 +83,7 @@ mod tests {
         let key = Digest::of(b"key");
         assert_eq!(index.get(&key, &store), None);
         let entry = CacheEntry {
-            layer: Some(CachedLayer {
+            layer: Some(LayerBlob {
                 digest: blob,
                 size: 11,
                 diff_id: Digest::of(b"tar"),

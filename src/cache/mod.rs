@@ -10,7 +10,7 @@
 pub mod index;
 mod store;
 
-pub use index::{CacheEntry, CacheIndex, CachedLayer};
+pub use index::{CacheEntry, CacheIndex};
 pub use store::{BlobWriter, ContentStore, StoreError};
 
 /// Layer writing errors.

@@ -35,7 +35,7 @@ use crate::blob::LayerBlob;
 use crate::cache::ContentStore;
 use crate::cache::LayerError;
 use crate::snapshot::diff::{self, IdMap, LayerOptions};
-use crate::snapshot::{LayerRef, SnapshotError, SnapshotStore, Workspace};
+use crate::snapshot::{SnapshotError, SnapshotStore, Workspace};
 
 /// The hidden subcommand the sandbox helper runs under.
 pub const HELPER_SUBCOMMAND: &str = "__sandbox";
@@ -209,7 +209,7 @@ impl Executor {
 #[derive(Debug, Clone, Default)]
 pub struct Step {
     /// The parent image's layers, bottom first.
-    pub layers: Vec<LayerRef>,
+    pub layers: Vec<LayerBlob>,
     /// argv (the shell form already wrapped in the image's SHELL).
     pub args: Vec<String>,
     /// `KEY=value` environment.
@@ -357,7 +357,7 @@ impl StepRunner {
     /// commits one too).
     pub fn mkdir_layer(
         &self,
-        layers: &[LayerRef],
+        layers: &[LayerBlob],
         path: &str,
         user: &str,
     ) -> Result<LayerBlob, StepError> {
@@ -438,7 +438,7 @@ impl StepRunner {
     /// outcome's failure says what went wrong (a missing source, ...).
     pub fn copy(
         &self,
-        layers: &[LayerRef],
+        layers: &[LayerBlob],
         copy: CopySpec,
         layer_bytes: diff::ByteCounter,
     ) -> Result<StepOutcome, StepError> {

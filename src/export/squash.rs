@@ -7,7 +7,7 @@ use crate::cache::ContentStore;
 use crate::image::config::{rootfs_of, ImageConfig};
 use crate::image::layout::{store_image, StoredImage};
 use crate::image::media::MediaTypes;
-use crate::snapshot::{LayerRef, SnapshotStore};
+use crate::snapshot::SnapshotStore;
 
 /// What a squash starts from: a built image and what only the build knows.
 pub struct Squash<'a> {
@@ -51,10 +51,7 @@ pub fn squash(from: Squash<'_>) -> Result<StoredImage, String> {
         crate::snapshot::apply_layer(upper.path(), reader, &layer.digest.to_string(), apply)
             .map_err(|e| e.to_string())?;
     }
-    let base_refs: Vec<LayerRef> = base.iter().map(LayerRef::from).collect();
-    let names = snapshots
-        .lowers(store, &base_refs)
-        .map_err(|e| e.to_string())?;
+    let names = snapshots.lowers(store, base).map_err(|e| e.to_string())?;
     let lowers = if base.is_empty() {
         Vec::new()
     } else {

@@ -12,4 +12,4 @@ pub mod diff;
 pub mod store;
 
 pub use apply::{apply_gzip_layer, apply_layer, ApplyError, ApplyOptions, ApplyStats};
-pub use store::{chain_ids, LayerRef, SnapshotError, SnapshotStore, Workspace};
+pub use store::{chain_ids, SnapshotError, SnapshotStore, Workspace};

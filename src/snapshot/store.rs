@@ -16,26 +16,8 @@ use std::path::{Path, PathBuf};
 use sha2::{Digest as _, Sha256};
 
 use super::apply::{apply_layer, ApplyError, ApplyOptions};
-use crate::blob::Digest;
+use crate::blob::{Digest, LayerBlob};
 use crate::cache::{ContentStore, StoreError};
-
-/// A layer of an image: its blob in the content store and its diff_id.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LayerRef {
-    /// Digest of the (usually gzip-compressed) blob.
-    pub digest: Digest,
-    /// Digest of the uncompressed tar.
-    pub diff_id: Digest,
-}
-
-impl From<&crate::blob::LayerBlob> for LayerRef {
-    fn from(layer: &crate::blob::LayerBlob) -> LayerRef {
-        LayerRef {
-            digest: layer.digest.clone(),
-            diff_id: layer.diff_id.clone(),
-        }
-    }
-}
 
 /// Snapshot store failures.
 #[derive(Debug, thiserror::Error)]
@@ -133,7 +115,7 @@ impl SnapshotStore {
     pub fn lowers(
         &self,
         store: &ContentStore,
-        layers: &[LayerRef],
+        layers: &[LayerBlob],
     ) -> Result<Vec<String>, SnapshotError> {
         let diff_ids: Vec<Digest> = layers.iter().map(|l| l.diff_id.clone()).collect();
         let chains = chain_ids(&diff_ids);
@@ -157,7 +139,7 @@ impl SnapshotStore {
     fn ensure(
         &self,
         store: &ContentStore,
-        layer: &LayerRef,
+        layer: &LayerBlob,
         chain: &Digest,
     ) -> Result<(), SnapshotError> {
         let dir = self.root.join(chain.hex());
@@ -215,7 +197,7 @@ impl SnapshotStore {
     pub fn materialize(
         &self,
         store: &ContentStore,
-        layers: &[LayerRef],
+        layers: &[LayerBlob],
         dest: &Path,
     ) -> Result<(), SnapshotError> {
         for layer in layers {
