@@ -4,13 +4,15 @@
 #   - $work/base: the busybox base rbuild makes, as an OCI layout, for peers
 #   - buildah_store DIR: a buildah storage with that base as localhost/busybox
 #   - start_buildkit: a private dockerd with BuildKit, if Debian's docker.io is installed
+#   - make_context DIR FILES MEGABYTES: copy_context.sh's generated context
 #   - now, median
+# BENCH_NO_BUILDAH=1 before sourcing: for scripts that do not use buildah.
 set -eu
 here=$(cd "$(dirname "$0")/.." && pwd)
 cd "$here"
 cargo build --release --quiet
 RBUILD="$here/target/release/rbuild"
-command -v buildah >/dev/null || { echo "buildah is not installed (apt-get install buildah)" >&2; exit 2; }
+[ -n "${BENCH_NO_BUILDAH:-}" ] || command -v buildah >/dev/null || { echo "buildah is not installed (apt-get install buildah)" >&2; exit 2; }
 # Lower-case: skopeo's and buildah's oci: transport name images after the path.
 work=/tmp/rbuild-bench-$$; rm -rf "$work"; mkdir -p "$work"
 trap 'if [ -f "$work/dockerd.pid" ]; then kill "$(cat "$work/dockerd.pid")"; sleep 2; fi; rm -rf "$work"' EXIT
@@ -38,6 +40,27 @@ start_buildkit() {
     skopeo copy -q "oci:$work/base:latest" "docker-archive:$work/base.tar:busybox:latest" >/dev/null
     /usr/bin/docker load -q -i "$work/base.tar" >/dev/null && BUILDKIT=1
   fi
+}
+
+# make_context DIR FILES MEGABYTES: FILES files of random bytes, MEGABYTES
+# in all, in 100 dirs (copy_context.sh's generator: the same seed, the
+# same bytes).
+make_context() {
+  mkdir -p "$1"
+  python3 - "$1" "$2" "$3" <<'PY'
+import os, random, sys
+root, files, mb = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+average = mb * 1_000_000 // files
+rng = random.Random(6)
+pool = rng.randbytes(average * 3)
+for i in range(files):
+    d = os.path.join(root, "d%02d" % (i % 100))
+    os.makedirs(d, exist_ok=True)
+    size = average // 2 + rng.randrange(average)
+    at = rng.randrange(average)
+    with open(os.path.join(d, "f%05d.bin" % i), "wb") as f:
+        f.write(pool[at:at + size])
+PY
 }
 
 now() { date +%s.%N; }

@@ -115,10 +115,10 @@ impl ReadyMounts {
             match (source, &m.from) {
                 (Some(FromSource::Stage(j)), Some(name)) => {
                     let dir = shared.temp_dir("stage-root-", at)?;
-                    let layers: Vec<LayerBlob> = from[j].layers.to_vec();
+                    let layers = &from[j].layers;
                     if overlay && m.kind == MountType::Bind {
                         let mut lowers = snapshots
-                            .lowers(&shared.store, &layers)
+                            .lowers(&shared.store, layers)
                             .map_err(|e| super::environment(format!("{at}: stage {name}: {e}")))?;
                         // A lower-only overlay needs two dirs.
                         lowers.push("empty".to_string());
@@ -133,7 +133,7 @@ impl ReadyMounts {
                         });
                     } else {
                         snapshots
-                            .materialize(&shared.store, &layers, dir.path())
+                            .materialize(&shared.store, layers, dir.path())
                             .map_err(|e| super::environment(format!("{at}: stage {name}: {e}")))?;
                         self.stage_roots
                             .insert(name.clone(), dir.path().to_path_buf());
