@@ -528,6 +528,13 @@ impl StepRunner {
             None => Some(self.commit(step, &ws, &lowers, before.as_ref(), opaque)?),
             Some(_) => None,
         };
+        // The upper dir is the next steps' lower dir (a remapped step's
+        // too: it wrote through an idmapped mount, so the owners on disk
+        // are the image's, as in its layer).
+        if let (Some(layer), true) = (&layer, overlay) {
+            self.snapshots
+                .commit_upper(&ws.upper(), &step.layers, layer)?;
+        }
         Ok(StepOutcome {
             output,
             layer,

@@ -84,6 +84,39 @@ pub fn open_layer(store: &ContentStore, digest: &Digest) -> Result<Box<dyn Read>
     })
 }
 
+/// The overlay xattrs that mark a directory opaque: `trusted.*` for a
+/// mount as root, `user.*` for a `userxattr` mount in a user namespace.
+const OPAQUE_XATTRS: [&str; 2] = ["trusted.overlay.opaque", "user.overlay.opaque"];
+
+/// Gives every opaque directory below `dir` both opaque xattrs, as an
+/// extracted layer has them: an upper dir written by a step in a user
+/// namespace marks them `user.*` only, which a later mount as root would
+/// not read (and the other way round). `trusted.*` needs root, so a
+/// rootless build keeps `user.*` alone, as its extractions do.
+fn mark_opaque_both(dir: &Path) -> io::Result<()> {
+    let is_opaque = |path: &Path| {
+        OPAQUE_XATTRS.iter().any(|key| {
+            let mut value = [0u8; 4];
+            matches!(rustix::fs::lgetxattr(path, *key, &mut value[..]), Ok(1) if value[0] == b'y')
+        })
+    };
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        if is_opaque(&dir) {
+            for key in OPAQUE_XATTRS {
+                let _ = rustix::fs::lsetxattr(&dir, key, b"y", rustix::fs::XattrFlags::empty());
+            }
+        }
+        for entry in std::fs::read_dir(&dir)? {
+            let entry = entry?;
+            if entry.file_type()?.is_dir() {
+                stack.push(entry.path());
+            }
+        }
+    }
+    Ok(())
+}
+
 /// The store of extracted layers.
 #[derive(Debug, Clone)]
 pub struct SnapshotStore {
@@ -143,7 +176,6 @@ impl SnapshotStore {
         chain: &Digest,
     ) -> Result<(), SnapshotError> {
         let dir = self.root.join(chain.hex());
-        let link = self.root.join(Self::short_name(chain));
         // Last use, for pruning least recently used snapshots first.
         let _ =
             std::fs::File::open(&dir).and_then(|d| d.set_modified(std::time::SystemTime::now()));
@@ -164,19 +196,61 @@ impl SnapshotStore {
                 &layer.digest.to_string(),
                 options,
             )?;
-            let tmp = tmp.keep();
-            match std::fs::rename(&tmp, &dir) {
-                Ok(()) => {}
-                // Another build extracted it first: theirs is as good.
-                Err(e)
-                    if dir.join("fs").is_dir()
-                        && matches!(e.raw_os_error(), Some(libc::EEXIST | libc::ENOTEMPTY)) =>
-                {
-                    let _ = std::fs::remove_dir_all(&tmp);
-                }
-                Err(e) => return Err(io_at(&dir)(e)),
-            }
+            self.install(tmp, &dir)?;
         }
+        self.link(chain)
+    }
+
+    /// Commits a finished step's overlay upper dir as the snapshot of
+    /// `layer` on `parents` (its chain id), so the steps after it stack
+    /// the dir itself instead of extracting the layer again: BuildKit's
+    /// commit. The upper dir is in overlay format already (whiteouts,
+    /// opaque markers), the format an extracted layer gets. A snapshot
+    /// already there (another build, or the same step before) is kept and
+    /// the upper dir left to its workspace. The rename is atomic: a killed
+    /// build leaves either no snapshot or the whole one.
+    pub fn commit_upper(
+        &self,
+        upper: &Path,
+        parents: &[LayerBlob],
+        layer: &LayerBlob,
+    ) -> Result<(), SnapshotError> {
+        let mut diff_ids: Vec<Digest> = parents.iter().map(|l| l.diff_id.clone()).collect();
+        diff_ids.push(layer.diff_id.clone());
+        let chain = chain_ids(&diff_ids).pop().expect("one layer at least");
+        let dir = self.root.join(chain.hex());
+        if !dir.join("fs").is_dir() {
+            let tmp = tempfile::Builder::new()
+                .prefix("commit-")
+                .tempdir_in(self.root.join("tmp"))
+                .map_err(io_at(&self.root))?;
+            mark_opaque_both(upper).map_err(io_at(upper))?;
+            std::fs::rename(upper, tmp.path().join("fs")).map_err(io_at(upper))?;
+            self.install(tmp, &dir)?;
+        }
+        self.link(&chain)
+    }
+
+    /// Renames the snapshot made in `tmp` into place as `dir`, unless
+    /// another build put one there first (theirs is as good).
+    fn install(&self, tmp: tempfile::TempDir, dir: &Path) -> Result<(), SnapshotError> {
+        let tmp = tmp.keep();
+        match std::fs::rename(&tmp, dir) {
+            Ok(()) => Ok(()),
+            Err(e)
+                if dir.join("fs").is_dir()
+                    && matches!(e.raw_os_error(), Some(libc::EEXIST | libc::ENOTEMPTY)) =>
+            {
+                let _ = std::fs::remove_dir_all(&tmp);
+                Ok(())
+            }
+            Err(e) => Err(io_at(dir)(e)),
+        }
+    }
+
+    /// The short name of `chain`'s snapshot, made when missing.
+    fn link(&self, chain: &Digest) -> Result<(), SnapshotError> {
+        let link = self.root.join(Self::short_name(chain));
         if std::fs::symlink_metadata(&link).is_err() {
             let target = format!("../{}/fs", chain.hex());
             match std::os::unix::fs::symlink(&target, &link) {
