@@ -533,7 +533,7 @@ impl StepRunner {
         // are the image's, as in its layer).
         if let (Some(layer), true) = (&layer, overlay) {
             self.snapshots
-                .commit_upper(&ws.upper(), &step.layers, layer)?;
+                .commit_upper(&ws.upper(), &step.layers, layer, opaque)?;
         }
         Ok(StepOutcome {
             output,

@@ -27,7 +27,7 @@ use crate::cache::LayerError;
 
 const WHITEOUT_PREFIX: &str = ".wh.";
 const OPAQUE_MARKER: &str = ".wh..wh..opq";
-const OPAQUE_XATTRS: [&str; 2] = ["trusted.overlay.opaque", "user.overlay.opaque"];
+pub(crate) const OPAQUE_XATTRS: [&str; 2] = ["trusted.overlay.opaque", "user.overlay.opaque"];
 
 /// Which xattr marks an opaque directory in an upper dir: only the one of
 /// the namespace the overlay was mounted with. Extracted lower dirs carry
@@ -47,7 +47,8 @@ pub enum OpaqueXattr {
 }
 
 impl OpaqueXattr {
-    fn keys(self) -> &'static [&'static str] {
+    /// The xattrs this mount reads as the opaque marker.
+    pub(crate) fn keys(self) -> &'static [&'static str] {
         match self {
             OpaqueXattr::Trusted => &OPAQUE_XATTRS[..1],
             OpaqueXattr::User => &OPAQUE_XATTRS[1..],

@@ -16,6 +16,7 @@ use std::path::{Path, PathBuf};
 use sha2::{Digest as _, Sha256};
 
 use super::apply::{apply_layer, ApplyError, ApplyOptions};
+use super::diff::{OpaqueXattr, OPAQUE_XATTRS};
 use crate::blob::{Digest, LayerBlob};
 use crate::cache::{ContentStore, StoreError};
 
@@ -84,27 +85,27 @@ pub fn open_layer(store: &ContentStore, digest: &Digest) -> Result<Box<dyn Read>
     })
 }
 
-/// The overlay xattrs that mark a directory opaque: `trusted.*` for a
-/// mount as root, `user.*` for a `userxattr` mount in a user namespace.
-const OPAQUE_XATTRS: [&str; 2] = ["trusted.overlay.opaque", "user.overlay.opaque"];
-
 /// Gives every opaque directory below `dir` both opaque xattrs, as an
-/// extracted layer has them: an upper dir written by a step in a user
-/// namespace marks them `user.*` only, which a later mount as root would
-/// not read (and the other way round). `trusted.*` needs root, so a
+/// extracted layer has them, so the snapshot reads the same to a mount as
+/// root (`trusted.*`) and one in a user namespace (`user.*`). Opaque means
+/// marked in the namespace the step's mount read (`mode`): the other one
+/// can hold a stale copy, since a mount as root copies `user.overlay.*` up
+/// like any xattr; that copy goes (it would make the dir opaque to the
+/// next mount and hide what is below it). `trusted.*` needs root, so a
 /// rootless build keeps `user.*` alone, as its extractions do.
-fn mark_opaque_both(dir: &Path) -> io::Result<()> {
-    let is_opaque = |path: &Path| {
-        OPAQUE_XATTRS.iter().any(|key| {
-            let mut value = [0u8; 4];
-            matches!(rustix::fs::lgetxattr(path, *key, &mut value[..]), Ok(1) if value[0] == b'y')
-        })
+fn mark_opaque_both(dir: &Path, mode: OpaqueXattr) -> io::Result<()> {
+    let marked = |path: &Path, key: &str| {
+        let mut value = [0u8; 4];
+        matches!(rustix::fs::lgetxattr(path, key, &mut value[..]), Ok(1) if value[0] == b'y')
     };
     let mut stack = vec![dir.to_path_buf()];
     while let Some(dir) = stack.pop() {
-        if is_opaque(&dir) {
-            for key in OPAQUE_XATTRS {
+        let opaque = mode.keys().iter().any(|key| marked(&dir, key));
+        for key in OPAQUE_XATTRS {
+            if opaque {
                 let _ = rustix::fs::lsetxattr(&dir, key, b"y", rustix::fs::XattrFlags::empty());
+            } else if marked(&dir, key) {
+                let _ = rustix::fs::lremovexattr(&dir, key);
             }
         }
         for entry in std::fs::read_dir(&dir)? {
@@ -214,6 +215,7 @@ impl SnapshotStore {
         upper: &Path,
         parents: &[LayerBlob],
         layer: &LayerBlob,
+        opaque: OpaqueXattr,
     ) -> Result<(), SnapshotError> {
         let mut diff_ids: Vec<Digest> = parents.iter().map(|l| l.diff_id.clone()).collect();
         diff_ids.push(layer.diff_id.clone());
@@ -224,7 +226,7 @@ impl SnapshotStore {
                 .prefix("commit-")
                 .tempdir_in(self.root.join("tmp"))
                 .map_err(io_at(&self.root))?;
-            mark_opaque_both(upper).map_err(io_at(upper))?;
+            mark_opaque_both(upper, opaque).map_err(io_at(upper))?;
             std::fs::rename(upper, tmp.path().join("fs")).map_err(io_at(upper))?;
             self.install(tmp, &dir)?;
         }
