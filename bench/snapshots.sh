@@ -463,7 +463,7 @@ PY
 {
   echo "# bench/snapshots.sh on $(uname -n), $(nproc) cores, kernel $(uname -r), $stamp"
   echo "# ROUNDS=$ROUNDS FILES=$FILES MB=$MB CASES=$CASES PUSH=$PUSH COPY_TIER=$COPY_TIER RSS_1G=$RSS_1G FILES_1G=$FILES_1G"
-  echo "# rbuild $("$RBUILD" version 2>/dev/null | head -1), tree $(git rev-parse --short HEAD)$(git diff --quiet HEAD -- src 2>/dev/null || echo ' + uncommitted changes in src/')"
+  echo "# $("$RBUILD" version 2>/dev/null | head -1), tree $(git rev-parse --short HEAD)$(git diff --quiet HEAD -- src 2>/dev/null || echo ' + uncommitted changes in src/')"
   echo "# BuildKit: dockerd $("$DOCKER" version -f '{{.Server.Version}}' 2>/dev/null) (Debian docker.io), client $("$DOCKER" version -f '{{.Client.Version}}' 2>/dev/null)"
   echo "# cold: rbuild a fresh --root holding the base; BuildKit docker rmi + image prune + builder prune -af; --push: a fresh registry"
   echo
