@@ -13,21 +13,7 @@ MB=${3:-500}
 . "$(dirname "$0")/common.sh"
 command -v docker-registry >/dev/null || { echo "docker-registry is not installed" >&2; exit 2; }
 
-mkdir -p "$work/context"
-python3 - "$work/context" "$FILES" "$MB" <<'PY'
-import os, random, sys
-root, files, mb = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
-average = mb * 1_000_000 // files
-rng = random.Random(6)
-pool = rng.randbytes(average * 3)
-for i in range(files):
-    d = os.path.join(root, "d%02d" % (i % 100))
-    os.makedirs(d, exist_ok=True)
-    size = average // 2 + rng.randrange(average)
-    at = rng.randrange(average)
-    with open(os.path.join(d, "f%05d.bin" % i), "wb") as f:
-        f.write(pool[at:at + size])
-PY
+make_context "$work/context" "$FILES" "$MB"
 printf 'FROM busybox\nCOPY . /app\n' > "$work/Copy.Dockerfile"
 printf 'FROM localhost/busybox:latest\nCOPY . /app\n' > "$work/Buildah.Dockerfile"
 
