@@ -13,7 +13,7 @@ mod common;
 
 use common::is_root;
 use rbuild::cache::ContentStore;
-use rbuild::executor::{Executor, Namespaces, RootFs, RunOutput, SandboxSpec};
+use rbuild::executor::{Executor, RootFs, RunOutput, SandboxSpec};
 use rbuild::image::busybox::{build_base, DEBIAN_BUSYBOX};
 use rbuild::image::media::MediaTypes;
 use rbuild::snapshot::{apply_gzip_layer, ApplyOptions};
@@ -37,27 +37,14 @@ fn busybox_root() -> (tempfile::TempDir, PathBuf) {
 }
 
 fn spec(root: &Path, script: &str) -> SandboxSpec {
+    let args = vec!["/bin/sh".into(), "-c".into(), script.into()];
     SandboxSpec {
-        root: RootFs::Dir(root.to_path_buf()),
-        args: vec!["/bin/sh".into(), "-c".into(), script.into()],
         env: vec![
             "PATH=/usr/sbin:/usr/bin:/sbin:/bin".into(),
             "GREETING=hi there".into(),
         ],
-        cwd: "/".into(),
-        uid: 0,
-        gid: 0,
-        groups: vec![],
         hostname: "rbuild-test".into(),
-        network_none: false,
-        namespaces: Namespaces::Full,
-        userns: false,
-        mounts: vec![],
-        cgroup_procs: vec![],
-        stub_report: None,
-        copy: None,
-        security: Default::default(),
-        remap: None,
+        ..SandboxSpec::new(RootFs::Dir(root.to_path_buf()), args)
     }
 }
 

@@ -135,6 +135,16 @@ impl<'s> RootBuilder<'s> {
         Ok(())
     }
 
+    /// The stubs made so far as (path, is a dir, is a mount's own
+    /// point): what the tests compare.
+    #[cfg(test)]
+    pub(super) fn stub_list(&self) -> Vec<(&str, bool, bool)> {
+        self.stubs
+            .iter()
+            .map(|s| (s.path.as_str(), s.dir, s.mount))
+            .collect()
+    }
+
     /// Mounts `source` on `target` inside the root.
     pub(super) fn mount_on(
         &mut self,
@@ -194,17 +204,12 @@ mod tests {
                 Call::CreateFile("T/root/etc/ssl/certs/ca.pem".into(), 0o644, true),
             ]
         );
-        let stubs: Vec<(&str, bool)> = builder
-            .stubs
-            .iter()
-            .map(|s| (s.path.as_str(), s.dir))
-            .collect();
         assert_eq!(
-            stubs,
+            builder.stub_list(),
             [
-                ("etc/ssl", true),
-                ("etc/ssl/certs", true),
-                ("etc/ssl/certs/ca.pem", false)
+                ("etc/ssl", true, false),
+                ("etc/ssl/certs", true, false),
+                ("etc/ssl/certs/ca.pem", false, false)
             ]
         );
     }

@@ -246,11 +246,13 @@ mod tests {
     use std::path::PathBuf;
 
     use super::*;
+    use crate::executor::sandbox::dev::tests::default_dev;
     use crate::executor::sandbox::spec::Stub;
-    use crate::executor::sandbox::sys::{m, scratch_root, Call, MountCall, RecordingSys};
+    use crate::executor::sandbox::sys::{
+        m, mounts_of, scratch_root, Call, MountCall, RecordingSys,
+    };
     use libc::{
-        MS_BIND, MS_MOVE, MS_NODEV, MS_NOEXEC, MS_NOSUID, MS_PRIVATE, MS_RDONLY, MS_REC,
-        MS_REMOUNT, MS_STRICTATIME,
+        MS_BIND, MS_MOVE, MS_NODEV, MS_NOEXEC, MS_NOSUID, MS_PRIVATE, MS_RDONLY, MS_REC, MS_REMOUNT,
     };
 
     const NSN: libc::c_ulong = MS_NOSUID | MS_NODEV | MS_NOEXEC;
@@ -258,38 +260,10 @@ mod tests {
     /// What a default step's `/proc`, `/dev` and `/sys` are, in order, on
     /// an empty directory root (nothing there to mask).
     fn kernel_mounts() -> Vec<MountCall> {
-        let mut want = vec![
-            m("proc", "T/root/proc", "proc", NSN, ""),
-            m(
-                "tmpfs",
-                "T/root/dev",
-                "tmpfs",
-                MS_NOSUID | MS_STRICTATIME | MS_NODEV,
-                "mode=755,size=65536k",
-            ),
-        ];
-        for node in ["null", "zero", "full", "random", "urandom", "tty"] {
-            let target = format!("T/root/dev/{node}");
-            want.push(m(&format!("/dev/{node}"), &target, "", MS_BIND, ""));
-        }
-        want.extend([
-            m(
-                "devpts",
-                "T/root/dev/pts",
-                "devpts",
-                MS_NOSUID | MS_NOEXEC,
-                "newinstance,ptmxmode=0666,mode=0620,gid=5",
-            ),
-            m(
-                "shm",
-                "T/root/dev/shm",
-                "tmpfs",
-                NSN,
-                "mode=1777,size=65536k",
-            ),
-            m("mqueue", "T/root/dev/mqueue", "mqueue", NSN, ""),
-            m("sysfs", "T/root/sys", "sysfs", MS_RDONLY | NSN, ""),
-        ]);
+        let dev = default_dev("newinstance,ptmxmode=0666,mode=0620,gid=5");
+        let mut want = vec![m("proc", "T/root/proc", "proc", NSN, "")];
+        want.extend(mounts_of(dev));
+        want.push(m("sysfs", "T/root/sys", "sysfs", MS_RDONLY | NSN, ""));
         want
     }
 
@@ -425,13 +399,8 @@ mod tests {
                 ),
             ]
         );
-        let stubs: Vec<(&str, bool, bool)> = builder
-            .stubs
-            .iter()
-            .map(|s| (s.path.as_str(), s.dir, s.mount))
-            .collect();
         assert_eq!(
-            stubs,
+            builder.stub_list(),
             [
                 ("proc", true, false),
                 ("dev", true, false),

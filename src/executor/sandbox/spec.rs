@@ -229,14 +229,14 @@ pub struct Remap {
     pub staging: PathBuf,
 }
 
-#[cfg(test)]
 impl SandboxSpec {
-    /// A `RUN true` as root in `root` with the full tier and nothing else:
-    /// what the sandbox's unit tests start from and change one field of.
-    pub(crate) fn example(root: RootFs) -> SandboxSpec {
+    /// `args` run as root in `root` with the full tier and nothing else
+    /// (no env, no mounts, no limits): what tests and tools start from
+    /// and change a field or two of.
+    pub fn new(root: RootFs, args: Vec<String>) -> SandboxSpec {
         SandboxSpec {
             root,
-            args: vec!["true".into()],
+            args,
             env: vec![],
             cwd: "/".into(),
             uid: 0,
@@ -253,5 +253,11 @@ impl SandboxSpec {
             security: Security::Sandbox,
             remap: None,
         }
+    }
+
+    /// A `RUN true` in `root`: what the sandbox's unit tests start from.
+    #[cfg(test)]
+    pub(crate) fn example(root: RootFs) -> SandboxSpec {
+        SandboxSpec::new(root, vec!["true".into()])
     }
 }

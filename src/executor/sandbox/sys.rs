@@ -237,7 +237,7 @@ pub(crate) fn read_all(fd: &OwnedFd) -> String {
 }
 
 #[cfg(test)]
-pub(crate) use recording::{m, scratch_root, Call, MountCall, RecordingSys};
+pub(crate) use recording::{m, mounts_of, scratch_root, Call, MountCall, RecordingSys};
 
 #[cfg(test)]
 mod recording {
@@ -294,6 +294,23 @@ mod recording {
         )
     }
 
+    /// The mounts among `calls`, in order.
+    pub(crate) fn mounts_of(calls: Vec<Call>) -> Vec<MountCall> {
+        calls
+            .into_iter()
+            .filter_map(|c| match c {
+                Call::Mount {
+                    source,
+                    target,
+                    fstype,
+                    flags,
+                    data,
+                } => Some((source, target, fstype, flags, data)),
+                _ => None,
+            })
+            .collect()
+    }
+
     /// A [`Sys`] that records every call in order and returns success, or
     /// EPERM for the calls `fail_on` picks (still recorded: they were
     /// tried). Directories, files and links inside the scratch dir are
@@ -329,19 +346,7 @@ mod recording {
 
         /// The mounts so far, in order.
         pub(crate) fn mounts(&self) -> Vec<MountCall> {
-            self.calls()
-                .into_iter()
-                .filter_map(|c| match c {
-                    Call::Mount {
-                        source,
-                        target,
-                        fstype,
-                        flags,
-                        data,
-                    } => Some((source, target, fstype, flags, data)),
-                    _ => None,
-                })
-                .collect()
+            mounts_of(self.calls())
         }
 
         /// `path` as the kernel would resolve its `/proc/self/fd/N`
