@@ -41,9 +41,10 @@ fn ready() -> bool {
             return false;
         }
     }
-    if !Path::new(DEBIAN_PROFILE).exists() {
+    if !Path::new(DEBIAN_PROFILE).exists() || !Path::new(DEBIAN_CAPS).exists() {
         skip(&format!(
-            "{DEBIAN_PROFILE} is missing (apt-get install golang-github-docker-docker-dev)"
+            "{DEBIAN_PROFILE} or {DEBIAN_CAPS} is missing \
+             (apt-get install golang-github-docker-docker-dev)"
         ));
         return false;
     }
@@ -54,24 +55,21 @@ fn ready() -> bool {
 const DEBIAN_PROFILE: &str =
     "/usr/share/gocode/src/github.com/docker/docker/profiles/seccomp/default.json";
 
-/// Docker's default capabilities, written out here rather than taken from
-/// rbuild's table: the oracle's inputs come from outside rbuild.
-const DOCKER_CAPS: &[&str] = &[
-    "CAP_CHOWN",
-    "CAP_DAC_OVERRIDE",
-    "CAP_FSETID",
-    "CAP_FOWNER",
-    "CAP_MKNOD",
-    "CAP_NET_RAW",
-    "CAP_SETGID",
-    "CAP_SETUID",
-    "CAP_SETFCAP",
-    "CAP_SETPCAP",
-    "CAP_NET_BIND_SERVICE",
-    "CAP_SYS_CHROOT",
-    "CAP_KILL",
-    "CAP_AUDIT_WRITE",
-];
+/// Docker's source of its default capabilities, as Debian ships it.
+const DEBIAN_CAPS: &str = "/usr/share/gocode/src/github.com/docker/docker/oci/caps/defaults.go";
+
+/// Docker's default capabilities, read from moby's own source (the
+/// oracle's inputs come from outside rbuild, not from its table).
+fn docker_caps() -> Vec<String> {
+    let source = std::fs::read_to_string(DEBIAN_CAPS).unwrap();
+    let caps: Vec<String> = source
+        .split('"')
+        .filter(|word| word.starts_with("CAP_"))
+        .map(str::to_string)
+        .collect();
+    assert!(caps.len() >= 10, "no capability list in {DEBIAN_CAPS}");
+    caps
+}
 
 /// What a step reports about itself: `/report.sh PID DISK`, the script
 /// both sides run.
@@ -196,25 +194,20 @@ fn debian_docker_seccomp() -> serde_json::Value {
         let mut it = release.split('.').map(|p| p.parse::<u32>().unwrap_or(0));
         (it.next().unwrap_or(0), it.next().unwrap_or(0))
     };
+    let docker_caps = docker_caps();
+    let has = |cap: &String| docker_caps.contains(cap);
     let mut syscalls = Vec::new();
     for call in profile["syscalls"].as_array().unwrap() {
         let (inc, exc) = (&call["includes"], &call["excludes"]);
         let arch_ok = |list: Vec<String>| list.iter().any(|a| a == "amd64");
-        if arch_ok(names(&exc["arches"]))
-            || names(&exc["caps"])
-                .iter()
-                .any(|c| DOCKER_CAPS.contains(&c.as_str()))
-        {
+        if arch_ok(names(&exc["arches"])) || names(&exc["caps"]).iter().any(has) {
             continue;
         }
         let inc_arches = names(&inc["arches"]);
         if !inc_arches.is_empty() && !arch_ok(inc_arches) {
             continue;
         }
-        if !names(&inc["caps"])
-            .iter()
-            .all(|c| DOCKER_CAPS.contains(&c.as_str()))
-        {
+        if !names(&inc["caps"]).iter().all(has) {
             continue;
         }
         if let Some(min) = inc["minKernel"].as_str() {
@@ -255,7 +248,7 @@ fn runc_oracle(docker_posture: bool, target_pid: u32) -> Seen {
     // RUN steps write to their root.
     config["root"]["readonly"] = false.into();
     if docker_posture {
-        let caps: Vec<&str> = DOCKER_CAPS.to_vec();
+        let caps = docker_caps();
         config["process"]["capabilities"] = serde_json::json!({
             "bounding": caps, "effective": caps, "permitted": caps,
         });
@@ -603,7 +596,9 @@ fn rule_key(name: &str, action: &str, errno: Option<i64>, args: &[String]) -> St
 fn our_rules() -> BTreeSet<String> {
     use rbuild::executor::confine::profile::{groups_for, Action, Compare};
     let mut keys = BTreeSet::new();
-    for group in groups_for(DOCKER_CAPS, "amd64", (6, 1)) {
+    let caps = docker_caps();
+    let caps: Vec<&str> = caps.iter().map(String::as_str).collect();
+    for group in groups_for(&caps, "amd64", (6, 1)) {
         let args: Vec<String> = group
             .args
             .iter()
@@ -659,9 +654,10 @@ fn debian_rules() -> BTreeSet<String> {
 
 #[test]
 fn the_profile_table_is_debians_docker_profile_plus_what_moby_added_since() {
-    if !Path::new(DEBIAN_PROFILE).exists() {
+    if !Path::new(DEBIAN_PROFILE).exists() || !Path::new(DEBIAN_CAPS).exists() {
         skip(&format!(
-            "{DEBIAN_PROFILE} is missing (apt-get install golang-github-docker-docker-dev)"
+            "{DEBIAN_PROFILE} or {DEBIAN_CAPS} is missing \
+             (apt-get install golang-github-docker-docker-dev)"
         ));
         return;
     }

@@ -8,9 +8,11 @@
 //! Dockerfiles.
 
 pub mod index;
+mod layer_tar;
 mod store;
 
 pub use index::{CacheEntry, CacheIndex};
+pub use layer_tar::{finish_layer, start_layer, LayerTar};
 pub use store::{BlobWriter, ContentStore, StoreError};
 
 /// Layer writing errors.

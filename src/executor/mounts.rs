@@ -141,6 +141,14 @@ impl PreparedMounts {
         Ok(out)
     }
 
+    /// A bind of host `source` on `target` in the step's root.
+    fn push_bind(&mut self, target: String, source: PathBuf, readonly: bool) {
+        self.mounts.push(MountSpec {
+            target,
+            kind: MountKind::Bind { source, readonly },
+        });
+    }
+
     fn cache(&mut self, m: &Mount, ctx: &MountContext) -> Result<(), String> {
         let target = m.target.clone().ok_or("--mount=type=cache needs target=")?;
         if m.from.is_some() {
@@ -194,13 +202,7 @@ impl PreparedMounts {
             std::fs::set_permissions(&source, std::fs::Permissions::from_mode(mode)).map_err(io)?;
             chown_as_root(&source, m).map_err(io)?;
         }
-        self.mounts.push(MountSpec {
-            target,
-            kind: MountKind::Bind {
-                source,
-                readonly: m.readonly,
-            },
-        });
+        self.push_bind(target, source, m.readonly);
         Ok(())
     }
 
@@ -243,16 +245,12 @@ impl PreparedMounts {
         std::fs::set_permissions(&file, std::fs::Permissions::from_mode(mode))
             .map_err(|e| format!("secret {id}: {e}"))?;
         chown_as_root(&file, m).map_err(|e| format!("secret {id}: {e}"))?;
-        self.mounts.push(MountSpec {
-            target: m
-                .target
-                .clone()
-                .unwrap_or_else(|| format!("/run/secrets/{id}")),
-            kind: MountKind::Bind {
-                source: file,
-                readonly: true,
-            },
-        });
+        let target = m.target.clone();
+        self.push_bind(
+            target.unwrap_or_else(|| format!("/run/secrets/{id}")),
+            file,
+            true,
+        );
         self.temps.push(dir);
         Ok(())
     }
@@ -289,13 +287,7 @@ impl PreparedMounts {
         if self.ssh_auth_sock.is_none() {
             self.ssh_auth_sock = Some(target.clone());
         }
-        self.mounts.push(MountSpec {
-            target,
-            kind: MountKind::Bind {
-                source: socket,
-                readonly: true,
-            },
-        });
+        self.push_bind(target, socket, true);
         self.proxies.push(proxy);
         self.temps.push(dir);
         Ok(())
@@ -338,13 +330,7 @@ impl PreparedMounts {
             self.temps.push(temp);
             copy
         };
-        self.mounts.push(MountSpec {
-            target,
-            kind: MountKind::Bind {
-                source,
-                readonly: m.readonly,
-            },
-        });
+        self.push_bind(target, source, m.readonly);
         Ok(())
     }
 }

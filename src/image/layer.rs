@@ -6,8 +6,8 @@
 
 use std::io;
 
-use crate::blob::{Digest, HashingWriter, LayerBlob};
-use crate::cache::{ContentStore, LayerError};
+use crate::blob::LayerBlob;
+use crate::cache::{finish_layer, start_layer, ContentStore, LayerError};
 
 /// What a layer entry is.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -78,10 +78,7 @@ pub fn write_gzip_layer(
     mtime: u64,
 ) -> Result<LayerBlob, LayerError> {
     entries.sort_by(|a, b| a.path.cmp(&b.path));
-    let blob = store.writer()?;
-    let gz = crate::blob::pgzip::ParallelGzip::new(blob, 6);
-    let mut tar = tar::Builder::new(HashingWriter::new(gz));
-    tar.mode(tar::HeaderMode::Deterministic);
+    let mut tar = start_layer(store, None)?;
     for entry in &entries {
         let mut header = tar::Header::new_ustar();
         header.set_mode(entry.mode);
@@ -106,13 +103,5 @@ pub fn write_gzip_layer(
             }
         }
     }
-    let (gz, diff_id) = tar.into_inner()?.finish();
-    let diff_id = Digest::from_sha256(diff_id);
-    let blob = gz.finish()?;
-    let (digest, size) = blob.commit(None)?;
-    Ok(LayerBlob {
-        digest,
-        size,
-        diff_id,
-    })
+    finish_layer(tar)
 }

@@ -20,10 +20,9 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
-use crate::blob::Digest;
-use crate::blob::{HashingWriter, LayerBlob};
+use crate::blob::LayerBlob;
 use crate::cache::ContentStore;
-use crate::cache::LayerError;
+use crate::cache::{finish_layer, start_layer, LayerError};
 
 const WHITEOUT_PREFIX: &str = ".wh.";
 const OPAQUE_MARKER: &str = ".wh..wh..opq";
@@ -632,10 +631,7 @@ pub fn write_layer(
     options: LayerOptions,
     counter: ByteCounter,
 ) -> Result<LayerBlob, LayerError> {
-    let blob = store.writer()?;
-    let gz = crate::blob::pgzip::ParallelGzip::new(blob, 6);
-    let mut tar = tar::Builder::new(HashingWriter::new(gz).counting(counter));
-    tar.mode(tar::HeaderMode::Deterministic);
+    let tar = start_layer(store, counter)?;
     let mut writer = TarWriter {
         tar,
         options,
@@ -653,16 +649,7 @@ pub fn write_layer(
             }
         }
     }
-    let hashing = writer.tar.into_inner()?;
-    let (gz, hash) = hashing.finish();
-    let diff_id = Digest::from_sha256(hash);
-    let blob = gz.finish()?;
-    let (digest, size) = blob.commit(None)?;
-    Ok(LayerBlob {
-        digest,
-        size,
-        diff_id,
-    })
+    finish_layer(writer.tar)
 }
 
 #[cfg(test)]

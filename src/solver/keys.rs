@@ -230,57 +230,15 @@ mod tests {
     #[test]
     fn keys_follow_inputs_and_nothing_else() {
         let parent = Digest::of(b"p");
-        let a = step_key(
-            &parent,
-            &run(&["sh", "-c", "x"], &["A=1"]),
-            &[],
-            "linux/amd64",
-        );
-        assert_eq!(
-            a,
-            step_key(
-                &parent,
-                &run(&["sh", "-c", "x"], &["A=1"]),
-                &[],
-                "linux/amd64"
-            )
-        );
-        assert_ne!(
-            a,
-            step_key(
-                &parent,
-                &run(&["sh", "-c", "y"], &["A=1"]),
-                &[],
-                "linux/amd64"
-            )
-        );
-        assert_ne!(
-            a,
-            step_key(
-                &parent,
-                &run(&["sh", "-c", "x"], &["A=2"]),
-                &[],
-                "linux/amd64"
-            )
-        );
-        assert_ne!(
-            a,
-            step_key(
-                &Digest::of(b"q"),
-                &run(&["sh", "-c", "x"], &["A=1"]),
-                &[],
-                "linux/amd64"
-            )
-        );
-        assert_ne!(
-            a,
-            step_key(
-                &parent,
-                &run(&["sh", "-c", "x"], &["A=1"]),
-                &[],
-                "linux/arm64"
-            )
-        );
+        let key = |parent: &Digest, script: &str, env: &str, platform: &str| {
+            step_key(parent, &run(&["sh", "-c", script], &[env]), &[], platform)
+        };
+        let a = key(&parent, "x", "A=1", "linux/amd64");
+        assert_eq!(a, key(&parent, "x", "A=1", "linux/amd64"));
+        assert_ne!(a, key(&parent, "y", "A=1", "linux/amd64"));
+        assert_ne!(a, key(&parent, "x", "A=2", "linux/amd64"));
+        assert_ne!(a, key(&Digest::of(b"q"), "x", "A=1", "linux/amd64"));
+        assert_ne!(a, key(&parent, "x", "A=1", "linux/arm64"));
         // Proxy variables are not part of the key.
         let mut other_proxy = run(&["sh", "-c", "x"], &["A=1"]);
         if let StepKind::Run(r) = &mut other_proxy {
