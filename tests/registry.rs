@@ -53,6 +53,26 @@ fn push(
     rt.block_on(c.push(store, &image.manifest_digest, targets, mount))
 }
 
+/// Pushes `image` to the one `target`, mounting nothing.
+fn push_to(
+    rt: &tokio::runtime::Runtime,
+    c: &RegistryClient,
+    store: &ContentStore,
+    image: &StoredImage,
+    target: &Reference,
+) -> Result<(), RegistryError> {
+    push(rt, c, store, image, std::slice::from_ref(target), None)
+}
+
+/// A client that tries each request `attempts` times.
+fn client_with_attempts(credentials: CredentialSource, attempts: u32) -> RegistryClient {
+    let options = RegistryOptions {
+        max_attempts: attempts,
+        ..RegistryOptions::default()
+    };
+    client(credentials, options)
+}
+
 fn skopeo_raw(reference: &Reference) -> Vec<u8> {
     run_ok(
         Command::new("skopeo")
@@ -154,15 +174,7 @@ fn cross_repository_mount_and_chunked_upload() {
         ..RegistryOptions::default()
     };
     let chunked = client(CredentialSource::default(), options);
-    push(
-        &rt,
-        &chunked,
-        &store,
-        &image,
-        std::slice::from_ref(&first),
-        None,
-    )
-    .unwrap();
+    push_to(&rt, &chunked, &store, &image, &first).unwrap();
     assert_eq!(count(&chunked.stats.blobs_uploaded), 2);
     std::thread::sleep(Duration::from_millis(200));
     let layer_kib = image.layers[0].size / 1024;
@@ -206,15 +218,7 @@ fn basic_auth_from_config_json_and_credential_helper() {
 
     // No credentials: a clear error naming the registry.
     let anonymous = client(CredentialSource::default(), RegistryOptions::default());
-    let err = push(
-        &rt,
-        &anonymous,
-        &store,
-        &image,
-        std::slice::from_ref(&target),
-        None,
-    )
-    .unwrap_err();
+    let err = push_to(&rt, &anonymous, &store, &image, &target).unwrap_err();
     let text = err.to_string();
     assert!(matches!(err, RegistryError::Auth { .. }), "{text}");
     assert!(
@@ -225,22 +229,8 @@ fn basic_auth_from_config_json_and_credential_helper() {
     // Wrong password: 401 named, password never printed.
     let wrong = tempfile::tempdir().unwrap();
     docker_config(wrong.path(), &registry.addr, "alice", "not-the-password");
-    let bad = client(
-        CredentialSource::load(Some(wrong.path())).unwrap(),
-        RegistryOptions {
-            max_attempts: 2,
-            ..RegistryOptions::default()
-        },
-    );
-    let err = push(
-        &rt,
-        &bad,
-        &store,
-        &image,
-        std::slice::from_ref(&target),
-        None,
-    )
-    .unwrap_err();
+    let bad = client_with_attempts(CredentialSource::load(Some(wrong.path())).unwrap(), 2);
+    let err = push_to(&rt, &bad, &store, &image, &target).unwrap_err();
     let text = format!("{err} {err:?}");
     assert!(
         text.contains("401") && text.contains(&registry.addr),
@@ -258,15 +248,7 @@ fn basic_auth_from_config_json_and_credential_helper() {
         CredentialSource::load(Some(good.path())).unwrap(),
         RegistryOptions::default(),
     );
-    push(
-        &rt,
-        &authed,
-        &store,
-        &image,
-        std::slice::from_ref(&target),
-        None,
-    )
-    .unwrap();
+    push_to(&rt, &authed, &store, &image, &target).unwrap();
     let pulled_store = ContentStore::open(dir.path().join("pulled")).unwrap();
     let pulled = rt
         .block_on(authed.pull(&pulled_store, &target, "linux", host_architecture()))
@@ -369,15 +351,7 @@ fn push_and_pull_survive_a_failing_registry() {
     };
     let via_proxy: Reference = format!("{}/flaky/busybox:1", proxy.addr).parse().unwrap();
     let pusher = client(CredentialSource::default(), options.clone());
-    push(
-        &rt,
-        &pusher,
-        &store,
-        &image,
-        std::slice::from_ref(&via_proxy),
-        None,
-    )
-    .unwrap();
+    push_to(&rt, &pusher, &store, &image, &via_proxy).unwrap();
     assert!(
         count(&pusher.stats.retries) > 0,
         "faults were met and retried"
@@ -509,15 +483,7 @@ fn bearer_token_auth_against_a_token_service() {
         CredentialSource::load(Some(creds.path())).unwrap(),
         RegistryOptions::default(),
     );
-    push(
-        &rt,
-        &pusher,
-        &store,
-        &image,
-        std::slice::from_ref(&target),
-        None,
-    )
-    .unwrap();
+    push_to(&rt, &pusher, &store, &image, &target).unwrap();
     assert!(tokens.issued.load(Ordering::SeqCst) >= 1);
 
     // Anonymous pull: the token service grants pull only, and that suffices.
@@ -563,15 +529,7 @@ fn bearer_token_auth_against_a_token_service() {
         CredentialSource::load(Some(wrong.path())).unwrap(),
         RegistryOptions::default(),
     );
-    let err = push(
-        &rt,
-        &bad,
-        &store,
-        &image,
-        std::slice::from_ref(&target),
-        None,
-    )
-    .unwrap_err();
+    let err = push_to(&rt, &bad, &store, &image, &target).unwrap_err();
     let text = format!("{err} {err:?}");
     assert!(
         matches!(err, RegistryError::Auth { .. }) && text.contains("401"),
@@ -685,22 +643,8 @@ fn tls_for_other_hosts_with_a_private_ca_and_insecure_by_name() {
     // 127.0.0.2 is not "localhost": rbuild speaks TLS to it.
     let (tls_registry, ca) = TestRegistry::start_tls("127.0.0.2");
     let target = reference(&tls_registry, "tls/busybox:1");
-    let untrusting = client(
-        CredentialSource::default(),
-        RegistryOptions {
-            max_attempts: 1,
-            ..RegistryOptions::default()
-        },
-    );
-    let err = push(
-        &rt,
-        &untrusting,
-        &store,
-        &image,
-        std::slice::from_ref(&target),
-        None,
-    )
-    .unwrap_err();
+    let untrusting = client_with_attempts(CredentialSource::default(), 1);
+    let err = push_to(&rt, &untrusting, &store, &image, &target).unwrap_err();
     assert!(
         matches!(err, RegistryError::Transport { .. })
             && err.to_string().contains(&tls_registry.addr),
@@ -717,15 +661,7 @@ fn tls_for_other_hosts_with_a_private_ca_and_insecure_by_name() {
             ..RegistryOptions::default()
         },
     );
-    push(
-        &rt,
-        &trusting,
-        &store,
-        &image,
-        std::slice::from_ref(&target),
-        None,
-    )
-    .unwrap();
+    push_to(&rt, &trusting, &store, &image, &target).unwrap();
     // skopeo's --cert-dir takes CA files alone (a .key there means a client key).
     let cert_dir = dir.path().join("skopeo-certs");
     std::fs::create_dir_all(&cert_dir).unwrap();
@@ -744,15 +680,7 @@ fn tls_for_other_hosts_with_a_private_ca_and_insecure_by_name() {
     // A plain-HTTP registry on 127.0.0.2 needs --insecure-registry.
     let plain = TestRegistry::start_on("127.0.0.2");
     let target = reference(&plain, "plain/busybox:1");
-    let err = push(
-        &rt,
-        &untrusting,
-        &store,
-        &image,
-        std::slice::from_ref(&target),
-        None,
-    )
-    .unwrap_err();
+    let err = push_to(&rt, &untrusting, &store, &image, &target).unwrap_err();
     assert!(err.to_string().contains(&plain.addr), "{err}");
     let insecure = client(
         CredentialSource::default(),
@@ -761,13 +689,5 @@ fn tls_for_other_hosts_with_a_private_ca_and_insecure_by_name() {
             ..RegistryOptions::default()
         },
     );
-    push(
-        &rt,
-        &insecure,
-        &store,
-        &image,
-        std::slice::from_ref(&target),
-        None,
-    )
-    .unwrap();
+    push_to(&rt, &insecure, &store, &image, &target).unwrap();
 }
