@@ -247,10 +247,9 @@ pub fn overlay_changes(
     let mut changes = Vec::new();
     let walk = UpperWalk {
         upper,
-        lowers,
         opaque: opaque.keys(),
     };
-    walk.dir(Path::new(""), false, &mut changes)?;
+    walk.dir(Path::new(""), &LowerView(lowers.to_vec()), &mut changes)?;
     Ok(with_parents(changes, upper))
 }
 
@@ -294,33 +293,73 @@ fn with_parents(mut changes: Vec<Change>, root: &Path) -> Vec<Change> {
     changes
 }
 
+/// The lower dirs that show through at one directory of the merged tree,
+/// top first: overlay's own lookup, done once per directory rather than
+/// once per entry from the root (a 10,000-file step would otherwise stat
+/// every parent of every file in every lower). A whiteout, a non-dir or
+/// an opaque dir ends the list below it.
+#[derive(Debug, Clone, Default)]
+struct LowerView(Vec<PathBuf>);
+
+impl LowerView {
+    /// What `name` in this directory is in the lowers, if anything.
+    fn lookup(&self, name: &OsStr) -> Option<PathBuf> {
+        for dir in &self.0 {
+            let candidate = dir.join(name);
+            match std::fs::symlink_metadata(&candidate) {
+                Ok(meta) if is_whiteout_device(&meta) => return None,
+                Ok(_) => return Some(candidate),
+                Err(_) => {}
+            }
+        }
+        None
+    }
+
+    /// The view inside the subdirectory `name`.
+    fn child(&self, name: &OsStr) -> LowerView {
+        let mut dirs = Vec::new();
+        for dir in &self.0 {
+            let candidate = dir.join(name);
+            match std::fs::symlink_metadata(&candidate) {
+                Err(_) => continue,
+                Ok(meta) if meta.is_dir() => {
+                    let opaque = is_opaque(&candidate);
+                    dirs.push(candidate);
+                    if opaque {
+                        break;
+                    }
+                }
+                Ok(_) => break,
+            }
+        }
+        LowerView(dirs)
+    }
+}
+
 /// One walk of an upper dir against its lower dirs.
 struct UpperWalk<'a> {
     upper: &'a Path,
-    lowers: &'a [PathBuf],
     /// The xattrs that mark an opaque directory in this upper dir.
     opaque: &'static [&'static str],
 }
 
 impl UpperWalk<'_> {
-    fn dir(&self, rel_dir: &Path, under_opaque: bool, changes: &mut Vec<Change>) -> io::Result<()> {
-        let (upper, lowers) = (self.upper, self.lowers);
-        for entry in std::fs::read_dir(upper.join(rel_dir))? {
+    /// Walks the upper dir's `rel_dir`, whose lowers are `view` (empty
+    /// under an opaque dir or where the lowers have no such dir).
+    fn dir(&self, rel_dir: &Path, view: &LowerView, changes: &mut Vec<Change>) -> io::Result<()> {
+        for entry in std::fs::read_dir(self.upper.join(rel_dir))? {
             let entry = entry?;
-            let rel = rel_dir.join(entry.file_name());
+            let name = entry.file_name();
+            let rel = rel_dir.join(&name);
             let source = entry.path();
             let meta = std::fs::symlink_metadata(&source)?;
+            let lower = view.lookup(&name);
             if is_whiteout_device(&meta) {
-                if !under_opaque && lower_file(lowers, &rel).is_some() {
+                if lower.is_some() {
                     changes.push(Change::Delete(rel));
                 }
                 continue;
             }
-            let lower = if under_opaque {
-                None
-            } else {
-                lower_file(lowers, &rel)
-            };
             if meta.is_dir() {
                 let opaque = is_opaque_by(&source, self.opaque);
                 let lower_is_dir = lower
@@ -339,11 +378,12 @@ impl UpperWalk<'_> {
                 if opaque && lower_is_dir {
                     changes.push(Change::Opaque(rel.clone()));
                 }
-                self.dir(
-                    &rel,
-                    under_opaque || opaque || (lower.is_some() && !lower_is_dir),
-                    changes,
-                )?;
+                let below = if opaque || !lower_is_dir {
+                    LowerView::default()
+                } else {
+                    view.child(&name)
+                };
+                self.dir(&rel, &below, changes)?;
                 continue;
             }
             if let Some(lower) = &lower {
