@@ -1,7 +1,8 @@
 //! Root file systems from layers and layers from root file systems:
 //! applying layer tars onto directories, the store of extracted snapshots
 //! that overlay mounts stack, and the differs that turn what a step changed
-//! back into a deterministic layer.
+//! back into a deterministic layer; and the snapshotter contract
+//! ([`Snapshotter`]) with its overlay and copy tiers.
 //!
 //! Owns turning layer bytes into files safely (nothing a tar says can make
 //! it write or link outside the target root) and files into layer bytes. It
@@ -9,7 +10,12 @@
 
 mod apply;
 pub mod diff;
+pub mod snapshotter;
 pub mod store;
+pub mod tree;
 
 pub use apply::{apply_gzip_layer, apply_layer, ApplyError, ApplyOptions, ApplyStats};
+pub use snapshotter::{
+    CopySnapshotter, Info, Kind, Mounts, OverlaySnapshotter, Snapshotter, SnapshotterError, Usage,
+};
 pub use store::{chain_ids, SnapshotError, SnapshotStore, Workspace};

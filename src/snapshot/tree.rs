@@ -1,0 +1,143 @@
+//! Whole-tree operations of the copy tier: copying a root file system with
+//! everything a layer records (owner, mode, times, xattrs, hard links,
+//! devices, fifos, symlinks), and measuring what a tree takes.
+
+use std::collections::HashMap;
+use std::ffi::OsStr;
+use std::io;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::{Path, PathBuf};
+
+use rustix::fs::{AtFlags, Timespec, Timestamps, CWD};
+
+/// Copies the tree at `from` to the new path `to`, keeping what a layer
+/// records of every entry. Files sharing an inode in `from` share one in
+/// `to`. Regular files go through `std::fs::copy` (copy_file_range, so a
+/// reflink where the file system has them).
+pub fn copy_tree(from: &Path, to: &Path) -> io::Result<()> {
+    let mut links = HashMap::new();
+    copy_entry(from, to, &mut links)
+}
+
+fn copy_entry(from: &Path, to: &Path, links: &mut HashMap<(u64, u64), PathBuf>) -> io::Result<()> {
+    let meta = std::fs::symlink_metadata(from)?;
+    let kind = meta.file_type();
+    if kind.is_dir() {
+        std::fs::create_dir(to)?;
+        for entry in std::fs::read_dir(from)? {
+            let entry = entry?;
+            copy_entry(&entry.path(), &to.join(entry.file_name()), links)?;
+        }
+    } else if let Some(first) = (meta.nlink() > 1)
+        .then(|| links.get(&(meta.dev(), meta.ino())))
+        .flatten()
+    {
+        return std::fs::hard_link(first, to);
+    } else if kind.is_symlink() {
+        std::os::unix::fs::symlink(std::fs::read_link(from)?, to)?;
+    } else if kind.is_file() {
+        std::fs::copy(from, to)?;
+    } else {
+        make_node(to, &meta)?;
+    }
+    if !kind.is_dir() && meta.nlink() > 1 {
+        links.insert((meta.dev(), meta.ino()), to.to_path_buf());
+    }
+    copy_metadata(from, to, &meta)
+}
+
+/// A device, fifo or socket node like the one `meta` describes.
+fn make_node(to: &Path, meta: &std::fs::Metadata) -> io::Result<()> {
+    use rustix::fs::{FileType, Mode};
+    let kind = meta.file_type();
+    let file_type = if kind.is_char_device() {
+        FileType::CharacterDevice
+    } else if kind.is_block_device() {
+        FileType::BlockDevice
+    } else if kind.is_fifo() {
+        FileType::Fifo
+    } else {
+        FileType::Socket
+    };
+    let mode = Mode::from_raw_mode(meta.mode() & 0o7777);
+    rustix::fs::mknodat(CWD, to, file_type, mode, meta.rdev())?;
+    Ok(())
+}
+
+/// Owner, then mode (chown clears setuid bits), xattrs and times.
+fn copy_metadata(from: &Path, to: &Path, meta: &std::fs::Metadata) -> io::Result<()> {
+    use rustix::fs::{Gid, Uid};
+    let (uid, gid) = (
+        Some(Uid::from_raw(meta.uid())),
+        Some(Gid::from_raw(meta.gid())),
+    );
+    rustix::fs::chownat(CWD, to, uid, gid, AtFlags::SYMLINK_NOFOLLOW)?;
+    let symlink = meta.file_type().is_symlink();
+    if !symlink {
+        let mode = rustix::fs::Mode::from_raw_mode(meta.mode() & 0o7777);
+        rustix::fs::chmodat(CWD, to, mode, AtFlags::empty())?;
+    }
+    copy_xattrs(from, to)?;
+    let stamp = |sec: i64, nsec: i64| Timespec {
+        tv_sec: sec,
+        tv_nsec: nsec as _,
+    };
+    let times = Timestamps {
+        last_access: stamp(meta.atime(), meta.atime_nsec()),
+        last_modification: stamp(meta.mtime(), meta.mtime_nsec()),
+    };
+    rustix::fs::utimensat(CWD, to, &times, AtFlags::SYMLINK_NOFOLLOW)?;
+    Ok(())
+}
+
+fn copy_xattrs(from: &Path, to: &Path) -> io::Result<()> {
+    let size = match rustix::fs::llistxattr_query(from) {
+        Ok(0) => return Ok(()),
+        Ok(n) => n,
+        Err(rustix::io::Errno::NOTSUP) => return Ok(()),
+        Err(e) => return Err(e.into()),
+    };
+    let mut names = vec![0u8; size];
+    let got = rustix::fs::llistxattr(from, &mut names[..])?;
+    for name in names[..got].split(|b| *b == 0).filter(|n| !n.is_empty()) {
+        let key = OsStr::from_bytes(name);
+        let len = rustix::fs::lgetxattr_query(from, key)?;
+        let mut value = vec![0u8; len];
+        let got = rustix::fs::lgetxattr(from, key, &mut value[..])?;
+        rustix::fs::lsetxattr(to, key, &value[..got], rustix::fs::XattrFlags::empty())?;
+    }
+    Ok(())
+}
+
+/// The space a tree takes: a snapshot's own dir, not its parents'.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Usage {
+    /// Bytes of regular files, each inode counted once.
+    pub size: u64,
+    /// Inodes.
+    pub inodes: u64,
+}
+
+/// Bytes of regular files (each inode once) and inodes under `root`.
+pub fn tree_usage(root: &Path) -> io::Result<Usage> {
+    let mut seen = std::collections::HashSet::new();
+    let mut usage = Usage::default();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(path) = stack.pop() {
+        let meta = std::fs::symlink_metadata(&path)?;
+        if !seen.insert((meta.dev(), meta.ino())) {
+            continue;
+        }
+        usage.inodes += 1;
+        if meta.is_file() {
+            usage.size += meta.len();
+        }
+        if meta.is_dir() {
+            for entry in std::fs::read_dir(&path)? {
+                stack.push(entry?.path());
+            }
+        }
+    }
+    Ok(usage)
+}
