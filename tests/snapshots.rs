@@ -102,3 +102,57 @@ fn a_steps_upper_dir_is_committed_as_the_next_steps_lower_dir() {
         assert!(left.is_empty(), "snapshots/{sub} has {left:?}");
     }
 }
+
+#[test]
+fn the_copy_tier_commits_a_steps_whole_root_and_the_next_step_copies_it() {
+    if !is_root() {
+        skip("the test reads the store's snapshots as root");
+        return;
+    }
+    let work = tempfile::tempdir().unwrap();
+    let ctx = work.path().join("ctx");
+    std::fs::create_dir_all(&ctx).unwrap();
+    let dockerfile = |last: &str| {
+        let text = format!("FROM busybox\nRUN echo one > /one && rm /bin/true\n{last}\n");
+        std::fs::write(ctx.join("Dockerfile"), text).unwrap();
+    };
+    let copy = [("RBUILD_SNAPSHOTS", "copy")];
+    dockerfile("RUN cat /one > /two");
+    let (out, rootfs) = build_and_unpack(&ctx, work.path(), &[], &copy);
+    assert_eq!(
+        std::fs::read_to_string(rootfs.join("two")).unwrap(),
+        "one\n",
+        "{}",
+        common::stderr(&out)
+    );
+    let ids = diff_ids(&work.path().join("oci"));
+    let chains = rbuild::snapshot::chain_ids(&ids);
+    let tree = |chain: &Digest| {
+        work.path()
+            .join("root/snapshots")
+            .join(chain.hex())
+            .join("tree")
+    };
+    // Each step's snapshot is the whole root it left, as written (a
+    // written file's mtime has nanoseconds; an extracted one's does not).
+    let first = tree(&chains[chains.len() - 2]);
+    let one = std::fs::metadata(first.join("one")).unwrap();
+    assert_ne!(one.mtime_nsec(), 0, "the tree was extracted, not committed");
+    assert!(first.join("bin/sh").exists(), "the base is in the tree too");
+    assert!(!first.join("bin/true").exists());
+    assert!(tree(&chains[chains.len() - 1]).join("two").is_file());
+    // The next build's changed step starts from a copy of that tree: a
+    // file planted in it (no layer has it) shows up in the step.
+    std::fs::write(first.join("planted"), "from the tree\n").unwrap();
+    std::fs::remove_dir_all(work.path().join("unpacked")).unwrap();
+    std::fs::remove_dir_all(work.path().join("tagged")).unwrap();
+    std::fs::remove_dir_all(work.path().join("oci")).unwrap();
+    dockerfile("RUN cat /planted > /seen");
+    let (out, rootfs) = build_and_unpack(&ctx, work.path(), &[], &copy);
+    assert_eq!(
+        std::fs::read_to_string(rootfs.join("seen")).unwrap(),
+        "from the tree\n",
+        "{}",
+        common::stderr(&out)
+    );
+}

@@ -531,9 +531,17 @@ impl StepRunner {
         // The upper dir is the next steps' lower dir (a remapped step's
         // too: it wrote through an idmapped mount, so the owners on disk
         // are the image's, as in its layer).
-        if let (Some(layer), true) = (&layer, overlay) {
-            self.snapshots
-                .commit_upper(&ws.upper(), &step.layers, layer, opaque)?;
+        // The copy tier's whole root is the next step's starting tree.
+        match (&layer, overlay) {
+            (Some(layer), true) => {
+                self.snapshots
+                    .commit_upper(&ws.upper(), &step.layers, layer, opaque)?
+            }
+            (Some(layer), false) => {
+                self.snapshots
+                    .commit_tree(&ws.merged(), &step.layers, layer)?
+            }
+            (None, _) => {}
         }
         Ok(StepOutcome {
             output,

@@ -6,7 +6,9 @@
 //! character devices, opaque dirs marked by xattrs); `l/<16 hex>` is a
 //! short symlink to it, so a mount option string naming a long chain of
 //! lower dirs stays under the kernel's one-page limit; `w/<id>/` holds a
-//! step's `upper`, `work` and `merged` dirs (or `rootfs` in the copy tier).
+//! step's `upper`, `work` and `merged` dirs (or `rootfs` in the copy tier);
+//! `<chain-id hex>/tree` is the copy tier's committed snapshot: the whole
+//! root a step left, which the next step copies.
 //! Extraction goes to a temporary dir renamed into place, so a killed build
 //! never leaves a half-extracted snapshot under its real name.
 
@@ -17,6 +19,7 @@ use sha2::{Digest as _, Sha256};
 
 use super::apply::{apply_layer, ApplyError, ApplyOptions};
 use super::diff::{OpaqueXattr, OPAQUE_XATTRS};
+use super::tree::{clear_dir, copy_into};
 use crate::blob::{Digest, LayerBlob};
 use crate::cache::{ContentStore, StoreError};
 
@@ -197,7 +200,7 @@ impl SnapshotStore {
                 &layer.digest.to_string(),
                 options,
             )?;
-            self.install(tmp, &dir)?;
+            self.install(tmp, &dir, "fs")?;
         }
         self.link(chain)
     }
@@ -228,25 +231,29 @@ impl SnapshotStore {
                 .map_err(io_at(&self.root))?;
             mark_opaque_both(upper, opaque).map_err(io_at(upper))?;
             std::fs::rename(upper, tmp.path().join("fs")).map_err(io_at(upper))?;
-            self.install(tmp, &dir)?;
+            self.install(tmp, &dir, "fs")?;
         }
         self.link(&chain)
     }
 
-    /// Renames the snapshot made in `tmp` into place as `dir`, unless
-    /// another build put one there first (theirs is as good).
-    fn install(&self, tmp: tempfile::TempDir, dir: &Path) -> Result<(), SnapshotError> {
-        let tmp = tmp.keep();
-        match std::fs::rename(&tmp, dir) {
+    /// Moves `tmp/<sub>` into place as `dir/<sub>` (`fs` for overlay,
+    /// `tree` for the copy tier; a chain can have both), unless another
+    /// build put one there first (theirs is as good). Each is one rename.
+    fn install(&self, tmp: tempfile::TempDir, dir: &Path, sub: &str) -> Result<(), SnapshotError> {
+        match std::fs::create_dir(dir) {
+            Err(e) if e.kind() != io::ErrorKind::AlreadyExists => return Err(io_at(dir)(e)),
+            _ => {}
+        }
+        let target = dir.join(sub);
+        match std::fs::rename(tmp.path().join(sub), &target) {
             Ok(()) => Ok(()),
             Err(e)
-                if dir.join("fs").is_dir()
+                if target.is_dir()
                     && matches!(e.raw_os_error(), Some(libc::EEXIST | libc::ENOTEMPTY)) =>
             {
-                let _ = std::fs::remove_dir_all(&tmp);
                 Ok(())
             }
-            Err(e) => Err(io_at(dir)(e)),
+            Err(e) => Err(io_at(&target)(e)),
         }
     }
 
@@ -268,14 +275,24 @@ impl SnapshotStore {
         names.iter().map(|n| self.root.join(n)).collect()
     }
 
-    /// Applies `layers` (bottom first) onto the empty dir `dest`: the copy
-    /// tier's root for a step.
+    /// Fills the empty dir `dest` with the tree of `layers` (bottom
+    /// first): the copy tier's root for a step. A copy of the committed
+    /// tree of their chain when the store has one (an earlier step's, see
+    /// [`SnapshotStore::commit_tree`]), else every layer applied in turn.
+    /// A copy that fails (an xattr this user may not set) falls back to
+    /// applying the layers.
     pub fn materialize(
         &self,
         store: &ContentStore,
         layers: &[LayerBlob],
         dest: &Path,
     ) -> Result<(), SnapshotError> {
+        if let Some(tree) = self.committed_tree(layers) {
+            if copy_into(&tree, dest).is_ok() {
+                return Ok(());
+            }
+            clear_dir(dest).map_err(io_at(dest))?;
+        }
         for layer in layers {
             apply_layer(
                 dest,
@@ -285,6 +302,48 @@ impl SnapshotStore {
             )?;
         }
         Ok(())
+    }
+
+    /// The committed tree of `layers`' chain, if the store holds one
+    /// (marked used, for the size cap's least-recently-used order).
+    fn committed_tree(&self, layers: &[LayerBlob]) -> Option<PathBuf> {
+        let diff_ids: Vec<Digest> = layers.iter().map(|l| l.diff_id.clone()).collect();
+        let chain = chain_ids(&diff_ids).pop()?;
+        let dir = self.root.join(chain.hex());
+        let tree = dir.join("tree");
+        if !tree.is_dir() {
+            return None;
+        }
+        let _ =
+            std::fs::File::open(&dir).and_then(|d| d.set_modified(std::time::SystemTime::now()));
+        Some(tree)
+    }
+
+    /// Commits a finished copy-tier step's root `tree` as the tree of
+    /// `layer` on `parents`, so the next step copies it instead of
+    /// applying every layer again. The copy tier's counterpart of
+    /// [`SnapshotStore::commit_upper`]; one rename, so a killed build
+    /// leaves the whole tree or none.
+    pub fn commit_tree(
+        &self,
+        tree: &Path,
+        parents: &[LayerBlob],
+        layer: &LayerBlob,
+    ) -> Result<(), SnapshotError> {
+        let mut layers = parents.to_vec();
+        layers.push(layer.clone());
+        let diff_ids: Vec<Digest> = layers.iter().map(|l| l.diff_id.clone()).collect();
+        let chain = chain_ids(&diff_ids).pop().expect("one layer at least");
+        let dir = self.root.join(chain.hex());
+        if dir.join("tree").is_dir() {
+            return Ok(());
+        }
+        let tmp = tempfile::Builder::new()
+            .prefix("commit-")
+            .tempdir_in(self.root.join("tmp"))
+            .map_err(io_at(&self.root))?;
+        std::fs::rename(tree, tmp.path().join("tree")).map_err(io_at(tree))?;
+        self.install(tmp, &dir, "tree")
     }
 
     /// A fresh workspace for one step.

@@ -20,6 +20,30 @@ pub fn copy_tree(from: &Path, to: &Path) -> io::Result<()> {
     copy_entry(from, to, &mut links)
 }
 
+/// Copies what is in the dir `from` into the existing dir `to`, then
+/// gives `to` the metadata of `from`: a whole root into a workspace.
+pub fn copy_into(from: &Path, to: &Path) -> io::Result<()> {
+    let mut links = HashMap::new();
+    for entry in std::fs::read_dir(from)? {
+        let entry = entry?;
+        copy_entry(&entry.path(), &to.join(entry.file_name()), &mut links)?;
+    }
+    copy_metadata(from, to, &std::fs::symlink_metadata(from)?)
+}
+
+/// Removes everything in `dir`, keeping `dir`.
+pub fn clear_dir(dir: &Path) -> io::Result<()> {
+    for entry in std::fs::read_dir(dir)? {
+        let path = entry?.path();
+        if std::fs::symlink_metadata(&path)?.is_dir() {
+            std::fs::remove_dir_all(&path)?;
+        } else {
+            std::fs::remove_file(&path)?;
+        }
+    }
+    Ok(())
+}
+
 fn copy_entry(from: &Path, to: &Path, links: &mut HashMap<(u64, u64), PathBuf>) -> io::Result<()> {
     let meta = std::fs::symlink_metadata(from)?;
     let kind = meta.file_type();
