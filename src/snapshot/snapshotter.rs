@@ -295,7 +295,7 @@ impl Dirs {
 }
 
 /// How one tier lays out a snapshot's `fs` and mounts it; the records,
-/// commit, remove and walk are [`Dirs`]'s and the same for both.
+/// commit, remove and walk are shared and the same for both.
 pub trait Tier: Send + Sync + 'static {
     /// Fills a new snapshot's dir: `fs` (and anything else it needs),
     /// from the parent's `fs` when there is one.
