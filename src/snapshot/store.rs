@@ -121,15 +121,6 @@ fn mark_opaque_both(dir: &Path, mode: OpaqueXattr) -> io::Result<()> {
     Ok(())
 }
 
-/// Flushes the file system holding `dir` (one `syncfs`): a step's upper
-/// dir is written without per-file fsyncs (its overlay is volatile), so
-/// what becomes a snapshot is made durable once, before the rename that
-/// commits it.
-fn sync_tree(dir: &Path) -> Result<(), SnapshotError> {
-    let handle = std::fs::File::open(dir).map_err(io_at(dir))?;
-    rustix::fs::syncfs(&handle).map_err(|e| io_at(dir)(e.into()))
-}
-
 /// The store of extracted layers.
 #[derive(Debug, Clone)]
 pub struct SnapshotStore {
@@ -239,7 +230,6 @@ impl SnapshotStore {
                 .tempdir_in(self.root.join("tmp"))
                 .map_err(io_at(&self.root))?;
             mark_opaque_both(upper, opaque).map_err(io_at(upper))?;
-            sync_tree(upper)?;
             std::fs::rename(upper, tmp.path().join("fs")).map_err(io_at(upper))?;
             self.install(tmp, &dir, "fs")?;
         }
@@ -352,7 +342,6 @@ impl SnapshotStore {
             .prefix("commit-")
             .tempdir_in(self.root.join("tmp"))
             .map_err(io_at(&self.root))?;
-        sync_tree(tree)?;
         std::fs::rename(tree, tmp.path().join("tree")).map_err(io_at(tree))?;
         self.install(tmp, &dir, "tree")
     }

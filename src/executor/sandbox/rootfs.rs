@@ -44,9 +44,11 @@ pub(super) fn mount_overlay(
     }
     // volatile: no fsync per copy-up (a `chown -R` of 10,000 lower files
     // took 6.7 s with them, 0.9 s without). The upper dir is this step's
-    // alone and thrown away unless the step succeeds; the store syncs it
-    // once when it commits it (`SnapshotStore::commit_upper`). Kernels
-    // before 5.10 refuse the option: the mount is tried again without.
+    // alone and thrown away unless the step succeeds; committed, it is a
+    // snapshot like an extracted layer, which is not fsynced either: the
+    // blobs are the durable copy (a syncfs per commit was tried: it
+    // flushes every writer's dirty pages and cost 1-2 s a step under
+    // load). Kernels before 5.10 refuse the option: tried again without.
     let fast = format!("{data},volatile");
     if sys
         .mount("overlay", merged, "overlay", flags, &fast)
