@@ -20,6 +20,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
+use super::tree::read_xattrs;
 use crate::blob::LayerBlob;
 use crate::cache::ContentStore;
 use crate::cache::{finish_layer, start_layer, LayerError};
@@ -122,31 +123,11 @@ fn is_opaque(path: &Path) -> bool {
 
 /// Extended attributes a layer carries: everything but overlayfs's own.
 fn layer_xattrs(path: &Path) -> io::Result<Vec<(Vec<u8>, Vec<u8>)>> {
-    let size = match rustix::fs::llistxattr_query(path) {
-        Ok(n) => n,
-        Err(rustix::io::Errno::NOTSUP) => return Ok(Vec::new()),
-        Err(e) => return Err(e.into()),
-    };
-    if size == 0 {
-        return Ok(Vec::new());
-    }
-    let mut names = vec![0u8; size + 64];
-    let n = rustix::fs::llistxattr(path, &mut names[..])?;
-    names.truncate(n);
-    let mut out = Vec::new();
-    for name in names.split(|b| *b == 0).filter(|n| !n.is_empty()) {
-        if name.starts_with(b"trusted.overlay.") || name.starts_with(b"user.overlay.") {
-            continue;
-        }
-        let key = OsStr::from_bytes(name);
-        let len = rustix::fs::lgetxattr_query(path, key)?;
-        let mut value = vec![0u8; len];
-        let got = rustix::fs::lgetxattr(path, key, &mut value[..])?;
-        value.truncate(got);
-        out.push((name.to_vec(), value));
-    }
-    out.sort();
-    Ok(out)
+    let mut xattrs = read_xattrs(path)?;
+    xattrs.retain(|(name, _)| {
+        !name.starts_with(b"trusted.overlay.") && !name.starts_with(b"user.overlay.")
+    });
+    Ok(xattrs)
 }
 
 /// Finds the file a path had in the stacked lower dirs (top first), if any,

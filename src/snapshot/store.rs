@@ -71,6 +71,18 @@ pub fn chain_ids(diff_ids: &[Digest]) -> Vec<Digest> {
     out
 }
 
+/// The chain id of the top of `layers` (bottom first); `None` for none.
+fn top_chain<'a>(layers: impl IntoIterator<Item = &'a LayerBlob>) -> Option<Digest> {
+    let diff_ids: Vec<Digest> = layers.into_iter().map(|l| l.diff_id.clone()).collect();
+    chain_ids(&diff_ids).pop()
+}
+
+/// Stamps a snapshot dir's last use, for pruning least recently used
+/// snapshots first.
+fn mark_used(dir: &Path) {
+    let _ = std::fs::File::open(dir).and_then(|d| d.set_modified(std::time::SystemTime::now()));
+}
+
 /// Opens a layer blob, undoing gzip when the bytes say so.
 pub fn open_layer(store: &ContentStore, digest: &Digest) -> Result<Box<dyn Read>, StoreError> {
     let mut file = BufReader::new(store.open_blob(digest)?);
@@ -180,9 +192,7 @@ impl SnapshotStore {
         chain: &Digest,
     ) -> Result<(), SnapshotError> {
         let dir = self.root.join(chain.hex());
-        // Last use, for pruning least recently used snapshots first.
-        let _ =
-            std::fs::File::open(&dir).and_then(|d| d.set_modified(std::time::SystemTime::now()));
+        mark_used(&dir);
         if !dir.join("fs").is_dir() {
             let tmp = tempfile::Builder::new()
                 .prefix("extract-")
@@ -220,9 +230,7 @@ impl SnapshotStore {
         layer: &LayerBlob,
         opaque: OpaqueXattr,
     ) -> Result<(), SnapshotError> {
-        let mut diff_ids: Vec<Digest> = parents.iter().map(|l| l.diff_id.clone()).collect();
-        diff_ids.push(layer.diff_id.clone());
-        let chain = chain_ids(&diff_ids).pop().expect("one layer at least");
+        let chain = top_chain(parents.iter().chain([layer])).expect("one layer at least");
         let dir = self.root.join(chain.hex());
         if !dir.join("fs").is_dir() {
             let tmp = tempfile::Builder::new()
@@ -307,15 +315,12 @@ impl SnapshotStore {
     /// The committed tree of `layers`' chain, if the store holds one
     /// (marked used, for the size cap's least-recently-used order).
     fn committed_tree(&self, layers: &[LayerBlob]) -> Option<PathBuf> {
-        let diff_ids: Vec<Digest> = layers.iter().map(|l| l.diff_id.clone()).collect();
-        let chain = chain_ids(&diff_ids).pop()?;
-        let dir = self.root.join(chain.hex());
+        let dir = self.root.join(top_chain(layers)?.hex());
         let tree = dir.join("tree");
         if !tree.is_dir() {
             return None;
         }
-        let _ =
-            std::fs::File::open(&dir).and_then(|d| d.set_modified(std::time::SystemTime::now()));
+        mark_used(&dir);
         Some(tree)
     }
 
@@ -330,10 +335,7 @@ impl SnapshotStore {
         parents: &[LayerBlob],
         layer: &LayerBlob,
     ) -> Result<(), SnapshotError> {
-        let mut layers = parents.to_vec();
-        layers.push(layer.clone());
-        let diff_ids: Vec<Digest> = layers.iter().map(|l| l.diff_id.clone()).collect();
-        let chain = chain_ids(&diff_ids).pop().expect("one layer at least");
+        let chain = top_chain(parents.iter().chain([layer])).expect("one layer at least");
         let dir = self.root.join(chain.hex());
         if dir.join("tree").is_dir() {
             return Ok(());

@@ -116,22 +116,39 @@ fn copy_metadata(from: &Path, to: &Path, meta: &std::fs::Metadata) -> io::Result
 }
 
 fn copy_xattrs(from: &Path, to: &Path) -> io::Result<()> {
-    let size = match rustix::fs::llistxattr_query(from) {
-        Ok(0) => return Ok(()),
-        Ok(n) => n,
-        Err(rustix::io::Errno::NOTSUP) => return Ok(()),
-        Err(e) => return Err(e.into()),
-    };
-    let mut names = vec![0u8; size];
-    let got = rustix::fs::llistxattr(from, &mut names[..])?;
-    for name in names[..got].split(|b| *b == 0).filter(|n| !n.is_empty()) {
-        let key = OsStr::from_bytes(name);
-        let len = rustix::fs::lgetxattr_query(from, key)?;
-        let mut value = vec![0u8; len];
-        let got = rustix::fs::lgetxattr(from, key, &mut value[..])?;
-        rustix::fs::lsetxattr(to, key, &value[..got], rustix::fs::XattrFlags::empty())?;
+    for (name, value) in read_xattrs(from)? {
+        let key = OsStr::from_bytes(&name);
+        rustix::fs::lsetxattr(to, key, &value, rustix::fs::XattrFlags::empty())?;
     }
     Ok(())
+}
+
+/// Every extended attribute of `path` (not following a symlink), sorted
+/// by name; none where the file system has none.
+pub fn read_xattrs(path: &Path) -> io::Result<Vec<(Vec<u8>, Vec<u8>)>> {
+    let size = match rustix::fs::llistxattr_query(path) {
+        Ok(n) => n,
+        Err(rustix::io::Errno::NOTSUP) => return Ok(Vec::new()),
+        Err(e) => return Err(e.into()),
+    };
+    if size == 0 {
+        return Ok(Vec::new());
+    }
+    // Room for a name added between the two calls.
+    let mut names = vec![0u8; size + 64];
+    let n = rustix::fs::llistxattr(path, &mut names[..])?;
+    names.truncate(n);
+    let mut out = Vec::new();
+    for name in names.split(|b| *b == 0).filter(|n| !n.is_empty()) {
+        let key = OsStr::from_bytes(name);
+        let len = rustix::fs::lgetxattr_query(path, key)?;
+        let mut value = vec![0u8; len];
+        let got = rustix::fs::lgetxattr(path, key, &mut value[..])?;
+        value.truncate(got);
+        out.push((name.to_vec(), value));
+    }
+    out.sort();
+    Ok(out)
 }
 
 /// The space a tree takes: a snapshot's own dir, not its parents'.
