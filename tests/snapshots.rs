@@ -32,15 +32,27 @@ fn diff_ids(oci: &Path) -> Vec<Digest> {
         .collect()
 }
 
+/// A scratch dir with an empty build context `ctx/` in it.
+fn work_with_context() -> (tempfile::TempDir, std::path::PathBuf) {
+    let work = tempfile::tempdir().unwrap();
+    let ctx = work.path().join("ctx");
+    std::fs::create_dir_all(&ctx).unwrap();
+    (work, ctx)
+}
+
+/// `sub` (`fs` or `tree`) of the snapshot of `chain` in the store the
+/// build in `work` used.
+fn snapshot_dir(work: &Path, chain: &Digest, sub: &str) -> std::path::PathBuf {
+    work.join("root/snapshots").join(chain.hex()).join(sub)
+}
+
 #[test]
 fn a_steps_upper_dir_is_committed_as_the_next_steps_lower_dir() {
     if !is_root() {
         skip("overlay snapshots need the full tier (root)");
         return;
     }
-    let work = tempfile::tempdir().unwrap();
-    let ctx = work.path().join("ctx");
-    std::fs::create_dir_all(&ctx).unwrap();
+    let (work, ctx) = work_with_context();
     std::fs::write(ctx.join("app.txt"), "from the context\n").unwrap();
     std::fs::write(
         ctx.join("Dockerfile"),
@@ -62,13 +74,8 @@ fn a_steps_upper_dir_is_committed_as_the_next_steps_lower_dir() {
     );
     let ids = diff_ids(&work.path().join("oci"));
     let chains = rbuild::snapshot::chain_ids(&ids);
-    let snapshot = |from_top: usize| {
-        let chain = &chains[chains.len() - 1 - from_top];
-        work.path()
-            .join("root/snapshots")
-            .join(chain.hex())
-            .join("fs")
-    };
+    let snapshot =
+        |from_top: usize| snapshot_dir(work.path(), &chains[chains.len() - 1 - from_top], "fs");
     // The first RUN's snapshot is its upper dir: the file it wrote, and
     // its deletion as overlay's whiteout.
     let run = snapshot(4);
@@ -109,9 +116,7 @@ fn the_copy_tier_commits_a_steps_whole_root_and_the_next_step_copies_it() {
         skip("the test reads the store's snapshots as root");
         return;
     }
-    let work = tempfile::tempdir().unwrap();
-    let ctx = work.path().join("ctx");
-    std::fs::create_dir_all(&ctx).unwrap();
+    let (work, ctx) = work_with_context();
     let dockerfile = |last: &str| {
         let text = format!("FROM busybox\nRUN echo one > /one && rm /bin/true\n{last}\n");
         std::fs::write(ctx.join("Dockerfile"), text).unwrap();
@@ -127,12 +132,7 @@ fn the_copy_tier_commits_a_steps_whole_root_and_the_next_step_copies_it() {
     );
     let ids = diff_ids(&work.path().join("oci"));
     let chains = rbuild::snapshot::chain_ids(&ids);
-    let tree = |chain: &Digest| {
-        work.path()
-            .join("root/snapshots")
-            .join(chain.hex())
-            .join("tree")
-    };
+    let tree = |chain: &Digest| snapshot_dir(work.path(), chain, "tree");
     // Each step's snapshot is the whole root it left, as written (a
     // written file's mtime has nanoseconds; an extracted one's does not).
     let first = tree(&chains[chains.len() - 2]);
