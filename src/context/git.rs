@@ -18,6 +18,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use super::ContextError;
 use crate::redact::{anonymous, redact_text, userinfo};
 
 /// A parsed git source.
@@ -44,7 +45,7 @@ pub fn is_git(source: &str) -> bool {
 
 /// The git ref `source` names, `None` when it is no git ref, or the
 /// reason a git ref is malformed.
-pub fn parse(source: &str) -> Option<Result<GitRef, String>> {
+pub fn parse(source: &str) -> Option<Result<GitRef, ContextError>> {
     let (base, fragment) = match source.split_once('#') {
         Some((b, f)) => (b, Some(f)),
         None => (source, None),
@@ -100,23 +101,26 @@ fn scp_like(remote: &str) -> bool {
     word(user, &['-', '_']) && word(host, &['-', '.']) && !path.is_empty()
 }
 
-fn apply_query(mut git: GitRef, query: &str) -> Result<GitRef, String> {
+fn apply_query(mut git: GitRef, query: &str) -> Result<GitRef, ContextError> {
+    fn bad<T>(why: String) -> Result<T, ContextError> {
+        Err(ContextError::GitUrl(why))
+    }
     let (mut tag, mut branch) = (None, None);
     let mut seen = std::collections::HashSet::new();
     for pair in query.split('&').filter(|p| !p.is_empty()) {
         let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
         if !seen.insert(key.to_string()) {
-            return Err(format!("query {key:?} has multiple values"));
+            return bad(format!("query {key:?} has multiple values"));
         }
-        let flag = |name: &str| -> Result<bool, String> {
+        let flag = |name: &str| -> Result<bool, ContextError> {
             match value {
                 "" | "true" | "1" => Ok(true),
                 "false" | "0" => Ok(false),
-                other => Err(format!("invalid {name} value: {other:?}")),
+                other => bad(format!("invalid {name} value: {other:?}")),
             }
         };
         if value.is_empty() && !matches!(key, "submodules" | "keep-git-dir") {
-            return Err(format!("query {key:?} has no value"));
+            return bad(format!("query {key:?} has no value"));
         }
         match key {
             "ref" => set_once(&mut git.reference, value, "ref")?,
@@ -126,11 +130,11 @@ fn apply_query(mut git: GitRef, query: &str) -> Result<GitRef, String> {
             "checksum" | "commit" => git.checksum = Some(value.to_string()),
             "keep-git-dir" => git.keep_git_dir = Some(flag(key)?),
             "submodules" => git.submodules = Some(flag(key)?),
-            other => return Err(format!("unexpected query {other:?}")),
+            other => return bad(format!("unexpected query {other:?}")),
         }
     }
     if tag.is_some() && branch.is_some() {
-        return Err("branch conflicts with tag".to_string());
+        return bad("branch conflicts with tag".to_string());
     }
     if let Some(r) = tag.or(branch) {
         set_once(&mut git.reference, &r, "ref")?;
@@ -149,9 +153,11 @@ fn with_prefix(value: &str, prefix: &str) -> String {
     }
 }
 
-fn set_once(slot: &mut Option<String>, value: &str, what: &str) -> Result<(), String> {
+fn set_once(slot: &mut Option<String>, value: &str, what: &str) -> Result<(), ContextError> {
     match slot {
-        Some(old) if old != value => Err(format!("{what} conflicts: {old:?} vs {value:?}")),
+        Some(old) if old != value => Err(ContextError::GitUrl(format!(
+            "{what} conflicts: {old:?} vs {value:?}"
+        ))),
         _ => {
             *slot = Some(value.to_string());
             Ok(())
@@ -180,9 +186,17 @@ struct Git<'a> {
 }
 
 impl Git<'_> {
+    /// A failure of this checkout, saying `why`.
+    fn failed(&self, why: String) -> ContextError {
+        ContextError::Git {
+            repo: self.shown.clone(),
+            why,
+        }
+    }
+
     /// Runs `git ARGS`; its trimmed stdout, or its stderr (credentials
     /// hidden) as the error.
-    fn run(&self, args: &[&str]) -> Result<String, String> {
+    fn run(&self, args: &[&str]) -> Result<String, ContextError> {
         let out = Command::new("git")
             .args([
                 "-c",
@@ -199,19 +213,22 @@ impl Git<'_> {
             .env_remove("GIT_DIR")
             .env_remove("GIT_WORK_TREE")
             .output()
-            .map_err(|e| format!("{}: running git: {e} (install git)", self.shown))?;
+            .map_err(|source| ContextError::NoGit {
+                repo: self.shown.clone(),
+                source,
+            })?;
         if !out.status.success() {
             let mut text = String::from_utf8_lossy(&out.stderr).into_owned();
             if let Some(userinfo) = userinfo(&self.source.remote) {
                 text = text.replace(userinfo, "***");
             }
-            return Err(format!("{}: git {}: {}", self.shown, args[0], text.trim()));
+            return Err(self.failed(format!("git {}: {}", args[0], text.trim())));
         }
         Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
     }
 
     /// Fetches the ref and checks it out detached; the commit.
-    fn fetch(&self) -> Result<String, String> {
+    fn fetch(&self) -> Result<String, ContextError> {
         self.run(&["init", "-q"])?;
         self.run(&["remote", "add", "origin", &self.source.remote])?;
         let reference = self.source.reference.as_deref().unwrap_or("HEAD");
@@ -235,17 +252,16 @@ impl Git<'_> {
         let commit = self.run(&["rev-parse", "HEAD"])?;
         if let Some(want) = &self.source.checksum {
             if !commit.starts_with(want.as_str()) {
-                return Err(format!(
-                    "{}: checksum mismatch: expected commit {want}, {reference} is {commit}",
-                    self.shown
-                ));
+                return Err(self.failed(format!(
+                    "checksum mismatch: expected commit {want}, {reference} is {commit}"
+                )));
             }
         }
         Ok(commit)
     }
 
     /// Submodules, then the kept `.git` made safe to ship or removed.
-    fn finish(&self, keep_git_dir: bool) -> Result<(), String> {
+    fn finish(&self, keep_git_dir: bool) -> Result<(), ContextError> {
         if self.source.submodules != Some(false) && self.repo.join(".gitmodules").exists() {
             self.run(&[
                 "submodule",
@@ -268,12 +284,13 @@ impl Git<'_> {
             let _ = std::fs::remove_file(self.repo.join(".git/FETCH_HEAD"));
             return Ok(());
         }
-        std::fs::remove_dir_all(self.repo.join(".git")).map_err(|e| format!("{}: {e}", self.shown))
+        std::fs::remove_dir_all(self.repo.join(".git"))
+            .map_err(|e| ContextError::read(&self.shown, e))
     }
 
     /// The directory ADD copies: the checkout, or its subdir, which must
     /// stay inside it.
-    fn root(&self) -> Result<PathBuf, String> {
+    fn root(&self) -> Result<PathBuf, ContextError> {
         let Some(sub) = &self.source.subdir else {
             return Ok(self.repo.clone());
         };
@@ -283,29 +300,27 @@ impl Git<'_> {
             .repo
             .join(clean.trim_start_matches('/'))
             .canonicalize()
-            .map_err(|e| format!("{shown}: subdir {sub}: {e}"))?;
+            .map_err(|e| self.failed(format!("subdir {sub}: {e}")))?;
         let top = self
             .repo
             .canonicalize()
-            .map_err(|e| format!("{shown}: {e}"))?;
+            .map_err(|e| ContextError::read(shown, e))?;
         if !real.starts_with(&top) || !real.is_dir() {
-            return Err(format!(
-                "{shown}: subdir {sub} is not a directory of the repository"
-            ));
+            return Err(self.failed(format!("subdir {sub} is not a directory of the repository")));
         }
         Ok(real)
     }
 }
 
 /// Checks `git` out below `dir` (which must be empty and private).
-pub fn checkout(source: &GitRef, keep_git_dir: bool, dir: &Path) -> Result<Checkout, String> {
+pub fn checkout(source: &GitRef, keep_git_dir: bool, dir: &Path) -> Result<Checkout, ContextError> {
     let git = Git {
         repo: dir.join("repo"),
         home: dir,
         source,
         shown: redact_text(&source.remote),
     };
-    std::fs::create_dir(&git.repo).map_err(|e| format!("{}: {e}", git.shown))?;
+    std::fs::create_dir(&git.repo).map_err(|e| ContextError::read(&git.shown, e))?;
     let commit = git.fetch()?;
     git.finish(keep_git_dir)?;
     Ok(Checkout {

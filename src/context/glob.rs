@@ -8,6 +8,8 @@
 //! the start of a class is a literal there, and `^` negates, as in Go's
 //! `filepath.Match`.
 
+use super::ContextError;
+
 /// One element of a compiled pattern.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Token {
@@ -39,17 +41,20 @@ pub struct Glob {
 
 impl Glob {
     /// Compiles a COPY source pattern (Go `filepath.Match`: `**` is two stars).
-    pub fn source(pattern: &str) -> Result<Glob, String> {
+    pub fn source(pattern: &str) -> Result<Glob, ContextError> {
         Glob::compile(pattern, false)
     }
 
     /// Compiles a `.dockerignore` or `--exclude` pattern (with `**`).
-    pub fn ignore(pattern: &str) -> Result<Glob, String> {
+    pub fn ignore(pattern: &str) -> Result<Glob, ContextError> {
         Glob::compile(pattern, true)
     }
 
-    fn compile(pattern: &str, double_star: bool) -> Result<Glob, String> {
-        let bad = |why: &str| format!("bad pattern {pattern:?}: {why}");
+    fn compile(pattern: &str, double_star: bool) -> Result<Glob, ContextError> {
+        let bad = |why: &'static str| ContextError::Pattern {
+            pattern: pattern.to_string(),
+            why,
+        };
         let chars: Vec<char> = pattern.chars().collect();
         let mut tokens = Vec::new();
         let mut literal = true;
@@ -238,7 +243,7 @@ impl IgnoreRules {
     /// Parses `.dockerignore` text: one pattern per line, `#` comments,
     /// blank lines skipped, `!` for exceptions, paths cleaned and made
     /// relative (a leading `/` or `./` means the same as none).
-    pub fn parse(text: &str) -> Result<IgnoreRules, String> {
+    pub fn parse(text: &str) -> Result<IgnoreRules, ContextError> {
         let mut rules = Vec::new();
         for (n, line) in text.lines().enumerate() {
             if line.starts_with('#') {
@@ -252,7 +257,10 @@ impl IgnoreRules {
             if exception {
                 pattern = pattern[1..].trim();
                 if pattern.is_empty() {
-                    return Err(format!(".dockerignore line {}: \"!\" alone", n + 1));
+                    return Err(ContextError::Ignore {
+                        line: n + 1,
+                        why: Box::new(ContextError::BareExclamation),
+                    });
                 }
             }
             let cleaned = clean(pattern);
@@ -260,8 +268,10 @@ impl IgnoreRules {
                 // Matches the whole context; moby skips it too.
                 continue;
             }
-            let glob =
-                Glob::ignore(&cleaned).map_err(|e| format!(".dockerignore line {}: {e}", n + 1))?;
+            let glob = Glob::ignore(&cleaned).map_err(|e| ContextError::Ignore {
+                line: n + 1,
+                why: Box::new(e),
+            })?;
             rules.push(Rule { glob, exception });
         }
         Ok(IgnoreRules { rules })
@@ -270,7 +280,10 @@ impl IgnoreRules {
     /// Reads the ignore file for `dockerfile` in `context`: the
     /// `<Dockerfile>.dockerignore` beside it first, then the context's
     /// `.dockerignore`; none means nothing is ignored.
-    pub fn load(context: &std::path::Path, dockerfile: &std::path::Path) -> Result<Self, String> {
+    pub fn load(
+        context: &std::path::Path,
+        dockerfile: &std::path::Path,
+    ) -> Result<Self, ContextError> {
         Ok(IgnoreRules::load_text(context, dockerfile)?.1)
     }
 
@@ -279,7 +292,7 @@ impl IgnoreRules {
     pub fn load_text(
         context: &std::path::Path,
         dockerfile: &std::path::Path,
-    ) -> Result<(String, Self), String> {
+    ) -> Result<(String, Self), ContextError> {
         let mut candidates = Vec::new();
         if let Some(name) = dockerfile.file_name() {
             let mut own = name.to_os_string();
@@ -294,7 +307,7 @@ impl IgnoreRules {
                     return Ok((text, rules));
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-                Err(e) => return Err(format!("{}: {e}", path.display())),
+                Err(e) => return Err(ContextError::read(path.display(), e)),
             }
         }
         Ok((String::new(), IgnoreRules::default()))

@@ -10,6 +10,7 @@
 //! follows it), resolved with `RESOLVE_IN_ROOT`; below it nothing is
 //! followed.
 
+mod error;
 pub mod git;
 pub mod glob;
 pub mod hashcache;
@@ -22,6 +23,7 @@ use std::path::{Path, PathBuf};
 use rustix::fs::{self as rfs, Mode, OFlags};
 use sha2::{Digest as _, Sha256};
 
+pub use error::ContextError;
 pub use glob::{clean, Glob, IgnoreRules};
 
 use crate::blob::Digest;
@@ -70,8 +72,13 @@ fn has_wildcard(path: &str) -> bool {
 impl<'a> SourceTree<'a> {
     /// A tree rooted at `root` (canonicalized) seeing what `ignore` and the
     /// `--exclude` patterns leave.
-    pub fn new(root: &Path, ignore: &'a IgnoreRules, exclude: &[String]) -> Result<Self, String> {
-        let root = std::fs::canonicalize(root).map_err(|e| format!("{}: {e}", root.display()))?;
+    pub fn new(
+        root: &Path,
+        ignore: &'a IgnoreRules,
+        exclude: &[String],
+    ) -> Result<Self, ContextError> {
+        let root =
+            std::fs::canonicalize(root).map_err(|e| ContextError::read(root.display(), e))?;
         let exclude = IgnoreRules::parse(&exclude.join("\n"))?;
         Ok(SourceTree {
             root,
@@ -98,10 +105,10 @@ impl<'a> SourceTree<'a> {
 
     /// The paths `source` names. A literal path must exist (and not be
     /// ignored); a wildcard may match nothing, as in BuildKit.
-    pub fn expand(&self, source: &str) -> Result<Vec<Matched>, String> {
+    pub fn expand(&self, source: &str) -> Result<Vec<Matched>, ContextError> {
         let cleaned = clean(source);
         if cleaned == ".." || cleaned.starts_with("../") {
-            return Err(format!("{source}: a source outside the build context"));
+            return Err(ContextError::Outside(source.to_string()));
         }
         if !has_wildcard(&cleaned) {
             if !self.visible(&cleaned) {
@@ -155,28 +162,28 @@ impl<'a> SourceTree<'a> {
 
     /// Resolves a top-level source inside the root (following in-tree
     /// symlinks as if the root were `/`).
-    fn resolve_top(&self, rel: &str) -> Result<Matched, String> {
+    fn resolve_top(&self, rel: &str) -> Result<Matched, ContextError> {
         let root = rfs::open(
             &self.root,
             OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
             Mode::empty(),
         )
-        .map_err(|e| format!("{}: {e}", self.root.display()))?;
+        .map_err(|e| ContextError::read(self.root.display(), e))?;
         let fd = crate::openat::open(&root, rel, OFlags::PATH, crate::openat::Resolve::InRoot)
             .map_err(|e| match e {
                 rustix::io::Errno::NOENT | rustix::io::Errno::NOTDIR => not_found(rel),
-                e => format!("{rel}: {e}"),
+                e => ContextError::read(rel, e),
             })?;
         let real = std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd()))
-            .map_err(|e| format!("{rel}: {e}"))?;
+            .map_err(|e| ContextError::read(rel, e))?;
         let inside = real
             .strip_prefix(&self.root)
-            .map_err(|_| format!("{rel}: resolves outside the build context"))?;
+            .map_err(|_| ContextError::Outside(rel.to_string()))?;
         let real_rel = match inside.to_string_lossy().as_ref() {
             "" => ".".to_string(),
             r => r.to_string(),
         };
-        let stat = rfs::fstat(&fd).map_err(|e| format!("{rel}: {e}"))?;
+        let stat = rfs::fstat(&fd).map_err(|e| ContextError::read(rel, e))?;
         let name = rel.rsplit('/').next().unwrap_or(rel).to_string();
         Ok(Matched {
             rel: real_rel,
@@ -190,10 +197,10 @@ impl<'a> SourceTree<'a> {
     /// children, siblings by name. An ignored directory is still walked
     /// when exceptions could re-include something below it, and kept only
     /// if something was.
-    pub fn walk(&self, top: &Matched) -> Result<Vec<Walked>, String> {
+    pub fn walk(&self, top: &Matched) -> Result<Vec<Walked>, ContextError> {
         let mut out = Vec::new();
-        let meta =
-            std::fs::metadata(self.root.join(&top.rel)).map_err(|e| format!("{}: {e}", top.rel))?;
+        let meta = std::fs::metadata(self.root.join(&top.rel))
+            .map_err(|e| ContextError::read(&top.rel, e))?;
         out.push(Walked {
             rel: String::new(),
             tree_rel: top.rel.clone(),
@@ -208,17 +215,22 @@ impl<'a> SourceTree<'a> {
     /// Walks one directory: entries stat'ed through the directory handle,
     /// sorted by name, subdirectories walked in parallel (rayon) and their
     /// results joined in order.
-    fn walk_dir(&self, tree_dir: &str, rel_dir: &str, out: &mut Vec<Walked>) -> Result<(), String> {
+    fn walk_dir(
+        &self,
+        tree_dir: &str,
+        rel_dir: &str,
+        out: &mut Vec<Walked>,
+    ) -> Result<(), ContextError> {
         use rayon::prelude::*;
         let path = self.root.join(tree_dir);
         let mut children: Vec<(String, std::fs::Metadata)> = std::fs::read_dir(&path)
-            .map_err(|e| format!("{tree_dir}: {e}"))?
+            .map_err(|e| ContextError::read(tree_dir, e))?
             .map(|e| {
                 let e = e?;
                 Ok((e.file_name().to_string_lossy().into_owned(), e.metadata()?))
             })
             .collect::<std::io::Result<_>>()
-            .map_err(|e| format!("{tree_dir}: {e}"))?;
+            .map_err(|e| ContextError::read(tree_dir, e))?;
         children.sort_by(|a, b| a.0.cmp(&b.0));
         let exceptions = self.ignore.has_exceptions() || self.exclude.has_exceptions();
         let walked: Vec<Vec<Walked>> = children
@@ -253,7 +265,7 @@ impl<'a> SourceTree<'a> {
                 }
                 Ok(part)
             })
-            .collect::<Result<_, String>>()?;
+            .collect::<Result<_, ContextError>>()?;
         out.extend(walked.into_iter().flatten());
         Ok(())
     }
@@ -262,7 +274,7 @@ impl<'a> SourceTree<'a> {
     /// it: per path its name, type, mode, owner, link target and content
     /// hash; never a time. File contents are hashed in parallel (rayon),
     /// through the hash cache when there is one.
-    pub fn digest(&self, sources: &[String]) -> Result<Digest, String> {
+    pub fn digest(&self, sources: &[String]) -> Result<Digest, ContextError> {
         use rayon::prelude::*;
         enum Item {
             Text(String),
@@ -282,7 +294,7 @@ impl<'a> SourceTree<'a> {
                 Item::Entry(w) if w.meta.is_file() => self.content_digest(w).map(Some),
                 _ => Ok(None),
             })
-            .collect::<Result<_, String>>()?;
+            .collect::<Result<_, ContextError>>()?;
         let mut hasher = Sha256::new();
         for (item, content) in items.iter().zip(contents) {
             match item {
@@ -293,13 +305,13 @@ impl<'a> SourceTree<'a> {
         Ok(Digest::from_sha256(hasher.finalize().into()))
     }
 
-    fn content_digest(&self, w: &Walked) -> Result<[u8; 32], String> {
+    fn content_digest(&self, w: &Walked) -> Result<[u8; 32], ContextError> {
         let path = self.root.join(&w.tree_rel);
         let digest = match self.cache {
             Some(cache) => cache.file_digest(&w.tree_rel, &path, &w.meta),
             None => hashcache::sha256_file(&path),
         };
-        digest.map_err(|e| format!("{}: {e}", w.rel))
+        digest.map_err(|e| ContextError::read(&w.rel, e))
     }
 
     fn hash_entry(
@@ -307,7 +319,7 @@ impl<'a> SourceTree<'a> {
         hasher: &mut Sha256,
         w: &Walked,
         content: Option<[u8; 32]>,
-    ) -> Result<(), String> {
+    ) -> Result<(), ContextError> {
         let meta = &w.meta;
         let kind = match meta.file_type() {
             t if t.is_dir() => 'd',
@@ -325,7 +337,7 @@ impl<'a> SourceTree<'a> {
         ));
         if kind == 'l' {
             let target = std::fs::read_link(self.root.join(&w.tree_rel))
-                .map_err(|e| format!("{}: {e}", w.rel))?;
+                .map_err(|e| ContextError::read(&w.rel, e))?;
             hasher.update(target.as_os_str().as_encoded_bytes());
             hasher.update([0]);
         }
@@ -349,8 +361,8 @@ pub fn parents_pivot(source: &str) -> String {
 }
 
 /// The error for a source that does not exist (or is ignored).
-pub fn not_found(source: &str) -> String {
-    format!("\"{source}\": not found in the build context (or excluded by .dockerignore)")
+pub fn not_found(source: &str) -> ContextError {
+    ContextError::NotFound(source.to_string())
 }
 
 #[cfg(test)]
@@ -391,10 +403,18 @@ mod tests {
         assert_eq!(names("nothing*"), Vec::<String>::new());
         assert_eq!(names("./src/../top.txt"), ["top.txt"]);
         assert_eq!(names("link"), ["src"]);
-        assert!(t.expand("missing").unwrap_err().contains("not found"));
+        let missing = t.expand("missing").unwrap_err();
+        assert!(matches!(&missing, ContextError::NotFound(s) if s == "missing"));
+        assert!(!missing.is_environment());
         // /etc resolves inside the context, where it does not exist.
-        assert!(t.expand("escape").unwrap_err().contains("not found"));
-        assert!(t.expand("../x").is_err());
+        assert!(matches!(
+            t.expand("escape").unwrap_err(),
+            ContextError::NotFound(_)
+        ));
+        assert!(matches!(
+            t.expand("../x").unwrap_err(),
+            ContextError::Outside(_)
+        ));
     }
 
     #[test]

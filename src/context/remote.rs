@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 
 use sha2::{Digest as _, Sha256};
 
+use super::ContextError;
 use crate::blob::Digest;
 
 /// Whether an ADD source is a URL rbuild downloads.
@@ -72,56 +73,65 @@ pub fn parse_http_date(text: &str) -> Option<i64> {
 }
 
 /// Downloads `url` into `dir`; checks `checksum` (`sha256:<hex>`) when given.
-pub fn download(url: &str, dir: &Path, checksum: Option<&str>) -> Result<Downloaded, String> {
+pub fn download(url: &str, dir: &Path, checksum: Option<&str>) -> Result<Downloaded, ContextError> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| ContextError::read(url, e))?;
     let name = file_name(url);
     let path = dir.join(&name);
     let (digest, modified) = runtime.block_on(async {
         let client = reqwest::Client::builder()
             .build()
-            .map_err(|e| format!("{url}: {e}"))?;
+            .map_err(|e| ContextError::download(url, e))?;
         let mut response = client
             .get(url)
             .send()
             .await
-            .map_err(|e| format!("{url}: {e}"))?;
+            .map_err(|e| ContextError::download(url, e))?;
         if !response.status().is_success() {
-            return Err(format!("{url}: the server answered {}", response.status()));
+            return Err(ContextError::download(
+                url,
+                format!("the server answered {}", response.status()),
+            ));
         }
         let modified = response
             .headers()
             .get(reqwest::header::LAST_MODIFIED)
             .and_then(|v| v.to_str().ok())
             .and_then(parse_http_date);
-        let mut file = std::fs::File::create(&path).map_err(|e| format!("{url}: {e}"))?;
+        let mut file = std::fs::File::create(&path).map_err(|e| ContextError::read(url, e))?;
         let mut hasher = Sha256::new();
-        while let Some(chunk) = response.chunk().await.map_err(|e| format!("{url}: {e}"))? {
+        while let Some(chunk) = response
+            .chunk()
+            .await
+            .map_err(|e| ContextError::download(url, e))?
+        {
             hasher.update(&chunk);
-            file.write_all(&chunk).map_err(|e| format!("{url}: {e}"))?;
+            file.write_all(&chunk)
+                .map_err(|e| ContextError::read(url, e))?;
         }
-        file.sync_all().map_err(|e| format!("{url}: {e}"))?;
-        Ok::<_, String>((Digest::from_sha256(hasher.finalize().into()), modified))
+        file.sync_all().map_err(|e| ContextError::read(url, e))?;
+        Ok::<_, ContextError>((Digest::from_sha256(hasher.finalize().into()), modified))
     })?;
     if let Some(want) = checksum {
         if want != digest.as_str() {
-            return Err(format!(
-                "{url}: checksum mismatch: --checksum={want}, the download is {digest}"
+            return Err(ContextError::download(
+                url,
+                format!("checksum mismatch: --checksum={want}, the download is {digest}"),
             ));
         }
     }
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
-        .map_err(|e| format!("{url}: {e}"))?;
+        .map_err(|e| ContextError::read(url, e))?;
     if let Some(secs) = modified {
         let when = std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs.max(0) as u64);
         std::fs::File::options()
             .write(true)
             .open(&path)
             .and_then(|f| f.set_modified(when))
-            .map_err(|e| format!("{url}: {e}"))?;
+            .map_err(|e| ContextError::read(url, e))?;
     }
     Ok(Downloaded { path, name, digest })
 }

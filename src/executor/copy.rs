@@ -19,7 +19,56 @@ use rustix::fs::{self as rfs, AtFlags, Mode, OFlags, Timespec, Timestamps};
 use rustix::io::Errno;
 use serde::{Deserialize, Serialize};
 
-use crate::context::{IgnoreRules, Matched, SourceTree};
+use crate::context::{ContextError, IgnoreRules, Matched, SourceTree};
+
+/// Why a COPY or ADD failed in the helper.
+#[derive(Debug, thiserror::Error)]
+pub enum CopyError {
+    /// A source the tree does not give (missing, outside, a bad pattern).
+    #[error(transparent)]
+    Source(#[from] ContextError),
+    /// `--chown` names a user or group the image does not have.
+    #[error("--chown={spec}: no {what} named {name:?} in the image")]
+    NoSuchOwner {
+        /// `--chown` as written.
+        spec: String,
+        /// "user" or "group".
+        what: &'static str,
+        /// The name not found.
+        name: String,
+    },
+    /// A destination the copy cannot write as asked (a directory where a
+    /// file goes, a path through too many links, a file where a
+    /// directory goes).
+    #[error("{0}")]
+    Destination(String),
+    /// A read or write of `path` that the kernel refused.
+    #[error("{path}: {source}")]
+    Io {
+        /// The path, as the user knows it.
+        path: String,
+        /// The kernel's error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// An archive ADD could not unpack.
+    #[error("ADD {path}: {why}")]
+    Unpack {
+        /// The archive, relative to its tree.
+        path: String,
+        /// What the unpacker said.
+        why: String,
+    },
+}
+
+impl CopyError {
+    fn io(path: impl std::fmt::Display, source: impl Into<std::io::Error>) -> CopyError {
+        CopyError::Io {
+            path: path.to_string(),
+            source: source.into(),
+        }
+    }
+}
 
 /// A COPY as the helper performs it.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -56,8 +105,8 @@ pub struct CopySpec {
     pub chmod: Option<super::chmod::Chmod>,
 }
 
-fn errno(what: &str) -> impl Fn(Errno) -> String + '_ {
-    move |e| format!("{what}: {e}")
+fn errno(what: &str) -> impl Fn(Errno) -> CopyError + '_ {
+    move |e| CopyError::io(what, e)
 }
 
 /// Reads `etc/<name>` of the destination root (empty when missing).
@@ -74,7 +123,12 @@ fn read_etc(root: &OwnedFd, name: &str) -> Vec<u8> {
 /// its uid and primary group from the root's /etc/passwd, a number is
 /// both uid and gid; a group (name from /etc/group, or number) replaces
 /// the gid. Unknown names are errors rather than root.
-pub fn resolve_chown(spec: &str, passwd: &[u8], group: &[u8]) -> Result<(u32, u32), String> {
+pub fn resolve_chown(spec: &str, passwd: &[u8], group: &[u8]) -> Result<(u32, u32), CopyError> {
+    let missing = |what: &'static str, name: &str| CopyError::NoSuchOwner {
+        spec: spec.to_string(),
+        what,
+        name: name.to_string(),
+    };
     let (user, grp) = match spec.split_once(':') {
         Some((u, g)) => (u, Some(g)),
         None => (spec, None),
@@ -88,21 +142,21 @@ pub fn resolve_chown(spec: &str, passwd: &[u8], group: &[u8]) -> Result<(u32, u3
         Ok(n) => (n, n),
         Err(_) => entry(passwd, user)
             .and_then(|f| Some((f[2].parse().ok()?, f.get(3)?.parse().ok()?)))
-            .ok_or_else(|| format!("--chown={spec}: no user named {user:?} in the image"))?,
+            .ok_or_else(|| missing("user", user))?,
     };
     if let Some(g) = grp.filter(|g| !g.is_empty()) {
         gid = match g.parse::<u32>() {
             Ok(n) => n,
             Err(_) => entry(group, g)
                 .and_then(|f| f[2].parse().ok())
-                .ok_or_else(|| format!("--chown={spec}: no group named {g:?} in the image"))?,
+                .ok_or_else(|| missing("group", g))?,
         };
     }
     Ok((uid, gid))
 }
 
 /// Does the copy into the root at `root_path`.
-pub fn run(spec: &CopySpec, root_path: &std::path::Path) -> Result<(), String> {
+pub fn run(spec: &CopySpec, root_path: &std::path::Path) -> Result<(), CopyError> {
     let root = rfs::open(
         root_path,
         OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
@@ -157,7 +211,7 @@ pub fn run(spec: &CopySpec, root_path: &std::path::Path) -> Result<(), String> {
 fn matched_sources(
     spec: &CopySpec,
     tree: &SourceTree<'_>,
-) -> Result<Vec<(Matched, Option<String>)>, String> {
+) -> Result<Vec<(Matched, Option<String>)>, CopyError> {
     let mut matched = Vec::new();
     for source in &spec.sources {
         let pivot = crate::context::parents_pivot(source);
@@ -287,7 +341,7 @@ fn is_tar_header(block: &[u8]) -> bool {
     block[0] != 0 && sum == stored
 }
 
-fn archive_kind(source: &OwnedFd, rel: &str) -> Result<Option<Archive>, String> {
+fn archive_kind(source: &OwnedFd, rel: &str) -> Result<Option<Archive>, CopyError> {
     let fd = openat::in_root(source, rel, OFlags::RDONLY).map_err(errno(rel))?;
     Ok(sniff_archive(std::fs::File::from(fd)))
 }
@@ -310,7 +364,12 @@ fn split(path: &str) -> (&str, &str) {
     }
 }
 
-fn set_times(root: &OwnedFd, path: &str, atime: Timespec, mtime: Timespec) -> Result<(), String> {
+fn set_times(
+    root: &OwnedFd,
+    path: &str,
+    atime: Timespec,
+    mtime: Timespec,
+) -> Result<(), CopyError> {
     let (parent, name) = split(path);
     let dir =
         openat::in_root(root, parent, OFlags::RDONLY | OFlags::DIRECTORY).map_err(errno(path))?;
@@ -336,7 +395,7 @@ impl Copier {
         tree: &SourceTree<'_>,
         top: &Matched,
         target: &str,
-    ) -> Result<(), String> {
+    ) -> Result<(), CopyError> {
         // Parents of the target are created as 0755 dirs (owned by the
         // --chown user when there is one, as BuildKit does).
         let dest_dir_owner = self.owner.unwrap_or((0, 0));
@@ -398,7 +457,7 @@ impl Copier {
     /// following symlinks on the way as if the root were `/` (a link to a
     /// missing absolute path makes that path inside the root, as BuildKit
     /// does).
-    fn mkdir_all(&self, path: &str, owner: (u32, u32)) -> Result<(), String> {
+    fn mkdir_all(&self, path: &str, owner: (u32, u32)) -> Result<(), CopyError> {
         let mut todo: std::collections::VecDeque<String> = path
             .split('/')
             .filter(|p| !p.is_empty())
@@ -430,7 +489,9 @@ impl Copier {
                     rfs::FileType::Symlink => {
                         links += 1;
                         if links > 40 {
-                            return Err(format!("{shown}: too many levels of symbolic links"));
+                            return Err(CopyError::Destination(format!(
+                                "{shown}: too many levels of symbolic links"
+                            )));
                         }
                         let target = rfs::readlinkat(&dir, part.as_str(), Vec::new())
                             .map_err(errno(&shown))?;
@@ -442,7 +503,11 @@ impl Copier {
                             todo.push_front(component.to_string());
                         }
                     }
-                    _ => return Err(format!("{shown} exists and is not a directory")),
+                    _ => {
+                        return Err(CopyError::Destination(format!(
+                            "{shown} exists and is not a directory"
+                        )))
+                    }
                 },
                 Err(Errno::NOENT) => {
                     rfs::mkdirat(&dir, part.as_str(), Mode::from_raw_mode(0o755))
@@ -457,7 +522,7 @@ impl Copier {
                     .map_err(errno(&shown))?;
                     done.push(part);
                 }
-                Err(e) => return Err(format!("{shown}: {e}")),
+                Err(e) => return Err(CopyError::io(shown, e)),
             }
         }
         Ok(())
@@ -465,17 +530,17 @@ impl Copier {
 
     /// Unpacks the archive `rel` into the directory `to`: entries that
     /// would leave it (`..`, absolute names, links out) are errors.
-    fn unpack(&self, rel: &str, kind: Archive, to: &str) -> Result<(), String> {
+    fn unpack(&self, rel: &str, kind: Archive, to: &str) -> Result<(), CopyError> {
         let src = openat::in_root(&self.source, rel, OFlags::RDONLY).map_err(errno(rel))?;
         let reader =
-            decompress(kind, std::fs::File::from(src)).map_err(|e| format!("{rel}: {e}"))?;
+            decompress(kind, std::fs::File::from(src)).map_err(|e| CopyError::io(rel, e))?;
         let dir =
             openat::in_root(&self.root, to, OFlags::PATH | OFlags::DIRECTORY).map_err(errno(to))?;
         let host = std::fs::read_link(format!(
             "/proc/self/fd/{}",
             std::os::fd::AsRawFd::as_raw_fd(&dir)
         ))
-        .map_err(|e| format!("/{to}: {e}"))?;
+        .map_err(|e| CopyError::io(format!("/{to}"), e))?;
         let options = crate::snapshot::ApplyOptions {
             whiteouts: false,
             owner: self.owner,
@@ -483,15 +548,13 @@ impl Copier {
         };
         crate::snapshot::apply_layer(&host, reader, rel, options)
             .map(drop)
-            .map_err(|e| {
-                format!(
-                    "ADD {rel}: {}",
-                    e.to_string().replacen(&format!("layer {rel}: "), "", 1)
-                )
+            .map_err(|e| CopyError::Unpack {
+                path: rel.to_string(),
+                why: e.to_string().replacen(&format!("layer {rel}: "), "", 1),
             })
     }
 
-    fn copy_one(&mut self, w: &crate::context::Walked, to: &str) -> Result<(), String> {
+    fn copy_one(&mut self, w: &crate::context::Walked, to: &str) -> Result<(), CopyError> {
         let (parent, name) = split(to);
         let dir = openat::in_root(&self.root, parent, OFlags::RDONLY | OFlags::DIRECTORY)
             .map_err(errno(to))?;
@@ -506,9 +569,9 @@ impl Copier {
                 // Merge into the existing directory (its metadata follows
                 // the source's, as BuildKit's copy does).
             } else if existing_dir {
-                return Err(format!(
+                return Err(CopyError::Destination(format!(
                     "cannot replace the directory /{to} with a non-directory"
-                ));
+                )));
             } else {
                 let _ = st;
                 rfs::unlinkat(&dir, name, AtFlags::empty()).map_err(errno(to))?;
@@ -557,7 +620,7 @@ impl Copier {
             .map_err(errno(to))?;
             let mut reader = std::fs::File::from(src);
             let mut writer = std::fs::File::from(out);
-            std::io::copy(&mut reader, &mut writer).map_err(|e| format!("{to}: {e}"))?;
+            std::io::copy(&mut reader, &mut writer).map_err(|e| CopyError::io(to, e))?;
         } else if ft.is_fifo() || ft.is_char_device() || ft.is_block_device() {
             let kind = if ft.is_fifo() {
                 rfs::FileType::Fifo
@@ -623,15 +686,22 @@ mod tests {
     fn chown_resolves_like_docker() {
         let passwd = b"root:x:0:0::/root:/bin/sh\napp:x:1000:1001::/home/app:/bin/sh\n";
         let group = b"root:x:0:\nstaff:x:50:\n";
-        assert_eq!(resolve_chown("app", passwd, group), Ok((1000, 1001)));
-        assert_eq!(resolve_chown("app:staff", passwd, group), Ok((1000, 50)));
-        assert_eq!(resolve_chown("7:8", passwd, group), Ok((7, 8)));
-        assert_eq!(resolve_chown("7", passwd, group), Ok((7, 7)));
-        assert!(resolve_chown("nobody", passwd, group)
-            .unwrap_err()
-            .contains("no user named"));
-        assert!(resolve_chown("app:wheel", passwd, group)
-            .unwrap_err()
-            .contains("no group named"));
+        let ids = |spec: &str| resolve_chown(spec, passwd, group).unwrap();
+        assert_eq!(ids("app"), (1000, 1001));
+        assert_eq!(ids("app:staff"), (1000, 50));
+        assert_eq!(ids("7:8"), (7, 8));
+        assert_eq!(ids("7"), (7, 7));
+        let nobody = resolve_chown("nobody", passwd, group).unwrap_err();
+        assert!(
+            matches!(&nobody, CopyError::NoSuchOwner { what: "user", name, .. } if name == "nobody")
+        );
+        assert_eq!(
+            nobody.to_string(),
+            "--chown=nobody: no user named \"nobody\" in the image"
+        );
+        assert!(matches!(
+            resolve_chown("app:wheel", passwd, group),
+            Err(CopyError::NoSuchOwner { what: "group", .. })
+        ));
     }
 }

@@ -373,7 +373,8 @@ impl StepRunner {
                 etc_file(&lowers, None, "passwd"),
                 etc_file(&lowers, None, "group"),
             );
-            copy::resolve_chown(user, &passwd, &group).map_err(StepError::User)?
+            copy::resolve_chown(user, &passwd, &group)
+                .map_err(|e| StepError::User(e.to_string()))?
         };
         let mut entries = Vec::new();
         let mut existing = Vec::new();

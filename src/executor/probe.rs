@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use super::cgroup::{CgroupSupport, CgroupVersion};
-use super::sandbox::{mount, IdRange, Namespaces};
+use super::sandbox::{mount, IdRange, Namespaces, SetupError};
 
 /// One probe's outcome: `None` when it worked, the error otherwise.
 pub type Outcome = Option<String>;
@@ -290,20 +290,20 @@ fn c(path: &Path) -> CString {
     CString::new(path.as_os_str().as_encoded_bytes()).unwrap_or_default()
 }
 
-fn unshare(flags: libc::c_int, what: &str) -> Result<(), String> {
+fn unshare(flags: libc::c_int, what: &str) -> Result<(), SetupError> {
     // SAFETY: unshare in a forked single-threaded child.
     if unsafe { libc::unshare(flags) } == 0 {
         Ok(())
     } else {
-        Err(last_error(what))
+        Err(SetupError::sys(what, std::io::Error::last_os_error()))
     }
 }
 
 /// Runs `probe` in a forked child; its error text comes back over a pipe.
-fn in_child(probe: impl FnOnce() -> Result<(), String>) -> Outcome {
+fn in_child(probe: impl FnOnce() -> Result<(), SetupError>) -> Outcome {
     let (read_end, write_end) = match super::sandbox::pipe() {
         Ok(ends) => ends,
-        Err(e) => return Some(e),
+        Err(e) => return Some(e.to_string()),
     };
     // SAFETY: fork in the single-threaded helper.
     match unsafe { libc::fork() } {
@@ -312,7 +312,8 @@ fn in_child(probe: impl FnOnce() -> Result<(), String>) -> Outcome {
             let result = probe();
             let code = match result {
                 Ok(()) => 0,
-                Err(message) => {
+                Err(e) => {
+                    let message = e.to_string();
                     // SAFETY: writing our own buffer to our pipe end.
                     unsafe {
                         libc::write(
@@ -345,7 +346,7 @@ fn in_child(probe: impl FnOnce() -> Result<(), String>) -> Outcome {
     }
 }
 
-fn enter(userns: bool) -> Result<(), String> {
+fn enter(userns: bool) -> Result<(), SetupError> {
     if userns {
         super::sandbox::enter_user_namespace()
     } else {
@@ -383,7 +384,7 @@ fn probe_namespaces(scratch: &Path, userns: bool) -> NamespaceProbes {
         });
         match inner {
             None => Ok(()),
-            Some(e) => Err(e),
+            Some(e) => Err(SetupError::refused(e)),
         }
     });
     let overlay = in_child(|| {
@@ -403,8 +404,9 @@ fn probe_namespaces(scratch: &Path, userns: bool) -> NamespaceProbes {
         mount("overlay", &merged, "overlay", 0, &data)?;
         // A deletion needs a whiteout in the upper dir.
         std::fs::remove_file(merged.join("file"))
-            .map_err(|e| format!("delete through overlay: {e}"))?;
-        std::fs::write(merged.join("new"), b"x").map_err(|e| format!("write through overlay: {e}"))
+            .map_err(|e| SetupError::sys("delete through overlay", e))?;
+        std::fs::write(merged.join("new"), b"x")
+            .map_err(|e| SetupError::sys("write through overlay", e))
     });
     NamespaceProbes {
         userns,
@@ -471,7 +473,7 @@ pub fn probe_main(scratch: &Path) -> i32 {
         if unsafe { libc::chroot(path.as_ptr()) } == 0 {
             Ok(())
         } else {
-            Err(last_error("chroot"))
+            Err(SetupError::sys("chroot", std::io::Error::last_os_error()))
         }
     });
     let remap = direct

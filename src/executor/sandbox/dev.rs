@@ -15,7 +15,7 @@ use rustix::fs::{self as rfs, Mode, OFlags};
 
 use super::mountpoint::{fd_path, open_in_root, stat_times, RootBuilder};
 use super::spec::{SandboxSpec, Stub};
-use super::sys::{mount_with, NOSUID_NODEV_NOEXEC};
+use super::sys::{mount_with, SetupError, NOSUID_NODEV_NOEXEC};
 use crate::executor::confine::Security;
 
 /// docker's default nodes: name, major, minor.
@@ -31,7 +31,7 @@ const DEFAULT_NODES: [(&str, u32, u32); 6] = [
 /// Mounts the step's `/dev`: a `nodev` tmpfs holding binds of the host's
 /// default nodes, its own devpts, shm and mqueue, and the usual links;
 /// with `--security=insecure`, the host's `/dev` itself.
-pub(super) fn mount_dev(builder: &mut RootBuilder, spec: &SandboxSpec) -> Result<(), String> {
+pub(super) fn mount_dev(builder: &mut RootBuilder, spec: &SandboxSpec) -> Result<(), SetupError> {
     if spec.security == Security::Insecure {
         // BuildKit's insecure mode gives the host's devices.
         return builder.mount_on("/dev", "dev", true, "", libc::MS_BIND | libc::MS_REC, "");
@@ -44,16 +44,17 @@ pub(super) fn mount_dev(builder: &mut RootBuilder, spec: &SandboxSpec) -> Result
         libc::MS_NOSUID | libc::MS_STRICTATIME | libc::MS_NODEV,
         "mode=755,size=65536k",
     )?;
-    let dev_fd = open_in_root(&builder.fd, "dev").map_err(|e| e.to_string())?;
+    let dev_fd = open_in_root(&builder.fd, "dev").map_err(|e| SetupError::sys("open /dev", e))?;
     let dev = PathBuf::from(fd_path(&dev_fd));
     let sys = builder.sys;
     for (node, _, _) in DEFAULT_NODES {
         let target = dev.join(node);
         sys.create_file(&target, 0o666, false)
-            .map_err(|e| format!("create /dev/{node}: {e}"))?;
+            .map_err(|e| SetupError::sys(format!("create /dev/{node}"), e))?;
         mount_with(sys, &format!("/dev/{node}"), &target, "", libc::MS_BIND, "")?;
     }
-    sys.mkdir_all(&dev.join("pts")).map_err(|e| e.to_string())?;
+    sys.mkdir_all(&dev.join("pts"))
+        .map_err(|e| SetupError::sys("create /dev/pts", e))?;
     // gid 5 (tty) exists only where more than one id is mapped.
     let pts_options = if spec.userns {
         "newinstance,ptmxmode=0666,mode=0620"
@@ -69,8 +70,9 @@ pub(super) fn mount_dev(builder: &mut RootBuilder, spec: &SandboxSpec) -> Result
         pts_options,
     )?;
     sys.symlink("pts/ptmx", &dev.join("ptmx"))
-        .map_err(|e| e.to_string())?;
-    sys.mkdir_all(&dev.join("shm")).map_err(|e| e.to_string())?;
+        .map_err(|e| SetupError::sys("link /dev/ptmx", e))?;
+    sys.mkdir_all(&dev.join("shm"))
+        .map_err(|e| SetupError::sys("create /dev/shm", e))?;
     mount_with(
         sys,
         "shm",
@@ -80,7 +82,7 @@ pub(super) fn mount_dev(builder: &mut RootBuilder, spec: &SandboxSpec) -> Result
         "mode=1777,size=65536k",
     )?;
     sys.mkdir_all(&dev.join("mqueue"))
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| SetupError::sys("create /dev/mqueue", e))?;
     // POSIX message queues of the step's own IPC namespace; a kernel
     // without mqueue leaves the directory empty, as runc does not.
     let _ = mount_with(
@@ -98,12 +100,12 @@ pub(super) fn mount_dev(builder: &mut RootBuilder, spec: &SandboxSpec) -> Result
         ("stderr", "/proc/self/fd/2"),
     ] {
         sys.symlink(target, &dev.join(link))
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| SetupError::sys(format!("link /dev/{link}"), e))?;
     }
     // runc links core to kcore only where the kernel has one.
     if Path::new("/proc/kcore").exists() {
         sys.symlink("/proc/kcore", &dev.join("core"))
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| SetupError::sys("link /dev/core", e))?;
     }
     Ok(())
 }
@@ -253,6 +255,11 @@ pub(super) mod tests {
             .fail_on(|c| matches!(c, Call::Mount { source, .. } if source == "/dev/full"));
         let mut builder = RootBuilder::new(&sys, &root).unwrap();
         let err = mount_dev(&mut builder, &spec).unwrap_err();
+        assert!(
+            matches!(&err, SetupError::Sys { source, .. } if source.raw_os_error() == Some(libc::EPERM)),
+            "{err:?}"
+        );
+        let err = err.to_string();
         assert!(
             err.starts_with("mount /dev/full on /proc/self/fd/"),
             "{err}"

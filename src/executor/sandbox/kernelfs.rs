@@ -9,7 +9,7 @@ use rustix::io::Errno;
 use super::dev::mount_dev;
 use super::mountpoint::{fd_path, open_in_root, RootBuilder};
 use super::spec::{Namespaces, SandboxSpec};
-use super::sys::{mount_with, Sys, NOSUID_NODEV_NOEXEC};
+use super::sys::{mount_with, SetupError, Sys, NOSUID_NODEV_NOEXEC};
 use crate::executor::confine::{Security, MASKED_PATHS, READONLY_PATHS};
 
 /// Mounts `/proc`, `/dev` and `/sys` in the root and masks what a
@@ -17,7 +17,7 @@ use crate::executor::confine::{Security, MASKED_PATHS, READONLY_PATHS};
 pub(super) fn mount_kernel_filesystems(
     builder: &mut RootBuilder,
     spec: &SandboxSpec,
-) -> Result<(), String> {
+) -> Result<(), SetupError> {
     mount_proc(builder, spec)?;
     mount_dev(builder, spec)?;
     mount_sys(builder, spec)?;
@@ -27,7 +27,7 @@ pub(super) fn mount_kernel_filesystems(
     Ok(())
 }
 
-fn mount_proc(builder: &mut RootBuilder, spec: &SandboxSpec) -> Result<(), String> {
+fn mount_proc(builder: &mut RootBuilder, spec: &SandboxSpec) -> Result<(), SetupError> {
     if spec.namespaces != Namespaces::NoPidns {
         return builder.mount_on("proc", "proc", true, "proc", NOSUID_NODEV_NOEXEC, "");
     }
@@ -41,8 +41,8 @@ fn mount_proc(builder: &mut RootBuilder, spec: &SandboxSpec) -> Result<(), Strin
 /// Makes the bind mount at `rel` in the root read-only (a bind ignores
 /// MS_RDONLY until it is remounted). Opened anew: an fd taken before the
 /// bind names the covered file, not the mount.
-fn remount_readonly(builder: &RootBuilder, rel: &str) -> Result<(), String> {
-    let fd = open_in_root(&builder.fd, rel).map_err(|e| format!("{rel}: {e}"))?;
+fn remount_readonly(builder: &RootBuilder, rel: &str) -> Result<(), SetupError> {
+    let fd = open_in_root(&builder.fd, rel).map_err(|e| SetupError::sys(rel, e))?;
     mount_with(
         builder.sys,
         "",
@@ -53,7 +53,7 @@ fn remount_readonly(builder: &RootBuilder, rel: &str) -> Result<(), String> {
     )
 }
 
-fn mount_sys(builder: &mut RootBuilder, spec: &SandboxSpec) -> Result<(), String> {
+fn mount_sys(builder: &mut RootBuilder, spec: &SandboxSpec) -> Result<(), SetupError> {
     let readonly = if spec.security == Security::Sandbox {
         libc::MS_RDONLY
     } else {
@@ -79,7 +79,7 @@ fn mount_sys(builder: &mut RootBuilder, spec: &SandboxSpec) -> Result<(), String
             readonly | NOSUID_NODEV_NOEXEC,
             "",
         ),
-        None => Err("no sysfs of its own".to_string()),
+        None => Err(SetupError::refused("no sysfs of its own")),
     };
     if fresh.is_ok() {
         return mount_own_cgroups(builder, spec, readonly);
@@ -112,7 +112,7 @@ fn mount_own_cgroups(
     builder: &mut RootBuilder,
     spec: &SandboxSpec,
     readonly: libc::c_ulong,
-) -> Result<(), String> {
+) -> Result<(), SetupError> {
     if spec.cgroup_procs.is_empty() {
         return Ok(());
     }
@@ -128,7 +128,8 @@ fn mount_own_cgroups(
         NOSUID_NODEV_NOEXEC,
         "mode=755",
     )?;
-    let fd = open_in_root(&builder.fd, "sys/fs/cgroup").map_err(|e| e.to_string())?;
+    let fd = open_in_root(&builder.fd, "sys/fs/cgroup")
+        .map_err(|e| SetupError::sys("open /sys/fs/cgroup", e))?;
     let dir = PathBuf::from(fd_path(&fd));
     for procs in &spec.cgroup_procs {
         let Some(hierarchy) = v1_hierarchy(procs) else {
@@ -138,9 +139,9 @@ fn mount_own_cgroups(
         builder
             .sys
             .mkdir_all(&target)
-            .map_err(|e| format!("create {hierarchy}: {e}"))?;
+            .map_err(|e| SetupError::sys(format!("create {hierarchy}"), e))?;
         mount_with(builder.sys, "cgroup", &target, "cgroup", flags, &hierarchy)
-            .map_err(|e| format!("{e} (the step's {hierarchy} cgroup)"))?;
+            .map_err(|e| e.during(format!("the step's {hierarchy} cgroup")))?;
     }
     mount_with(
         builder.sys,
@@ -164,16 +165,16 @@ fn v1_hierarchy(procs: &Path) -> Option<String> {
 
 /// Applies [`MASKED_PATHS`] and [`READONLY_PATHS`] as runc does; paths
 /// this kernel does not have are skipped.
-fn mask_paths(builder: &RootBuilder) -> Result<(), String> {
+fn mask_paths(builder: &RootBuilder) -> Result<(), SetupError> {
     for path in MASKED_PATHS {
         let fd = match open_in_root(&builder.fd, path) {
             Ok(fd) => fd,
             Err(Errno::NOENT) => continue,
-            Err(e) => return Err(format!("mask {path}: {e}")),
+            Err(e) => return Err(SetupError::sys(format!("mask {path}"), e)),
         };
         let is_dir = rustix::fs::fstat(&fd)
             .map(|st| rustix::fs::FileType::from_raw_mode(st.st_mode).is_dir())
-            .map_err(|e| format!("mask {path}: {e}"))?;
+            .map_err(|e| SetupError::sys(format!("mask {path}"), e))?;
         let at = PathBuf::from(fd_path(&fd));
         if is_dir {
             mount_with(
@@ -192,7 +193,7 @@ fn mask_paths(builder: &RootBuilder) -> Result<(), String> {
         let fd = match open_in_root(&builder.fd, path) {
             Ok(fd) => fd,
             Err(Errno::NOENT) => continue,
-            Err(e) => return Err(format!("make {path} read-only: {e}")),
+            Err(e) => return Err(SetupError::sys(format!("make {path} read-only"), e)),
         };
         let at = PathBuf::from(fd_path(&fd));
         mount_with(
@@ -210,9 +211,9 @@ fn mask_paths(builder: &RootBuilder) -> Result<(), String> {
 
 /// Mount points strictly below `top` in this mount namespace, with the
 /// flags a remount must keep (in a user namespace they are locked).
-fn submounts(top: &Path) -> Result<Vec<(PathBuf, libc::c_ulong)>, String> {
+fn submounts(top: &Path) -> Result<Vec<(PathBuf, libc::c_ulong)>, SetupError> {
     let text = std::fs::read_to_string("/proc/self/mountinfo")
-        .map_err(|e| format!("read mountinfo: {e}"))?;
+        .map_err(|e| SetupError::sys("read mountinfo", e))?;
     Ok(parse_submounts(&text, top))
 }
 
@@ -269,7 +270,7 @@ fn unescape(field: &str) -> String {
 
 /// Makes every mount below `top` read-only (a recursive bind made
 /// read-only changes only its top mount).
-fn remount_subtree_readonly(sys: &dyn Sys, top: &Path) -> Result<(), String> {
+fn remount_subtree_readonly(sys: &dyn Sys, top: &Path) -> Result<(), SetupError> {
     for (point, flags) in submounts(top)? {
         mount_with(
             sys,
@@ -279,7 +280,7 @@ fn remount_subtree_readonly(sys: &dyn Sys, top: &Path) -> Result<(), String> {
             libc::MS_BIND | libc::MS_REMOUNT | libc::MS_RDONLY | flags,
             "",
         )
-        .map_err(|e| format!("{e} (making the host's {} read-only)", point.display()))?;
+        .map_err(|e| e.during(format!("making the host's {} read-only", point.display())))?;
     }
     Ok(())
 }

@@ -12,7 +12,7 @@ use rustix::fs::{self as rfs, Mode, OFlags};
 use rustix::io::Errno;
 
 use super::spec::Stub;
-use super::sys::{mount_with, Sys};
+use super::sys::{mount_with, SetupError, Sys};
 
 /// `rel` inside the root as an `O_PATH` handle (links resolve as if the
 /// root were `/`): what mounting and stat need.
@@ -37,9 +37,9 @@ pub(super) fn fd_path(fd: &OwnedFd) -> String {
 }
 
 /// Writes the stubs as JSON where the caller reads them after the step.
-pub(super) fn write_stub_report(report: &Path, stubs: &[Stub]) -> Result<(), String> {
-    let json = serde_json::to_vec(stubs).map_err(|e| e.to_string())?;
-    std::fs::write(report, json).map_err(|e| format!("write stub report: {e}"))
+pub(super) fn write_stub_report(report: &Path, stubs: &[Stub]) -> Result<(), SetupError> {
+    let json = serde_json::to_vec(stubs).map_err(|e| SetupError::sys("encode stub report", e))?;
+    std::fs::write(report, json).map_err(|e| SetupError::sys("write stub report", e))
 }
 
 /// The root being assembled: the calls it makes, its fd, host path, and
@@ -52,13 +52,13 @@ pub(super) struct RootBuilder<'s> {
 }
 
 impl<'s> RootBuilder<'s> {
-    pub(super) fn new(sys: &'s dyn Sys, path: &Path) -> Result<RootBuilder<'s>, String> {
+    pub(super) fn new(sys: &'s dyn Sys, path: &Path) -> Result<RootBuilder<'s>, SetupError> {
         let fd = rfs::open(
             path,
             OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
             Mode::empty(),
         )
-        .map_err(|e| format!("open root {}: {e}", path.display()))?;
+        .map_err(|e| SetupError::sys(format!("open root {}", path.display()), e))?;
         Ok(RootBuilder {
             sys,
             fd,
@@ -69,13 +69,15 @@ impl<'s> RootBuilder<'s> {
 
     /// Opens `target` inside the root, creating what is missing (recorded
     /// as stubs). `dir` says what the last component must be.
-    pub(super) fn ensure(&mut self, target: &str, dir: bool) -> Result<OwnedFd, String> {
+    pub(super) fn ensure(&mut self, target: &str, dir: bool) -> Result<OwnedFd, SetupError> {
         let parts: Vec<&str> = target
             .split('/')
             .filter(|p| !p.is_empty() && *p != ".")
             .collect();
         if parts.contains(&"..") {
-            return Err(format!("mount target {target} contains .."));
+            return Err(SetupError::refused(format!(
+                "mount target {target} contains .."
+            )));
         }
         for depth in 1..=parts.len() {
             let prefix = parts[..depth].join("/");
@@ -83,28 +85,29 @@ impl<'s> RootBuilder<'s> {
                 Ok(fd) if depth == parts.len() => return Ok(fd),
                 Ok(_) => continue,
                 Err(Errno::NOENT) => {}
-                Err(e) => return Err(format!("resolve {target} in the root: {e}")),
+                Err(e) => return Err(SetupError::sys(format!("resolve {target} in the root"), e)),
             }
             let make_dir = dir || depth < parts.len();
             self.create(target, &parts[..depth], make_dir)?;
             if depth == parts.len() {
                 return open_in_root(&self.fd, &prefix)
-                    .map_err(|e| format!("open created {target}: {e}"));
+                    .map_err(|e| SetupError::sys(format!("open created {target}"), e));
             }
         }
-        open_in_root(&self.fd, "").map_err(|e| format!("open root: {e}"))
+        open_in_root(&self.fd, "").map_err(|e| SetupError::sys("open root", e))
     }
 
     /// Creates the last of `parts` (a directory or an empty file) in its
     /// existing parent and records it as a stub, named by where the
     /// parent really is.
-    fn create(&mut self, target: &str, parts: &[&str], make_dir: bool) -> Result<(), String> {
+    fn create(&mut self, target: &str, parts: &[&str], make_dir: bool) -> Result<(), SetupError> {
         let parent = open_in_root(&self.fd, &parts[..parts.len() - 1].join("/"))
-            .map_err(|e| format!("resolve parent of {target}: {e}"))?;
-        let stat = rfs::fstat(&parent).map_err(|e| format!("stat parent of {target}: {e}"))?;
+            .map_err(|e| SetupError::sys(format!("resolve parent of {target}"), e))?;
+        let stat = rfs::fstat(&parent)
+            .map_err(|e| SetupError::sys(format!("stat parent of {target}"), e))?;
         // Where the parent really is (symlinks resolved), relative to the root.
         let real = std::fs::read_link(fd_path(&parent))
-            .map_err(|e| format!("locate parent of {target}: {e}"))?;
+            .map_err(|e| SetupError::sys(format!("locate parent of {target}"), e))?;
         let real_rel = real
             .strip_prefix(&self.host_path)
             .map(Path::to_path_buf)
@@ -116,7 +119,7 @@ impl<'s> RootBuilder<'s> {
             OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
             Mode::empty(),
         )
-        .map_err(|e| format!("open parent of {target}: {e}"))?;
+        .map_err(|e| SetupError::sys(format!("open parent of {target}"), e))?;
         // One component through the opened parent: what mkdirat and
         // openat on it would make.
         let at = Path::new(&fd_path(&parent_dir)).join(name);
@@ -125,7 +128,7 @@ impl<'s> RootBuilder<'s> {
         } else {
             self.sys.create_file(&at, 0o644, true)
         };
-        made.map_err(|e| format!("create mount point {target}: {e}"))?;
+        made.map_err(|e| SetupError::sys(format!("create mount point {target}"), e))?;
         self.stubs.push(Stub {
             path: real_rel.join(name).to_string_lossy().into_owned(),
             dir: make_dir,
@@ -154,7 +157,7 @@ impl<'s> RootBuilder<'s> {
         fstype: &str,
         flags: libc::c_ulong,
         data: &str,
-    ) -> Result<(), String> {
+    ) -> Result<(), SetupError> {
         let fd = self.ensure(target, dir)?;
         mount_with(
             self.sys,
@@ -164,11 +167,12 @@ impl<'s> RootBuilder<'s> {
             flags,
             data,
         )
-        .map_err(|e| format!("{e} (at {target})"))?;
+        .map_err(|e| e.during(format!("at {target}")))?;
         let per_mount = libc::MS_RDONLY | libc::MS_NODEV | libc::MS_NOSUID | libc::MS_NOEXEC;
         if flags & libc::MS_BIND != 0 && flags & per_mount != 0 {
             // A bind mount ignores these flags until it is remounted.
-            let fd = open_in_root(&self.fd, target).map_err(|e| e.to_string())?;
+            let fd = open_in_root(&self.fd, target)
+                .map_err(|e| SetupError::sys(format!("open {target}"), e))?;
             mount_with(
                 self.sys,
                 "",
@@ -249,7 +253,8 @@ mod tests {
         let err = builder
             .mount_on("tmpfs", "/tmp/../../etc", true, "tmpfs", 0, "")
             .unwrap_err();
-        assert_eq!(err, "mount target /tmp/../../etc contains ..");
+        assert!(matches!(err, SetupError::Refused(_)), "{err:?}");
+        assert_eq!(err.to_string(), "mount target /tmp/../../etc contains ..");
         assert!(sys.calls().is_empty());
     }
 }

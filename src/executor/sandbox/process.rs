@@ -12,12 +12,12 @@ use std::path::{Path, PathBuf};
 use super::remap;
 use super::rootfs::{enter_root, mount_overlay, mount_readonly_overlay};
 use super::spec::{Namespaces, Remap, RootFs, SandboxSpec, SETUP_FAILED};
-use super::sys::{check, cstr, mount, LinuxSys, Sys};
+use super::sys::{check, cstr, mount, LinuxSys, SetupError, Sys};
 use crate::executor::confine::Posture;
 use crate::executor::copy::{self, CopySpec};
 
 /// Brings `lo` up in the current network namespace.
-fn loopback_up() -> Result<(), String> {
+fn loopback_up() -> Result<(), SetupError> {
     // SAFETY: plain socket/ioctl calls on a zeroed ifreq we own.
     unsafe {
         let fd = libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0);
@@ -278,7 +278,7 @@ fn init(spec: &SandboxSpec, posture: &Posture) -> i32 {
 }
 
 /// Maps the caller's uid and gid to root in a new user namespace.
-pub(crate) fn enter_user_namespace() -> Result<(), String> {
+pub(crate) fn enter_user_namespace() -> Result<(), SetupError> {
     // SAFETY: plain id getters.
     let (uid, gid) = unsafe { (libc::geteuid(), libc::getegid()) };
     // SAFETY: unshare in this single-threaded helper.
@@ -286,7 +286,7 @@ pub(crate) fn enter_user_namespace() -> Result<(), String> {
         libc::unshare(libc::CLONE_NEWUSER)
     })?;
     let write = |file: &str, text: String| {
-        std::fs::write(file, text).map_err(|e| format!("write {file}: {e}"))
+        std::fs::write(file, text).map_err(|e| SetupError::sys(format!("write {file}"), e))
     };
     write("/proc/self/setgroups", "deny".to_string())?;
     write("/proc/self/uid_map", format!("0 {uid} 1"))?;
@@ -296,7 +296,7 @@ pub(crate) fn enter_user_namespace() -> Result<(), String> {
 /// A COPY: in a mount namespace of its own (through a user namespace when
 /// rootless), the root's overlay and the source stage's overlay are
 /// mounted, then the files are copied. No process of the image runs.
-pub(super) fn copy_in_root(spec: &SandboxSpec, copy: &CopySpec) -> Result<(), String> {
+pub(super) fn copy_in_root(spec: &SandboxSpec, copy: &CopySpec) -> Result<(), SetupError> {
     if spec.namespaces != Namespaces::Chroot {
         if spec.userns {
             enter_user_namespace()?;
@@ -320,21 +320,20 @@ pub(super) fn copy_in_root(spec: &SandboxSpec, copy: &CopySpec) -> Result<(), St
             mount_readonly_overlay(&LinuxSys, base, lowers, &copy.source_root, spec.userns)?;
         }
     } else if matches!(spec.root, RootFs::Overlay { .. }) || copy.source_lowers.is_some() {
-        return Err("the chroot tier cannot mount overlays".to_string());
+        return Err(SetupError::refused("the chroot tier cannot mount overlays"));
     }
-    copy::run(copy, spec.root.path())
+    Ok(copy::run(copy, spec.root.path())?)
 }
 
 /// Enters the remapped user namespace with the spec pointed at idmapped
 /// clones of its root and mounts.
-pub(super) fn enter_remapped(spec: &mut SandboxSpec, remap: &Remap) -> Result<(), String> {
+pub(super) fn enter_remapped(spec: &mut SandboxSpec, remap: &Remap) -> Result<(), SetupError> {
     let shifts = remap::shift_spec(spec, &remap.staging)?;
     // Written from inside by the namespace's root.
     let owned: Vec<PathBuf> = spec.stub_report.iter().cloned().collect();
     let owned: Vec<&Path> = owned.iter().map(PathBuf::as_path).collect();
-    remap::enter(remap.range, &remap.staging, &shifts, &owned).map_err(|e| {
-        format!("{e} (remapping the step's ids; --userns-remap=off runs it as host root)")
-    })
+    remap::enter(remap.range, &remap.staging, &shifts, &owned)
+        .map_err(|e| e.during("remapping the step's ids; --userns-remap=off runs it as host root"))
 }
 
 /// The step's confinement. Without a pid namespace the step could reach
@@ -358,10 +357,10 @@ pub(super) fn posture_for(spec: &SandboxSpec) -> Posture {
 
 /// Moves the helper into each of the step's cgroups before anything else,
 /// so all it forks is counted there.
-pub(super) fn join_cgroups(spec: &SandboxSpec) -> Result<(), String> {
+pub(super) fn join_cgroups(spec: &SandboxSpec) -> Result<(), SetupError> {
     for procs in &spec.cgroup_procs {
         std::fs::write(procs, std::process::id().to_string())
-            .map_err(|e| format!("joining cgroup {}: {e}", procs.display()))?;
+            .map_err(|e| SetupError::sys(format!("joining cgroup {}", procs.display()), e))?;
     }
     Ok(())
 }

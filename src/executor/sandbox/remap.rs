@@ -16,7 +16,7 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
 use super::spec::{IdRange, MountKind, RootFs, SandboxSpec};
-use super::sys::{check, cstr, mount, pipe, read_all};
+use super::sys::{check, cstr, mount, pipe, read_all, SetupError};
 
 /// The read-only sysfs the mapper mounts under the staging dir.
 pub(super) const SYSFS: &str = "sys";
@@ -31,7 +31,7 @@ pub(super) struct Shift {
 
 /// Points the spec's root and mounts at idmapped clones under `staging`
 /// and returns what must be cloned.
-pub(super) fn shift_spec(spec: &mut SandboxSpec, staging: &Path) -> Result<Vec<Shift>, String> {
+pub(super) fn shift_spec(spec: &mut SandboxSpec, staging: &Path) -> Result<Vec<Shift>, SetupError> {
     let mut shifts = Vec::new();
     let mut add = |source: PathBuf, name: String, dir: bool| {
         shifts.push(Shift {
@@ -57,7 +57,7 @@ pub(super) fn shift_spec(spec: &mut SandboxSpec, staging: &Path) -> Result<Vec<S
             let parent = up
                 .parent()
                 .filter(|p| wk.parent() == Some(*p))
-                .ok_or("upper and work dirs are not siblings")?;
+                .ok_or_else(|| SetupError::refused("upper and work dirs are not siblings"))?;
             let ws = add(base.join(parent), "ws".to_string(), true);
             let leaf = |p: &Path| p.file_name().map(|n| n.to_string_lossy().into_owned());
             *upper = format!("{ws}/{}", leaf(up).unwrap_or_default());
@@ -103,7 +103,7 @@ struct MountAttr {
 
 /// Attaches a clone of `source` at `target`, its owners seen through the
 /// user namespace `userns` (on-disk id n shows as that namespace's id n).
-fn idmapped_clone(source: &Path, target: &Path, userns: &OwnedFd) -> Result<(), String> {
+fn idmapped_clone(source: &Path, target: &Path, userns: &OwnedFd) -> Result<(), SetupError> {
     let what = |step: &str| format!("{step} {}", source.display());
     let src = cstr(&source.to_string_lossy());
     // SAFETY: open_tree with a valid path; returns a new fd or -1.
@@ -159,15 +159,15 @@ fn map_and_shift(
     range: IdRange,
     staging: &Path,
     shifts: &[Shift],
-) -> Result<(), String> {
+) -> Result<(), SetupError> {
     let write = |file: &str, text: String| {
         let path = format!("/proc/{pid}/{file}");
-        std::fs::write(&path, text).map_err(|e| format!("write {path}: {e}"))
+        std::fs::write(&path, text).map_err(|e| SetupError::sys(format!("write {path}"), e))
     };
     write("uid_map", format!("0 {} {}", range.uid, range.count))?;
     write("gid_map", format!("0 {} {}", range.gid, range.count))?;
     let ns = std::fs::File::open(format!("/proc/{pid}/ns/user"))
-        .map_err(|e| format!("open the step's user namespace: {e}"))?;
+        .map_err(|e| SetupError::sys("open the step's user namespace", e))?;
     let userns = OwnedFd::from(ns);
     mount(
         "tmpfs",
@@ -179,7 +179,8 @@ fn map_and_shift(
     // A fresh sysfs needs a network namespace its mounter owns; the step's
     // user namespace owns none on the host network, real root does.
     let sys = staging.join(SYSFS);
-    std::fs::create_dir(&sys).map_err(|e| format!("create {}: {e}", sys.display()))?;
+    std::fs::create_dir(&sys)
+        .map_err(|e| SetupError::sys(format!("create {}", sys.display()), e))?;
     mount(
         "sysfs",
         &sys,
@@ -194,7 +195,7 @@ fn map_and_shift(
         } else {
             std::fs::write(&target, b"")
         };
-        made.map_err(|e| format!("create {}: {e}", target.display()))?;
+        made.map_err(|e| SetupError::sys(format!("create {}", target.display()), e))?;
         idmapped_clone(&shift.source, &target, &userns)?;
     }
     Ok(())
@@ -209,21 +210,22 @@ pub(super) fn enter(
     staging: &Path,
     shifts: &[Shift],
     owned: &[&Path],
-) -> Result<(), String> {
+) -> Result<(), SetupError> {
     // SAFETY: unshare in the single-threaded helper.
     check("unshare(CLONE_NEWNS)", unsafe {
         libc::unshare(libc::CLONE_NEWNS)
     })?;
     mount("", Path::new("/"), "", libc::MS_REC | libc::MS_PRIVATE, "")?;
     for file in owned {
-        std::fs::write(file, b"").map_err(|e| format!("create {}: {e}", file.display()))?;
+        std::fs::write(file, b"")
+            .map_err(|e| SetupError::sys(format!("create {}", file.display()), e))?;
         std::os::unix::fs::chown(file, Some(range.uid), Some(range.gid))
-            .map_err(|e| format!("chown {}: {e}", file.display()))?;
+            .map_err(|e| SetupError::sys(format!("chown {}", file.display()), e))?;
     }
     let (go, result) = (pipe()?, pipe()?);
     // SAFETY: fork in the single-threaded helper.
     match unsafe { libc::fork() } {
-        -1 => Err(format!("fork: {}", std::io::Error::last_os_error())),
+        -1 => Err(SetupError::sys("fork", std::io::Error::last_os_error())),
         0 => {
             drop(go.1);
             drop(result.0);
@@ -234,11 +236,12 @@ pub(super) fn enter(
                 // SAFETY: plain getter.
                 map_and_shift(unsafe { libc::getppid() }, range, staging, shifts)
             } else {
-                Err("the helper gave up before the maps".to_string())
+                Err(SetupError::refused("the helper gave up before the maps"))
             };
             let code = match outcome {
                 Ok(()) => 0,
-                Err(message) => {
+                Err(e) => {
+                    let message = e.to_string();
                     // SAFETY: writing our own buffer to our pipe end.
                     unsafe {
                         libc::write(result.1.as_raw_fd(), message.as_ptr().cast(), message.len())
@@ -267,11 +270,12 @@ pub(super) fn enter(
             unsafe { libc::waitpid(mapper, &mut status, 0) };
             unshared?;
             if !(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0) {
-                return Err(if message.is_empty() {
+                // The mapper's error crossed the pipe as its text.
+                return Err(SetupError::refused(if message.is_empty() {
                     format!("the id mapper died (status {status})")
                 } else {
                     message
-                });
+                }));
             }
             become_root()
         }
@@ -279,7 +283,7 @@ pub(super) fn enter(
 }
 
 /// Takes uid and gid 0 of the new namespace (host ids of the range).
-fn become_root() -> Result<(), String> {
+fn become_root() -> Result<(), SetupError> {
     // SAFETY: identity syscalls with plain integers.
     unsafe {
         check("setgroups", libc::setgroups(0, std::ptr::null()))?;
@@ -292,10 +296,11 @@ fn become_root() -> Result<(), String> {
 /// idmapped layers, mounted inside the remapped namespace, lands on disk
 /// with the step's own ids. `scratch` holds `lower/`, `upper/`, `work/`,
 /// `merged/` and an empty `stage/`; run in a disposable child.
-pub(crate) fn probe(scratch: &Path) -> Result<(), String> {
+pub(crate) fn probe(scratch: &Path) -> Result<(), SetupError> {
     let ws = scratch.join("ws");
     for dir in ["upper", "work"] {
-        std::fs::create_dir_all(ws.join(dir)).map_err(|e| format!("create {dir}: {e}"))?;
+        std::fs::create_dir_all(ws.join(dir))
+            .map_err(|e| SetupError::sys(format!("create {dir}"), e))?;
     }
     let shifts = [
         Shift {
@@ -322,9 +327,9 @@ pub(crate) fn probe(scratch: &Path) -> Result<(), String> {
     let merged = scratch.join("merged");
     mount("overlay", &merged, "overlay", 0, &data)?;
     let file = merged.join("made-by-step");
-    std::fs::write(&file, b"x").map_err(|e| format!("write through the overlay: {e}"))?;
+    std::fs::write(&file, b"x").map_err(|e| SetupError::sys("write through the overlay", e))?;
     std::os::unix::fs::chown(&file, Some(1000), Some(1000))
-        .map_err(|e| format!("chown through the overlay: {e}"))
+        .map_err(|e| SetupError::sys("chown through the overlay", e))
 }
 
 #[cfg(test)]

@@ -11,7 +11,7 @@ use rustix::fs as rfs;
 use super::kernelfs;
 use super::mountpoint::{fd_path, open_in_root, write_stub_report, RootBuilder};
 use super::spec::{MountKind, MountSpec, RootFs, SandboxSpec};
-use super::sys::{mount_with, Sys};
+use super::sys::{mount_with, SetupError, Sys};
 use crate::executor::confine::Security;
 
 /// Mounts an overlay of `lowers` (top first) with `upper` and `work` on
@@ -26,11 +26,11 @@ pub(super) fn mount_overlay(
     merged: &Path,
     userns: bool,
     flags: libc::c_ulong,
-) -> Result<(), String> {
+) -> Result<(), SetupError> {
     // Relative names from `base`: long chains stay under the one-page
     // limit of mount options.
     sys.chdir(base)
-        .map_err(|e| format!("enter {}: {e}", base.display()))?;
+        .map_err(|e| SetupError::sys(format!("enter {}", base.display()), e))?;
     let mut data = format!(
         "lowerdir={},upperdir={upper},workdir={work}",
         lowers.join(":")
@@ -68,9 +68,9 @@ pub(super) fn mount_readonly_overlay(
     lowers: &[String],
     target: &Path,
     userns: bool,
-) -> Result<(), String> {
+) -> Result<(), SetupError> {
     sys.chdir(base)
-        .map_err(|e| format!("enter {}: {e}", base.display()))?;
+        .map_err(|e| SetupError::sys(format!("enter {}", base.display()), e))?;
     let mut data = format!("lowerdir={}", lowers.join(":"));
     if userns {
         data.push_str(",userxattr");
@@ -89,7 +89,7 @@ fn writable_flags(spec: &SandboxSpec) -> libc::c_ulong {
 
 /// Builds the root, then enters it: what the sandbox's init does before
 /// it forks the command.
-pub(super) fn enter_root(sys: &dyn Sys, spec: &SandboxSpec) -> Result<(), String> {
+pub(super) fn enter_root(sys: &dyn Sys, spec: &SandboxSpec) -> Result<(), SetupError> {
     let builder = build_root(sys, spec)?;
     if let Some(report) = &spec.stub_report {
         write_stub_report(report, &builder.stubs)?;
@@ -105,7 +105,7 @@ pub(super) fn enter_root(sys: &dyn Sys, spec: &SandboxSpec) -> Result<(), String
 pub(super) fn build_root<'s>(
     sys: &'s dyn Sys,
     spec: &SandboxSpec,
-) -> Result<RootBuilder<'s>, String> {
+) -> Result<RootBuilder<'s>, SetupError> {
     // Nothing mounted below may propagate back to the host.
     mount_with(
         sys,
@@ -131,7 +131,11 @@ pub(super) fn build_root<'s>(
 
 /// The root's own mount: the overlay, or the directory bound on itself
 /// (pivot_root needs a mount point), `writable` either way.
-fn mount_root(sys: &dyn Sys, spec: &SandboxSpec, writable: libc::c_ulong) -> Result<(), String> {
+fn mount_root(
+    sys: &dyn Sys,
+    spec: &SandboxSpec,
+    writable: libc::c_ulong,
+) -> Result<(), SetupError> {
     let root = spec.root.path();
     if let RootFs::Overlay {
         base,
@@ -181,7 +185,7 @@ fn mount_step_mount(
     spec: &SandboxSpec,
     m: &MountSpec,
     writable: libc::c_ulong,
-) -> Result<(), String> {
+) -> Result<(), SetupError> {
     match &m.kind {
         MountKind::Bind { source, readonly } => {
             let is_dir = source.is_dir();
@@ -202,7 +206,7 @@ fn mount_step_mount(
             // The part asked for, resolved inside the stage's root.
             let stage_root = RootBuilder::new(sys, staging)?;
             let part = open_in_root(&stage_root.fd, subpath)
-                .map_err(|e| format!("--mount source {subpath}: {e}"))?;
+                .map_err(|e| SetupError::sys(format!("--mount source {subpath}"), e))?;
             let is_dir = rfs::fstat(&part)
                 .map(|st| rfs::FileType::from_raw_mode(st.st_mode) == rfs::FileType::Directory)
                 .unwrap_or(true);
@@ -235,24 +239,27 @@ fn mount_step_mount(
 /// Makes `root` the process's `/`: pivot_root with the old root detached,
 /// or where pivot_root is refused (e.g. on a ramfs `/`), the root moved
 /// over `/` and chrooted into.
-fn pivot_into(sys: &dyn Sys, root: &Path) -> Result<(), String> {
+fn pivot_into(sys: &dyn Sys, root: &Path) -> Result<(), SetupError> {
     let old = root.join(".rbuild-oldroot");
     sys.mkdir_all(&old)
-        .map_err(|e| format!("create pivot dir: {e}"))?;
+        .map_err(|e| SetupError::sys("create pivot dir", e))?;
     if sys.pivot_root(root, &old).is_ok() {
-        sys.chdir(Path::new("/")).map_err(|e| e.to_string())?;
+        sys.chdir(Path::new("/"))
+            .map_err(|e| SetupError::sys("chdir /", e))?;
         let old_in_root = Path::new("/.rbuild-oldroot");
         sys.umount(old_in_root, libc::MNT_DETACH)
-            .map_err(|e| format!("detach old root: {e}"))?;
+            .map_err(|e| SetupError::sys("detach old root", e))?;
         let _ = sys.rmdir(old_in_root);
         return Ok(());
     }
     let _ = sys.rmdir(&old);
-    sys.chdir(root).map_err(|e| e.to_string())?;
+    sys.chdir(root)
+        .map_err(|e| SetupError::sys(format!("chdir {}", root.display()), e))?;
     mount_with(sys, ".", Path::new("/"), "", libc::MS_MOVE, "")?;
     sys.chroot(Path::new("."))
-        .map_err(|e| format!("chroot: {e}"))?;
-    sys.chdir(Path::new("/")).map_err(|e| e.to_string())
+        .map_err(|e| SetupError::sys("chroot", e))?;
+    sys.chdir(Path::new("/"))
+        .map_err(|e| SetupError::sys("chdir /", e))
 }
 
 #[cfg(test)]
@@ -565,6 +572,15 @@ mod tests {
         let sys = RecordingSys::new(scratch.path())
             .fail_on(|c| matches!(c, Call::Mount { target, .. } if target == "T/root/dev"));
         let err = enter_root(&sys, &dir_spec(&root)).err().unwrap();
+        // Typed: the kernel's errno, inside where it happened.
+        let SetupError::During { context, source } = &err else {
+            panic!("{err:?}")
+        };
+        assert_eq!(context, "at dev");
+        assert!(
+            matches!(&**source, SetupError::Sys { source, .. } if source.raw_os_error() == Some(libc::EPERM))
+        );
+        let err = err.to_string();
         assert!(err.starts_with("mount tmpfs on /proc/self/fd/"), "{err}");
         assert!(
             err.ends_with("Operation not permitted (os error 1) (at dev)"),
@@ -588,7 +604,7 @@ mod tests {
             .collect();
         let sys = RecordingSys::new(scratch.path())
             .fail_on(|c| matches!(c, Call::Mount { target, .. } if target == "T/root/one"));
-        let err = build_root(&sys, &spec).err().unwrap();
+        let err = build_root(&sys, &spec).err().unwrap().to_string();
         assert!(err.ends_with("(at /one)"), "{err}");
         assert!(!sys.mounts().iter().any(|m| m.1 == "T/root/two"));
         assert!(!PathBuf::from(&root).join("two").exists());

@@ -80,8 +80,62 @@ fn os_result(rc: libc::c_int) -> io::Result<()> {
     }
 }
 
-pub(super) fn check(what: &str, rc: libc::c_int) -> Result<(), String> {
-    os_result(rc).map_err(|e| format!("{what}: {e}"))
+/// Why the helper could not set a step up: the kernel's errors keep
+/// their errno (a caller may retry without an option the kernel refused),
+/// and each says what the helper was doing.
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    /// A call the kernel refused.
+    #[error("{what}: {source}")]
+    Sys {
+        /// What the helper was doing ("mount overlay on …").
+        what: String,
+        /// The kernel's error.
+        #[source]
+        source: io::Error,
+    },
+    /// An error below, with where in the setup it happened.
+    #[error("{source} ({context})")]
+    During {
+        /// Where ("at /work", "the step's memory cgroup").
+        context: String,
+        /// What failed there.
+        #[source]
+        source: Box<SetupError>,
+    },
+    /// The COPY the helper was running failed.
+    #[error(transparent)]
+    Copy(#[from] crate::executor::copy::CopyError),
+    /// A spec this tier will not run, or a setup the helper refuses.
+    #[error("{0}")]
+    Refused(String),
+}
+
+impl SetupError {
+    /// A refused call: what was being done, and the kernel's error.
+    pub(crate) fn sys(what: impl std::fmt::Display, source: impl Into<io::Error>) -> SetupError {
+        SetupError::Sys {
+            what: what.to_string(),
+            source: source.into(),
+        }
+    }
+
+    /// The same error, saying where it happened.
+    pub(crate) fn during(self, context: impl std::fmt::Display) -> SetupError {
+        SetupError::During {
+            context: context.to_string(),
+            source: Box::new(self),
+        }
+    }
+
+    /// A refusal worded `why`.
+    pub(crate) fn refused(why: impl std::fmt::Display) -> SetupError {
+        SetupError::Refused(why.to_string())
+    }
+}
+
+pub(super) fn check(what: &str, rc: libc::c_int) -> Result<(), SetupError> {
+    os_result(rc).map_err(|e| SetupError::sys(what, e))
 }
 
 impl Sys for LinuxSys {
@@ -193,9 +247,9 @@ pub(crate) fn mount_with(
     fstype: &str,
     flags: libc::c_ulong,
     data: &str,
-) -> Result<(), String> {
+) -> Result<(), SetupError> {
     sys.mount(source, target, fstype, flags, data)
-        .map_err(|e| format!("mount {source} on {}: {e}", target.display()))
+        .map_err(|e| SetupError::sys(format!("mount {source} on {}", target.display()), e))
 }
 
 /// A mount on the running kernel, for the helper's code outside the
@@ -206,12 +260,12 @@ pub(crate) fn mount(
     fstype: &str,
     flags: libc::c_ulong,
     data: &str,
-) -> Result<(), String> {
+) -> Result<(), SetupError> {
     mount_with(&LinuxSys, source, target, fstype, flags, data)
 }
 
 /// A close-on-exec pipe: (read end, write end).
-pub(crate) fn pipe() -> Result<(OwnedFd, OwnedFd), String> {
+pub(crate) fn pipe() -> Result<(OwnedFd, OwnedFd), SetupError> {
     let mut fds = [0; 2];
     // SAFETY: pipe2 with a valid two-int array.
     check("pipe", unsafe {
