@@ -634,12 +634,35 @@ fn every_build_failure_exits_with_the_readme_code() {
             "security.insecure",
         ),
         ("FROM 127.0.0.1:1/nothing:1\nRUN true\n", 3, "127.0.0.1:1"),
+        (
+            "FROM busybox\nRUN --mount=type=secret,id=tok,required=true true\n",
+            1,
+            "secret tok is required but was not provided",
+        ),
     ];
-    for (dockerfile, code, says) in cases {
-        let ctx = context(&work.path().join(code.to_string()), dockerfile);
+    for (n, (dockerfile, code, says)) in cases.iter().enumerate() {
+        let ctx = context(&work.path().join(n.to_string()), dockerfile);
         let out = rbuild(&root).arg(&ctx).output().unwrap();
         let err = text(&out.stderr);
         assert_eq!(out.status.code(), Some(*code), "{dockerfile:?}: {err}");
         assert!(err.contains(says), "{dockerfile:?}: {err}");
     }
+    // The machine's fault, found by the context module's typed error: no
+    // git to check a git source out with (PATH without it) is exit 3,
+    // where a ref git cannot find would be the step's (1).
+    let ctx = context(
+        &work.path().join("nogit"),
+        "FROM busybox\nADD http://127.0.0.1:1/repo.git /src\n",
+    );
+    let out = rbuild(&root)
+        .env("PATH", work.path().join("empty-path"))
+        .arg(&ctx)
+        .output()
+        .unwrap();
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{err}");
+    assert!(
+        err.contains("running git") && err.contains("install git"),
+        "{err}"
+    );
 }

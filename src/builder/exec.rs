@@ -26,8 +26,14 @@ impl MakesLayer for Exec {
         let mut ready = ReadyMounts::default();
         ready.stages(shared, run, job.from, at)?;
         let context = mount_context(shared, std::mem::take(&mut ready.stage_roots));
-        let mut prepared =
-            PreparedMounts::prepare(&ready.other, &context).map_err(|e| format!("{at}: {e}"))?;
+        let mut prepared = PreparedMounts::prepare(&ready.other, &context).map_err(|e| {
+            let message = format!("{at}: {e}");
+            if e.is_environment() {
+                super::environment(message)
+            } else {
+                super::step_failed(message)
+            }
+        })?;
         prepared.mounts.append(&mut ready.stage_mounts);
         if let Some((name, body)) = &run.script {
             prepared.mounts.push(ready.script(shared, name, body, at)?);

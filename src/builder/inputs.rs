@@ -5,6 +5,7 @@
 use std::collections::HashMap;
 
 use super::shared::Shared;
+use super::BuildError;
 use crate::blob::Digest;
 use crate::parser::MountType;
 use crate::solver::{self, FromSource, StepKind};
@@ -16,7 +17,7 @@ pub(super) fn step_inputs(
     stage: &solver::StagePlan,
     step: &solver::Step,
     stage_keys: &HashMap<usize, Digest>,
-) -> Result<Vec<Option<Digest>>, String> {
+) -> Result<Vec<Option<Digest>>, BuildError> {
     let at = format!(
         "Dockerfile:{}:{}: {}",
         step.line,
@@ -52,7 +53,7 @@ fn copy_inputs(
     copy: &solver::CopyStep,
     stage_keys: &HashMap<usize, Digest>,
     at: &str,
-) -> Result<Vec<Option<Digest>>, String> {
+) -> Result<Vec<Option<Digest>>, BuildError> {
     let from = match &copy.from {
         Some(FromSource::Stage(j)) => Some(stage_keys[j].clone()),
         Some(FromSource::Image(name)) => Some(ctx.bases[name].manifest_digest.clone()),
@@ -65,14 +66,14 @@ fn copy_inputs(
         .map(|source| match source {
             crate::parser::Source::Heredoc(_) => Ok(None),
             crate::parser::Source::Path(_) if from.is_some() => Ok(from.clone()),
-            crate::parser::Source::Path(p) if !copy.add && crate::context::git::is_git(p) => Err(
-                format!("{at}: source can't be a git ref for COPY (use ADD)"),
-            ),
+            crate::parser::Source::Path(p) if !copy.add && crate::context::git::is_git(p) => {
+                Err(format!("{at}: source can't be a git ref for COPY (use ADD)").into())
+            }
             crate::parser::Source::Path(p) if !copy.add && crate::context::remote::is_url(p) => {
-                Err(format!("{at}: source can't be a URL for COPY (use ADD)"))
+                Err(format!("{at}: source can't be a URL for COPY (use ADD)").into())
             }
             crate::parser::Source::Path(p) if crate::context::git::is_git(p) => {
-                let (_, checkout) = ctx.checkout(p, &copy.spec, at).map_err(|e| e.message)?;
+                let (_, checkout) = ctx.checkout(p, &copy.spec, at)?;
                 // The commit names the files (a kept .git differs from
                 // one checkout to the next, so it is not hashed); the
                 // source itself, with its subdir, is in the key already.
@@ -82,9 +83,7 @@ fn copy_inputs(
                 )))
             }
             crate::parser::Source::Path(url) if copy.add && crate::context::remote::is_url(url) => {
-                let (_, file) = ctx
-                    .download(url, copy.spec.checksum.as_deref(), at)
-                    .map_err(|e| e.message)?;
+                let (_, file) = ctx.download(url, copy.spec.checksum.as_deref(), at)?;
                 Ok(Some(file.digest))
             }
             crate::parser::Source::Path(p) => {
@@ -94,7 +93,7 @@ fn copy_inputs(
                 let tree = tree.as_ref().expect("just set");
                 tree.digest(std::slice::from_ref(p))
                     .map(Some)
-                    .map_err(|e| format!("{at}: {e}"))
+                    .map_err(|e| super::of_context(at, e))
             }
         })
         .collect()
@@ -104,11 +103,11 @@ fn context_tree<'a>(
     ctx: &'a Shared,
     exclude: &[String],
     at: &str,
-) -> Result<crate::context::SourceTree<'a>, String> {
+) -> Result<crate::context::SourceTree<'a>, BuildError> {
     let Some(context) = &ctx.options.context else {
-        return Err(format!("{at}: COPY from the context needs a build context"));
+        return Err(format!("{at}: COPY from the context needs a build context").into());
     };
     crate::context::SourceTree::new(context, &ctx.options.ignore, exclude)
         .map(|tree| tree.with_cache(&ctx.hashes))
-        .map_err(|e| format!("{at}: {e}"))
+        .map_err(|e| super::of_context(at, e))
 }

@@ -241,6 +241,18 @@ impl From<String> for BuildError {
     }
 }
 
+/// A context failure of the step `at`: the machine's when the context
+/// module says so (git missing, a read failing as a disk does), the
+/// step's otherwise (a source missing, a bad pattern, a refused download).
+fn of_context(at: &str, e: crate::context::ContextError) -> BuildError {
+    let message = format!("{at}: {e}");
+    if e.is_environment() {
+        environment(message)
+    } else {
+        step_failed(message)
+    }
+}
+
 fn environment(e: impl std::fmt::Display) -> BuildError {
     BuildError::new(Failure::Environment, e)
 }
@@ -383,8 +395,7 @@ fn with_graph(shared: Shared, log: &mut dyn FnMut(&Event)) -> Result<Shared, Bui
                 },
             )
         },
-    )
-    .map_err(step_failed)?;
+    )?;
     if let Err(e) = shared.hashes.save() {
         log(&Event::Warning(format!(
             "warning: saving the context hash cache: {e}"

@@ -64,7 +64,7 @@ impl Shared {
         }
         let dir = self.temp_dir("download-", at)?;
         let file = crate::context::remote::download(url, dir.path(), checksum)
-            .map_err(|e| format!("{at}: {e}"))?;
+            .map_err(|e| super::of_context(at, e))?;
         let done = (Arc::new(dir), file);
         downloads.insert(url.to_string(), done.clone());
         Ok(done)
@@ -113,7 +113,8 @@ impl Shared {
             return Ok(done.clone());
         }
         let dir = self.temp_dir("git-", at)?;
-        let checkout = git::checkout(&git, keep, dir.path()).map_err(|e| format!("{at}: {e}"))?;
+        let checkout =
+            git::checkout(&git, keep, dir.path()).map_err(|e| super::of_context(at, e))?;
         let done = (Arc::new(dir), Arc::new(checkout));
         checkouts.insert(slot, done.clone());
         Ok(done)

@@ -20,6 +20,47 @@ use sha2::{Digest as _, Sha256};
 use super::sandbox::{MountKind, MountSpec};
 use crate::parser::{CacheSharing, Mount, MountType};
 
+/// Why a RUN's `--mount`s could not be made ready.
+#[derive(Debug, thiserror::Error)]
+pub enum MountError {
+    /// The mount asks for what cannot be given (no target, a `from=` that
+    /// is not a stage, a bad size): the Dockerfile's to fix.
+    #[error("{0}")]
+    Spec(String),
+    /// What the mount needs was not handed to the build (a required
+    /// secret or agent, an environment variable, a bind source).
+    #[error("{0}")]
+    Missing(String),
+    /// The machine failed while making it ready (the cache directory,
+    /// the secret's tmpfs, the lock).
+    #[error("{what}: {source}")]
+    Io {
+        /// What was being made ready.
+        what: String,
+        /// The kernel's error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl MountError {
+    /// A failure of the machine while preparing `what`.
+    fn io(what: impl std::fmt::Display) -> impl FnOnce(std::io::Error) -> MountError {
+        let what = what.to_string();
+        move |source| MountError::Io { what, source }
+    }
+
+    /// A mount the Dockerfile asks for that cannot be made.
+    fn spec(why: impl Into<String>) -> MountError {
+        MountError::Spec(why.into())
+    }
+
+    /// Whether the machine, not the build's inputs, is to blame.
+    pub fn is_environment(&self) -> bool {
+        matches!(self, MountError::Io { .. })
+    }
+}
+
 /// Where a secret's value comes from (`--secret id=…,src=…|env=…`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SecretSource {
@@ -116,15 +157,16 @@ fn copy_tree(from: &Path, to: &Path) -> std::io::Result<()> {
 
 impl PreparedMounts {
     /// Resolves `mounts` for one step.
-    pub fn prepare(mounts: &[Mount], ctx: &MountContext) -> Result<PreparedMounts, String> {
+    pub fn prepare(mounts: &[Mount], ctx: &MountContext) -> Result<PreparedMounts, MountError> {
         let mut out = PreparedMounts::default();
         for m in mounts {
             let target = m.target.clone();
             match m.kind {
                 MountType::Tmpfs => {
-                    let target = target.ok_or("--mount=type=tmpfs needs target=")?;
+                    let target = target
+                        .ok_or_else(|| MountError::spec("--mount=type=tmpfs needs target="))?;
                     let size = match &m.size {
-                        Some(s) => Some(crate::units::parse_size(s)?),
+                        Some(s) => Some(crate::units::parse_size(s).map_err(MountError::Spec)?),
                         None => None,
                     };
                     out.mounts.push(MountSpec {
@@ -149,10 +191,15 @@ impl PreparedMounts {
         });
     }
 
-    fn cache(&mut self, m: &Mount, ctx: &MountContext) -> Result<(), String> {
-        let target = m.target.clone().ok_or("--mount=type=cache needs target=")?;
+    fn cache(&mut self, m: &Mount, ctx: &MountContext) -> Result<(), MountError> {
+        let target = m
+            .target
+            .clone()
+            .ok_or_else(|| MountError::spec("--mount=type=cache needs target="))?;
         if m.from.is_some() {
-            return Err("--mount=type=cache,from=… needs the multi-stage solver (not yet)".into());
+            return Err(MountError::spec(
+                "--mount=type=cache,from=… needs the multi-stage solver (not yet)",
+            ));
         }
         let id = m.id.clone().unwrap_or_else(|| target.clone());
         // BuildKit keys a cache by its id and, when uid, gid or mode is
@@ -169,10 +216,10 @@ impl PreparedMounts {
         };
         let key = hex(&Sha256::digest(keyed.as_bytes()))[..32].to_string();
         let base = ctx.storage.join("cache-mounts");
-        std::fs::create_dir_all(&base).map_err(|e| format!("{}: {e}", base.display()))?;
+        std::fs::create_dir_all(&base).map_err(MountError::io(base.display()))?;
         let dir = base.join(&key);
         let lock_path = base.join(format!("{key}.lock"));
-        let io = |e: std::io::Error| format!("cache mount {id}: {e}");
+        let io = |e: std::io::Error| MountError::io(format!("cache mount {id}"))(e);
         let source = match m.sharing.unwrap_or_default() {
             CacheSharing::Shared => dir.clone(),
             CacheSharing::Locked => {
@@ -206,7 +253,7 @@ impl PreparedMounts {
         Ok(())
     }
 
-    fn secret(&mut self, m: &Mount, ctx: &MountContext) -> Result<(), String> {
+    fn secret(&mut self, m: &Mount, ctx: &MountContext) -> Result<(), MountError> {
         let id =
             m.id.clone()
                 .or_else(|| {
@@ -215,36 +262,43 @@ impl PreparedMounts {
                         .and_then(|t| Path::new(t).file_name())
                         .map(|n| n.to_string_lossy().into_owned())
                 })
-                .ok_or("--mount=type=secret needs id= or target=")?;
+                .ok_or_else(|| MountError::spec("--mount=type=secret needs id= or target="))?;
         let value = match ctx.secrets.get(&id) {
-            Some(SecretSource::File(path)) => std::fs::read(path)
-                .map_err(|e| format!("secret {id}: reading {}: {e}", path.display()))?,
+            Some(SecretSource::File(path)) => std::fs::read(path).map_err(|e| {
+                MountError::Missing(format!("secret {id}: reading {}: {e}", path.display()))
+            })?,
             Some(SecretSource::Env(var)) => std::env::var_os(var)
-                .ok_or_else(|| format!("secret {id}: environment variable {var} is not set"))?
+                .ok_or_else(|| {
+                    MountError::Missing(format!(
+                        "secret {id}: environment variable {var} is not set"
+                    ))
+                })?
                 .into_encoded_bytes(),
             None if m.required => {
-                return Err(format!(
+                return Err(MountError::Missing(format!(
                     "secret {id} is required but was not provided (--secret id={id},src=…)"
-                ))
+                )))
             }
             None => return Ok(()),
         };
         if let Some(var) = &m.env {
             let text = String::from_utf8(value.clone()).map_err(|_| {
-                format!("secret {id} is not UTF-8 and cannot be an environment variable")
+                MountError::spec(format!(
+                    "secret {id} is not UTF-8 and cannot be an environment variable"
+                ))
             })?;
             self.env.push(format!("{var}={text}"));
             if m.target.is_none() {
                 return Ok(());
             }
         }
-        let dir = secret_dir(&ctx.storage).map_err(|e| format!("secret {id}: {e}"))?;
+        let io = |e: std::io::Error| MountError::io(format!("secret {id}"))(e);
+        let dir = secret_dir(&ctx.storage).map_err(io)?;
         let file = dir.path().join("secret");
-        std::fs::write(&file, &value).map_err(|e| format!("secret {id}: {e}"))?;
+        std::fs::write(&file, &value).map_err(io)?;
         let mode = m.mode.unwrap_or(0o400);
-        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(mode))
-            .map_err(|e| format!("secret {id}: {e}"))?;
-        chown_as_root(&file, m).map_err(|e| format!("secret {id}: {e}"))?;
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(mode)).map_err(io)?;
+        chown_as_root(&file, m).map_err(io)?;
         let target = m.target.clone();
         self.push_bind(
             target.unwrap_or_else(|| format!("/run/secrets/{id}")),
@@ -258,19 +312,19 @@ impl PreparedMounts {
     /// An agent socket for the step: a proxy to the agent `--ssh` forwards
     /// as the mount's id, at `target` (default
     /// `/run/buildkit/ssh_agent.N`, N counting the step's SSH mounts).
-    fn ssh(&mut self, m: &Mount, ctx: &MountContext) -> Result<(), String> {
+    fn ssh(&mut self, m: &Mount, ctx: &MountContext) -> Result<(), MountError> {
         let id = m.id.clone().unwrap_or_else(|| "default".to_string());
         let index = self.ssh_mounts;
         self.ssh_mounts += 1;
         let Some(agent) = ctx.ssh.as_ref().and_then(|f| f.socket(&id)) else {
             if m.required {
-                return Err(format!(
+                return Err(MountError::Missing(format!(
                     "ssh agent {id} is required but was not forwarded (--ssh {id} or --ssh {id}=SOCKET|KEY)"
-                ));
+                )));
             }
             return Ok(());
         };
-        let io = |e: std::io::Error| format!("ssh agent {id}: {e}");
+        let io = |e: std::io::Error| MountError::io(format!("ssh agent {id}"))(e);
         let dir = secret_dir(&ctx.storage).map_err(io)?;
         let socket = dir.path().join("agent.sock");
         let proxy = super::ssh::Proxy::start(&socket, agent).map_err(io)?;
@@ -293,40 +347,46 @@ impl PreparedMounts {
         Ok(())
     }
 
-    fn bind(&mut self, m: &Mount, ctx: &MountContext) -> Result<(), String> {
-        let target = m.target.clone().ok_or("--mount=type=bind needs target=")?;
+    fn bind(&mut self, m: &Mount, ctx: &MountContext) -> Result<(), MountError> {
+        let target = m
+            .target
+            .clone()
+            .ok_or_else(|| MountError::spec("--mount=type=bind needs target="))?;
         let context = match &m.from {
             Some(from) => ctx.stage_roots.get(from).ok_or_else(|| {
-                format!("--mount=type=bind,from={from}: only stages of this Dockerfile can be mounted yet")
+                MountError::spec(format!("--mount=type=bind,from={from}: only stages of this Dockerfile can be mounted yet"))
             })?,
             None => ctx
                 .context
                 .as_ref()
-                .ok_or("--mount=type=bind needs a build context")?,
+                .ok_or_else(|| MountError::spec("--mount=type=bind needs a build context"))?,
         };
-        let context = context
-            .canonicalize()
-            .map_err(|e| format!("build context {}: {e}", context.display()))?;
+        let context = context.canonicalize().map_err(MountError::io(format!(
+            "build context {}",
+            context.display()
+        )))?;
         let rel = m.source.as_deref().unwrap_or(".").trim_start_matches('/');
         let source = context
             .join(rel)
             .canonicalize()
-            .map_err(|e| format!("bind source {rel}: {e}"))?;
+            .map_err(|e| MountError::Missing(format!("bind source {rel}: {e}")))?;
         if !source.starts_with(&context) {
-            return Err(format!("bind source {rel} is outside the mounted root"));
+            return Err(MountError::spec(format!(
+                "bind source {rel} is outside the mounted root"
+            )));
         }
         let source = if m.readonly {
             source
         } else {
             // Writes are allowed but thrown away, as in docker.
             let scratch = ctx.storage.join("tmp");
-            std::fs::create_dir_all(&scratch).map_err(|e| format!("{}: {e}", scratch.display()))?;
+            std::fs::create_dir_all(&scratch).map_err(MountError::io(scratch.display()))?;
             let temp = tempfile::Builder::new()
                 .prefix("bind-")
                 .tempdir_in(ctx.storage.join("tmp"))
-                .map_err(|e| format!("bind {rel}: {e}"))?;
+                .map_err(MountError::io(format!("bind {rel}")))?;
             let copy = temp.path().join("src");
-            copy_tree(&source, &copy).map_err(|e| format!("bind {rel}: {e}"))?;
+            copy_tree(&source, &copy).map_err(MountError::io(format!("bind {rel}")))?;
             self.temps.push(temp);
             copy
         };

@@ -68,23 +68,24 @@ pub struct BuildGraph {
 }
 
 /// The content digests a step's key needs: per COPY source or RUN mount,
-/// given the keys of the stages built so far (`--from` inputs).
-pub type InputDigests<'a> = dyn FnMut(
+/// given the keys of the stages built so far (`--from` inputs); its error
+/// (the caller's own type) ends the graph's construction.
+pub type InputDigests<'a, E> = dyn FnMut(
         &super::dispatch::StagePlan,
         &super::dispatch::Step,
         &HashMap<usize, Digest>,
-    ) -> Result<Vec<Option<Digest>>, String>
+    ) -> Result<Vec<Option<Digest>>, E>
     + 'a;
 
 impl BuildGraph {
     /// Builds the graph of `plan` (stages in dependency order). `base_manifest`
     /// gives the manifest digest of an image base; `inputs` the content
     /// digests a step reads.
-    pub fn new(
+    pub fn new<E>(
         plan: &Plan,
         base_manifest: &dyn Fn(&str) -> Option<Digest>,
-        inputs: &mut InputDigests<'_>,
-    ) -> Result<BuildGraph, String> {
+        inputs: &mut InputDigests<'_, E>,
+    ) -> Result<BuildGraph, E> {
         let mut graph: DiGraph<Op, Dependency> = DiGraph::new();
         let mut by_key: HashMap<Digest, NodeIndex> = HashMap::new();
         let mut stages: HashMap<usize, Vec<NodeIndex>> = HashMap::new();
@@ -221,7 +222,10 @@ mod tests {
             Ok(crate::solver::dispatch::empty_config(platform))
         })
         .unwrap();
-        let g = BuildGraph::new(&p, &|_| None, &mut |_, _, _| Ok(Vec::new())).unwrap();
+        let g = BuildGraph::new(&p, &|_| None, &mut |_, _, _| {
+            Ok::<_, std::convert::Infallible>(Vec::new())
+        })
+        .unwrap();
         (p, g)
     }
 
