@@ -207,9 +207,10 @@ impl BuildError {
         use crate::executor::StepError;
         let failure = match e {
             StepError::User(_) | StepError::Cancelled => Failure::Step,
-            StepError::Snapshot(_) | StepError::Layer(_) | StepError::Environment(_) => {
-                Failure::Environment
-            }
+            StepError::Snapshot(_)
+            | StepError::Layer(_)
+            | StepError::Cgroup(_)
+            | StepError::Environment(_) => Failure::Environment,
         };
         BuildError::new(failure, format!("{at}: {e}"))
     }

@@ -12,6 +12,26 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde::{Deserialize, Serialize};
 
+/// Why a step's cgroup could not be made or limited.
+#[derive(Debug, thiserror::Error)]
+pub enum CgroupError {
+    /// No cgroup rbuild may create (the reason the probe found).
+    #[error("resource limits need a writable cgroup ({0})")]
+    NotWritable(String),
+    /// A limit whose controller is not mounted.
+    #[error("no {0} controller")]
+    NoController(&'static str),
+    /// Creating the cgroup or writing a limit failed.
+    #[error("{what}: {source}")]
+    Io {
+        /// What was being done.
+        what: String,
+        /// The kernel's error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
 /// Limits applied to every RUN step.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
 pub struct Limits {
@@ -152,11 +172,10 @@ impl CgroupSupport {
     }
 
     /// Creates a cgroup for one step with `limits` applied.
-    pub fn create(&self, limits: &Limits) -> Result<StepCgroup, String> {
+    pub fn create(&self, limits: &Limits) -> Result<StepCgroup, CgroupError> {
         if !self.writable {
-            return Err(format!(
-                "resource limits need a writable cgroup ({})",
-                self.problem.as_deref().unwrap_or("no cgroupfs")
+            return Err(CgroupError::NotWritable(
+                self.problem.as_deref().unwrap_or("no cgroupfs").to_string(),
             ));
         }
         let name = unique_name();
@@ -167,7 +186,10 @@ impl CgroupSupport {
         };
         for (controller, parent) in &self.parents {
             let dir = parent.join(&name);
-            std::fs::create_dir(&dir).map_err(|e| format!("create {}: {e}", dir.display()))?;
+            std::fs::create_dir(&dir).map_err(|source| CgroupError::Io {
+                what: format!("create {}", dir.display()),
+                source,
+            })?;
             cgroup.dirs.push((controller.clone(), dir));
         }
         cgroup.apply()?;
@@ -194,9 +216,11 @@ fn try_create(parent: &Path) -> std::io::Result<()> {
     std::fs::remove_dir(&probe)
 }
 
-fn write(dir: &Path, file: &str, value: &str) -> Result<(), String> {
-    std::fs::write(dir.join(file), value)
-        .map_err(|e| format!("write {value} to {}: {e}", dir.join(file).display()))
+fn write(dir: &Path, file: &str, value: &str) -> Result<(), CgroupError> {
+    std::fs::write(dir.join(file), value).map_err(|source| CgroupError::Io {
+        what: format!("write {value} to {}", dir.join(file).display()),
+        source,
+    })
 }
 
 /// A cgroup made for one step; removed (with everything in it killed) by
@@ -237,10 +261,12 @@ impl StepCgroup {
         }
     }
 
-    fn apply(&self) -> Result<(), String> {
+    fn apply(&self) -> Result<(), CgroupError> {
         let v2 = self.version == CgroupVersion::V2;
         if let Some(bytes) = self.limits.memory {
-            let dir = self.dir_of("memory").ok_or("no memory controller")?;
+            let dir = self
+                .dir_of("memory")
+                .ok_or(CgroupError::NoController("memory"))?;
             if v2 {
                 write(dir, "memory.max", &bytes.to_string())?;
                 // Swap would let a step outgrow its limit slowly.
@@ -253,11 +279,13 @@ impl StepCgroup {
             }
         }
         if let Some(pids) = self.limits.pids {
-            let dir = self.dir_of("pids").ok_or("no pids controller")?;
+            let dir = self
+                .dir_of("pids")
+                .ok_or(CgroupError::NoController("pids"))?;
             write(dir, "pids.max", &pids.to_string())?;
         }
         if let Some(cpus) = self.limits.cpus {
-            let dir = self.dir_of("cpu").ok_or("no cpu controller")?;
+            let dir = self.dir_of("cpu").ok_or(CgroupError::NoController("cpu"))?;
             let period = 100_000u64;
             let quota = ((cpus * period as f64).round() as u64).max(1000);
             if v2 {

@@ -254,6 +254,9 @@ pub enum StepError {
     /// `USER` names a user or group the root does not have.
     #[error("{0}")]
     User(String),
+    /// The step's cgroup could not be made or limited.
+    #[error(transparent)]
+    Cgroup(#[from] cgroup::CgroupError),
     /// Something else in the environment.
     #[error("{0}")]
     Environment(String),
@@ -613,7 +616,7 @@ impl StepRunner {
         self.cgroups
             .create(&self.limits)
             .map(Some)
-            .map_err(StepError::Environment)
+            .map_err(StepError::from)
     }
 
     /// Writes the step's `/etc/hosts` (naming the build's host) and

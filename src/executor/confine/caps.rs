@@ -6,6 +6,8 @@
 //! set as permitted and effective, any other uid gets nothing, exactly as
 //! in `docker run`.
 
+use super::ConfineError;
+
 /// A capability by its number in `linux/capability.h`, with its name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Cap {
@@ -133,7 +135,7 @@ struct CapData {
 
 const CAP_VERSION_3: u32 = 0x2008_0522;
 
-fn capget() -> Result<[CapData; 2], String> {
+fn capget() -> Result<[CapData; 2], ConfineError> {
     let mut header = CapHeader {
         version: CAP_VERSION_3,
         pid: 0,
@@ -142,7 +144,7 @@ fn capget() -> Result<[CapData; 2], String> {
     // SAFETY: capget with a v3 header and room for two data structs.
     let rc = unsafe { libc::syscall(libc::SYS_capget, &mut header, data.as_mut_ptr()) };
     if rc != 0 {
-        return Err(format!("capget: {}", std::io::Error::last_os_error()));
+        return Err(ConfineError::caps("capget"));
     }
     Ok(data)
 }
@@ -159,7 +161,7 @@ pub fn holds(bit: u32) -> bool {
 /// sets and narrows permitted and effective to `keep`. Call it in the
 /// step's process just before `execve` (dropping from the bounding set
 /// needs CAP_SETPCAP, which the process still holds then).
-pub fn restrict_to(keep: u64) -> Result<(), String> {
+pub fn restrict_to(keep: u64) -> Result<(), ConfineError> {
     for bit in 0..=last_cap() {
         if keep & (1 << bit) != 0 {
             continue;
@@ -168,11 +170,10 @@ pub fn restrict_to(keep: u64) -> Result<(), String> {
         let rc = unsafe { libc::prctl(libc::PR_CAPBSET_DROP, bit as libc::c_ulong, 0, 0, 0) };
         // EINVAL: a capability this kernel does not have.
         if rc != 0 && std::io::Error::last_os_error().raw_os_error() != Some(libc::EINVAL) {
-            return Err(format!(
-                "dropping capability {} from the bounding set: {}",
-                names_of(1 << bit).join(""),
-                std::io::Error::last_os_error()
-            ));
+            return Err(ConfineError::caps(format!(
+                "dropping capability {} from the bounding set",
+                names_of(1 << bit).join("")
+            )));
         }
     }
     // SAFETY: prctl with integer arguments.
@@ -186,10 +187,7 @@ pub fn restrict_to(keep: u64) -> Result<(), String> {
         )
     };
     if rc != 0 && std::io::Error::last_os_error().raw_os_error() != Some(libc::EINVAL) {
-        return Err(format!(
-            "clearing ambient capabilities: {}",
-            std::io::Error::last_os_error()
-        ));
+        return Err(ConfineError::caps("clearing ambient capabilities"));
     }
     let mut data = capget()?;
     for (i, d) in data.iter_mut().enumerate() {
@@ -205,7 +203,7 @@ pub fn restrict_to(keep: u64) -> Result<(), String> {
     // SAFETY: capset with a v3 header and two data structs we own.
     let rc = unsafe { libc::syscall(libc::SYS_capset, &mut header, data.as_ptr()) };
     if rc != 0 {
-        return Err(format!("capset: {}", std::io::Error::last_os_error()));
+        return Err(ConfineError::caps("capset"));
     }
     Ok(())
 }

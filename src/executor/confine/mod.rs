@@ -102,17 +102,17 @@ impl Posture {
     /// drops; the profile allows the syscalls that follow (prctl, capset,
     /// setgroups, setresuid, execve). Without CAP_SYS_ADMIN (root in a
     /// container that dropped it) the filters go in with no_new_privs.
-    pub fn apply(&self) -> Result<(), String> {
+    pub fn apply(&self) -> Result<(), ConfineError> {
         let nnp = !caps::holds(caps::bit_of("CAP_SYS_ADMIN").unwrap_or(21));
         if let Some(protected) = &self.guard {
             seccomp::guard(protected, nnp)?
                 .load()
-                .map_err(|e| format!("loading the seccomp guard: {e}"))?;
+                .map_err(ConfineError::seccomp("loading the seccomp guard"))?;
         }
         if self.seccomp {
             seccomp::docker_default(&self.caps, nnp)?
                 .load()
-                .map_err(|e| format!("loading the seccomp profile: {e}"))?;
+                .map_err(ConfineError::seccomp("loading the seccomp profile"))?;
         }
         caps::restrict_to(caps::mask_of(&self.caps))
     }
@@ -125,6 +125,49 @@ impl Posture {
 pub fn protect_self() {
     // SAFETY: prctl with integer arguments.
     unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) };
+}
+
+/// Why a step's confinement could not be put on: a capability call or a
+/// seccomp filter the kernel (or libseccomp) refused. The step never runs
+/// without it.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfineError {
+    /// prctl, capget or capset failed.
+    #[error("{what}: {source}")]
+    Caps {
+        /// What was being done.
+        what: String,
+        /// The kernel's error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// libseccomp refused to build or load a filter.
+    #[error("{what}: {source}")]
+    Seccomp {
+        /// What was being done.
+        what: String,
+        /// libseccomp's error.
+        #[source]
+        source: libseccomp::error::SeccompError,
+    },
+}
+
+impl ConfineError {
+    /// A capability call `what` that just failed (errno read now).
+    pub(crate) fn caps(what: impl std::fmt::Display) -> ConfineError {
+        ConfineError::Caps {
+            what: what.to_string(),
+            source: std::io::Error::last_os_error(),
+        }
+    }
+
+    /// A libseccomp failure while doing `what`.
+    pub(crate) fn seccomp(
+        what: impl std::fmt::Display,
+    ) -> impl FnOnce(libseccomp::error::SeccompError) -> ConfineError {
+        let what = what.to_string();
+        move |source| ConfineError::Seccomp { what, source }
+    }
 }
 
 #[cfg(test)]

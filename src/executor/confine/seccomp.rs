@@ -9,6 +9,7 @@ use libseccomp::{
 };
 
 use super::profile::{self, Action, Compare};
+use super::ConfineError;
 
 fn action(a: Action) -> ScmpAction {
     match a {
@@ -27,16 +28,17 @@ fn compare(index: u32, c: Compare) -> ScmpArgCompare {
     }
 }
 
-fn new_filter(default: ScmpAction, nnp: bool) -> Result<ScmpFilterContext, String> {
+fn new_filter(default: ScmpAction, nnp: bool) -> Result<ScmpFilterContext, ConfineError> {
     let mut filter =
-        ScmpFilterContext::new(default).map_err(|e| format!("seccomp: new filter: {e}"))?;
+        ScmpFilterContext::new(default).map_err(ConfineError::seccomp("seccomp: new filter"))?;
     let native = profile::native_arch();
     if let Some((_, extra)) = profile::ARCH_MAP.iter().find(|(a, _)| *a == native) {
         for name in *extra {
-            let arch = ScmpArch::from_str(name).map_err(|e| format!("seccomp: {name}: {e}"))?;
+            let arch = ScmpArch::from_str(name)
+                .map_err(ConfineError::seccomp(format!("seccomp: {name}")))?;
             filter
                 .add_arch(arch)
-                .map_err(|e| format!("seccomp: add arch {name}: {e}"))?;
+                .map_err(ConfineError::seccomp(format!("seccomp: add arch {name}")))?;
         }
     }
     // Docker installs its profile without no_new_privs (setuid programs
@@ -45,7 +47,7 @@ fn new_filter(default: ScmpAction, nnp: bool) -> Result<ScmpFilterContext, Strin
     // takes a filter only with no_new_privs set.
     filter
         .set_ctl_nnp(nnp)
-        .map_err(|e| format!("seccomp: nnp attribute: {e}"))?;
+        .map_err(ConfineError::seccomp("seccomp: nnp attribute"))?;
     Ok(filter)
 }
 
@@ -53,7 +55,7 @@ fn new_filter(default: ScmpAction, nnp: bool) -> Result<ScmpFilterContext, Strin
 /// (setting no_new_privs first when `nnp`). Syscall names this libseccomp
 /// does not know are skipped, as moby does (a newer profile names
 /// syscalls an older library cannot resolve).
-pub fn docker_default(caps: &[&str], nnp: bool) -> Result<ScmpFilterContext, String> {
+pub fn docker_default(caps: &[&str], nnp: bool) -> Result<ScmpFilterContext, ConfineError> {
     let mut filter = new_filter(ScmpAction::Errno(profile::DEFAULT_ERRNO), nnp)?;
     let (arch, kernel) = (profile::native_arch(), profile::kernel_version());
     for group in profile::groups_for(caps, arch, kernel) {
@@ -67,7 +69,7 @@ pub fn docker_default(caps: &[&str], nnp: bool) -> Result<ScmpFilterContext, Str
             } else {
                 filter.add_rule_conditional(action(group.action), syscall, &args)
             };
-            added.map_err(|e| format!("seccomp: rule for {name}: {e}"))?;
+            added.map_err(ConfineError::seccomp(format!("seccomp: rule for {name}")))?;
         }
     }
     Ok(filter)
@@ -78,7 +80,7 @@ pub fn docker_default(caps: &[&str], nnp: bool) -> Result<ScmpFilterContext, Str
 /// and to every process (`kill(-1)`), fail with EPERM. Stacked on the
 /// profile, the stricter answer wins. `tkill` is refused outright: it
 /// names a thread without its process, and glibc's `raise` uses `tgkill`.
-pub fn guard(protected: &[i32], nnp: bool) -> Result<ScmpFilterContext, String> {
+pub fn guard(protected: &[i32], nnp: bool) -> Result<ScmpFilterContext, ConfineError> {
     let mut filter = new_filter(ScmpAction::Allow, nnp)?;
     let deny = ScmpAction::Errno(libc::EPERM);
     // pid arguments are C ints: compare the low 32 bits only.
@@ -112,13 +114,15 @@ pub fn guard(protected: &[i32], nnp: bool) -> Result<ScmpFilterContext, String> 
             }
             filter
                 .add_rule_conditional(deny, syscall, &[low(0, pid)])
-                .map_err(|e| format!("seccomp guard: {name}({pid}): {e}"))?;
+                .map_err(ConfineError::seccomp(format!(
+                    "seccomp guard: {name}({pid})"
+                )))?;
         }
     }
     if let Ok(tkill) = ScmpSyscall::from_name("tkill") {
         filter
             .add_rule(deny, tkill)
-            .map_err(|e| format!("seccomp guard: tkill: {e}"))?;
+            .map_err(ConfineError::seccomp("seccomp guard: tkill"))?;
     }
     Ok(filter)
 }

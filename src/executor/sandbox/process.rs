@@ -73,7 +73,7 @@ pub(super) fn exec_command(spec: &SandboxSpec, posture: &Posture) -> String {
         return format!("working directory {}: {e}", spec.cwd);
     }
     if let Err(e) = posture.apply() {
-        return e;
+        return e.to_string();
     }
     let groups: Vec<libc::gid_t> = spec.groups.clone();
     // SAFETY: identity syscalls with plain integers and an owned slice.
