@@ -365,12 +365,21 @@ fn plan(
         labels: options.labels.clone(),
         created: when.to_string(),
     };
+    let mut failed: Option<source::BaseError> = None;
+    // The planner words a base's failure into its own error; the typed
+    // one is kept aside to choose the exit code.
     let plan = solver::plan(dockerfile, &plan_options, &mut |name, platform| {
-        bases.resolve(options, store, name, platform, &mut *log)
+        bases
+            .resolve(options, store, name, platform, &mut *log)
+            .map_err(|e| {
+                let text = e.to_string();
+                failed = Some(e);
+                text
+            })
     })
-    .map_err(|e| match bases.failed.take() {
-        Some(_) => environment(format!("Dockerfile: {e}")),
-        None => BuildError::new(Failure::Dockerfile, format!("Dockerfile: {e}")),
+    .map_err(|e| match failed.take() {
+        Some(base) if base.is_environment() => environment(format!("Dockerfile: {e}")),
+        _ => BuildError::new(Failure::Dockerfile, format!("Dockerfile: {e}")),
     })?;
     for warning in &plan.warnings {
         log(&Event::Warning(warning.clone()));

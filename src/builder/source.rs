@@ -9,6 +9,52 @@ use std::sync::Arc;
 use petgraph::graph::NodeIndex;
 
 use super::shared::{How, OpResult, Shared};
+
+/// Why a base could not be had.
+#[derive(Debug, thiserror::Error)]
+pub(super) enum BaseError {
+    /// The name is no image reference: the Dockerfile's to fix.
+    #[error("{name}: {source}")]
+    Reference {
+        /// The base as written.
+        name: String,
+        /// Why it does not parse.
+        #[source]
+        source: crate::image::reference::ReferenceError,
+    },
+    /// The pull failed (the registry, the network, credentials).
+    #[error(transparent)]
+    Registry(#[from] crate::registry::RegistryError),
+    /// The content store failed.
+    #[error(transparent)]
+    Store(#[from] crate::cache::StoreError),
+    /// The image the registry or store holds is unusable.
+    #[error("{name}: {why}")]
+    Image {
+        /// The base.
+        name: String,
+        /// What is wrong with it.
+        why: String,
+    },
+    /// Debian's busybox-static could not be made into a base.
+    #[error("busybox: {0}")]
+    Busybox(String),
+}
+
+impl BaseError {
+    /// Whether the machine (registry, network, store) failed rather than
+    /// the Dockerfile.
+    pub(super) fn is_environment(&self) -> bool {
+        !matches!(self, BaseError::Reference { .. })
+    }
+
+    fn image(name: &str) -> impl FnOnce(serde_json::Error) -> BaseError + '_ {
+        move |e| BaseError::Image {
+            name: name.to_string(),
+            why: e.to_string(),
+        }
+    }
+}
 use super::{BuildError, BuildOptions};
 use crate::blob::LayerBlob;
 use crate::cache::{CacheEntry, ContentStore};
@@ -75,9 +121,6 @@ impl scheduler::Op for SourceOp {
 #[derive(Default)]
 pub(super) struct Bases {
     pub(super) images: HashMap<String, StoredImage>,
-    /// Why a base could not be had: the environment's failure, not the
-    /// Dockerfile's, though the planner reports both.
-    pub(super) failed: Option<String>,
 }
 
 impl Bases {
@@ -90,7 +133,7 @@ impl Bases {
         name: &str,
         platform: &Platform,
         log: &mut dyn FnMut(&Event),
-    ) -> Result<ImageConfig, String> {
+    ) -> Result<ImageConfig, BaseError> {
         let local = (!options.pull)
             .then(|| name.parse::<crate::image::reference::Reference>().ok())
             .flatten()
@@ -110,11 +153,10 @@ impl Bases {
                 ca_certs: options.ca_certs.clone(),
                 ..Default::default()
             };
-            pull_base(store, name, platform, registry, log)
-                .inspect_err(|e| self.failed = Some(e.clone()))?
+            pull_base(store, name, platform, registry, log)?
         };
-        let bytes = store.read(&base.config_digest).map_err(|e| e.to_string())?;
-        let config = ImageConfig::from_blob(&bytes).map_err(|e| e.to_string())?;
+        let bytes = store.read(&base.config_digest)?;
+        let config = ImageConfig::from_blob(&bytes).map_err(BaseError::image(name))?;
         self.images.insert(name.to_string(), base);
         Ok(config)
     }
@@ -128,9 +170,12 @@ fn pull_base(
     platform: &Platform,
     registry: crate::registry::RegistryOptions,
     log: &mut dyn FnMut(&Event),
-) -> Result<StoredImage, String> {
+) -> Result<StoredImage, BaseError> {
     let reference: crate::image::reference::Reference =
-        name.parse().map_err(|e| format!("{name}: {e}"))?;
+        name.parse().map_err(|source| BaseError::Reference {
+            name: name.to_string(),
+            source,
+        })?;
     let (client, runtime) = crate::registry::blocking_client_with(registry)?;
     let pulled = crate::progress::track(
         &format!("pulling {name}"),
@@ -138,17 +183,12 @@ fn pull_base(
         &client.stats.bytes_downloaded,
         log,
         || runtime.block_on(client.pull(store, &reference, &platform.os, &platform.architecture)),
-    )
-    .map_err(|e| e.to_string())?;
-    let manifest_bytes = store
-        .read(&pulled.manifest_digest)
-        .map_err(|e| e.to_string())?;
+    )?;
+    let manifest_bytes = store.read(&pulled.manifest_digest)?;
     let manifest: serde_json::Value =
-        serde_json::from_slice(&manifest_bytes).map_err(|e| e.to_string())?;
-    let config_bytes = store
-        .read(&pulled.config_digest)
-        .map_err(|e| e.to_string())?;
-    let config = ImageConfig::from_blob(&config_bytes).map_err(|e| e.to_string())?;
+        serde_json::from_slice(&manifest_bytes).map_err(BaseError::image(name))?;
+    let config_bytes = store.read(&pulled.config_digest)?;
+    let config = ImageConfig::from_blob(&config_bytes).map_err(BaseError::image(name))?;
     let diff_ids = config.rootfs.diff_ids();
     let sizes: Vec<u64> = manifest["layers"]
         .as_array()
@@ -160,11 +200,14 @@ fn pull_base(
         })
         .unwrap_or_default();
     if diff_ids.len() != pulled.layers.len() {
-        return Err(format!(
-            "{name}: the config lists {} layers, the manifest {}",
-            diff_ids.len(),
-            pulled.layers.len()
-        ));
+        return Err(BaseError::Image {
+            name: name.to_string(),
+            why: format!(
+                "the config lists {} layers, the manifest {}",
+                diff_ids.len(),
+                pulled.layers.len()
+            ),
+        });
     }
     let layers = pulled
         .layers
@@ -175,10 +218,13 @@ fn pull_base(
             Ok(LayerBlob {
                 digest: digest.clone(),
                 size: *size,
-                diff_id: diff_id.parse().map_err(|e| format!("{name}: {e}"))?,
+                diff_id: diff_id.parse().map_err(|e| BaseError::Image {
+                    name: name.to_string(),
+                    why: format!("{e}"),
+                })?,
             })
         })
-        .collect::<Result<Vec<_>, String>>()?;
+        .collect::<Result<Vec<_>, BaseError>>()?;
     Ok(StoredImage {
         manifest_digest: pulled.manifest_digest,
         manifest_size: manifest_bytes.len() as u64,
@@ -196,10 +242,10 @@ fn busybox_base(
     store: &ContentStore,
     storage: &std::path::Path,
     busybox: &std::path::Path,
-) -> Result<StoredImage, String> {
+) -> Result<StoredImage, BaseError> {
     use std::os::unix::fs::MetadataExt;
     let meta = std::fs::metadata(busybox)
-        .map_err(|e| format!("busybox binary {}: {e}", busybox.display()))?;
+        .map_err(|e| BaseError::Busybox(format!("binary {}: {e}", busybox.display())))?;
     let stamp = format!(
         "{}:{}:{}:{}.{}",
         busybox.display(),
@@ -216,8 +262,9 @@ fn busybox_base(
             }
         }
     }
-    let image = build_base(store, busybox, MediaTypes::Oci).map_err(|e| e.to_string())?;
-    let json = serde_json::to_vec(&(stamp, &image)).map_err(|e| e.to_string())?;
-    crate::cache::write_atomically(&record, &json).map_err(|e| e.to_string())?;
+    let busybox_failed = |e: &dyn std::fmt::Display| BaseError::Busybox(e.to_string());
+    let image = build_base(store, busybox, MediaTypes::Oci).map_err(|e| busybox_failed(&e))?;
+    let json = serde_json::to_vec(&(stamp, &image)).map_err(|e| busybox_failed(&e))?;
+    crate::cache::write_atomically(&record, &json).map_err(|e| busybox_failed(&e))?;
     Ok(image)
 }

@@ -11,8 +11,11 @@ pub fn export_filesystem(
     image: &StoredImage,
     dest: &std::path::Path,
     tar: bool,
-) -> Result<(), String> {
-    let at = |e: &dyn std::fmt::Display| format!("{}: {e}", dest.display());
+) -> Result<(), super::ExportError> {
+    let at = |e: &dyn std::fmt::Display| super::ExportError::Output {
+        path: dest.to_path_buf(),
+        source: e.to_string().into(),
+    };
     let scratch;
     let root = if tar {
         scratch = tempfile::tempdir().map_err(|e| at(&e))?;

@@ -24,6 +24,45 @@ use crate::image::layout::StoredImage;
 use crate::image::reference::Reference;
 use crate::progress::Event;
 
+/// Why an output could not be written.
+#[derive(Debug, thiserror::Error)]
+pub enum ExportError {
+    /// An image file or file system output could not be written at `path`.
+    #[error("{}: {source}", path.display())]
+    Output {
+        /// The output's path.
+        path: PathBuf,
+        /// What failed (a layout, a layer, the file system).
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// The squash of `--single-snapshot` failed while `doing`.
+    #[error("{doing}: {source}")]
+    Squash {
+        /// Which part of the squash.
+        doing: &'static str,
+        /// What failed.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// The push.
+    #[error(transparent)]
+    Registry(#[from] crate::registry::RegistryError),
+}
+
+impl ExportError {
+    /// A failure writing the output at `path`.
+    fn output<E>(path: &std::path::Path) -> impl FnOnce(E) -> ExportError + '_
+    where
+        E: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        move |e| ExportError::Output {
+            path: path.to_path_buf(),
+            source: e.into(),
+        }
+    }
+}
+
 /// One `--output`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Output {
@@ -60,21 +99,21 @@ pub fn write(
     image: &StoredImage,
     tags: &[Reference],
     outputs: &[Output],
-) -> Result<(), String> {
+) -> Result<(), ExportError> {
     use crate::image::layout;
     let images = [(image, tags)];
     for output in outputs {
         let written = match output {
             Output::Oci { dest, tar: false } => layout::write_oci_layout_dir(store, dest, &images)
-                .map_err(|e| format!("{}: {e}", dest.display())),
+                .map_err(ExportError::output(dest)),
             Output::Oci { dest, tar: true } => layout::write_to_file(dest, |file| {
                 layout::write_oci_layout_tar(store, file, &images)
             })
-            .map_err(|e| format!("{}: {e}", dest.display())),
+            .map_err(ExportError::output(dest)),
             Output::Docker { dest } => layout::write_to_file(dest, |file| {
                 layout::write_docker_archive(store, file, &images)
             })
-            .map_err(|e| format!("{}: {e}", dest.display())),
+            .map_err(ExportError::output(dest)),
             Output::Tar { dest } => export_filesystem(store, image, dest, true),
             Output::Local { dest } => export_filesystem(store, image, dest, false),
             Output::Registry => Ok(()),
@@ -111,7 +150,7 @@ pub fn push(
     image: &StoredImage,
     tags: &[Reference],
     log: &mut dyn FnMut(&Event),
-) -> Result<(), String> {
+) -> Result<(), ExportError> {
     let names: Vec<String> = tags.iter().map(|t| t.to_string()).collect();
     crate::registry::blocking_client_with(registry).and_then(|(client, runtime)| {
         crate::progress::track(
@@ -119,11 +158,7 @@ pub fn push(
             Some(image.size()),
             &client.stats.bytes_uploaded,
             log,
-            || {
-                runtime
-                    .block_on(client.push(store, &image.manifest_digest, tags, None))
-                    .map_err(|e| e.to_string())
-            },
+            || runtime.block_on(client.push(store, &image.manifest_digest, tags, None)),
         )
     })?;
     for tag in tags {

@@ -9,6 +9,19 @@ use crate::image::layout::{store_image, StoredImage};
 use crate::image::media::MediaTypes;
 use crate::snapshot::SnapshotStore;
 
+use super::ExportError;
+
+/// A failure of the squash while `doing`.
+fn failed<E>(doing: &'static str) -> impl FnOnce(E) -> ExportError
+where
+    E: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    move |e| ExportError::Squash {
+        doing,
+        source: e.into(),
+    }
+}
+
 /// What a squash starts from: a built image and what only the build knows.
 pub struct Squash<'a> {
     /// The store holding the image's blobs.
@@ -29,10 +42,10 @@ pub struct Squash<'a> {
 /// layer on top of the base image's. They are applied in order onto an
 /// empty dir in overlay format (deletions as whiteout devices), which is
 /// then diffed against the base like a RUN's upper dir.
-pub fn squash(from: Squash<'_>) -> Result<StoredImage, String> {
+pub fn squash(from: Squash<'_>) -> Result<StoredImage, ExportError> {
     let store = from.store;
-    let snapshots =
-        SnapshotStore::open(from.storage.join("snapshots")).map_err(|e| e.to_string())?;
+    let snapshots = SnapshotStore::open(from.storage.join("snapshots"))
+        .map_err(failed("opening the snapshots"))?;
     let (base, made) = from.image.layers.split_at(from.base_layers);
     if made.len() <= 1 {
         return Ok(from.image.clone());
@@ -40,18 +53,20 @@ pub fn squash(from: Squash<'_>) -> Result<StoredImage, String> {
     let upper = tempfile::Builder::new()
         .prefix("squash-")
         .tempdir_in(snapshots.root().join("tmp"))
-        .map_err(|e| e.to_string())?;
+        .map_err(failed("a scratch dir"))?;
     for layer in made {
-        let reader =
-            crate::snapshot::store::open_layer(store, &layer.digest).map_err(|e| e.to_string())?;
+        let reader = crate::snapshot::store::open_layer(store, &layer.digest)
+            .map_err(failed("reading a layer"))?;
         let apply = crate::snapshot::ApplyOptions {
             overlay_format: true,
             ..Default::default()
         };
         crate::snapshot::apply_layer(upper.path(), reader, &layer.digest.to_string(), apply)
-            .map_err(|e| e.to_string())?;
+            .map_err(failed("applying a layer"))?;
     }
-    let names = snapshots.lowers(store, base).map_err(|e| e.to_string())?;
+    let names = snapshots
+        .lowers(store, base)
+        .map_err(failed("the base's snapshots"))?;
     let lowers = if base.is_empty() {
         Vec::new()
     } else {
@@ -62,7 +77,7 @@ pub fn squash(from: Squash<'_>) -> Result<StoredImage, String> {
         &lowers,
         crate::snapshot::diff::OpaqueXattr::Either,
     )
-    .map_err(|e| e.to_string())?;
+    .map_err(failed("the diff"))?;
     let layer = crate::snapshot::diff::write_layer(
         store,
         &changes,
@@ -72,7 +87,7 @@ pub fn squash(from: Squash<'_>) -> Result<StoredImage, String> {
         },
         None,
     )
-    .map_err(|e| e.to_string())?;
+    .map_err(failed("writing the layer"))?;
     let mut layers = base.to_vec();
     layers.push(layer);
     let mut config = from.config.clone();
@@ -92,6 +107,6 @@ pub fn squash(from: Squash<'_>) -> Result<StoredImage, String> {
         }
         config.history[last].set_empty_layer(None);
     }
-    config.rootfs = rootfs_of(&layers)?;
-    store_image(store, &config, &layers, MediaTypes::Oci).map_err(|e| e.to_string())
+    config.rootfs = rootfs_of(&layers).map_err(failed("the config's rootfs"))?;
+    store_image(store, &config, &layers, MediaTypes::Oci).map_err(failed("storing the image"))
 }

@@ -15,6 +15,37 @@ use std::process::{Command, Stdio};
 use base64::Engine as _;
 use serde::Deserialize;
 
+/// Why credentials could not be read: the docker config file, an entry in
+/// it, or a credential helper. Never carries a secret (a helper's output
+/// is not echoed).
+#[derive(Debug, thiserror::Error)]
+pub enum CredentialError {
+    /// `config.json` could not be read or is not docker's format.
+    #[error("{}: {why}", path.display())]
+    Config {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        why: String,
+    },
+    /// An `auths` entry that cannot be decoded.
+    #[error("the auth entry for {registry} in config.json is not {expected}")]
+    Entry {
+        /// The registry the entry is for.
+        registry: String,
+        /// What it should have been.
+        expected: &'static str,
+    },
+    /// A credential helper that could not run, failed or answered badly.
+    #[error("credential helper {}: {why}", program.display())]
+    Helper {
+        /// The helper program.
+        program: PathBuf,
+        /// What went wrong.
+        why: String,
+    },
+}
+
 /// A user name and secret for one registry.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Credentials {
@@ -92,7 +123,7 @@ fn host_of(key: &str) -> &str {
 impl CredentialSource {
     /// Loads `config.json` from `dir` (a `DOCKER_CONFIG` directory), or from
     /// `$DOCKER_CONFIG`, or `~/.docker`. A missing file means no credentials.
-    pub fn load(dir: Option<&Path>) -> Result<CredentialSource, String> {
+    pub fn load(dir: Option<&Path>) -> Result<CredentialSource, CredentialError> {
         let dir = match dir {
             Some(d) => d.to_path_buf(),
             None => match std::env::var_os("DOCKER_CONFIG") {
@@ -109,10 +140,18 @@ impl CredentialSource {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 return Ok(CredentialSource::default())
             }
-            Err(e) => return Err(format!("cannot read {}: {e}", path.display())),
+            Err(e) => {
+                return Err(CredentialError::Config {
+                    path,
+                    why: format!("cannot read it: {e}"),
+                })
+            }
         };
-        let config: ConfigFile = serde_json::from_slice(&text)
-            .map_err(|e| format!("{} is not valid docker config JSON: {e}", path.display()))?;
+        let config: ConfigFile =
+            serde_json::from_slice(&text).map_err(|e| CredentialError::Config {
+                path: path.clone(),
+                why: format!("not valid docker config JSON: {e}"),
+            })?;
         Ok(CredentialSource {
             config,
             helper_dirs: Vec::new(),
@@ -120,7 +159,7 @@ impl CredentialSource {
     }
 
     /// Credentials for `registry` (e.g. `localhost:5000`), if any.
-    pub fn get(&self, registry: &str) -> Result<Option<Credentials>, String> {
+    pub fn get(&self, registry: &str) -> Result<Option<Credentials>, CredentialError> {
         if let Some((_, helper)) = self
             .config
             .cred_helpers
@@ -148,17 +187,15 @@ impl CredentialSource {
                 }));
             }
             if let Some(auth) = &entry.auth {
+                let bad = |expected| CredentialError::Entry {
+                    registry: registry.to_string(),
+                    expected,
+                };
                 let decoded = base64::engine::general_purpose::STANDARD
                     .decode(auth.trim())
-                    .map_err(|_| {
-                        format!("the auth entry for {registry} in config.json is not valid base64")
-                    })?;
-                let text = String::from_utf8(decoded).map_err(|_| {
-                    format!("the auth entry for {registry} in config.json is not UTF-8")
-                })?;
-                let (u, p) = text.split_once(':').ok_or_else(|| {
-                    format!("the auth entry for {registry} in config.json is not user:password")
-                })?;
+                    .map_err(|_| bad("valid base64"))?;
+                let text = String::from_utf8(decoded).map_err(|_| bad("UTF-8"))?;
+                let (u, p) = text.split_once(':').ok_or_else(|| bad("user:password"))?;
                 return Ok(Some(Credentials {
                     username: u.to_string(),
                     secret: p.to_string(),
@@ -180,33 +217,37 @@ impl CredentialSource {
             .unwrap_or_else(|| PathBuf::from(file))
     }
 
-    fn query_helper(&self, name: &str, registry: &str) -> Result<Option<Credentials>, String> {
+    fn query_helper(
+        &self,
+        name: &str,
+        registry: &str,
+    ) -> Result<Option<Credentials>, CredentialError> {
         let program = self.helper_program(name);
+        let failed = |why: String| CredentialError::Helper {
+            program: program.clone(),
+            why,
+        };
         let mut child = Command::new(&program)
             .arg("get")
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
-            .map_err(|e| format!("credential helper {}: {e}", program.display()))?;
+            .map_err(|e| failed(e.to_string()))?;
         if let Some(mut stdin) = child.stdin.take() {
             // Helpers expect the server URL on stdin.
             let _ = stdin.write_all(registry.as_bytes());
         }
         let out = child
             .wait_with_output()
-            .map_err(|e| format!("credential helper {}: {e}", program.display()))?;
+            .map_err(|e| failed(e.to_string()))?;
         if !out.status.success() {
             let message = String::from_utf8_lossy(&out.stdout);
             if message.contains("credentials not found") {
                 return Ok(None);
             }
             // The helper's own output is not echoed: it may hold secrets.
-            return Err(format!(
-                "credential helper {} failed for {registry} ({})",
-                program.display(),
-                out.status
-            ));
+            return Err(failed(format!("failed for {registry} ({})", out.status)));
         }
         #[derive(Deserialize)]
         struct HelperReply {
@@ -215,12 +256,8 @@ impl CredentialSource {
             #[serde(rename = "Secret")]
             secret: String,
         }
-        let reply: HelperReply = serde_json::from_slice(&out.stdout).map_err(|_| {
-            format!(
-                "credential helper {} returned invalid JSON",
-                program.display()
-            )
-        })?;
+        let reply: HelperReply = serde_json::from_slice(&out.stdout)
+            .map_err(|_| failed("returned invalid JSON".to_string()))?;
         Ok(Some(Credentials {
             username: reply.username,
             secret: reply.secret,

@@ -62,6 +62,13 @@ pub enum RegistryError {
     /// The content store failed.
     #[error(transparent)]
     Store(#[from] crate::cache::StoreError),
+    /// The client could not be made as configured (a CA certificate that
+    /// cannot be read or is not PEM, the TLS back end).
+    #[error("{0}")]
+    Setup(String),
+    /// The docker config or a credential helper failed.
+    #[error(transparent)]
+    Credentials(#[from] super::auth::CredentialError),
 }
 
 /// Client settings.
@@ -155,16 +162,17 @@ impl RegistryClient {
     pub fn new(
         credentials: CredentialSource,
         options: RegistryOptions,
-    ) -> Result<RegistryClient, String> {
+    ) -> Result<RegistryClient, RegistryError> {
+        let setup = RegistryError::Setup;
         let mut builder = reqwest::Client::builder()
             .user_agent(concat!("rbuild/", env!("CARGO_PKG_VERSION")))
             .connect_timeout(Duration::from_secs(15))
             .read_timeout(Duration::from_secs(60));
         for path in &options.ca_certs {
             let pem = std::fs::read(path)
-                .map_err(|e| format!("CA certificate {}: {e}", path.display()))?;
+                .map_err(|e| setup(format!("CA certificate {}: {e}", path.display())))?;
             let cert = reqwest::Certificate::from_pem(&pem)
-                .map_err(|e| format!("CA certificate {} is not PEM: {e}", path.display()))?;
+                .map_err(|e| setup(format!("CA certificate {} is not PEM: {e}", path.display())))?;
             builder = builder.add_root_certificate(cert);
         }
         if options.skip_tls_verify {
@@ -172,7 +180,7 @@ impl RegistryClient {
         }
         let http = builder
             .build()
-            .map_err(|e| format!("cannot create the HTTP client: {e}"))?;
+            .map_err(|e| setup(format!("cannot create the HTTP client: {e}")))?;
         Ok(RegistryClient {
             http,
             options,
@@ -228,7 +236,10 @@ impl RegistryClient {
                     "the registry sent 401 without a usable WWW-Authenticate challenge".into(),
                 )
             })?;
-        let credentials = self.credentials.get(registry).map_err(auth_error)?;
+        let credentials = self
+            .credentials
+            .get(registry)
+            .map_err(|e| auth_error(e.to_string()))?;
         let header = match challenge {
             Challenge::Basic => match credentials {
                 Some(c) => c.basic_header(),

@@ -18,7 +18,7 @@ pub use client::{ImageRef, RegistryClient, RegistryError, RegistryOptions, Trans
 /// from synchronous code (the build's base pulls, the CLI's push).
 pub fn blocking_client(
     insecure: &[String],
-) -> Result<(RegistryClient, tokio::runtime::Runtime), String> {
+) -> Result<(RegistryClient, tokio::runtime::Runtime), RegistryError> {
     blocking_client_with(RegistryOptions {
         insecure: insecure.to_vec(),
         ..RegistryOptions::default()
@@ -28,11 +28,11 @@ pub fn blocking_client(
 /// As [`blocking_client`], with every option given.
 pub fn blocking_client_with(
     options: RegistryOptions,
-) -> Result<(RegistryClient, tokio::runtime::Runtime), String> {
+) -> Result<(RegistryClient, tokio::runtime::Runtime), RegistryError> {
     let client = RegistryClient::new(CredentialSource::load(None)?, options)?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| RegistryError::Setup(format!("the runtime: {e}")))?;
     Ok((client, runtime))
 }
