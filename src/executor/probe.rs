@@ -401,7 +401,9 @@ fn probe_namespaces(scratch: &Path, userns: bool) -> NamespaceProbes {
             data.push_str(",userxattr");
         }
         let merged = scratch.join("merged");
-        mount("overlay", &merged, "overlay", 0, &data)?;
+        // As a step mounts it (volatile: its unmount does not write back
+        // the whole disk's dirty pages).
+        super::sandbox::mount_volatile_overlay(&super::sandbox::LinuxSys, &merged, 0, &data)?;
         // A deletion needs a whiteout in the upper dir.
         std::fs::remove_file(merged.join("file"))
             .map_err(|e| SetupError::sys("delete through overlay", e))?;

@@ -37,7 +37,7 @@ pub(crate) use remap::probe as probe_remap;
 pub use spec::{
     IdRange, MountKind, MountSpec, Namespaces, Remap, RootFs, SandboxSpec, Stub, SETUP_FAILED,
 };
-pub(crate) use sys::{mount, pipe, read_all, SetupError};
+pub(crate) use sys::{mount, mount_volatile_overlay, pipe, read_all, LinuxSys, SetupError};
 
 /// Entry point of the hidden helper subcommand: reads the spec from stdin,
 /// creates the namespaces and returns the command's exit code.

@@ -16,7 +16,9 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
 use super::spec::{IdRange, MountKind, RootFs, SandboxSpec};
-use super::sys::{check, cstr, mount, pipe, read_all, SetupError};
+use super::sys::{
+    check, cstr, mount, mount_volatile_overlay, pipe, read_all, LinuxSys, SetupError,
+};
 
 /// The read-only sysfs the mapper mounts under the staging dir.
 pub(super) const SYSFS: &str = "sys";
@@ -325,7 +327,7 @@ pub(crate) fn probe(scratch: &Path) -> Result<(), SetupError> {
         stage.display()
     );
     let merged = scratch.join("merged");
-    mount("overlay", &merged, "overlay", 0, &data)?;
+    mount_volatile_overlay(&LinuxSys, &merged, 0, &data)?;
     let file = merged.join("made-by-step");
     std::fs::write(&file, b"x").map_err(|e| SetupError::sys("write through the overlay", e))?;
     std::os::unix::fs::chown(&file, Some(1000), Some(1000))

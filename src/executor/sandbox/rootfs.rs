@@ -11,7 +11,7 @@ use rustix::fs as rfs;
 use super::kernelfs;
 use super::mountpoint::{fd_path, open_in_root, write_stub_report, RootBuilder};
 use super::spec::{MountKind, MountSpec, RootFs, SandboxSpec};
-use super::sys::{mount_with, SetupError, Sys};
+use super::sys::{mount_volatile_overlay, mount_with, SetupError, Sys};
 use crate::executor::confine::Security;
 
 /// Mounts an overlay of `lowers` (top first) with `upper` and `work` on
@@ -42,21 +42,7 @@ pub(super) fn mount_overlay(
     } else {
         data.push_str(",redirect_dir=off,metacopy=off,index=off");
     }
-    // volatile: no fsync per copy-up (a `chown -R` of 10,000 lower files
-    // took 6.7 s with them, 0.9 s without). The upper dir is this step's
-    // alone and thrown away unless the step succeeds; committed, it is a
-    // snapshot like an extracted layer, which is not fsynced either: the
-    // blobs are the durable copy (a syncfs per commit was tried: it
-    // flushes every writer's dirty pages and cost 1-2 s a step under
-    // load). Kernels before 5.10 refuse the option: tried again without.
-    let fast = format!("{data},volatile");
-    if sys
-        .mount("overlay", merged, "overlay", flags, &fast)
-        .is_ok()
-    {
-        return Ok(());
-    }
-    mount_with(sys, "overlay", merged, "overlay", flags, &data)
+    mount_volatile_overlay(sys, merged, flags, &data)
 }
 
 /// Mounts a read-only overlay of `lowers` (top first, relative to

@@ -252,6 +252,35 @@ pub(crate) fn mount_with(
         .map_err(|e| SetupError::sys(format!("mount {source} on {}", target.display()), e))
 }
 
+/// An overlay with an upper dir, mounted `volatile` where the kernel has
+/// the option (5.10 on; refused before, then mounted without it).
+///
+/// Volatile skips the fsync of each copy-up (a `chown -R` of 10,000 lower
+/// files took 6.7 s with them, 0.9 s without) and, as much, the sync of
+/// the whole upper file system that the kernel runs when an overlay
+/// without it is unmounted: every dirty page on the disk, any writer's,
+/// is written back before the unmount returns (a probe's overlay made a
+/// cached build right after a cold one wait 0.25 s for the cold build's
+/// pages). The upper dir is one step's, thrown away unless the step
+/// succeeds; committed, it is a snapshot like an extracted layer, which
+/// is not fsynced either: the blobs are the durable copy (a syncfs per
+/// commit was tried: it cost 1-2 s a step under load).
+pub(crate) fn mount_volatile_overlay(
+    sys: &dyn Sys,
+    merged: &Path,
+    flags: libc::c_ulong,
+    data: &str,
+) -> Result<(), SetupError> {
+    let fast = format!("{data},volatile");
+    if sys
+        .mount("overlay", merged, "overlay", flags, &fast)
+        .is_ok()
+    {
+        return Ok(());
+    }
+    mount_with(sys, "overlay", merged, "overlay", flags, data)
+}
+
 /// A mount on the running kernel, for the helper's code outside the
 /// root's setup (the remapper, the probes).
 pub(crate) fn mount(
