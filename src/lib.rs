@@ -14,6 +14,7 @@ pub mod cli;
 pub mod context;
 pub mod executor;
 pub mod export;
+pub mod failpoint;
 pub mod gc;
 pub mod image;
 pub mod openat;

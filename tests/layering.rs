@@ -21,7 +21,14 @@ const SRC: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/src");
 /// modules of the layers before its own.
 const LAYERS: &[&[&str]] = &[
     // Leaves: primitives.
-    &["blob", "units", "openat", "redact", "scheduler"],
+    &[
+        "blob",
+        "units",
+        "openat",
+        "redact",
+        "scheduler",
+        "failpoint",
+    ],
     // The pure front end; storage: the content store and cache index.
     &["parser", "cache"],
     // Trees: snapshots, and the build context.

@@ -10,12 +10,20 @@ use super::Digest;
 /// A layer stored in the content store.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct LayerBlob {
-    /// Digest of the compressed blob.
+    /// Digest of the blob as stored (compressed, or the tar itself).
     pub digest: Digest,
-    /// Size of the compressed blob.
+    /// Size of the blob as stored.
     pub size: u64,
     /// Digest of the uncompressed tar.
     pub diff_id: Digest,
+}
+
+impl LayerBlob {
+    /// Whether the blob is the tar itself (stored uncompressed): then, and
+    /// only then, its digest is its diff_id.
+    pub fn is_uncompressed(&self) -> bool {
+        self.digest == self.diff_id
+    }
 }
 
 /// Hashes what passes through to the inner writer.

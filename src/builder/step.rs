@@ -158,7 +158,9 @@ impl<M: MakesLayer> scheduler::Op for StepOp<M> {
             .map_err(|e| {
                 super::environment(format!("{}: recording the cache entry: {e}", self.at(step)))
                     .at(self.location())
-            })
+            })?;
+        crate::failpoint::hit("cache-entry-written");
+        Ok(())
     }
 }
 

@@ -209,6 +209,7 @@ impl BlobWriter {
                 path: target.clone(),
                 source: e.error,
             })?;
+            crate::failpoint::hit("blob-committed");
             if let Some(dir) = target.parent() {
                 File::open(dir)
                     .and_then(|d| d.sync_all())

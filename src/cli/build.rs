@@ -408,6 +408,21 @@ fn deliver(
     } else {
         built.image.clone()
     };
+    // An image that ships (pushed, or written as image files) is the
+    // compressed one everywhere, tags and digest files too; one only
+    // tagged keeps its plain layers (the same config: the same image id).
+    let ships = push
+        || outputs
+            .iter()
+            .any(|o| matches!(o, Output::Oci { .. } | Output::Docker { .. }));
+    let image = if ships {
+        crate::image::layout::compressed_image(&built.store, &image).map_err(|e| {
+            eprintln!("error: compressing the layers: {e}");
+            EXIT_ENVIRONMENT
+        })?
+    } else {
+        image
+    };
     let local = crate::image::local::LocalImages::open(&options.storage);
     for tag in tags {
         local.put(tag, &image).map_err(|e| {

@@ -691,15 +691,25 @@ fn debug_run(args: DebugRun) -> i32 {
                 size: built.image.layers.iter().map(|l| l.size).sum(),
             });
             let names = [tag];
-            if let Err(e) = crate::image::layout::write_oci_layout_dir(
-                &built.store,
-                &args.oci_dir,
-                &[(&built.image, &names)],
-            ) {
-                eprintln!("error: writing {}: {e}", args.oci_dir.display());
-                return EXIT_ENVIRONMENT;
-            }
-            println!("{}", built.image.manifest_digest);
+            // An OCI layout ships the image: its layers compressed, as
+            // `build -o type=oci` writes them.
+            let written = crate::image::layout::compressed_image(&built.store, &built.image)
+                .and_then(|image| {
+                    crate::image::layout::write_oci_layout_dir(
+                        &built.store,
+                        &args.oci_dir,
+                        &[(&image, &names)],
+                    )?;
+                    Ok(image)
+                });
+            let image = match written {
+                Ok(image) => image,
+                Err(e) => {
+                    eprintln!("error: writing {}: {e}", args.oci_dir.display());
+                    return EXIT_ENVIRONMENT;
+                }
+            };
+            println!("{}", image.manifest_digest);
             EXIT_OK
         }
         Err(failed) => {

@@ -317,9 +317,13 @@ impl StepRunner {
             snapshots,
             cgroups,
             limits,
+            // A step's layer is stored plain: tagging the image never
+            // waits for gzip; what ships is compressed once, by diff_id
+            // (`image::layout::compressed_image`).
             layer_options: LayerOptions {
                 source_date_epoch,
                 id_map,
+                compression: crate::cache::Compression::None,
             },
             hostname: "rbuild".to_string(),
             cancelled: Arc::new(AtomicBool::new(false)),

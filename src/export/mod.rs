@@ -48,6 +48,9 @@ pub enum ExportError {
     /// The push.
     #[error(transparent)]
     Registry(#[from] crate::registry::RegistryError),
+    /// A plain layer could not be compressed for shipping.
+    #[error("compressing the layers: {0}")]
+    Compress(#[from] crate::image::layout::LayoutError),
 }
 
 impl ExportError {
@@ -101,6 +104,16 @@ pub fn write(
     outputs: &[Output],
 ) -> Result<(), ExportError> {
     use crate::image::layout;
+    let shipped;
+    let image = if outputs
+        .iter()
+        .any(|o| matches!(o, Output::Oci { .. } | Output::Docker { .. }))
+    {
+        shipped = layout::compressed_image(store, image)?;
+        &shipped
+    } else {
+        image
+    };
     let images = [(image, tags)];
     for output in outputs {
         let written = match output {
@@ -151,6 +164,7 @@ pub fn push(
     tags: &[Reference],
     log: &mut dyn FnMut(&Event),
 ) -> Result<(), ExportError> {
+    let image = &crate::image::layout::compressed_image(store, image)?;
     let names: Vec<String> = tags.iter().map(|t| t.to_string()).collect();
     crate::registry::blocking_client_with(registry).and_then(|(client, runtime)| {
         crate::progress::track(

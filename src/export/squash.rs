@@ -84,6 +84,7 @@ pub fn squash(from: Squash<'_>) -> Result<StoredImage, ExportError> {
         crate::snapshot::diff::LayerOptions {
             source_date_epoch: from.source_date_epoch,
             id_map: None,
+            compression: Default::default(),
         },
         None,
     )

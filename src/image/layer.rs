@@ -7,7 +7,7 @@
 use std::io;
 
 use crate::blob::LayerBlob;
-use crate::cache::{finish_layer, start_layer, ContentStore, LayerError};
+use crate::cache::{finish_layer, start_layer, Compression, ContentStore, LayerError};
 
 /// What a layer entry is.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -78,7 +78,7 @@ pub fn write_gzip_layer(
     mtime: u64,
 ) -> Result<LayerBlob, LayerError> {
     entries.sort_by(|a, b| a.path.cmp(&b.path));
-    let mut tar = start_layer(store, None)?;
+    let mut tar = start_layer(store, None, Compression::Gzip)?;
     for entry in &entries {
         let mut header = tar::Header::new_ustar();
         header.set_mode(entry.mode);

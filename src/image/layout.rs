@@ -73,6 +73,9 @@ pub enum LayoutError {
     /// A manifest or config could not be encoded or decoded.
     #[error("image metadata: {0}")]
     Metadata(String),
+    /// A layer could not be compressed for shipping.
+    #[error(transparent)]
+    Layer(#[from] crate::cache::LayerError),
 }
 
 fn io_at(path: &Path) -> impl FnOnce(io::Error) -> LayoutError + '_ {
@@ -100,18 +103,30 @@ pub fn store_image(
 ) -> Result<StoredImage, LayoutError> {
     let (config_bytes, _) = config.to_blob().map_err(meta)?;
     let config_digest = store.put(&config_bytes)?;
+    store_manifest(
+        store,
+        (&config_digest, config_bytes.len() as u64),
+        layers,
+        media,
+    )
+}
+
+/// Stores the manifest of the config blob `config` (digest, size) over
+/// `layers`, each described by its media type as stored.
+fn store_manifest(
+    store: &ContentStore,
+    (config_digest, config_size): (&Digest, u64),
+    layers: &[LayerBlob],
+    media: MediaTypes,
+) -> Result<StoredImage, LayoutError> {
     let manifest = ImageManifestBuilder::default()
         .schema_version(2u32)
         .media_type(MediaType::from(media.manifest()))
-        .config(descriptor(
-            media.config(),
-            config_bytes.len() as u64,
-            &config_digest,
-        )?)
+        .config(descriptor(media.config(), config_size, config_digest)?)
         .layers(
             layers
                 .iter()
-                .map(|l| descriptor(media.layer_gzip(), l.size, &l.digest))
+                .map(|l| descriptor(media.layer_of(l), l.size, &l.digest))
                 .collect::<Result<Vec<_>, _>>()?,
         )
         .build()
@@ -122,10 +137,34 @@ pub fn store_image(
         manifest_digest,
         manifest_size: manifest_bytes.len() as u64,
         media_type: media.manifest().to_string(),
-        config_digest,
-        config_size: config_bytes.len() as u64,
+        config_digest: config_digest.clone(),
+        config_size,
         layers: layers.to_vec(),
     })
+}
+
+/// `image` as it ships: every layer stored plain (a step's, see
+/// `cache::Compression`) replaced by its gzip blob, in a manifest of its
+/// own over the same config (so the same image id). An image with no
+/// plain layer is itself.
+pub fn compressed_image(
+    store: &ContentStore,
+    image: &StoredImage,
+) -> Result<StoredImage, LayoutError> {
+    if !image.layers.iter().any(LayerBlob::is_uncompressed) {
+        return Ok(image.clone());
+    }
+    let layers = image
+        .layers
+        .iter()
+        .map(|l| crate::cache::compressed(store, l))
+        .collect::<Result<Vec<_>, _>>()?;
+    store_manifest(
+        store,
+        (&image.config_digest, image.config_size),
+        &layers,
+        MediaTypes::of_manifest(&image.media_type),
+    )
 }
 
 /// Every blob of `image`: manifest, config, layers.

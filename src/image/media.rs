@@ -18,6 +18,8 @@ pub const DOCKER_MANIFEST_LIST: &str = "application/vnd.docker.distribution.mani
 pub const DOCKER_CONFIG: &str = "application/vnd.docker.container.image.v1+json";
 /// Docker gzip layer.
 pub const DOCKER_LAYER_GZIP: &str = "application/vnd.docker.image.rootfs.diff.tar.gzip";
+/// Docker uncompressed layer.
+pub const DOCKER_LAYER_TAR: &str = "application/vnd.docker.image.rootfs.diff.tar";
 
 /// Which family of media types to write.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -51,6 +53,24 @@ impl MediaTypes {
         match self {
             MediaTypes::Oci => OCI_LAYER_GZIP,
             MediaTypes::Docker => DOCKER_LAYER_GZIP,
+        }
+    }
+
+    /// The media type of `layer` as stored: gzip, or a plain tar.
+    pub fn layer_of(self, layer: &crate::blob::LayerBlob) -> &'static str {
+        match (self, layer.is_uncompressed()) {
+            (_, false) => self.layer_gzip(),
+            (MediaTypes::Oci, true) => OCI_LAYER_TAR,
+            (MediaTypes::Docker, true) => DOCKER_LAYER_TAR,
+        }
+    }
+
+    /// The family of a manifest media type (OCI unless it is Docker's).
+    pub fn of_manifest(media_type: &str) -> MediaTypes {
+        if media_type == DOCKER_MANIFEST {
+            MediaTypes::Docker
+        } else {
+            MediaTypes::Oci
         }
     }
 }

@@ -23,7 +23,7 @@ use std::path::{Path, PathBuf};
 use super::tree::read_xattrs;
 use crate::blob::LayerBlob;
 use crate::cache::ContentStore;
-use crate::cache::{finish_layer, start_layer, LayerError};
+use crate::cache::{finish_layer, start_layer, Compression, LayerError};
 
 const WHITEOUT_PREFIX: &str = ".wh.";
 const OPAQUE_MARKER: &str = ".wh..wh..opq";
@@ -489,6 +489,8 @@ pub struct LayerOptions {
     /// In a rootless build, host ids of the caller become these ids in the
     /// layer (the single mapping a user namespace gives: caller → root).
     pub id_map: Option<IdMap>,
+    /// How the layer is stored (gzip unless the caller says otherwise).
+    pub compression: Compression,
 }
 
 /// Where [`write_layer`] reports the uncompressed bytes it has written.
@@ -644,15 +646,15 @@ impl<W: Write> TarWriter<W> {
     }
 }
 
-/// Writes `changes` as a gzip layer into `store`: tar, diff_id and the
-/// compressed digest in one streaming pass.
+/// Writes `changes` as a layer into `store` (compressed as `options`
+/// say): tar, diff_id and the stored digest in one streaming pass.
 pub fn write_layer(
     store: &ContentStore,
     changes: &[Change],
     options: LayerOptions,
     counter: ByteCounter,
 ) -> Result<LayerBlob, LayerError> {
-    let tar = start_layer(store, counter)?;
+    let tar = start_layer(store, counter, options.compression)?;
     let mut writer = TarWriter {
         tar,
         options,

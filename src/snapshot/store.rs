@@ -210,6 +210,7 @@ impl SnapshotStore {
                 &layer.digest.to_string(),
                 options,
             )?;
+            crate::failpoint::hit("snapshot-extracted");
             self.install(tmp, &dir, "fs")?;
         }
         self.link(chain)
@@ -239,6 +240,7 @@ impl SnapshotStore {
                 .map_err(io_at(&self.root))?;
             mark_opaque_both(upper, opaque).map_err(io_at(upper))?;
             std::fs::rename(upper, tmp.path().join("fs")).map_err(io_at(upper))?;
+            crate::failpoint::hit("snapshot-moved");
             self.install(tmp, &dir, "fs")?;
         }
         self.link(&chain)
@@ -252,9 +254,13 @@ impl SnapshotStore {
             Err(e) if e.kind() != io::ErrorKind::AlreadyExists => return Err(io_at(dir)(e)),
             _ => {}
         }
+        crate::failpoint::hit("snapshot-dir-made");
         let target = dir.join(sub);
         match std::fs::rename(tmp.path().join(sub), &target) {
-            Ok(()) => Ok(()),
+            Ok(()) => {
+                crate::failpoint::hit("snapshot-installed");
+                Ok(())
+            }
             Err(e)
                 if target.is_dir()
                     && matches!(e.raw_os_error(), Some(libc::EEXIST | libc::ENOTEMPTY)) =>
@@ -345,6 +351,7 @@ impl SnapshotStore {
             .tempdir_in(self.root.join("tmp"))
             .map_err(io_at(&self.root))?;
         std::fs::rename(tree, tmp.path().join("tree")).map_err(io_at(tree))?;
+        crate::failpoint::hit("snapshot-moved");
         self.install(tmp, &dir, "tree")
     }
 
