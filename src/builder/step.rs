@@ -225,7 +225,8 @@ impl<M: MakesLayer> StepOp<M> {
             layer_bytes: Some(layer_bytes.clone()),
             at: &at,
         };
-        let layer = watch_layer_bytes(id, &layer_bytes, cx, || self.maker.layer(&job))?;
+        let layer =
+            watch_layer_bytes(id, &layer_bytes, &|e| cx.emit(e), || self.maker.layer(&job))?;
         let empty = layer.is_none();
         layers.extend(layer);
         Ok(OpResult {
@@ -244,7 +245,7 @@ impl<M: MakesLayer> StepOp<M> {
 fn watch_layer_bytes<T>(
     id: usize,
     layer_bytes: &Arc<std::sync::atomic::AtomicU64>,
-    cx: &Context<Event>,
+    emit: &(dyn Fn(Event) + Sync),
     work: impl FnOnce() -> T,
 ) -> T {
     use std::sync::atomic::Ordering;
@@ -264,7 +265,7 @@ fn watch_layer_bytes<T>(
                 let since = *writing_since.get_or_insert_with(std::time::Instant::now);
                 if since.elapsed() >= std::time::Duration::from_secs(1) {
                     shown = true;
-                    cx.emit(Event::Bytes {
+                    emit(Event::Bytes {
                         task: task.clone(),
                         done,
                         total: None,
@@ -272,7 +273,7 @@ fn watch_layer_bytes<T>(
                 }
             }
             if shown {
-                cx.emit(Event::BytesDone {
+                emit(Event::BytesDone {
                     task,
                     done: layer_bytes.load(Ordering::Relaxed),
                     elapsed: writing_since.map(|t| t.elapsed()).unwrap_or_default(),
@@ -283,4 +284,38 @@ fn watch_layer_bytes<T>(
         drop(work_done);
         result
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::Ordering;
+    use std::sync::Mutex;
+
+    /// What the watcher says about a write of `bytes` lasting `lasting`.
+    fn watched(bytes: u64, lasting: std::time::Duration) -> Vec<Event> {
+        let seen = Mutex::new(Vec::new());
+        let counter = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let emit = |e: Event| seen.lock().unwrap().push(e);
+        watch_layer_bytes(7, &counter, &emit, || {
+            counter.fetch_add(bytes, Ordering::Relaxed);
+            std::thread::sleep(lasting);
+        });
+        seen.into_inner().unwrap()
+    }
+
+    #[test]
+    fn a_layer_written_for_over_a_second_shows_its_bytes_and_a_quick_one_nothing() {
+        let slow = watched(5_000, std::time::Duration::from_millis(1_500));
+        assert!(
+            slow.iter().any(|e| matches!(e, Event::Bytes { task, done: 5_000, total: None } if task == "#7 writing the layer")),
+            "{slow:?}"
+        );
+        assert!(
+            matches!(slow.last(), Some(Event::BytesDone { done: 5_000, .. })),
+            "{slow:?}"
+        );
+        let quick = watched(5_000, std::time::Duration::from_millis(200));
+        assert!(quick.is_empty(), "{quick:?}");
+    }
 }

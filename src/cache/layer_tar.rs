@@ -113,11 +113,32 @@ fn gzip_record(store: &ContentStore, diff_id: &Digest) -> PathBuf {
         .join(format!("{}.json", diff_id.hex()))
 }
 
+/// Counts the bytes read through it.
+struct Counted<'a, R> {
+    inner: R,
+    counter: Option<&'a AtomicU64>,
+}
+
+impl<R: io::Read> io::Read for Counted<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        if let Some(counter) = self.counter {
+            counter.fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
+        }
+        Ok(n)
+    }
+}
+
 /// `layer` as a gzip blob: itself when it is one; otherwise the blob made
 /// from it before (remembered by diff_id, while the store still has it),
 /// or one made now, byte for byte the blob [`start_layer`] with
-/// [`Compression::Gzip`] would have written for the same tar.
-pub fn compressed(store: &ContentStore, layer: &LayerBlob) -> Result<LayerBlob, LayerError> {
+/// [`Compression::Gzip`] would have written for the same tar. The plain
+/// bytes compressed are added to `counter` (progress) when one is given.
+pub fn compressed(
+    store: &ContentStore,
+    layer: &LayerBlob,
+    counter: Option<&AtomicU64>,
+) -> Result<LayerBlob, LayerError> {
     if !layer.is_uncompressed() {
         return Ok(layer.clone());
     }
@@ -130,7 +151,11 @@ pub fn compressed(store: &ContentStore, layer: &LayerBlob) -> Result<LayerBlob, 
         return Ok(gz);
     }
     let mut sink = LayerSink::new(store, Compression::Gzip)?;
-    io::copy(&mut store.open_blob(&layer.digest)?, &mut sink)?;
+    let mut plain = Counted {
+        inner: store.open_blob(&layer.digest)?,
+        counter,
+    };
+    io::copy(&mut plain, &mut sink)?;
     let (digest, size) = sink.finish()?.commit(None)?;
     let gz = LayerBlob {
         digest,
@@ -175,16 +200,18 @@ mod tests {
         let inline = layer(&store, Compression::Gzip);
         assert!(!inline.is_uncompressed());
         assert_eq!(plain.diff_id, inline.diff_id);
-        let shipped = compressed(&store, &plain).unwrap();
+        let counter = AtomicU64::new(0);
+        let shipped = compressed(&store, &plain, Some(&counter)).unwrap();
+        assert_eq!(counter.into_inner(), plain.size, "every plain byte counted");
         assert_eq!(shipped, inline, "the same bytes as gzip written inline");
         // Remembered by diff_id: the record names it, and a gzip layer is
         // its own compressed form.
         assert!(gzip_record(&store, &plain.diff_id).is_file());
-        assert_eq!(compressed(&store, &plain).unwrap(), inline);
-        assert_eq!(compressed(&store, &inline).unwrap(), inline);
+        assert_eq!(compressed(&store, &plain, None).unwrap(), inline);
+        assert_eq!(compressed(&store, &inline, None).unwrap(), inline);
         // A record whose blob is gone is compressed again, not trusted.
         std::fs::remove_file(store.blob_path(&inline.digest)).unwrap();
-        assert_eq!(compressed(&store, &plain).unwrap(), inline);
+        assert_eq!(compressed(&store, &plain, None).unwrap(), inline);
         assert!(store.contains(&inline.digest));
     }
 }

@@ -416,7 +416,17 @@ fn deliver(
             .iter()
             .any(|o| matches!(o, Output::Oci { .. } | Output::Docker { .. }));
     let image = if ships {
-        crate::image::layout::compressed_image(&built.store, &image).map_err(|e| {
+        let plain: u64 = image
+            .layers
+            .iter()
+            .filter(|l| l.is_uncompressed())
+            .map(|l| l.size)
+            .sum();
+        let counter = std::sync::atomic::AtomicU64::new(0);
+        crate::progress::track("compressing the layers", Some(plain), &counter, log, || {
+            crate::image::layout::compressed_image(&built.store, &image, Some(&counter))
+        })
+        .map_err(|e| {
             eprintln!("error: compressing the layers: {e}");
             EXIT_ENVIRONMENT
         })?

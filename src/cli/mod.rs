@@ -693,7 +693,7 @@ fn debug_run(args: DebugRun) -> i32 {
             let names = [tag];
             // An OCI layout ships the image: its layers compressed, as
             // `build -o type=oci` writes them.
-            let written = crate::image::layout::compressed_image(&built.store, &built.image)
+            let written = crate::image::layout::compressed_image(&built.store, &built.image, None)
                 .and_then(|image| {
                     crate::image::layout::write_oci_layout_dir(
                         &built.store,

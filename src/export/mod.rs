@@ -109,7 +109,7 @@ pub fn write(
         .iter()
         .any(|o| matches!(o, Output::Oci { .. } | Output::Docker { .. }))
     {
-        shipped = layout::compressed_image(store, image)?;
+        shipped = layout::compressed_image(store, image, None)?;
         &shipped
     } else {
         image
@@ -164,7 +164,7 @@ pub fn push(
     tags: &[Reference],
     log: &mut dyn FnMut(&Event),
 ) -> Result<(), ExportError> {
-    let image = &crate::image::layout::compressed_image(store, image)?;
+    let image = &crate::image::layout::compressed_image(store, image, None)?;
     let names: Vec<String> = tags.iter().map(|t| t.to_string()).collect();
     crate::registry::blocking_client_with(registry).and_then(|(client, runtime)| {
         crate::progress::track(

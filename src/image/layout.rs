@@ -146,10 +146,11 @@ fn store_manifest(
 /// `image` as it ships: every layer stored plain (a step's, see
 /// `cache::Compression`) replaced by its gzip blob, in a manifest of its
 /// own over the same config (so the same image id). An image with no
-/// plain layer is itself.
+/// plain layer is itself. The plain bytes compressed go to `counter`.
 pub fn compressed_image(
     store: &ContentStore,
     image: &StoredImage,
+    counter: Option<&std::sync::atomic::AtomicU64>,
 ) -> Result<StoredImage, LayoutError> {
     if !image.layers.iter().any(LayerBlob::is_uncompressed) {
         return Ok(image.clone());
@@ -157,7 +158,7 @@ pub fn compressed_image(
     let layers = image
         .layers
         .iter()
-        .map(|l| crate::cache::compressed(store, l))
+        .map(|l| crate::cache::compressed(store, l, counter))
         .collect::<Result<Vec<_>, _>>()?;
     store_manifest(
         store,
