@@ -253,6 +253,85 @@ fn outputs_push_and_load() {
     }
 }
 
+/// A step's layer is stored plain (digest = diff_id) while the image is
+/// only tagged, and ships gzip-compressed: a push and an OCI layout of the
+/// same build carry the very same compressed manifest, over the config
+/// (image id) the tagged image has.
+#[test]
+fn a_tagged_image_keeps_plain_layers_and_a_shipped_one_is_gzip() {
+    use rbuild::image::reference::Reference;
+    let work = tempfile::tempdir().unwrap();
+    let root = work.path().join("root");
+    let ctx = context(work.path(), "FROM busybox\nCOPY file.txt /data/file.txt\n");
+    let registry = TestRegistry::start(&[]);
+    let image = format!("{}/cli/plain:1", registry.addr);
+    let iid = |name: &str| {
+        let file = work.path().join(name);
+        (file.clone(), move || {
+            std::fs::read_to_string(&file).unwrap()
+        })
+    };
+    let (tagged_iid, tagged_id) = iid("tagged.iid");
+    rbuild(&root)
+        .args(["-t", &image, "--iidfile"])
+        .arg(&tagged_iid)
+        .arg(&ctx)
+        .assert()
+        .success();
+    let store = rbuild::cache::ContentStore::open(&root).unwrap();
+    let local = rbuild::image::local::LocalImages::open(&root)
+        .get(&image.parse::<Reference>().unwrap(), &store)
+        .expect("the tagged image");
+    let copied = local.layers.last().unwrap();
+    assert!(copied.is_uncompressed(), "{copied:?}");
+    let head = std::fs::read(store.blob_path(&copied.digest)).unwrap();
+    assert_ne!(&head[..2], &[0x1f, 0x8b], "a plain tar, not gzip");
+    let oci = work.path().join("oci");
+    let (pushed_iid, pushed_id) = iid("pushed.iid");
+    rbuild(&root)
+        .args(["-t", &image, "--push", "--iidfile"])
+        .arg(&pushed_iid)
+        .arg("-o")
+        .arg(format!("type=oci,dest={},tar=false", oci.display()))
+        .arg(&ctx)
+        .assert()
+        .success();
+    assert_eq!(
+        pushed_id(),
+        tagged_id(),
+        "the same config: the same image id"
+    );
+    let raw = std::process::Command::new("skopeo")
+        .args(["inspect", "--raw", "--tls-verify=false"])
+        .arg(format!("docker://{image}"))
+        .output()
+        .unwrap();
+    assert!(raw.status.success(), "{}", text(&raw.stderr));
+    let manifest: serde_json::Value = serde_json::from_slice(&raw.stdout).unwrap();
+    for layer in manifest["layers"].as_array().unwrap() {
+        assert!(
+            layer["mediaType"].as_str().unwrap().ends_with("+gzip"),
+            "{manifest}"
+        );
+    }
+    let pushed = format!("sha256:{}", sha256_hex(&raw.stdout));
+    let index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(oci.join("index.json")).unwrap()).unwrap();
+    assert_eq!(
+        index["manifests"][0]["digest"].as_str().unwrap(),
+        pushed,
+        "the layout and the registry got one compressed manifest"
+    );
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest as _;
+    sha2::Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
 #[test]
 fn kaniko_aliases_give_the_same_image() {
     let work = tempfile::tempdir().unwrap();
