@@ -42,6 +42,14 @@
 #     ROUNDS=3  FILES=20000  MB=500  CASES=big-copy,debian-small-files,chain30
 #     PUSH=1 (0: -t only)   COPY_TIER=1 (0: no copy-tier column)
 #     RSS_1G=0 (1: the big-context-1g check; FILES_1G=20000 files, 1000 MB)
+#     FS=host (the work dir on this machine's file system) or FS=ext4 (a
+#       journaled ext4 made for the run: a sparse FS_GB=40 GB image on a
+#       loop device holding the whole work dir, both builders' storage,
+#       the contexts and the registries; unmounted and removed at exit).
+#       This VM's root ext4 has no journal, and without one ext4 skips
+#       inodes freed in the last minutes when it allocates (ialloc.c,
+#       recently_deleted): a build right after a reset that deleted the
+#       previous case's store spends most of its time in that scan.
 #     RBUILD_DEBIAN_MIRROR (default: this machine's apt source for Debian)
 # Raw per-round timings and the tables go to
 # bench/results/<UTC time>-snapshots.txt. Exit 1 when any build failed
@@ -64,6 +72,9 @@ COPY_TIER=${COPY_TIER:-1}
 PUSH=${PUSH:-1}
 RSS_1G=${RSS_1G:-0}
 FILES_1G=${FILES_1G:-20000}
+FS=${FS:-host}
+FS_GB=${FS_GB:-40}
+case $FS in host | ext4) ;; *) echo "snapshots.sh: FS=$FS: host or ext4" >&2; exit 2 ;; esac
 unset RBUILD_SNAPSHOTS
 DOCKER=/usr/bin/docker
 
@@ -98,6 +109,17 @@ BENCH_NO_BUILDAH=1
 . "$(dirname "$0")/common.sh"
 set +e
 
+# FS=ext4: the work dir moves onto a fresh journaled ext4.
+fsimg=
+if [ "$FS" = ext4 ]; then
+  fsimg=$work.img
+  mv "$work" "$work.host" && mkdir "$work" \
+    && truncate -s "${FS_GB}G" "$fsimg" && mkfs.ext4 -q -F "$fsimg" \
+    && mount -o loop "$fsimg" "$work" && cp -a "$work.host/." "$work/" \
+    || { umount "$work" 2>/dev/null; rm -rf "$work.host" "$fsimg"; echo "snapshots.sh: error: cannot make the ext4 work file system" >&2; exit 2; }
+  rm -rf "$work.host"
+fi
+
 cleanup() {
   set +e
   for name in registry-push registry-base; do
@@ -114,6 +136,9 @@ cleanup() {
   wait 2>/dev/null
   grep -o " $work/[^ ]*" /proc/mounts | sort -r | while read -r m; do umount -l "$m"; done
   rm -rf "$work"
+  if [ -n "$fsimg" ]; then
+    umount "$work" && rm -rf "$work" "$fsimg"
+  fi
 }
 trap cleanup EXIT
 trap 'exit 130' INT
@@ -462,7 +487,7 @@ PY
 
 {
   echo "# bench/snapshots.sh on $(uname -n), $(nproc) cores, kernel $(uname -r), $stamp"
-  echo "# ROUNDS=$ROUNDS FILES=$FILES MB=$MB CASES=$CASES PUSH=$PUSH COPY_TIER=$COPY_TIER RSS_1G=$RSS_1G FILES_1G=$FILES_1G"
+  echo "# ROUNDS=$ROUNDS FILES=$FILES MB=$MB CASES=$CASES PUSH=$PUSH COPY_TIER=$COPY_TIER RSS_1G=$RSS_1G FILES_1G=$FILES_1G FS=$FS"
   echo "# $("$RBUILD" version 2>/dev/null | head -1), tree $(git rev-parse --short HEAD)$(git diff --quiet HEAD -- src 2>/dev/null || echo ' + uncommitted changes in src/')"
   echo "# BuildKit: dockerd $("$DOCKER" version -f '{{.Server.Version}}' 2>/dev/null) (Debian docker.io), client $("$DOCKER" version -f '{{.Client.Version}}' 2>/dev/null)"
   echo "# cold: rbuild a fresh --root holding the base; BuildKit docker rmi + image prune + builder prune -af; --push: a fresh registry"
