@@ -135,7 +135,8 @@ cleanup() {
   fi
   wait 2>/dev/null
   grep -o " $work/[^ ]*" /proc/mounts | sort -r | while read -r m; do umount -l "$m"; done
-  rm -rf "$work"
+  # On FS=ext4 the mount point itself stays until it is unmounted.
+  rm -rf "$work" 2>/dev/null
   if [ -n "$fsimg" ]; then
     umount "$work" && rm -rf "$work" "$fsimg"
   fi
