@@ -169,13 +169,22 @@ fn network_and_secrets_reach_the_run() {
     assert_eq!(step_lines(&out.get_output().clone()), ["s3cret", "1"]);
 }
 
-#[test]
-fn outputs_push_and_load() {
+/// A scratch dir, its store, a context copying `file.txt` onto busybox,
+/// and a fresh registry with the image name `cli/NAME:1` in it.
+fn copy_build_for_a_registry(
+    name: &str,
+) -> (tempfile::TempDir, PathBuf, PathBuf, TestRegistry, String) {
     let work = tempfile::tempdir().unwrap();
     let root = work.path().join("root");
     let ctx = context(work.path(), "FROM busybox\nCOPY file.txt /data/file.txt\n");
     let registry = TestRegistry::start(&[]);
-    let image = format!("{}/cli/out:1", registry.addr);
+    let image = format!("{}/cli/{name}:1", registry.addr);
+    (work, root, ctx, registry, image)
+}
+
+#[test]
+fn outputs_push_and_load() {
+    let (work, root, ctx, _registry, image) = copy_build_for_a_registry("out");
     let (oci, oci_tar, docker, fs_tar, local) = (
         work.path().join("oci"),
         work.path().join("oci.tar"),
@@ -260,11 +269,7 @@ fn outputs_push_and_load() {
 #[test]
 fn a_tagged_image_keeps_plain_layers_and_a_shipped_one_is_gzip() {
     use rbuild::image::reference::Reference;
-    let work = tempfile::tempdir().unwrap();
-    let root = work.path().join("root");
-    let ctx = context(work.path(), "FROM busybox\nCOPY file.txt /data/file.txt\n");
-    let registry = TestRegistry::start(&[]);
-    let image = format!("{}/cli/plain:1", registry.addr);
+    let (work, root, ctx, _registry, image) = copy_build_for_a_registry("plain");
     let iid = |name: &str| {
         let file = work.path().join(name);
         (file.clone(), move || {
