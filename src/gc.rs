@@ -511,6 +511,8 @@ fn remove_leftovers(
         let _ = remove_tree(&mounts);
     }
     let _ = store.clean_ingest(std::time::Duration::from_secs(0));
+    // Records of gzip blobs this sweep (or an earlier one) removed.
+    crate::cache::forget_dangling_gzip(store);
 }
 
 /// Removes a tree that may hold read-only dirs (extracted layers do).

@@ -113,6 +113,26 @@ fn gzip_record(store: &ContentStore, diff_id: &Digest) -> PathBuf {
         .join(format!("{}.json", diff_id.hex()))
 }
 
+/// Removes the gzip records whose gzip blob the store no longer has (GC
+/// took it); returns how many went. A record is only a shortcut, so one
+/// read while it goes is merely a miss.
+pub fn forget_dangling_gzip(store: &ContentStore) -> usize {
+    let Ok(records) = std::fs::read_dir(store.root().join("gzip")) else {
+        return 0;
+    };
+    let mut gone = 0;
+    for record in records.flatten() {
+        let live = std::fs::read(record.path())
+            .ok()
+            .and_then(|bytes| serde_json::from_slice::<LayerBlob>(&bytes).ok())
+            .is_some_and(|gz| store.contains(&gz.digest));
+        if !live && std::fs::remove_file(record.path()).is_ok() {
+            gone += 1;
+        }
+    }
+    gone
+}
+
 /// Counts the bytes read through it.
 struct Counted<'a, R> {
     inner: R,
@@ -209,9 +229,14 @@ mod tests {
         assert!(gzip_record(&store, &plain.diff_id).is_file());
         assert_eq!(compressed(&store, &plain, None).unwrap(), inline);
         assert_eq!(compressed(&store, &inline, None).unwrap(), inline);
-        // A record whose blob is gone is compressed again, not trusted.
+        // A record whose blob is gone is compressed again, not trusted,
+        // and GC's sweep forgets it; a live one stays.
         std::fs::remove_file(store.blob_path(&inline.digest)).unwrap();
+        assert_eq!(forget_dangling_gzip(&store), 1);
+        assert!(!gzip_record(&store, &plain.diff_id).exists());
         assert_eq!(compressed(&store, &plain, None).unwrap(), inline);
         assert!(store.contains(&inline.digest));
+        assert_eq!(forget_dangling_gzip(&store), 0);
+        assert!(gzip_record(&store, &plain.diff_id).is_file());
     }
 }

@@ -12,7 +12,9 @@ mod layer_tar;
 mod store;
 
 pub use index::{CacheEntry, CacheIndex};
-pub use layer_tar::{compressed, finish_layer, start_layer, Compression, LayerSink, LayerTar};
+pub use layer_tar::{
+    compressed, finish_layer, forget_dangling_gzip, start_layer, Compression, LayerSink, LayerTar,
+};
 pub use store::{BlobWriter, ContentStore, StoreError};
 
 /// Layer writing errors.
