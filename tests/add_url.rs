@@ -125,7 +125,7 @@ fn add_from_a_url() {
             "inside"
         );
     } else {
-        eprintln!("*** skipping the unpack check: umoci unpack here needs root ***");
+        common::skip("the unpack check: umoci unpack here needs root");
     }
 
     // Same content again: every step cached. New content: the ADD reruns.

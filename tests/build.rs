@@ -66,7 +66,7 @@ fn describe(rootfs: &Path, path: &str) -> String {
 #[test]
 fn every_instruction_on_busybox_pushed_unpacked_and_run() {
     if !is_root() {
-        eprintln!("*** skipping: umoci unpack and podman here need root ***");
+        common::skip("umoci unpack and podman here need root");
         return;
     }
     let registry = TestRegistry::start(&[]);
@@ -338,7 +338,7 @@ fn cache_reruns_only_what_changed() {
         ]
     );
     if !is_root() {
-        eprintln!("*** skipping the unpack check: umoci unpack here needs root ***");
+        common::skip("the unpack check: umoci unpack here needs root");
         return;
     }
     let rootfs = unpack_remote(&image, work.path());
@@ -488,7 +488,7 @@ fn identical_ops_run_once_and_a_failure_names_stage_instruction_and_line() {
 #[test]
 fn target_builds_only_its_stage_with_global_args_redeclared() {
     if !is_root() {
-        eprintln!("*** skipping: umoci unpack here needs root ***");
+        common::skip("umoci unpack here needs root");
         return;
     }
     let registry = TestRegistry::start(&[]);

@@ -515,7 +515,7 @@ fn insecure_registry_names_a_plain_http_registry() {
 #[test]
 fn cpus_and_memory_limits_reach_the_step_cgroup() {
     if !is_root() {
-        eprintln!("*** skipping: cgroups are writable here only as root ***");
+        common::skip("cgroups are writable here only as root");
         return;
     }
     let work = tempfile::tempdir().unwrap();

@@ -10,7 +10,7 @@ use common::{container_root, in_container, is_root, text, Podman};
 #[test]
 fn a_default_container_gets_a_lower_tier_or_a_clear_refusal() {
     if !is_root() {
-        eprintln!("*** skipping: running podman here needs root ***");
+        common::skip("running podman here needs root");
         return;
     }
     let root = container_root(

@@ -357,7 +357,7 @@ fn run_case(
 #[test]
 fn copy_and_add_cases() {
     if !is_root() {
-        eprintln!("*** skipping: umoci unpack here needs root ***");
+        common::skip("umoci unpack here needs root");
         return;
     }
     let cases = parse_cases(&std::fs::read_to_string(Path::new(DATA).join("cases.txt")).unwrap());

@@ -319,7 +319,7 @@ fn whiteouts_opaque_directories_and_replacements() {
 #[test]
 fn ownership_xattrs_and_devices_when_root() {
     if !is_root() {
-        eprintln!("skipping: needs root for chown, trusted xattrs and mknod");
+        common::skip("needs root for chown, trusted xattrs and mknod");
         return;
     }
     let base = tempfile::tempdir().unwrap();

@@ -25,7 +25,7 @@ fn quick_start_block(readme: &str) -> String {
 #[test]
 fn the_quick_start_works_verbatim() {
     if !common::is_root() {
-        eprintln!("*** skipping: podman here needs root ***");
+        common::skip("podman here needs root");
         return;
     }
     let repo = Path::new(env!("CARGO_MANIFEST_DIR"));

@@ -44,7 +44,7 @@ const REPLACE: &str = "FROM busybox\n\
 #[test]
 fn later_steps_add_to_a_replaced_directory_in_every_snapshot_mode() {
     if !is_root() {
-        eprintln!("*** skipping: building with overlay snapshots needs root here ***");
+        common::skip("building with overlay snapshots needs root here");
         return;
     }
     let cases = [

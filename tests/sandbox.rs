@@ -67,7 +67,7 @@ fn stdout(out: &RunOutput) -> String {
 macro_rules! needs_root {
     () => {
         if !is_root() {
-            eprintln!("*** skipping: the sandbox tests need root (no user-namespace tier yet) ***");
+            common::skip("the sandbox tests need root (no user-namespace tier yet)");
             return;
         }
     };

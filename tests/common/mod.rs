@@ -817,7 +817,7 @@ pub fn debian_minbase() -> Option<std::path::PathBuf> {
         return Some(layout);
     }
     if !is_root() {
-        eprintln!("*** skipping: building the Debian minbase fixture needs root (debootstrap) ***");
+        skip("building the Debian minbase fixture needs root (debootstrap)");
         return None;
     }
     let rootfs = dir.join("rootfs");
