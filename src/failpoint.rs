@@ -23,6 +23,12 @@ pub const POINTS: &[&str] = &[
     "snapshot-installed",
     // The step's cache entry written.
     "cache-entry-written",
+    // A push: every blob uploaded, the manifest not yet put.
+    "push-blobs-uploaded",
+    // GC: a cache entry's file removed, its layer blob not yet.
+    "gc-entry-removed",
+    // GC: a snapshot moved out of the store, not yet deleted.
+    "gc-snapshot-moved",
 ];
 
 /// Kills the process here when `RBUILD_FAILPOINT` names `point`.

@@ -464,6 +464,7 @@ fn evict_entry(
     if std::fs::remove_file(&*path).is_err() {
         return 0;
     }
+    crate::failpoint::hit("gc-entry-removed");
     report.entries += 1;
     let Some(layer) = entry.take().and_then(|e| e.layer) else {
         return 0;
@@ -472,9 +473,26 @@ fn evict_entry(
 }
 
 /// Removes a snapshot's tree. Returns its bytes if it went, else 0.
+///
+/// The snapshot is first renamed out of the store (into `snapshots/tmp`,
+/// which the sweep empties), then deleted: a collection killed while
+/// deleting leaves a partial tree there, never under the chain id, where
+/// a build would stack it as if it were whole.
 fn evict_snapshot(path: &Path, report: &mut PruneReport) -> u64 {
     let size = dir_size(path);
-    if remove_tree(path).is_err() {
+    let Some((name, store)) = path.file_name().zip(path.parent()) else {
+        return 0;
+    };
+    let doomed = store
+        .join("tmp")
+        .join(format!("evicted-{}", name.to_string_lossy()));
+    let _ = std::fs::create_dir_all(store.join("tmp"));
+    let _ = remove_tree(&doomed);
+    if std::fs::rename(path, &doomed).is_err() {
+        return 0;
+    }
+    crate::failpoint::hit("gc-snapshot-moved");
+    if remove_tree(&doomed).is_err() {
         return 0;
     }
     report.snapshots += 1;

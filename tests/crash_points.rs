@@ -10,6 +10,11 @@
 //!   the Dockerfile says;
 //! - the build after that runs nothing (every step cached) and gives the
 //!   same image: the store the crash left is one the cache trusts.
+//!
+//! A push killed before its manifest leaves the registry without one (a
+//! registry never holds a manifest whose blobs are missing) and the next
+//! push completes; a collection (`rbuild prune --all`) killed midway
+//! leaves a store the next build and collection use.
 
 use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
@@ -17,7 +22,7 @@ use std::process::{Command, Output};
 
 mod common;
 
-use common::{is_root, ran_steps, skip, stderr};
+use common::{is_root, ran_steps, skip, stderr, TestRegistry};
 use rbuild::failpoint::POINTS;
 
 const DOCKERFILE: &str = "FROM busybox
@@ -44,14 +49,46 @@ fn build(ctx: &Path, root: &Path, out: &Path, env: &[(&str, &str)]) -> Output {
         .unwrap()
 }
 
-/// The points a tier reaches: the copy tier never extracts a layer into
-/// a snapshot (it applies layers to each step's own tree).
+/// The points a build of a tier reaches: not a push's or a collection's,
+/// and the copy tier never extracts a layer into a snapshot (it applies
+/// layers to each step's own tree).
 fn points_of(tier: &str) -> Vec<&'static str> {
     POINTS
         .iter()
         .copied()
+        .filter(|p| !p.starts_with("push-") && !p.starts_with("gc-"))
         .filter(|p| tier == "overlay" || *p != "snapshot-extracted")
         .collect()
+}
+
+/// The context every test here builds: `Dockerfile` and `f`.
+fn context(work: &Path) -> std::path::PathBuf {
+    let ctx = work.join("ctx");
+    std::fs::create_dir_all(&ctx).unwrap();
+    std::fs::write(ctx.join("Dockerfile"), DOCKERFILE).unwrap();
+    std::fs::write(ctx.join("f"), "from the context\n").unwrap();
+    ctx
+}
+
+fn assert_killed(out: &Output, what: &str) {
+    assert_eq!(
+        out.status.signal(),
+        Some(libc::SIGKILL),
+        "{what}: not killed there: {:?}\n{}",
+        out.status,
+        stderr(out)
+    );
+}
+
+/// Whether the registry has a manifest for `image` (skopeo reads it).
+fn registry_has(image: &str) -> bool {
+    Command::new("skopeo")
+        .args(["inspect", "--raw", "--tls-verify=false"])
+        .arg(format!("docker://{image}"))
+        .output()
+        .unwrap()
+        .status
+        .success()
 }
 
 fn kill_then_rebuild(work: &Path, ctx: &Path, tier: &str, point: &str) {
@@ -62,13 +99,7 @@ fn kill_then_rebuild(work: &Path, ctx: &Path, tier: &str, point: &str) {
         env.push(("RBUILD_SNAPSHOTS", "copy"));
     }
     let killed = build(ctx, &root, &out, &env);
-    assert_eq!(
-        killed.status.signal(),
-        Some(libc::SIGKILL),
-        "{tier}/{point}: the build was not killed there: {:?}\n{}",
-        killed.status,
-        stderr(&killed)
-    );
+    assert_killed(&killed, &format!("{tier}/{point}"));
     let tier_env = &env[1..];
     let rebuilt = build(ctx, &root, &out, tier_env);
     assert!(
@@ -102,13 +133,90 @@ fn a_build_killed_at_any_write_point_leaves_a_store_the_next_build_uses() {
         return;
     }
     let work = tempfile::tempdir().unwrap();
-    let ctx = work.path().join("ctx");
-    std::fs::create_dir_all(&ctx).unwrap();
-    std::fs::write(ctx.join("Dockerfile"), DOCKERFILE).unwrap();
-    std::fs::write(ctx.join("f"), "from the context\n").unwrap();
+    let ctx = context(work.path());
     for tier in ["overlay", "copy"] {
         for point in points_of(tier) {
             kill_then_rebuild(work.path(), &ctx, tier, point);
         }
+    }
+}
+
+#[test]
+fn a_push_killed_before_its_manifest_leaves_none_and_the_next_completes() {
+    if !is_root() {
+        skip("RUN in the full tier needs root");
+        return;
+    }
+    let work = tempfile::tempdir().unwrap();
+    let ctx = context(work.path());
+    let registry = TestRegistry::start(&[]);
+    let image = format!("{}/crash/push:1", registry.addr);
+    let root = work.path().join("root");
+    let push = |env: &[(&str, &str)]| {
+        Command::new(env!("CARGO_BIN_EXE_rbuild"))
+            .args([
+                "build",
+                "--progress=plain",
+                "--push",
+                "-t",
+                &image,
+                "--root",
+            ])
+            .arg(&root)
+            .arg(&ctx)
+            .env_remove("RBUILD_FAILPOINT")
+            .envs(env.iter().copied())
+            .output()
+            .unwrap()
+    };
+    assert_killed(
+        &push(&[("RBUILD_FAILPOINT", "push-blobs-uploaded")]),
+        "push-blobs-uploaded",
+    );
+    assert!(!registry_has(&image), "a manifest before the push finished");
+    let again = push(&[]);
+    assert!(again.status.success(), "{}", stderr(&again));
+    assert!(registry_has(&image));
+}
+
+#[test]
+fn a_collection_killed_midway_leaves_a_store_builds_and_collections_use() {
+    if !is_root() {
+        skip("RUN in the full tier needs root");
+        return;
+    }
+    let work = tempfile::tempdir().unwrap();
+    let ctx = context(work.path());
+    for point in POINTS.iter().filter(|p| p.starts_with("gc-")) {
+        let root = work.path().join(format!("root-{point}"));
+        let out = work.path().join(format!("out-{point}"));
+        let first = build(&ctx, &root, &out, &[]);
+        assert!(first.status.success(), "{}", stderr(&first));
+        let prune = |env: &[(&str, &str)]| {
+            Command::new(env!("CARGO_BIN_EXE_rbuild"))
+                .args(["prune", "--all", "--root"])
+                .arg(&root)
+                .env_remove("RBUILD_FAILPOINT")
+                .envs(env.iter().copied())
+                .output()
+                .unwrap()
+        };
+        assert_killed(&prune(&[("RBUILD_FAILPOINT", point)]), point);
+        let rebuilt = build(&ctx, &root, &out, &[]);
+        assert!(rebuilt.status.success(), "{point}: {}", stderr(&rebuilt));
+        assert_eq!(
+            std::fs::read_to_string(out.join("both")).unwrap(),
+            "a\nfrom the context\n",
+            "{point}"
+        );
+        let pruned = prune(&[]);
+        assert!(pruned.status.success(), "{point}: {}", stderr(&pruned));
+        let after = build(&ctx, &root, &out, &[]);
+        assert!(after.status.success(), "{point}: {}", stderr(&after));
+        assert_eq!(
+            std::fs::read_to_string(out.join("both")).unwrap(),
+            "a\nfrom the context\n",
+            "{point}"
+        );
     }
 }

@@ -617,6 +617,7 @@ impl RegistryClient {
                 futures_util::future::try_join_all(uploads).await?;
                 done_repos.push(key);
             }
+            crate::failpoint::hit("push-blobs-uploaded");
             let tag = target
                 .tag
                 .clone()
