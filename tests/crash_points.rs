@@ -70,6 +70,18 @@ fn context(work: &Path) -> std::path::PathBuf {
     ctx
 }
 
+/// A scratch dir and the context in it; None (after a loud skip, a
+/// failure in CI) when not root.
+fn work_and_context() -> Option<(tempfile::TempDir, std::path::PathBuf)> {
+    if !is_root() {
+        skip("RUN in the full tier needs root");
+        return None;
+    }
+    let work = tempfile::tempdir().unwrap();
+    let ctx = context(work.path());
+    Some((work, ctx))
+}
+
 fn assert_killed(out: &Output, what: &str) {
     assert_eq!(
         out.status.signal(),
@@ -128,12 +140,9 @@ fn kill_then_rebuild(work: &Path, ctx: &Path, tier: &str, point: &str) {
 
 #[test]
 fn a_build_killed_at_any_write_point_leaves_a_store_the_next_build_uses() {
-    if !is_root() {
-        skip("RUN in the full tier needs root");
+    let Some((work, ctx)) = work_and_context() else {
         return;
-    }
-    let work = tempfile::tempdir().unwrap();
-    let ctx = context(work.path());
+    };
     for tier in ["overlay", "copy"] {
         for point in points_of(tier) {
             kill_then_rebuild(work.path(), &ctx, tier, point);
@@ -143,12 +152,9 @@ fn a_build_killed_at_any_write_point_leaves_a_store_the_next_build_uses() {
 
 #[test]
 fn a_push_killed_before_its_manifest_leaves_none_and_the_next_completes() {
-    if !is_root() {
-        skip("RUN in the full tier needs root");
+    let Some((work, ctx)) = work_and_context() else {
         return;
-    }
-    let work = tempfile::tempdir().unwrap();
-    let ctx = context(work.path());
+    };
     let registry = TestRegistry::start(&[]);
     let image = format!("{}/crash/push:1", registry.addr);
     let root = work.path().join("root");
@@ -181,12 +187,9 @@ fn a_push_killed_before_its_manifest_leaves_none_and_the_next_completes() {
 
 #[test]
 fn a_collection_killed_midway_leaves_a_store_builds_and_collections_use() {
-    if !is_root() {
-        skip("RUN in the full tier needs root");
+    let Some((work, ctx)) = work_and_context() else {
         return;
-    }
-    let work = tempfile::tempdir().unwrap();
-    let ctx = context(work.path());
+    };
     for point in POINTS.iter().filter(|p| p.starts_with("gc-")) {
         let root = work.path().join(format!("root-{point}"));
         let out = work.path().join(format!("out-{point}"));
@@ -201,22 +204,23 @@ fn a_collection_killed_midway_leaves_a_store_builds_and_collections_use() {
                 .output()
                 .unwrap()
         };
+        let builds_right = |when: &str| {
+            let out_now = build(&ctx, &root, &out, &[]);
+            assert!(
+                out_now.status.success(),
+                "{point} {when}: {}",
+                stderr(&out_now)
+            );
+            assert_eq!(
+                std::fs::read_to_string(out.join("both")).unwrap(),
+                "a\nfrom the context\n",
+                "{point} {when}"
+            );
+        };
         assert_killed(&prune(&[("RBUILD_FAILPOINT", point)]), point);
-        let rebuilt = build(&ctx, &root, &out, &[]);
-        assert!(rebuilt.status.success(), "{point}: {}", stderr(&rebuilt));
-        assert_eq!(
-            std::fs::read_to_string(out.join("both")).unwrap(),
-            "a\nfrom the context\n",
-            "{point}"
-        );
+        builds_right("after the killed collection");
         let pruned = prune(&[]);
         assert!(pruned.status.success(), "{point}: {}", stderr(&pruned));
-        let after = build(&ctx, &root, &out, &[]);
-        assert!(after.status.success(), "{point}: {}", stderr(&after));
-        assert_eq!(
-            std::fs::read_to_string(out.join("both")).unwrap(),
-            "a\nfrom the context\n",
-            "{point}"
-        );
+        builds_right("after a whole collection");
     }
 }
