@@ -45,9 +45,11 @@ pub enum MountError {
 
 impl MountError {
     /// A failure of the machine while preparing `what`.
-    fn io(what: impl std::fmt::Display) -> impl FnOnce(std::io::Error) -> MountError {
-        let what = what.to_string();
-        move |source| MountError::Io { what, source }
+    fn io(what: impl std::fmt::Display, source: std::io::Error) -> MountError {
+        MountError::Io {
+            what: what.to_string(),
+            source,
+        }
     }
 
     /// A mount the Dockerfile asks for that cannot be made.
@@ -216,10 +218,10 @@ impl PreparedMounts {
         };
         let key = hex(&Sha256::digest(keyed.as_bytes()))[..32].to_string();
         let base = ctx.storage.join("cache-mounts");
-        std::fs::create_dir_all(&base).map_err(MountError::io(base.display()))?;
+        std::fs::create_dir_all(&base).map_err(|e| MountError::io(base.display(), e))?;
         let dir = base.join(&key);
         let lock_path = base.join(format!("{key}.lock"));
-        let io = |e: std::io::Error| MountError::io(format!("cache mount {id}"))(e);
+        let io = |e: std::io::Error| MountError::io(format!("cache mount {id}"), e);
         let source = match m.sharing.unwrap_or_default() {
             CacheSharing::Shared => dir.clone(),
             CacheSharing::Locked => {
@@ -292,7 +294,7 @@ impl PreparedMounts {
                 return Ok(());
             }
         }
-        let io = |e: std::io::Error| MountError::io(format!("secret {id}"))(e);
+        let io = |e: std::io::Error| MountError::io(format!("secret {id}"), e);
         let dir = secret_dir(&ctx.storage).map_err(io)?;
         let file = dir.path().join("secret");
         std::fs::write(&file, &value).map_err(io)?;
@@ -324,7 +326,7 @@ impl PreparedMounts {
             }
             return Ok(());
         };
-        let io = |e: std::io::Error| MountError::io(format!("ssh agent {id}"))(e);
+        let io = |e: std::io::Error| MountError::io(format!("ssh agent {id}"), e);
         let dir = secret_dir(&ctx.storage).map_err(io)?;
         let socket = dir.path().join("agent.sock");
         let proxy = super::ssh::Proxy::start(&socket, agent).map_err(io)?;
@@ -361,10 +363,9 @@ impl PreparedMounts {
                 .as_ref()
                 .ok_or_else(|| MountError::spec("--mount=type=bind needs a build context"))?,
         };
-        let context = context.canonicalize().map_err(MountError::io(format!(
-            "build context {}",
-            context.display()
-        )))?;
+        let context = context
+            .canonicalize()
+            .map_err(|e| MountError::io(format!("build context {}", context.display()), e))?;
         let rel = m.source.as_deref().unwrap_or(".").trim_start_matches('/');
         let source = context
             .join(rel)
@@ -380,13 +381,13 @@ impl PreparedMounts {
         } else {
             // Writes are allowed but thrown away, as in docker.
             let scratch = ctx.storage.join("tmp");
-            std::fs::create_dir_all(&scratch).map_err(MountError::io(scratch.display()))?;
+            std::fs::create_dir_all(&scratch).map_err(|e| MountError::io(scratch.display(), e))?;
             let temp = tempfile::Builder::new()
                 .prefix("bind-")
                 .tempdir_in(ctx.storage.join("tmp"))
-                .map_err(MountError::io(format!("bind {rel}")))?;
+                .map_err(|e| MountError::io(format!("bind {rel}"), e))?;
             let copy = temp.path().join("src");
-            copy_tree(&source, &copy).map_err(MountError::io(format!("bind {rel}")))?;
+            copy_tree(&source, &copy).map_err(|e| MountError::io(format!("bind {rel}"), e))?;
             self.temps.push(temp);
             copy
         };

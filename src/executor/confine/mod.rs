@@ -107,12 +107,12 @@ impl Posture {
         if let Some(protected) = &self.guard {
             seccomp::guard(protected, nnp)?
                 .load()
-                .map_err(ConfineError::seccomp("loading the seccomp guard"))?;
+                .map_err(|e| ConfineError::seccomp("loading the seccomp guard", e))?;
         }
         if self.seccomp {
             seccomp::docker_default(&self.caps, nnp)?
                 .load()
-                .map_err(ConfineError::seccomp("loading the seccomp profile"))?;
+                .map_err(|e| ConfineError::seccomp("loading the seccomp profile", e))?;
         }
         caps::restrict_to(caps::mask_of(&self.caps))
     }
@@ -161,12 +161,16 @@ impl ConfineError {
         }
     }
 
-    /// A libseccomp failure while doing `what`.
+    /// A libseccomp failure while doing `what` (worded only once it
+    /// failed: filters are built for every step).
     pub(crate) fn seccomp(
         what: impl std::fmt::Display,
-    ) -> impl FnOnce(libseccomp::error::SeccompError) -> ConfineError {
-        let what = what.to_string();
-        move |source| ConfineError::Seccomp { what, source }
+        source: libseccomp::error::SeccompError,
+    ) -> ConfineError {
+        ConfineError::Seccomp {
+            what: what.to_string(),
+            source,
+        }
     }
 }
 

@@ -29,16 +29,16 @@ fn compare(index: u32, c: Compare) -> ScmpArgCompare {
 }
 
 fn new_filter(default: ScmpAction, nnp: bool) -> Result<ScmpFilterContext, ConfineError> {
-    let mut filter =
-        ScmpFilterContext::new(default).map_err(ConfineError::seccomp("seccomp: new filter"))?;
+    let mut filter = ScmpFilterContext::new(default)
+        .map_err(|e| ConfineError::seccomp("seccomp: new filter", e))?;
     let native = profile::native_arch();
     if let Some((_, extra)) = profile::ARCH_MAP.iter().find(|(a, _)| *a == native) {
         for name in *extra {
             let arch = ScmpArch::from_str(name)
-                .map_err(ConfineError::seccomp(format!("seccomp: {name}")))?;
+                .map_err(|e| ConfineError::seccomp(format!("seccomp: {name}"), e))?;
             filter
                 .add_arch(arch)
-                .map_err(ConfineError::seccomp(format!("seccomp: add arch {name}")))?;
+                .map_err(|e| ConfineError::seccomp(format!("seccomp: add arch {name}"), e))?;
         }
     }
     // Docker installs its profile without no_new_privs (setuid programs
@@ -47,7 +47,7 @@ fn new_filter(default: ScmpAction, nnp: bool) -> Result<ScmpFilterContext, Confi
     // takes a filter only with no_new_privs set.
     filter
         .set_ctl_nnp(nnp)
-        .map_err(ConfineError::seccomp("seccomp: nnp attribute"))?;
+        .map_err(|e| ConfineError::seccomp("seccomp: nnp attribute", e))?;
     Ok(filter)
 }
 
@@ -69,7 +69,7 @@ pub fn docker_default(caps: &[&str], nnp: bool) -> Result<ScmpFilterContext, Con
             } else {
                 filter.add_rule_conditional(action(group.action), syscall, &args)
             };
-            added.map_err(ConfineError::seccomp(format!("seccomp: rule for {name}")))?;
+            added.map_err(|e| ConfineError::seccomp(format!("seccomp: rule for {name}"), e))?;
         }
     }
     Ok(filter)
@@ -114,15 +114,13 @@ pub fn guard(protected: &[i32], nnp: bool) -> Result<ScmpFilterContext, ConfineE
             }
             filter
                 .add_rule_conditional(deny, syscall, &[low(0, pid)])
-                .map_err(ConfineError::seccomp(format!(
-                    "seccomp guard: {name}({pid})"
-                )))?;
+                .map_err(|e| ConfineError::seccomp(format!("seccomp guard: {name}({pid})"), e))?;
         }
     }
     if let Ok(tkill) = ScmpSyscall::from_name("tkill") {
         filter
             .add_rule(deny, tkill)
-            .map_err(ConfineError::seccomp("seccomp guard: tkill"))?;
+            .map_err(|e| ConfineError::seccomp("seccomp guard: tkill", e))?;
     }
     Ok(filter)
 }
