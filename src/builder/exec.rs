@@ -27,12 +27,8 @@ impl MakesLayer for Exec {
         ready.stages(shared, run, job.from, at)?;
         let context = mount_context(shared, std::mem::take(&mut ready.stage_roots));
         let mut prepared = PreparedMounts::prepare(&ready.other, &context).map_err(|e| {
-            let message = format!("{at}: {e}");
-            if e.is_environment() {
-                super::environment(message)
-            } else {
-                super::step_failed(message)
-            }
+            let machine = e.is_environment();
+            super::classed(at, e, machine)
         })?;
         prepared.mounts.append(&mut ready.stage_mounts);
         if let Some((name, body)) = &run.script {

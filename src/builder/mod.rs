@@ -242,16 +242,23 @@ impl From<String> for BuildError {
     }
 }
 
-/// A context failure of the step `at`: the machine's when the context
-/// module says so (git missing, a read failing as a disk does), the
-/// step's otherwise (a source missing, a bad pattern, a refused download).
-fn of_context(at: &str, e: crate::context::ContextError) -> BuildError {
+/// A failure of the step `at` whose module says whether the machine is
+/// to blame (`machine`: git missing, a read failing as a disk does, a
+/// cache dir that cannot be made) or the step (a source missing, a bad
+/// pattern, a secret not given).
+fn classed(at: &str, e: impl std::fmt::Display, machine: bool) -> BuildError {
     let message = format!("{at}: {e}");
-    if e.is_environment() {
+    if machine {
         environment(message)
     } else {
         step_failed(message)
     }
+}
+
+/// A context failure of the step `at`, classed by the context module.
+fn of_context(at: &str, e: crate::context::ContextError) -> BuildError {
+    let machine = e.is_environment();
+    classed(at, e, machine)
 }
 
 fn environment(e: impl std::fmt::Display) -> BuildError {

@@ -9,6 +9,16 @@ use std::sync::Arc;
 use petgraph::graph::NodeIndex;
 
 use super::shared::{How, OpResult, Shared};
+use super::{BuildError, BuildOptions};
+use crate::blob::LayerBlob;
+use crate::cache::{CacheEntry, ContentStore};
+use crate::image::busybox::build_base;
+use crate::image::config::ImageConfig;
+use crate::image::layout::StoredImage;
+use crate::image::media::MediaTypes;
+use crate::progress::Event;
+use crate::scheduler::{self, Context, Inputs, Slot};
+use crate::solver::{Base, Platform};
 
 /// Why a base could not be had.
 #[derive(Debug, thiserror::Error)]
@@ -55,16 +65,6 @@ impl BaseError {
         }
     }
 }
-use super::{BuildError, BuildOptions};
-use crate::blob::LayerBlob;
-use crate::cache::{CacheEntry, ContentStore};
-use crate::image::busybox::build_base;
-use crate::image::config::ImageConfig;
-use crate::image::layout::StoredImage;
-use crate::image::media::MediaTypes;
-use crate::progress::Event;
-use crate::scheduler::{self, Context, Inputs, Slot};
-use crate::solver::{Base, Platform};
 
 /// A stage's base (an image or scratch) as a scheduler op.
 pub(super) struct SourceOp {
