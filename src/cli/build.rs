@@ -411,10 +411,7 @@ fn deliver(
     // An image that ships (pushed, or written as image files) is the
     // compressed one everywhere, tags and digest files too; one only
     // tagged keeps its plain layers (the same config: the same image id).
-    let ships = push
-        || outputs
-            .iter()
-            .any(|o| matches!(o, Output::Oci { .. } | Output::Docker { .. }));
+    let ships = push || outputs.iter().any(Output::ships_image);
     let image = if ships {
         let plain: u64 = image
             .layers

@@ -4,6 +4,8 @@
 use crate::cache::ContentStore;
 use crate::image::layout::StoredImage;
 
+use super::ExportError;
+
 /// `-o type=local` / `type=tar`: the image's file system, its layers
 /// applied in order, written into `dest` (a directory) or as a tar file.
 pub fn export_filesystem(
@@ -11,32 +13,30 @@ pub fn export_filesystem(
     image: &StoredImage,
     dest: &std::path::Path,
     tar: bool,
-) -> Result<(), super::ExportError> {
-    let at = |e: &dyn std::fmt::Display| super::ExportError::Output {
-        path: dest.to_path_buf(),
-        source: e.to_string().into(),
-    };
+) -> Result<(), ExportError> {
     let scratch;
     let root = if tar {
-        scratch = tempfile::tempdir().map_err(|e| at(&e))?;
+        scratch = tempfile::tempdir().map_err(ExportError::output(dest))?;
         scratch.path().to_path_buf()
     } else {
-        std::fs::create_dir_all(dest).map_err(|e| at(&e))?;
+        std::fs::create_dir_all(dest).map_err(ExportError::output(dest))?;
         dest.to_path_buf()
     };
     for layer in &image.layers {
-        let reader =
-            crate::snapshot::store::open_layer(store, &layer.digest).map_err(|e| at(&e))?;
+        let reader = crate::snapshot::store::open_layer(store, &layer.digest)
+            .map_err(ExportError::output(dest))?;
         crate::snapshot::apply_layer(&root, reader, &layer.digest.to_string(), Default::default())
-            .map_err(|e| at(&e))?;
+            .map_err(ExportError::output(dest))?;
     }
     if tar {
-        let file = std::fs::File::create(dest).map_err(|e| at(&e))?;
+        let file = std::fs::File::create(dest).map_err(ExportError::output(dest))?;
         let mut builder = tar::Builder::new(std::io::BufWriter::new(file));
         builder.follow_symlinks(false);
-        builder.append_dir_all(".", &root).map_err(|e| at(&e))?;
-        let mut out = builder.into_inner().map_err(|e| at(&e))?;
-        std::io::Write::flush(&mut out).map_err(|e| at(&e))?;
+        builder
+            .append_dir_all(".", &root)
+            .map_err(ExportError::output(dest))?;
+        let mut out = builder.into_inner().map_err(ExportError::output(dest))?;
+        std::io::Write::flush(&mut out).map_err(ExportError::output(dest))?;
     }
     Ok(())
 }

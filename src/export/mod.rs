@@ -95,6 +95,18 @@ pub enum Output {
     },
 }
 
+impl Output {
+    /// Whether the output carries the image itself, so its layers must be
+    /// the compressed ones (a registry, image files; a file system output
+    /// does not).
+    pub fn ships_image(&self) -> bool {
+        matches!(
+            self,
+            Output::Oci { .. } | Output::Docker { .. } | Output::Registry
+        )
+    }
+}
+
 /// Writes `image` (named `tags`) to every file output of `outputs`
 /// (registry outputs are [`push`]'s).
 pub fn write(
@@ -105,10 +117,7 @@ pub fn write(
 ) -> Result<(), ExportError> {
     use crate::image::layout;
     let shipped;
-    let image = if outputs
-        .iter()
-        .any(|o| matches!(o, Output::Oci { .. } | Output::Docker { .. }))
-    {
+    let image = if outputs.iter().any(Output::ships_image) {
         shipped = layout::compressed_image(store, image, None)?;
         &shipped
     } else {
