@@ -113,6 +113,12 @@ fn gzip_record(store: &ContentStore, diff_id: &Digest) -> PathBuf {
         .join(format!("{}.json", diff_id.hex()))
 }
 
+/// The gzip layer a record names, if it reads as one.
+fn read_gzip_record(record: &std::path::Path) -> Option<LayerBlob> {
+    let bytes = std::fs::read(record).ok()?;
+    serde_json::from_slice(&bytes).ok()
+}
+
 /// Removes the gzip records whose gzip blob the store no longer has (GC
 /// took it); returns how many went. A record is only a shortcut, so one
 /// read while it goes is merely a miss.
@@ -122,10 +128,7 @@ pub fn forget_dangling_gzip(store: &ContentStore) -> usize {
     };
     let mut gone = 0;
     for record in records.flatten() {
-        let live = std::fs::read(record.path())
-            .ok()
-            .and_then(|bytes| serde_json::from_slice::<LayerBlob>(&bytes).ok())
-            .is_some_and(|gz| store.contains(&gz.digest));
+        let live = read_gzip_record(&record.path()).is_some_and(|gz| store.contains(&gz.digest));
         if !live && std::fs::remove_file(record.path()).is_ok() {
             gone += 1;
         }
@@ -163,9 +166,7 @@ pub fn compressed(
         return Ok(layer.clone());
     }
     let record = gzip_record(store, &layer.diff_id);
-    let known = std::fs::read(&record)
-        .ok()
-        .and_then(|bytes| serde_json::from_slice::<LayerBlob>(&bytes).ok())
+    let known = read_gzip_record(&record)
         .filter(|gz| gz.diff_id == layer.diff_id && store.contains(&gz.digest));
     if let Some(gz) = known {
         return Ok(gz);
