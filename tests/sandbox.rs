@@ -138,7 +138,7 @@ fn network_none_has_only_loopback_and_it_is_up() {
         &root,
         "grep ':' /proc/net/dev | cut -d: -f1 | tr -d ' '; ip link show lo | grep -c UP",
     );
-    s.network_none = true;
+    s.network = rbuild::executor::sandbox::Network::None;
     assert_eq!(stdout(&run(&s)), "lo\n1\n");
     // The default shares the host network: more than loopback is visible.
     let host_view = stdout(&run(&spec(&root, "grep -c ':' /proc/net/dev")));

@@ -12,6 +12,7 @@ use super::step::{Job, MakesLayer};
 use super::BuildError;
 use crate::blob::LayerBlob;
 use crate::executor::mounts::{MountContext, PreparedMounts};
+use crate::executor::sandbox::Network;
 use crate::executor::{MountKind, MountSpec, Step};
 use crate::parser::{MountType, NetworkMode};
 use crate::solver::dispatch::RunStep;
@@ -50,7 +51,11 @@ impl MakesLayer for Exec {
             env,
             cwd: run.workdir.clone(),
             user: run.user.clone(),
-            network_none: shared.options.network_none || run.network == NetworkMode::None,
+            network: match (shared.options.network, run.network) {
+                (Network::None, _) | (_, NetworkMode::None) => Network::None,
+                (_, NetworkMode::Host) => Network::Host,
+                (network, NetworkMode::Default) => network,
+            },
             security: match run.security {
                 crate::parser::SecurityMode::Insecure => {
                     crate::executor::confine::Security::Insecure

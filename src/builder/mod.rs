@@ -53,10 +53,13 @@ pub struct BuildOptions {
     pub cgroups: CgroupSupport,
     /// Limits for every RUN.
     pub limits: Limits,
-    /// `--network=none` for every RUN.
-    pub network_none: bool,
+    /// The network of a RUN that asks for none in particular
+    /// (`--network`): its own by default.
+    pub network: crate::executor::sandbox::Network,
     /// `--allow security.insecure`: `RUN --security=insecure` may run.
     pub allow_insecure: bool,
+    /// `--allow network.host`: `RUN --network=host` may run.
+    pub allow_network_host: bool,
     /// Clamp layer mtimes and set created times.
     pub source_date_epoch: Option<i64>,
     /// The busybox binary `FROM busybox` is built from.
@@ -454,16 +457,22 @@ fn store_target(
 /// Refuses a plan that asks for more than the command line allows, before
 /// anything runs (cached steps included, as BuildKit does).
 fn check_entitlements(plan: &solver::Plan, options: &BuildOptions) -> Result<(), String> {
-    if options.allow_insecure {
-        return Ok(());
-    }
-    let insecure = plan.stages.iter().flat_map(|s| &s.steps).find(|step| {
-        matches!(&step.kind, StepKind::Run(run) if run.security == crate::parser::SecurityMode::Insecure)
+    let refused = plan.stages.iter().flat_map(|s| &s.steps).find_map(|step| {
+        let StepKind::Run(run) = &step.kind else {
+            return None;
+        };
+        if run.security == crate::parser::SecurityMode::Insecure && !options.allow_insecure {
+            Some((step, "RUN --security=insecure", "security.insecure"))
+        } else if run.network == crate::parser::NetworkMode::Host && !options.allow_network_host {
+            Some((step, "RUN --network=host", "network.host"))
+        } else {
+            None
+        }
     });
-    match insecure {
-        Some(step) => Err(format!(
-            "Dockerfile:{}:{}: {}: RUN --security=insecure needs the security.insecure \
-             entitlement: pass --allow security.insecure",
+    match refused {
+        Some((step, what, entitlement)) => Err(format!(
+            "Dockerfile:{}:{}: {}: {what} needs the {entitlement} entitlement: \
+             pass --allow {entitlement}",
             step.line,
             step.column,
             shown(step)

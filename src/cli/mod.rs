@@ -12,6 +12,7 @@ use clap::{Parser, Subcommand};
 
 mod build;
 
+use crate::executor::sandbox::Network;
 use crate::executor::{Executor, IsolationRequest};
 use crate::parser::{self, InstructionKind};
 
@@ -119,8 +120,8 @@ struct SandboxArgs {
     #[arg(long, value_enum, default_value_t = RemapRequest::Auto)]
     userns_remap: RemapRequest,
     /// Extra privileged entitlements, as buildx: security.insecure lets
-    /// `RUN --security=insecure` run; network.host is accepted (the host
-    /// network is today's default).
+    /// `RUN --security=insecure` run; network.host lets `--network host`
+    /// and `RUN --network=host` share the host's network.
     #[arg(long, value_delimiter = ',')]
     allow: Vec<String>,
     /// Storage root (default: $RBUILD_ROOT, /var/lib/rbuild as root, ~/.local/share/rbuild).
@@ -549,19 +550,23 @@ fn parse_build_args(specs: &[String]) -> std::collections::BTreeMap<String, Stri
 
 /// The executor and build options for `flags`: probes the isolation,
 /// checks limits, and reads the context's ignore file.
-/// `--network` and `--allow`: whether RUN gets no network, and whether
-/// `RUN --security=insecure` may run.
-fn sandbox_flags(sandbox: &SandboxArgs) -> Result<(bool, bool), String> {
-    let network_none = match sandbox.network.as_str() {
-        "none" => true,
-        "default" | "host" => false,
+/// `--network` and `--allow`: RUN's network, and the entitlements.
+fn sandbox_flags(sandbox: &SandboxArgs) -> Result<SandboxFlags, String> {
+    let network = match sandbox.network.as_str() {
+        "none" => Network::None,
+        "default" => Network::Private,
+        "host" => Network::Host,
         other => return Err(format!("--network {other}: expected default, host or none")),
     };
-    let mut allow_insecure = false;
+    let mut flags = SandboxFlags {
+        network,
+        allow_insecure: false,
+        allow_network_host: false,
+    };
     for entitlement in &sandbox.allow {
         match entitlement.as_str() {
-            "security.insecure" => allow_insecure = true,
-            "network.host" => {}
+            "security.insecure" => flags.allow_insecure = true,
+            "network.host" => flags.allow_network_host = true,
             other => {
                 return Err(format!(
                     "--allow {other}: expected security.insecure or network.host"
@@ -569,7 +574,19 @@ fn sandbox_flags(sandbox: &SandboxArgs) -> Result<(bool, bool), String> {
             }
         }
     }
-    Ok((network_none, allow_insecure))
+    if flags.network == Network::Host && !flags.allow_network_host {
+        return Err("--network host needs the network.host entitlement: \
+                    pass --allow network.host"
+            .into());
+    }
+    Ok(flags)
+}
+
+/// What `--network` and `--allow` ask for.
+struct SandboxFlags {
+    network: Network,
+    allow_insecure: bool,
+    allow_network_host: bool,
 }
 
 fn prepare_build(
@@ -587,7 +604,7 @@ fn prepare_build(
         .map(|spec| parse_secret(spec))
         .collect::<Result<std::collections::HashMap<_, _>, _>>()
         .map_err(usage)?;
-    let (network_none, allow_insecure) = sandbox_flags(&flags.sandbox).map_err(usage)?;
+    let sandbox = sandbox_flags(&flags.sandbox).map_err(usage)?;
     // Absolute: the sandbox helper changes directory before copying.
     let context = context
         .map(|c| {
@@ -639,8 +656,9 @@ fn prepare_build(
         plan,
         cgroups: probes.cgroup.clone(),
         limits,
-        network_none,
-        allow_insecure,
+        network: sandbox.network,
+        allow_insecure: sandbox.allow_insecure,
+        allow_network_host: sandbox.allow_network_host,
         source_date_epoch,
         busybox: flags.busybox.clone(),
         context,

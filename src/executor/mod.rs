@@ -219,8 +219,8 @@ pub struct Step {
     /// `USER` as written after expansion (`name`, `uid`, `name:group`,
     /// `uid:gid`; empty = root), resolved in the step's own root.
     pub user: String,
-    /// `--network=none`.
-    pub network_none: bool,
+    /// The step's network.
+    pub network: sandbox::Network,
     /// `RUN --security` (insecure only when the build allows it).
     pub security: confine::Security,
     /// RUN --mount mounts, already resolved to host paths.
@@ -514,7 +514,7 @@ impl StepRunner {
             gid: identity.gid,
             groups: identity.groups,
             hostname: self.hostname.clone(),
-            network_none: step.network_none,
+            network: step.network,
             namespaces: self.plan.namespaces,
             userns: self.plan.userns,
             mounts,
@@ -603,7 +603,7 @@ impl StepRunner {
         ws: &Workspace,
     ) -> Result<Vec<MountSpec>, StepError> {
         let mut mounts = if self.plan.namespaces != Namespaces::Chroot && is_run {
-            self.network_files(ws)?
+            self.network_files(ws, step.network)?
         } else {
             Vec::new()
         };
@@ -624,9 +624,14 @@ impl StepRunner {
     }
 
     /// Writes the step's `/etc/hosts` (naming the build's host) and
-    /// `/etc/resolv.conf` (the host's) in `ws`, and returns the bind mounts
-    /// that put them in the root: the image's own files stay untouched.
-    fn network_files(&self, ws: &Workspace) -> Result<Vec<MountSpec>, StepError> {
+    /// `/etc/resolv.conf` (the host's; with the default network, the
+    /// stack's DNS) in `ws`, and returns the bind mounts that put them in
+    /// the root: the image's own files stay untouched.
+    fn network_files(
+        &self,
+        ws: &Workspace,
+        network: sandbox::Network,
+    ) -> Result<Vec<MountSpec>, StepError> {
         let hosts = ws.files().join("hosts");
         std::fs::write(
             &hosts,
@@ -637,7 +642,12 @@ impl StepRunner {
         )
         .map_err(env_err("writing /etc/hosts"))?;
         let resolv = ws.files().join("resolv.conf");
-        let host_resolv = std::fs::read("/etc/resolv.conf").unwrap_or_default();
+        let host_resolv = match network {
+            sandbox::Network::Private => {
+                format!("nameserver {}\n", sandbox::STACK_DNS).into_bytes()
+            }
+            _ => std::fs::read("/etc/resolv.conf").unwrap_or_default(),
+        };
         std::fs::write(&resolv, host_resolv).map_err(env_err("writing /etc/resolv.conf"))?;
         Ok([("/etc/hosts", hosts), ("/etc/resolv.conf", resolv)]
             .into_iter()

@@ -9,7 +9,7 @@ use std::path::Path;
 use super::dev::make_dev_nodes;
 use super::mountpoint::{write_stub_report, RootBuilder};
 use super::process::{exec_command, stdin_from_dev_null, wait_with_lifeline};
-use super::spec::{RootFs, SandboxSpec, SETUP_FAILED};
+use super::spec::{Network, RootFs, SandboxSpec, SETUP_FAILED};
 use super::sys::{LinuxSys, Sys};
 use crate::executor::confine::Posture;
 
@@ -34,7 +34,7 @@ fn chroot_root(spec: &SandboxSpec) -> Result<&Path, &'static str> {
     if !spec.mounts.is_empty() {
         return Err("the chroot tier cannot mount (RUN --mount needs a namespace tier)");
     }
-    if spec.network_none {
+    if spec.network == Network::None {
         return Err("the chroot tier shares the network (--network=none needs a namespace tier)");
     }
     Ok(root)
@@ -113,7 +113,7 @@ mod tests {
         });
         assert!(chroot_root(&mounts).unwrap_err().contains("RUN --mount"));
         let mut network = dir;
-        network.network_none = true;
+        network.network = Network::None;
         assert!(chroot_root(&network)
             .unwrap_err()
             .contains("--network=none"));

@@ -71,7 +71,7 @@ fn mount_sys(builder: &mut RootBuilder, spec: &SandboxSpec) -> Result<(), SetupE
             libc::MS_BIND | readonly | NOSUID_NODEV_NOEXEC,
             "",
         ),
-        None if !spec.in_userns() || spec.network_none => builder.mount_on(
+        None if !spec.in_userns() || spec.network.own_namespace() => builder.mount_on(
             "sysfs",
             "sys",
             true,
@@ -288,7 +288,7 @@ fn remount_subtree_readonly(sys: &dyn Sys, top: &Path) -> Result<(), SetupError>
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::executor::sandbox::spec::{Remap, RootFs};
+    use crate::executor::sandbox::spec::{Network, Remap, RootFs};
     use crate::executor::sandbox::sys::{m, scratch_root, Call, MountCall, RecordingSys};
     use crate::executor::sandbox::IdRange;
     use libc::{MS_BIND, MS_RDONLY, MS_REC, MS_REMOUNT};
@@ -430,7 +430,7 @@ mod tests {
         // Rootless with --network=none owns its network: a fresh sysfs.
         let (scratch, root) = scratch_root();
         spec.root = RootFs::Dir(root.clone());
-        spec.network_none = true;
+        spec.network = Network::None;
         let sys = RecordingSys::new(scratch.path());
         let mounts = kernel_mounts(&sys, &root, &spec);
         assert_eq!(

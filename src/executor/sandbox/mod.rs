@@ -15,7 +15,8 @@
 //! tests record), `mountpoint` (mount points in the root and their
 //! stubs), `dev`, `kernelfs` (`/proc`, `/dev`, `/sys`), `remap` (the
 //! remapped user namespace), `rootfs` (the root in order, and the pivot),
-//! `process` (namespaces, init, exec, waits) and `chroot` (the tier
+//! `netstack` (the default network's slirp4netns and routes), `process`
+//! (namespaces, init, exec, waits) and `chroot` (the tier
 //! without namespaces).
 
 use std::io::BufRead;
@@ -26,16 +27,19 @@ mod chroot;
 mod dev;
 mod kernelfs;
 mod mountpoint;
+mod netstack;
 mod process;
 mod remap;
 mod rootfs;
 mod spec;
 mod sys;
 
+pub use netstack::STACK_DNS;
 pub(crate) use process::enter_user_namespace;
 pub(crate) use remap::probe as probe_remap;
 pub use spec::{
-    IdRange, MountKind, MountSpec, Namespaces, Remap, RootFs, SandboxSpec, Stub, SETUP_FAILED,
+    IdRange, MountKind, MountSpec, Namespaces, Network, Remap, RootFs, SandboxSpec, Stub,
+    SETUP_FAILED,
 };
 pub(crate) use sys::{mount, mount_volatile_overlay, pipe, read_all, LinuxSys, SetupError};
 
@@ -72,6 +76,19 @@ pub fn helper_main() -> i32 {
         eprintln!("rbuild sandbox: {e}");
         return SETUP_FAILED;
     }
+    // Before the cgroups and namespaces: slirp4netns runs as the host's.
+    let keeper = match spec.network {
+        Network::Private if spec.namespaces != Namespaces::Chroot => {
+            match netstack::Keeper::fork(spec.in_userns()) {
+                Ok(keeper) => Some(keeper),
+                Err(e) => {
+                    eprintln!("rbuild sandbox: {e}");
+                    return SETUP_FAILED;
+                }
+            }
+        }
+        _ => None,
+    };
     let posture = process::posture_for(&spec);
     if spec.namespaces == Namespaces::Chroot {
         confine::protect_self();
@@ -89,5 +106,5 @@ pub fn helper_main() -> i32 {
     // After the id maps are written (they are /proc/self files that a
     // non-dumpable process no longer owns).
     confine::protect_self();
-    process::run_in_namespaces(&spec, &posture)
+    process::run_in_namespaces(&spec, &posture, keeper)
 }

@@ -9,6 +9,7 @@ use std::ffi::CString;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
+use super::netstack;
 use super::remap;
 use super::rootfs::{enter_root, mount_overlay, mount_readonly_overlay};
 use super::spec::{Namespaces, Remap, RootFs, SandboxSpec, SETUP_FAILED};
@@ -247,11 +248,11 @@ pub(super) fn kill_mount_namespace_peers() {
 
 /// The sandbox's init (PID 1 with a pid namespace): set up the root, run
 /// the command, reap, exit.
-fn init(spec: &SandboxSpec, posture: &Posture) -> i32 {
+fn init(spec: &SandboxSpec, posture: &Posture, blocked: &[netstack::Prefix]) -> i32 {
     stdin_from_dev_null();
     let _ = LinuxSys.sethostname(&spec.hostname);
-    if spec.network_none {
-        if let Err(e) = loopback_up() {
+    if spec.network.own_namespace() {
+        if let Err(e) = loopback_up().and_then(|()| netstack::block(blocked)) {
             eprintln!("rbuild sandbox: {e}");
             return SETUP_FAILED;
         }
@@ -368,7 +369,11 @@ pub(super) fn join_cgroups(spec: &SandboxSpec) -> Result<(), SetupError> {
 /// The namespace tiers, once any user namespace is entered: unshares the
 /// step's namespaces, forks the init (PID 1 with a pid namespace) and
 /// waits for it, killing it when the lifeline ends.
-pub(super) fn run_in_namespaces(spec: &SandboxSpec, posture: &Posture) -> i32 {
+pub(super) fn run_in_namespaces(
+    spec: &SandboxSpec,
+    posture: &Posture,
+    keeper: Option<netstack::Keeper>,
+) -> i32 {
     // A cgroup namespace rooted at the step's cgroup (joined above): the
     // step sees at most its own cgroup, never the host's hierarchy.
     let mut flags =
@@ -376,7 +381,7 @@ pub(super) fn run_in_namespaces(spec: &SandboxSpec, posture: &Posture) -> i32 {
     if spec.namespaces == Namespaces::Full {
         flags |= libc::CLONE_NEWPID;
     }
-    if spec.network_none {
+    if spec.network.own_namespace() {
         flags |= libc::CLONE_NEWNET;
     }
     // SAFETY: unshare in this single-threaded helper.
@@ -384,11 +389,18 @@ pub(super) fn run_in_namespaces(spec: &SandboxSpec, posture: &Posture) -> i32 {
         eprintln!("rbuild sandbox: {e} (needs root or a user namespace)");
         return SETUP_FAILED;
     }
+    let blocked = match keeper.map(netstack::Keeper::start).transpose() {
+        Ok(blocked) => blocked.unwrap_or_default(),
+        Err(e) => {
+            eprintln!("rbuild sandbox: {e}");
+            return SETUP_FAILED;
+        }
+    };
     // SAFETY: fork in a single-threaded process; the child becomes PID 1.
     match unsafe { libc::fork() } {
         -1 => SETUP_FAILED,
         0 => {
-            let code = init(spec, posture);
+            let code = init(spec, posture, &blocked);
             // SAFETY: leave without unwinding into the parent's state.
             unsafe { libc::_exit(code) }
         }

@@ -135,8 +135,9 @@ pub struct SandboxSpec {
     pub groups: Vec<u32>,
     /// Hostname inside the sandbox.
     pub hostname: String,
-    /// A private network namespace with only `lo` (`--network=none`).
-    pub network_none: bool,
+    /// The step's network.
+    #[serde(default)]
+    pub network: Network,
     /// Which namespaces to create.
     #[serde(default)]
     pub namespaces: Namespaces,
@@ -169,6 +170,28 @@ impl SandboxSpec {
     /// or remapped): overlay then uses `userxattr`.
     pub fn in_userns(&self) -> bool {
         self.userns || self.remap.is_some()
+    }
+}
+
+/// A RUN's network, as `docker build` gives it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Network {
+    /// The host's (or the pod's) namespace: `--network=host`.
+    #[default]
+    Host,
+    /// A namespace of its own with only `lo` (`--network=none`).
+    None,
+    /// A namespace of its own with `lo` and one link out through
+    /// slirp4netns, which cannot reach the host's loopback, the host's own
+    /// addresses or 169.254.0.0/16 (`--network=default`).
+    Private,
+}
+
+impl Network {
+    /// Whether the step gets a network namespace of its own.
+    pub fn own_namespace(self) -> bool {
+        self != Network::Host
     }
 }
 
@@ -243,7 +266,7 @@ impl SandboxSpec {
             gid: 0,
             groups: vec![],
             hostname: "h".into(),
-            network_none: false,
+            network: Network::Host,
             namespaces: Namespaces::Full,
             userns: false,
             mounts: vec![],
