@@ -9,7 +9,7 @@
 //! breaks.
 
 use std::io::{Read, Write};
-use std::net::{Ipv4Addr, TcpListener};
+use std::net::{Ipv4Addr, TcpListener, UdpSocket};
 use std::os::fd::AsRawFd;
 use std::path::Path;
 use std::process::{Command, Output};
@@ -43,8 +43,11 @@ impl TestNet {
                 return None;
             }
         }
-        let id = std::process::id() % 10_000;
-        let subnet = 100 + (std::process::id() % 150) as u8;
+        // One network per test: the tests of this binary run side by side.
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let id = (std::process::id() % 1_000) * 10 + n;
+        let subnet = 100 + ((std::process::id() * 3 + n) % 150) as u8;
         let net = TestNet {
             name: format!("rbt{id}"),
             host: Ipv4Addr::new(10, 214, subnet, 1),
@@ -92,6 +95,53 @@ impl TestNet {
         });
         ready_rx.recv().unwrap();
     }
+}
+
+impl TestNet {
+    /// Answers DNS queries on the outside's port 53: `name` is the
+    /// outside's address, every other name does not exist.
+    fn serve_dns(&self, name: &'static str) {
+        let path = format!("/run/netns/{}", self.name);
+        let addr = self.outside;
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let ns = std::fs::File::open(&path).expect("open the test netns");
+            // SAFETY: setns on this thread only, with an fd we own.
+            let rc = unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) };
+            assert_eq!(rc, 0, "setns: {}", std::io::Error::last_os_error());
+            let socket = UdpSocket::bind((addr, 53)).expect("bind the outside DNS");
+            ready_tx.send(()).unwrap();
+            let mut query = [0u8; 512];
+            while let Ok((n, from)) = socket.recv_from(&mut query) {
+                let _ = socket.send_to(&dns_answer(&query[..n], name, addr), from);
+            }
+        });
+        ready_rx.recv().unwrap();
+    }
+}
+
+/// The reply to one DNS query: an A record for `name`, NXDOMAIN for
+/// anything else (RFC 1035 4.1; one question, name compressed to it).
+fn dns_answer(query: &[u8], name: &str, addr: Ipv4Addr) -> Vec<u8> {
+    let mut at = 12;
+    let mut labels = Vec::new();
+    while at < query.len() && query[at] != 0 {
+        let len = query[at] as usize;
+        labels.push(String::from_utf8_lossy(&query[at + 1..at + 1 + len]).to_lowercase());
+        at += 1 + len;
+    }
+    let question_end = at + 5;
+    let qtype = u16::from_be_bytes([query[at + 1], query[at + 2]]);
+    let found = labels.join(".") == name;
+    let mut reply = query[..question_end].to_vec();
+    reply[2] = 0x84 | (query[2] & 0x01); // response, authoritative, RD copied
+    reply[3] = if found { 0x00 } else { 0x03 };
+    reply[6..12].copy_from_slice(&[0, u8::from(found && qtype == 1), 0, 0, 0, 0]);
+    if found && qtype == 1 {
+        reply.extend_from_slice(&[0xc0, 12, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4]);
+        reply.extend_from_slice(&addr.octets());
+    }
+    reply
 }
 
 impl Drop for TestNet {
@@ -205,6 +255,34 @@ fn the_default_network_reaches_the_outside_but_not_the_host() {
 }
 
 #[test]
+fn the_default_network_resolves_names_through_the_stacks_dns() {
+    let Some(net) = TestNet::new() else { return };
+    let web = port(3);
+    net.serve_outside(web, "found-by-name");
+    net.serve_dns("outside.rbuild.test");
+    let dir = tempfile::tempdir().unwrap();
+    // The stack's upstream: the outside's DNS, not this machine's.
+    let resolv = dir.path().join("upstream-resolv.conf");
+    std::fs::write(&resolv, format!("nameserver {}\n", net.outside)).unwrap();
+    let dockerfile = format!(
+        "FROM busybox\nRUN grep nameserver /etc/resolv.conf && \
+         ip=$(nslookup outside.rbuild.test | awk '/^Address/ {{a=$NF}} END {{print a}}') && \
+         echo resolved: $ip && printf 'GET / HTTP/1.0\\r\\n\\r\\n' | \
+         timeout 5 nc $ip {web} | tail -n 1\n"
+    );
+    let out = build(
+        dir.path(),
+        &dockerfile,
+        &["--network-resolv-conf", resolv.to_str().unwrap()],
+    );
+    let log = stderr(&out);
+    assert!(out.status.success(), "{log}");
+    assert!(log.contains("nameserver 10.0.2.3"), "{log}");
+    assert!(log.contains(&format!("resolved: {}", net.outside)), "{log}");
+    assert!(log.contains("found-by-name"), "{log}");
+}
+
+#[test]
 fn the_host_network_needs_the_network_host_entitlement() {
     let dir = tempfile::tempdir().unwrap();
     let out = build(
@@ -229,4 +307,49 @@ fn the_host_network_needs_the_network_host_entitlement() {
         "{}",
         stderr(&out)
     );
+}
+
+#[test]
+fn without_a_usable_stack_a_step_gets_lo_never_the_hosts_network() {
+    let Some(net) = TestNet::new() else { return };
+    if Command::new("setpriv").arg("--help").output().is_err() {
+        skip("network: setpriv is not installed");
+        return;
+    }
+    let web = port(4);
+    net.serve_outside(web, "from-the-outside");
+    serve_host(Ipv4Addr::LOCALHOST, port(5), "from-host-loopback");
+    let dir = tempfile::tempdir().unwrap();
+    std::os::unix::fs::chown(dir.path(), Some(65534), Some(65534)).unwrap();
+    let file = write_dockerfile(
+        dir.path(),
+        &fetch_all(&[(net.outside, web), (Ipv4Addr::LOCALHOST, port(5))]),
+    );
+    // As nobody: whether /dev/net/tun opens for it decides the stack.
+    let tun_opens = Command::new("setpriv")
+        .args(["--reuid", "65534", "--regid", "65534", "--clear-groups"])
+        .args(["sh", "-c", "exec 3<>/dev/net/tun"])
+        .status()
+        .unwrap()
+        .success();
+    let out = Command::new("setpriv")
+        .args(["--reuid", "65534", "--regid", "65534", "--clear-groups"])
+        .arg(RBUILD)
+        .args(["build", "--no-cache", "--progress=plain", "--root"])
+        .arg(dir.path().join("root"))
+        .arg("-f")
+        .arg(file)
+        .arg(dir.path())
+        .env("HOME", dir.path())
+        .output()
+        .unwrap();
+    let log = stderr(&out);
+    assert!(out.status.success(), "{log}");
+    assert!(!log.contains("from-host-loopback"), "{log}");
+    if tun_opens {
+        assert!(log.contains("from-the-outside"), "{log}");
+    } else {
+        assert!(log.contains("RUN steps get only lo"), "{log}");
+        assert!(!log.contains("from-the-outside"), "{log}");
+    }
 }

@@ -56,6 +56,7 @@ impl MakesLayer for Exec {
                 (_, NetworkMode::Host) => Network::Host,
                 (network, NetworkMode::Default) => network,
             },
+            network_resolv_conf: shared.options.network_resolv_conf.clone(),
             security: match run.security {
                 crate::parser::SecurityMode::Insecure => {
                     crate::executor::confine::Security::Insecure

@@ -31,6 +31,7 @@ use petgraph::graph::NodeIndex;
 use crate::blob::{Digest, LayerBlob};
 use crate::cache::{CacheIndex, ContentStore};
 use crate::executor::mounts::SecretSource;
+use crate::executor::sandbox::Network;
 use crate::executor::{CgroupSupport, Executor, Limits, Plan, StepRunner};
 use crate::image::config::ImageConfig;
 use crate::image::layout::{store_image, StoredImage};
@@ -56,6 +57,9 @@ pub struct BuildOptions {
     /// The network of a RUN that asks for none in particular
     /// (`--network`): its own by default.
     pub network: crate::executor::sandbox::Network,
+    /// `--network-resolv-conf`: the resolv.conf the default network's DNS
+    /// forwards to, when not the host's.
+    pub network_resolv_conf: Option<PathBuf>,
     /// `--allow security.insecure`: `RUN --security=insecure` may run.
     pub allow_insecure: bool,
     /// `--allow network.host`: `RUN --network=host` may run.
@@ -297,6 +301,17 @@ pub fn build(
         options.source_date_epoch,
     )
     .map_err(environment)?;
+    if let (Some(problem), Network::Private, false) = (
+        runner.stack_problem(),
+        options.network,
+        options.plan.namespaces == crate::executor::Namespaces::Chroot,
+    ) {
+        // Never the host's network in its place: a step that needs one
+        // fails, and this line says why.
+        log(&Event::Warning(format!(
+            "RUN steps get only lo, not the default network: {problem}"
+        )));
+    }
     // Held until the caller is done with the image: collection never
     // takes what this build uses.
     let mut lease = crate::gc::Lease::acquire(&options.storage).map_err(|e| {

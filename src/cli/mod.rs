@@ -111,9 +111,15 @@ struct SandboxArgs {
     /// Maximum number of processes in every RUN.
     #[arg(long)]
     pids_limit: Option<u64>,
-    /// Network for RUN steps: default (the host's) or none.
+    /// Network for RUN steps: default (a namespace of the step's own with
+    /// a slirp4netns link out), none (only lo) or host (needs --allow
+    /// network.host).
     #[arg(long, default_value = "default")]
     network: String,
+    /// The resolv.conf whose nameservers the default network's DNS
+    /// (10.0.2.3) forwards to (default: /etc/resolv.conf).
+    #[arg(long, value_name = "FILE")]
+    network_resolv_conf: Option<PathBuf>,
     /// Where rbuild is real root, run each RUN step's ids as an unused
     /// host range (a user namespace over idmapped mounts): auto does when
     /// the kernel allows; off runs a step's root as host root.
@@ -657,6 +663,11 @@ fn prepare_build(
         cgroups: probes.cgroup.clone(),
         limits,
         network: sandbox.network,
+        network_resolv_conf: flags
+            .sandbox
+            .network_resolv_conf
+            .as_ref()
+            .map(|p| std::path::absolute(p).unwrap_or_else(|_| p.clone())),
         allow_insecure: sandbox.allow_insecure,
         allow_network_host: sandbox.allow_network_host,
         source_date_epoch,

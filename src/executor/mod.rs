@@ -221,6 +221,9 @@ pub struct Step {
     pub user: String,
     /// The step's network.
     pub network: sandbox::Network,
+    /// The resolv.conf the default network's DNS forwards to (None: the
+    /// host's).
+    pub network_resolv_conf: Option<PathBuf>,
     /// `RUN --security` (insecure only when the build allows it).
     pub security: confine::Security,
     /// RUN --mount mounts, already resolved to host paths.
@@ -280,6 +283,8 @@ pub struct StepRunner {
     limits: Limits,
     layer_options: LayerOptions,
     hostname: String,
+    /// Why the default network's stack cannot run here, if it cannot.
+    stack_problem: Option<&'static str>,
     cancelled: Arc<AtomicBool>,
 }
 
@@ -326,8 +331,15 @@ impl StepRunner {
                 compression: crate::cache::Compression::None,
             },
             hostname: "rbuild".to_string(),
+            stack_problem: sandbox::stack_problem(),
             cancelled: Arc::new(AtomicBool::new(false)),
         })
+    }
+
+    /// Why RUN steps get only `lo` for the default network here, if they
+    /// do (slirp4netns missing, `/dev/net/tun` closed to this user).
+    pub fn stack_problem(&self) -> Option<&'static str> {
+        self.stack_problem
     }
 
     /// The plan steps run under.
@@ -514,7 +526,8 @@ impl StepRunner {
             gid: identity.gid,
             groups: identity.groups,
             hostname: self.hostname.clone(),
-            network: step.network,
+            network: self.network_of(step),
+            network_resolv_conf: step.network_resolv_conf.clone(),
             namespaces: self.plan.namespaces,
             userns: self.plan.userns,
             mounts,
@@ -621,6 +634,19 @@ impl StepRunner {
             .create(&self.limits)
             .map(Some)
             .map_err(StepError::from)
+    }
+
+    /// The network a step gets here: the chroot tier has only the host's;
+    /// without a usable stack the default network is `lo` alone, never the
+    /// host's in its place (the runner said why when it was made).
+    fn network_of(&self, step: &Step) -> sandbox::Network {
+        match step.network {
+            sandbox::Network::Private if self.plan.namespaces == Namespaces::Chroot => {
+                sandbox::Network::Host
+            }
+            sandbox::Network::Private if self.stack_problem.is_some() => sandbox::Network::None,
+            network => network,
+        }
     }
 
     /// Writes the step's `/etc/hosts` (naming the build's host) and

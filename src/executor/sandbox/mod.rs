@@ -34,7 +34,7 @@ mod rootfs;
 mod spec;
 mod sys;
 
-pub use netstack::STACK_DNS;
+pub use netstack::{stack_problem, STACK_DNS};
 pub(crate) use process::enter_user_namespace;
 pub(crate) use remap::probe as probe_remap;
 pub use spec::{
@@ -79,7 +79,7 @@ pub fn helper_main() -> i32 {
     // Before the cgroups and namespaces: slirp4netns runs as the host's.
     let keeper = match spec.network {
         Network::Private if spec.namespaces != Namespaces::Chroot => {
-            match netstack::Keeper::fork(spec.in_userns()) {
+            match netstack::Keeper::fork(spec.in_userns(), spec.network_resolv_conf.as_deref()) {
                 Ok(keeper) => Some(keeper),
                 Err(e) => {
                     eprintln!("rbuild sandbox: {e}");

@@ -14,16 +14,38 @@
 //!
 //! [`Network::Private`]: super::Network::Private
 
+use std::ffi::CString;
 use std::net::Ipv4Addr;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::path::Path;
 
-use super::sys::{check, pipe, SetupError};
+use super::sys::{check, cstr, pipe, SetupError};
 
 /// The DNS server slirp4netns answers on (it forwards to the host's).
 pub const STACK_DNS: &str = "10.0.2.3";
 
 /// A destination the step must not reach: an address and prefix length.
 pub type Prefix = (Ipv4Addr, u8);
+
+/// Where the helper, whose environment is empty, finds slirp4netns:
+/// execvp's default search path.
+const STACK_PATHS: [&str; 2] = ["/bin/slirp4netns", "/usr/bin/slirp4netns"];
+
+/// Why the default network's stack cannot run for this user, if it
+/// cannot: slirp4netns is not where the helper looks, or `/dev/net/tun`
+/// (where it makes `tap0`) cannot be opened.
+pub fn stack_problem() -> Option<&'static str> {
+    if !STACK_PATHS.iter().any(|p| Path::new(p).is_file()) {
+        return Some("slirp4netns is not installed (apt-get install slirp4netns)");
+    }
+    let tun = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/net/tun");
+    tun.is_err().then_some(
+        "/dev/net/tun cannot be opened (a pod needs the device; rootless, the device open to it)",
+    )
+}
 
 /// The forked keeper, waiting to exec slirp4netns.
 pub(super) struct Keeper {
@@ -36,7 +58,8 @@ pub(super) struct Keeper {
 
 impl Keeper {
     /// Forks the keeper while the helper is still in the host's namespaces.
-    pub fn fork(in_userns: bool) -> Result<Keeper, SetupError> {
+    pub fn fork(in_userns: bool, resolv: Option<&Path>) -> Result<Keeper, SetupError> {
+        let resolv = resolv.map(|p| cstr(&p.to_string_lossy()));
         let blocked = host_prefixes()?;
         let (go_r, go_w) = pipe()?;
         let (ready_r, ready_w) = pipe()?;
@@ -51,7 +74,7 @@ impl Keeper {
             )),
             0 => {
                 drop((go_w, ready_r, exit_w));
-                keeper(helper, in_userns, go_r, ready_w, exit_r)
+                keeper(helper, in_userns, resolv, go_r, ready_w, exit_r)
             }
             _ => Ok(Keeper {
                 go: go_w,
@@ -72,13 +95,19 @@ impl Keeper {
             exit,
             blocked,
         } = self;
+        // slirp4netns opens /proc/<helper>/ns/*, which a non-dumpable
+        // process keeps from its own uid without CAP_SYS_PTRACE (rootless,
+        // containers). No step runs yet: dumpable only until it is ready.
+        // SAFETY: prctl with integer arguments.
+        unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 1, 0, 0, 0) };
         // SAFETY: one byte from a buffer we own on a pipe we own.
         let sent = unsafe { libc::write(go.as_raw_fd(), b"g".as_ptr().cast(), 1) };
-        check("start slirp4netns", sent as i32)?;
         drop(go);
         let mut byte = [0u8; 1];
         // SAFETY: one byte into a buffer we own.
         let got = unsafe { libc::read(ready.as_raw_fd(), byte.as_mut_ptr().cast(), 1) };
+        crate::executor::confine::protect_self();
+        check("start slirp4netns", sent as i32)?;
         if got != 1 {
             return Err(SetupError::Refused(
                 "slirp4netns did not start the step's network (install Debian's slirp4netns, \
@@ -93,7 +122,14 @@ impl Keeper {
 }
 
 /// The keeper: waits for the helper's word, then becomes slirp4netns.
-fn keeper(helper: i32, in_userns: bool, go: OwnedFd, ready: OwnedFd, exit: OwnedFd) -> ! {
+fn keeper(
+    helper: i32,
+    in_userns: bool,
+    resolv: Option<CString>,
+    go: OwnedFd,
+    ready: OwnedFd,
+    exit: OwnedFd,
+) -> ! {
     // SAFETY: prctl/getppid/read/fcntl/execvp/_exit on values we own, in
     // the forked child of a single-threaded process.
     unsafe {
@@ -111,6 +147,28 @@ fn keeper(helper: i32, in_userns: bool, go: OwnedFd, ready: OwnedFd, exit: Owned
             libc::dup2(null, 1);
             libc::dup2(null, 2);
         }
+        // libslirp reads its upstream DNS from /etc/resolv.conf: another
+        // file is bound over it in a mount namespace of the keeper's own.
+        if let Some(resolv) = &resolv {
+            if libc::unshare(libc::CLONE_NEWNS) != 0
+                || libc::mount(
+                    std::ptr::null(),
+                    c"/".as_ptr(),
+                    std::ptr::null(),
+                    libc::MS_REC | libc::MS_PRIVATE,
+                    std::ptr::null(),
+                ) != 0
+                || libc::mount(
+                    resolv.as_ptr(),
+                    c"/etc/resolv.conf".as_ptr(),
+                    std::ptr::null(),
+                    libc::MS_BIND,
+                    std::ptr::null(),
+                ) != 0
+            {
+                libc::_exit(126);
+            }
+        }
         for fd in [ready.as_raw_fd(), exit.as_raw_fd()] {
             libc::fcntl(fd, libc::F_SETFD, 0);
         }
@@ -126,9 +184,9 @@ fn keeper(helper: i32, in_userns: bool, go: OwnedFd, ready: OwnedFd, exit: Owned
             args.push(format!("--userns-path=/proc/{helper}/ns/user"));
         }
         args.extend([helper.to_string(), "tap0".into()]);
-        let owned: Vec<std::ffi::CString> = args
+        let owned: Vec<CString> = args
             .into_iter()
-            .map(|a| std::ffi::CString::new(a).expect("no NUL"))
+            .map(|a| CString::new(a).expect("no NUL"))
             .collect();
         let mut argv: Vec<*const libc::c_char> = owned.iter().map(|a| a.as_ptr()).collect();
         argv.push(std::ptr::null());

@@ -138,6 +138,10 @@ pub struct SandboxSpec {
     /// The step's network.
     #[serde(default)]
     pub network: Network,
+    /// The resolv.conf slirp4netns reads its upstream DNS from (None: the
+    /// host's `/etc/resolv.conf`).
+    #[serde(default)]
+    pub network_resolv_conf: Option<PathBuf>,
     /// Which namespaces to create.
     #[serde(default)]
     pub namespaces: Namespaces,
@@ -267,6 +271,7 @@ impl SandboxSpec {
             groups: vec![],
             hostname: "h".into(),
             network: Network::Host,
+            network_resolv_conf: None,
             namespaces: Namespaces::Full,
             userns: false,
             mounts: vec![],
