@@ -77,10 +77,13 @@ impl TestNet {
         Some(net)
     }
 
-    /// Serves `body` on `port` of the outside's address, from inside the
-    /// namespace (a thread that joined it: network namespaces are per
-    /// thread).
-    fn serve_outside(&self, port: u16, body: &'static str) {
+    /// Runs `serve` on a thread that joined the outside's namespace
+    /// (network namespaces are per thread), once `bind` has bound there.
+    fn in_outside<S: Send + 'static>(
+        &self,
+        bind: impl FnOnce(Ipv4Addr) -> S + Send + 'static,
+        serve: impl FnOnce(S) + Send + 'static,
+    ) {
         let path = format!("/run/netns/{}", self.name);
         let addr = self.outside;
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
@@ -89,34 +92,34 @@ impl TestNet {
             // SAFETY: setns on this thread only, with an fd we own.
             let rc = unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) };
             assert_eq!(rc, 0, "setns: {}", std::io::Error::last_os_error());
-            let listener = TcpListener::bind((addr, port)).expect("bind the outside server");
+            let bound = bind(addr);
             ready_tx.send(()).unwrap();
-            answer(listener, body);
+            serve(bound);
         });
         ready_rx.recv().unwrap();
     }
-}
 
-impl TestNet {
+    /// Serves `body` on `port` of the outside's address.
+    fn serve_outside(&self, port: u16, body: &'static str) {
+        self.in_outside(
+            move |addr| TcpListener::bind((addr, port)).expect("bind the outside server"),
+            move |listener| answer(listener, body),
+        );
+    }
+
     /// Answers DNS queries on the outside's port 53: `name` is the
     /// outside's address, every other name does not exist.
     fn serve_dns(&self, name: &'static str) {
-        let path = format!("/run/netns/{}", self.name);
         let addr = self.outside;
-        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let ns = std::fs::File::open(&path).expect("open the test netns");
-            // SAFETY: setns on this thread only, with an fd we own.
-            let rc = unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) };
-            assert_eq!(rc, 0, "setns: {}", std::io::Error::last_os_error());
-            let socket = UdpSocket::bind((addr, 53)).expect("bind the outside DNS");
-            ready_tx.send(()).unwrap();
-            let mut query = [0u8; 512];
-            while let Ok((n, from)) = socket.recv_from(&mut query) {
-                let _ = socket.send_to(&dns_answer(&query[..n], name, addr), from);
-            }
-        });
-        ready_rx.recv().unwrap();
+        self.in_outside(
+            |addr| UdpSocket::bind((addr, 53)).expect("bind the outside DNS"),
+            move |socket| {
+                let mut query = [0u8; 512];
+                while let Ok((n, from)) = socket.recv_from(&mut query) {
+                    let _ = socket.send_to(&dns_answer(&query[..n], name, addr), from);
+                }
+            },
+        );
     }
 }
 
