@@ -301,11 +301,7 @@ pub fn build(
         options.source_date_epoch,
     )
     .map_err(environment)?;
-    if let (Some(problem), Network::Private, false) = (
-        runner.stack_problem(),
-        options.network,
-        options.plan.namespaces == crate::executor::Namespaces::Chroot,
-    ) {
+    if let (Some(problem), Network::Private) = (runner.stack_problem(), options.network) {
         // Never the host's network in its place: a step that needs one
         // fails, and this line says why.
         log(&Event::Warning(format!(

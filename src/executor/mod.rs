@@ -315,6 +315,10 @@ impl StepRunner {
             host_uid: rustix::process::geteuid().as_raw(),
             host_gid: rustix::process::getegid().as_raw(),
         });
+        // The chroot tier runs no stack: it has only the host's network.
+        let stack_problem = (plan.namespaces != Namespaces::Chroot)
+            .then(sandbox::stack_problem)
+            .flatten();
         Ok(StepRunner {
             executor,
             plan,
@@ -331,13 +335,14 @@ impl StepRunner {
                 compression: crate::cache::Compression::None,
             },
             hostname: "rbuild".to_string(),
-            stack_problem: sandbox::stack_problem(),
+            stack_problem,
             cancelled: Arc::new(AtomicBool::new(false)),
         })
     }
 
     /// Why RUN steps get only `lo` for the default network here, if they
-    /// do (slirp4netns missing, `/dev/net/tun` closed to this user).
+    /// do (slirp4netns missing, `/dev/net/tun` closed to this user; never
+    /// in the chroot tier, which has only the host's network).
     pub fn stack_problem(&self) -> Option<&'static str> {
         self.stack_problem
     }
@@ -507,7 +512,8 @@ impl StepRunner {
             None => self.identity(&lowers, &ws.merged(), &step.user)?,
         };
         let is_run = copy.is_none();
-        let mounts = self.mounts(step, is_run, &ws)?;
+        let network = self.network_of(step);
+        let mounts = self.mounts(step, network, is_run, &ws)?;
         let cgroup = self.cgroup(is_run)?;
         let report = ws.path().join("stubs.json");
         let remap = self.remap(step, is_run, &ws)?;
@@ -526,7 +532,7 @@ impl StepRunner {
             gid: identity.gid,
             groups: identity.groups,
             hostname: self.hostname.clone(),
-            network: self.network_of(step),
+            network,
             network_resolv_conf: step.network_resolv_conf.clone(),
             namespaces: self.plan.namespaces,
             userns: self.plan.userns,
@@ -612,11 +618,12 @@ impl StepRunner {
     fn mounts(
         &self,
         step: &Step,
+        network: sandbox::Network,
         is_run: bool,
         ws: &Workspace,
     ) -> Result<Vec<MountSpec>, StepError> {
         let mut mounts = if self.plan.namespaces != Namespaces::Chroot && is_run {
-            self.network_files(ws, step.network)?
+            self.network_files(ws, network)?
         } else {
             Vec::new()
         };

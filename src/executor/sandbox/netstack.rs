@@ -53,7 +53,7 @@ pub(super) struct Keeper {
     ready: OwnedFd,
     exit: OwnedFd,
     /// The host's addresses and the link-local range, read before unshare.
-    pub blocked: Vec<Prefix>,
+    blocked: Vec<Prefix>,
 }
 
 impl Keeper {
@@ -227,6 +227,9 @@ fn host_prefixes() -> Result<Vec<Prefix>, SetupError> {
 /// Adds an unreachable route to each prefix in the current network
 /// namespace (rtnetlink RTM_NEWROUTE, as `ip route add unreachable`).
 pub(super) fn block(prefixes: &[Prefix]) -> Result<(), SetupError> {
+    if prefixes.is_empty() {
+        return Ok(());
+    }
     // SAFETY: a socket we own, closed by OwnedFd.
     let fd = unsafe {
         libc::socket(
