@@ -197,9 +197,31 @@ fn fetch_all(targets: &[(Ipv4Addr, u16)]) -> String {
 }
 
 fn build(dir: &Path, dockerfile: &str, flags: &[&str]) -> Output {
+    build_as(&[], dir, dockerfile, flags)
+}
+
+/// setpriv's arguments for running as nobody.
+const AS_NOBODY: [&str; 6] = [
+    "setpriv",
+    "--reuid",
+    "65534",
+    "--regid",
+    "65534",
+    "--clear-groups",
+];
+
+/// As [`build`], run through `launcher` (empty: directly).
+fn build_as(launcher: &[&str], dir: &Path, dockerfile: &str, flags: &[&str]) -> Output {
     let file = write_dockerfile(dir, dockerfile);
-    Command::new(RBUILD)
-        .args(["build", "--no-cache", "--progress=plain", "--root"])
+    let mut cmd = match launcher.split_first() {
+        Some((program, args)) => {
+            let mut cmd = Command::new(program);
+            cmd.args(args).arg(RBUILD);
+            cmd
+        }
+        None => Command::new(RBUILD),
+    };
+    cmd.args(["build", "--no-cache", "--progress=plain", "--root"])
         .arg(dir.join("root"))
         .arg("-f")
         .arg(file)
@@ -324,28 +346,15 @@ fn without_a_usable_stack_a_step_gets_lo_never_the_hosts_network() {
     serve_host(Ipv4Addr::LOCALHOST, port(5), "from-host-loopback");
     let dir = tempfile::tempdir().unwrap();
     std::os::unix::fs::chown(dir.path(), Some(65534), Some(65534)).unwrap();
-    let file = write_dockerfile(
-        dir.path(),
-        &fetch_all(&[(net.outside, web), (Ipv4Addr::LOCALHOST, port(5))]),
-    );
+    let dockerfile = fetch_all(&[(net.outside, web), (Ipv4Addr::LOCALHOST, port(5))]);
     // As nobody: whether /dev/net/tun opens for it decides the stack.
-    let tun_opens = Command::new("setpriv")
-        .args(["--reuid", "65534", "--regid", "65534", "--clear-groups"])
+    let tun_opens = Command::new(AS_NOBODY[0])
+        .args(&AS_NOBODY[1..])
         .args(["sh", "-c", "exec 3<>/dev/net/tun"])
         .status()
         .unwrap()
         .success();
-    let out = Command::new("setpriv")
-        .args(["--reuid", "65534", "--regid", "65534", "--clear-groups"])
-        .arg(RBUILD)
-        .args(["build", "--no-cache", "--progress=plain", "--root"])
-        .arg(dir.path().join("root"))
-        .arg("-f")
-        .arg(file)
-        .arg(dir.path())
-        .env("HOME", dir.path())
-        .output()
-        .unwrap();
+    let out = build_as(&AS_NOBODY, dir.path(), &dockerfile, &[]);
     let log = stderr(&out);
     assert!(out.status.success(), "{log}");
     assert!(!log.contains("from-host-loopback"), "{log}");
