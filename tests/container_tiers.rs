@@ -123,3 +123,50 @@ fn a_default_container_gets_a_lower_tier_or_a_clear_refusal() {
         "{chrooted}"
     );
 }
+
+/// A root container given CAP_SYS_ADMIN but not CAP_NET_ADMIN (podman's
+/// default set plus SYS_ADMIN, its default seccomp profile), with host
+/// root's tier (`--userns-remap=off`): `--network=none` gets `lo` up, and
+/// the step, as docker's, cannot take it down or add a link.
+#[test]
+fn network_none_works_in_a_root_container_without_cap_net_admin() {
+    if !is_root() {
+        common::skip("running podman here needs root");
+        return;
+    }
+    let root = container_root(
+        "FROM busybox\n\
+         RUN --network=none ip link show lo | grep -q ',UP' && echo lo-up; \
+         echo $(ls /sys/class/net); \
+         ip link set lo down 2>/dev/null && echo lo-taken-down; \
+         ip link add d0 type dummy 2>/dev/null && echo link-added; \
+         nc -l -p 7777 -e echo served & sleep 0.3; nc 127.0.0.1 7777 </dev/null\n",
+    );
+    let podman = Podman::new();
+    let out = podman
+        .run_cmd()
+        .args(["--cap-add", "SYS_ADMIN", "--rootfs"])
+        .arg(root.path())
+        .args([
+            "/rbuild",
+            "debug",
+            "run",
+            "--userns-remap=off",
+            "-f",
+            "/Dockerfile",
+            "--oci-dir",
+            "/tmp/o",
+            "--root",
+            "/tmp/r",
+        ])
+        .output()
+        .unwrap();
+    let shown = text(&out);
+    assert!(out.status.success(), "{shown}");
+    let lines: Vec<&str> = shown.lines().filter_map(common::output_text).collect();
+    assert!(lines.contains(&"lo-up"), "{shown}");
+    assert!(lines.contains(&"lo"), "only lo in /sys/class/net: {shown}");
+    assert!(lines.contains(&"served"), "lo carries traffic: {shown}");
+    assert!(!lines.contains(&"lo-taken-down"), "{shown}");
+    assert!(!lines.contains(&"link-added"), "{shown}");
+}

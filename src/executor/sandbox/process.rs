@@ -9,35 +9,14 @@ use std::ffi::CString;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
+use super::netns;
 use super::netstack;
 use super::remap;
 use super::rootfs::{enter_root, mount_overlay, mount_readonly_overlay};
-use super::spec::{Namespaces, Remap, RootFs, SandboxSpec, SETUP_FAILED};
+use super::spec::{Namespaces, Network, Remap, RootFs, SandboxSpec, SETUP_FAILED};
 use super::sys::{check, cstr, mount, LinuxSys, SetupError, Sys};
 use crate::executor::confine::Posture;
 use crate::executor::copy::{self, CopySpec};
-
-/// Brings `lo` up in the current network namespace.
-fn loopback_up() -> Result<(), SetupError> {
-    // SAFETY: plain socket/ioctl calls on a zeroed ifreq we own.
-    unsafe {
-        let fd = libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0);
-        check("socket", fd)?;
-        let mut req: libc::ifreq = std::mem::zeroed();
-        for (i, b) in b"lo\0".iter().enumerate() {
-            req.ifr_name[i] = *b as libc::c_char;
-        }
-        let rc = libc::ioctl(fd, libc::SIOCGIFFLAGS, &mut req);
-        if rc == 0 {
-            req.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short;
-            let rc = libc::ioctl(fd, libc::SIOCSIFFLAGS, &req);
-            libc::close(fd);
-            return check("bring lo up", rc);
-        }
-        libc::close(fd);
-        check("read lo flags", rc)
-    }
-}
 
 /// Finds `name` on `PATH` from `env` (inside the new root).
 pub(super) fn resolve_program(name: &str, env: &[String]) -> String {
@@ -248,11 +227,11 @@ pub(super) fn kill_mount_namespace_peers() {
 
 /// The sandbox's init (PID 1 with a pid namespace): set up the root, run
 /// the command, reap, exit.
-fn init(spec: &SandboxSpec, posture: &Posture, blocked: &[netstack::Prefix]) -> i32 {
+fn init(spec: &SandboxSpec, posture: &Posture, net: &OwnNetwork) -> i32 {
     stdin_from_dev_null();
     let _ = LinuxSys.sethostname(&spec.hostname);
-    if spec.network.own_namespace() {
-        if let Err(e) = loopback_up().and_then(|()| netstack::block(blocked)) {
+    if let OwnNetwork::Unshared(blocked) = net {
+        if let Err(e) = netns::loopback_up().and_then(|()| netstack::block(blocked)) {
             eprintln!("rbuild sandbox: {e}");
             return SETUP_FAILED;
         }
@@ -366,6 +345,33 @@ pub(super) fn join_cgroups(spec: &SandboxSpec) -> Result<(), SetupError> {
     Ok(())
 }
 
+/// What the init still has to do for the step's network.
+enum OwnNetwork {
+    /// The host's network: nothing.
+    Shared,
+    /// A namespace `unshare` made: bring `lo` up, then block these.
+    Unshared(Vec<netstack::Prefix>),
+    /// A namespace `netns::enter` joined, `lo` already up.
+    Lent,
+}
+
+/// The step's network once the namespaces are unshared: the default
+/// network's stack started, or the lent namespace already joined.
+fn own_network(
+    spec: &SandboxSpec,
+    lent: bool,
+    keeper: Option<netstack::Keeper>,
+) -> Result<OwnNetwork, SetupError> {
+    if lent {
+        return Ok(OwnNetwork::Lent);
+    }
+    if !spec.network.own_namespace() {
+        return Ok(OwnNetwork::Shared);
+    }
+    let blocked = keeper.map(netstack::Keeper::start).transpose()?;
+    Ok(OwnNetwork::Unshared(blocked.unwrap_or_default()))
+}
+
 /// The namespace tiers, once any user namespace is entered: unshares the
 /// step's namespaces, forks the init (PID 1 with a pid namespace) and
 /// waits for it, killing it when the lifeline ends.
@@ -381,16 +387,25 @@ pub(super) fn run_in_namespaces(
     if spec.namespaces == Namespaces::Full {
         flags |= libc::CLONE_NEWPID;
     }
-    if spec.network.own_namespace() {
+    let lent = spec.network == Network::None && netns::needs_lender(spec.in_userns());
+    if spec.network.own_namespace() && !lent {
         flags |= libc::CLONE_NEWNET;
+    }
+    // Before the pid namespace: the lender is a child, and the first
+    // child after CLONE_NEWPID is its PID 1, whose exit ends it.
+    if lent {
+        if let Err(e) = netns::enter() {
+            eprintln!("rbuild sandbox: {e}");
+            return SETUP_FAILED;
+        }
     }
     // SAFETY: unshare in this single-threaded helper.
     if let Err(e) = check("unshare", unsafe { libc::unshare(flags) }) {
         eprintln!("rbuild sandbox: {e} (needs root or a user namespace)");
         return SETUP_FAILED;
     }
-    let blocked = match keeper.map(netstack::Keeper::start).transpose() {
-        Ok(blocked) => blocked.unwrap_or_default(),
+    let net = match own_network(spec, lent, keeper) {
+        Ok(net) => net,
         Err(e) => {
             eprintln!("rbuild sandbox: {e}");
             return SETUP_FAILED;
@@ -400,7 +415,7 @@ pub(super) fn run_in_namespaces(
     match unsafe { libc::fork() } {
         -1 => SETUP_FAILED,
         0 => {
-            let code = init(spec, posture, &blocked);
+            let code = init(spec, posture, &net);
             // SAFETY: leave without unwinding into the parent's state.
             unsafe { libc::_exit(code) }
         }
