@@ -169,4 +169,42 @@ fn network_none_works_in_a_root_container_without_cap_net_admin() {
     assert!(lines.contains(&"served"), "lo carries traffic: {shown}");
     assert!(!lines.contains(&"lo-taken-down"), "{shown}");
     assert!(!lines.contains(&"link-added"), "{shown}");
+
+    // The container has no slirp4netns: `rbuild info` says the default
+    // network is lo only and why, and so does a step that needed it.
+    let info = in_container(&podman, root.path(), &["info", "--root", "/tmp/r"]);
+    let said = text(&info);
+    assert!(
+        said.contains("network: default: lo only, since slirp4netns is not installed"),
+        "{said}"
+    );
+    std::fs::write(
+        root.path().join("Dockerfile.net"),
+        "FROM busybox\nRUN nc -w 2 10.0.2.3 53 </dev/null\n",
+    )
+    .unwrap();
+    let needed = in_container(
+        &podman,
+        root.path(),
+        &[
+            "debug",
+            "run",
+            "--userns-remap=off",
+            "-f",
+            "/Dockerfile.net",
+            "--oci-dir",
+            "/tmp/o",
+            "--root",
+            "/tmp/r",
+        ],
+    );
+    let failed = text(&needed);
+    assert_eq!(needed.status.code(), Some(1), "{failed}");
+    assert!(
+        failed.contains(
+            "RUN did not complete successfully: exit code: 1 (this step had only lo, \
+             not the default network: slirp4netns is not installed"
+        ),
+        "{failed}"
+    );
 }

@@ -425,6 +425,7 @@ fn info(isolation: IsolationRequest, root: Option<PathBuf>) -> i32 {
                     range.uid, range.gid, range.count
                 );
             }
+            println!("network: {}", network_line(&plan));
             EXIT_OK
         }
         Err(message) => {
@@ -432,6 +433,25 @@ fn info(isolation: IsolationRequest, root: Option<PathBuf>) -> i32 {
             eprintln!("error: {message}");
             EXIT_ENVIRONMENT
         }
+    }
+}
+
+/// What RUN's default network is in this tier, for `rbuild info`.
+fn network_line(plan: &crate::executor::Plan) -> String {
+    use crate::executor::{sandbox, Namespaces};
+    if plan.namespaces == Namespaces::Chroot {
+        return "the host's for every step (the chroot tier makes no network namespace; \
+                --network=none is refused)"
+            .to_string();
+    }
+    match sandbox::stack_problem(plan.userns || plan.remap.is_some()) {
+        None => format!(
+            "default: a namespace of the step's own with lo and tap0 through slirp4netns \
+             (DNS at {}; the host's loopback, own addresses and 169.254.0.0/16 unreachable); \
+             none: lo only",
+            sandbox::STACK_DNS
+        ),
+        Some(problem) => format!("default: lo only, since {problem}; none: lo only"),
     }
 }
 

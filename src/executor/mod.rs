@@ -317,7 +317,7 @@ impl StepRunner {
         });
         // The chroot tier runs no stack: it has only the host's network.
         let stack_problem = (plan.namespaces != Namespaces::Chroot)
-            .then(sandbox::stack_problem)
+            .then(|| sandbox::stack_problem(plan.userns || plan.remap.is_some()))
             .flatten();
         Ok(StepRunner {
             executor,
@@ -341,8 +341,9 @@ impl StepRunner {
     }
 
     /// Why RUN steps get only `lo` for the default network here, if they
-    /// do (slirp4netns missing, `/dev/net/tun` closed to this user; never
-    /// in the chroot tier, which has only the host's network).
+    /// do (slirp4netns missing, `/dev/net/tun` closed to this user, host
+    /// root without CAP_NET_ADMIN; never in the chroot tier, which has
+    /// only the host's network).
     pub fn stack_problem(&self) -> Option<&'static str> {
         self.stack_problem
     }
@@ -723,6 +724,16 @@ impl StepRunner {
         if let Some(text) = failure.as_mut() {
             if is_run && step.security == confine::Security::Sandbox {
                 text.push_str(confinement_hint(output).unwrap_or_default());
+            }
+            // A step that asked for the default network and got only lo
+            // may have failed for that: say so where the failure is read.
+            let ran = output.code != SETUP_FAILED;
+            if let (true, sandbox::Network::Private, Some(problem)) =
+                (is_run && ran, step.network, self.stack_problem)
+            {
+                text.push_str(&format!(
+                    " (this step had only lo, not the default network: {problem})"
+                ));
             }
         }
         if failure.is_some() && self.cancelled.load(Ordering::Relaxed) {

@@ -27,7 +27,7 @@ const OWNERS: [libc::uid_t; 2] = [u32::MAX - 1, 65533];
 /// Whether a step's own network namespace has to come from [`enter`]:
 /// host root (no user namespace) without CAP_NET_ADMIN.
 pub(super) fn needs_lender(in_userns: bool) -> bool {
-    !in_userns && !crate::executor::confine::caps::holds(12)
+    !in_userns && !crate::executor::confine::caps::holds(super::netstack::CAP_NET_ADMIN)
 }
 
 /// Moves the calling helper into a new network namespace whose `lo` is up.

@@ -27,16 +27,27 @@ pub const STACK_DNS: &str = "10.0.2.3";
 /// A destination the step must not reach: an address and prefix length.
 pub type Prefix = (Ipv4Addr, u8);
 
+/// The capability that configures a network namespace's links and routes.
+pub(super) const CAP_NET_ADMIN: u32 = 12;
+
 /// Where the helper, whose environment is empty, finds slirp4netns:
 /// execvp's default search path.
 const STACK_PATHS: [&str; 2] = ["/bin/slirp4netns", "/usr/bin/slirp4netns"];
 
-/// Why the default network's stack cannot run for this user, if it
-/// cannot: slirp4netns is not where the helper looks, or `/dev/net/tun`
-/// (where it makes `tap0`) cannot be opened.
-pub fn stack_problem() -> Option<&'static str> {
+/// Why the default network's stack cannot run for a step of this tier
+/// (`in_userns`: the step's namespaces belong to a user namespace of its
+/// own), if it cannot: slirp4netns is not where the helper looks,
+/// `/dev/net/tun` (where it makes `tap0`) cannot be opened, or host root
+/// lacks CAP_NET_ADMIN (to configure `tap0` and the blocking routes).
+pub fn stack_problem(in_userns: bool) -> Option<&'static str> {
     if !STACK_PATHS.iter().any(|p| Path::new(p).is_file()) {
         return Some("slirp4netns is not installed (apt-get install slirp4netns)");
+    }
+    if !in_userns && !crate::executor::confine::caps::holds(CAP_NET_ADMIN) {
+        return Some(
+            "this tier runs steps as host root, which here lacks CAP_NET_ADMIN \
+             (a container without it: add it, or let rbuild remap step ids)",
+        );
     }
     let tun = std::fs::OpenOptions::new()
         .read(true)
