@@ -245,6 +245,12 @@ fn the_default_network_reaches_the_outside_but_not_the_host() {
         (net.host, host),
         (Ipv4Addr::new(10, 0, 2, 2), loopback),
     ]);
+    // The step's own links in /sys (every tier, remapped too), and no
+    // packet socket, whose frames would bypass the blocking routes.
+    let dockerfile = format!(
+        "{dockerfile}RUN echo links: $(ls /sys/class/net); \
+         arping -c 1 -w 1 -I tap0 10.0.2.2 >/dev/null 2>&1 && echo frames-sent || echo no-frames\n"
+    );
 
     let out = build(dir.path(), &dockerfile, &[]);
     let log = stderr(&out);
@@ -257,6 +263,10 @@ fn the_default_network_reaches_the_outside_but_not_the_host() {
     );
     assert!(log.contains("resolv: nameserver 10.0.2.3"), "{log}");
     assert!(!log.contains("slirp"), "the stack's own chatter: {log}");
+    assert!(log.contains("links: lo tap0\n"), "{log}");
+    let said: Vec<&str> = log.lines().filter_map(common::output_text).collect();
+    assert!(said.contains(&"no-frames"), "a packet socket: {log}");
+    assert!(!said.contains(&"frames-sent"), "a packet socket: {log}");
 
     let out = build(
         dir.path(),

@@ -70,6 +70,10 @@ pub struct Posture {
     /// Processes (and their process groups) the step may not signal:
     /// set where the step shares rbuild's pid namespace.
     pub guard: Option<Vec<i32>>,
+    /// Whether packet sockets are refused: on the default network a
+    /// frame written to `tap0` reaches the user-mode stack without the
+    /// routing table, and so past the routes that block the host.
+    pub no_packet_sockets: bool,
 }
 
 impl Posture {
@@ -82,6 +86,7 @@ impl Posture {
                 caps: caps::ALL.iter().map(|c| c.name).collect(),
                 seccomp: false,
                 guard: None,
+                no_packet_sockets: false,
             };
         }
         let kept = caps::DOCKER_DEFAULT
@@ -93,6 +98,7 @@ impl Posture {
             caps: kept,
             seccomp: true,
             guard: (!pidns).then_some(protected),
+            no_packet_sockets: false,
         }
     }
 
@@ -108,6 +114,13 @@ impl Posture {
             seccomp::guard(protected, nnp)?
                 .load()
                 .map_err(|e| ConfineError::seccomp("loading the seccomp guard", e))?;
+        }
+        if self.no_packet_sockets {
+            for filter in seccomp::no_packet_sockets(nnp)? {
+                filter
+                    .load()
+                    .map_err(|e| ConfineError::seccomp("loading the packet socket filter", e))?;
+            }
         }
         if self.seccomp {
             seccomp::docker_default(&self.caps, nnp)?

@@ -60,10 +60,11 @@ fn mount_sys(builder: &mut RootBuilder, spec: &SandboxSpec) -> Result<(), SetupE
         0
     };
     // A fresh sysfs needs a network namespace the mounting user owns:
-    // always as real root, in a user namespace only with its own network;
-    // a remapped step binds the one real root mounted for it.
+    // always as real root, in a user namespace only with its own network
+    // (whose /sys/class/net it then shows); a remapped step on the host's
+    // network binds the one real root mounted for it.
     let fresh = match &spec.remap {
-        Some(remap) => builder.mount_on(
+        Some(remap) if !spec.network.own_namespace() => builder.mount_on(
             &remap.staging.join(super::remap::SYSFS).to_string_lossy(),
             "sys",
             true,
@@ -71,7 +72,7 @@ fn mount_sys(builder: &mut RootBuilder, spec: &SandboxSpec) -> Result<(), SetupE
             libc::MS_BIND | readonly | NOSUID_NODEV_NOEXEC,
             "",
         ),
-        None if !spec.in_userns() || spec.network.own_namespace() => builder.mount_on(
+        _ if !spec.in_userns() || spec.network.own_namespace() => builder.mount_on(
             "sysfs",
             "sys",
             true,
@@ -79,7 +80,7 @@ fn mount_sys(builder: &mut RootBuilder, spec: &SandboxSpec) -> Result<(), SetupE
             readonly | NOSUID_NODEV_NOEXEC,
             "",
         ),
-        None => Err(SetupError::refused("no sysfs of its own")),
+        _ => Err(SetupError::refused("no sysfs of its own")),
     };
     if fresh.is_ok() {
         return mount_own_cgroups(builder, spec, readonly);

@@ -15,7 +15,7 @@ use super::remap;
 use super::rootfs::{enter_root, mount_overlay, mount_readonly_overlay};
 use super::spec::{Namespaces, Network, Remap, RootFs, SandboxSpec, SETUP_FAILED};
 use super::sys::{check, cstr, mount, LinuxSys, SetupError, Sys};
-use crate::executor::confine::Posture;
+use crate::executor::confine::{Posture, Security};
 use crate::executor::copy::{self, CopySpec};
 
 /// Finds `name` on `PATH` from `env` (inside the new root).
@@ -327,12 +327,15 @@ pub(super) fn posture_for(spec: &SandboxSpec) -> Posture {
     protected.retain(|p| *p > 0);
     protected.sort_unstable();
     protected.dedup();
-    Posture::new(
+    let mut posture = Posture::new(
         spec.security,
         spec.namespaces == Namespaces::Chroot,
         spec.namespaces == Namespaces::Full,
         protected,
-    )
+    );
+    posture.no_packet_sockets =
+        spec.network == Network::Private && spec.security == Security::Sandbox;
+    posture
 }
 
 /// Moves the helper into each of the step's cgroups before anything else,
