@@ -191,7 +191,7 @@ fn fetch_all(targets: &[(Ipv4Addr, u16)]) -> String {
     }
     run.push_str(
         "; do printf 'GET / HTTP/1.0\\r\\n\\r\\n' | timeout 5 nc ${t%:*} ${t#*:} | tail -n 1; \
-         done; echo resolv: $(cat /etc/resolv.conf)\n",
+         done; echo resolv: $(cat /etc/resolv.conf); echo hosts: $(hostname) $(cat /etc/hosts)\n",
     );
     run
 }
@@ -252,9 +252,21 @@ fn the_default_network_reaches_the_outside_but_not_the_host() {
          arping -c 1 -w 1 -I tap0 10.0.2.2 >/dev/null 2>&1 && echo frames-sent || echo no-frames\n"
     );
 
+    // Every network names the step's host name in the same /etc/hosts.
+    let same_hosts = |log: &str| {
+        assert!(
+            log.contains(
+                "hosts: rbuild 127.0.0.1 localhost rbuild ::1 localhost ip6-localhost \
+                 ip6-loopback rbuild\n"
+            ),
+            "{log}"
+        )
+    };
+
     let out = build(dir.path(), &dockerfile, &[]);
     let log = stderr(&out);
     assert!(out.status.success(), "{log}");
+    same_hosts(&log);
     assert!(log.contains("from-the-outside"), "the outside: {log}");
     assert!(!log.contains("from-host-loopback"), "host loopback: {log}");
     assert!(
@@ -282,11 +294,20 @@ fn the_default_network_reaches_the_outside_but_not_the_host() {
     ] {
         assert!(log.contains(body), "--network=host: {body}: {log}");
     }
+    same_hosts(&log);
+    // The host's network, the host's resolver.
+    let host_resolv = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+    let words: Vec<&str> = host_resolv.split_whitespace().collect();
+    assert!(
+        log.contains(&format!("resolv: {}\n", words.join(" "))),
+        "{log}"
+    );
 
     let out = build(dir.path(), &dockerfile, &["--network", "none"]);
     let log = stderr(&out);
     assert!(out.status.success(), "{log}");
     assert!(!log.contains("from-"), "--network=none: {log}");
+    same_hosts(&log);
 }
 
 #[test]
