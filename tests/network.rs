@@ -249,7 +249,8 @@ fn the_default_network_reaches_the_outside_but_not_the_host() {
     // packet socket, whose frames would bypass the blocking routes.
     let dockerfile = format!(
         "{dockerfile}RUN echo links: $(ls /sys/class/net); \
-         arping -c 1 -w 1 -I tap0 10.0.2.2 >/dev/null 2>&1 && echo frames-sent || echo no-frames\n"
+         arping -c 1 -w 1 -I tap0 10.0.2.2 >/dev/null 2>&1 && echo frames-sent || echo no-frames; \
+         echo metadata: $(ip route get 169.254.169.254 2>&1); echo elsewhere: $(ip route get 192.0.2.77)\n"
     );
 
     // Every network names the step's host name in the same /etc/hosts.
@@ -278,6 +279,18 @@ fn the_default_network_reaches_the_outside_but_not_the_host() {
     assert!(log.contains("links: lo tap0\n"), "{log}");
     let said: Vec<&str> = log.lines().filter_map(common::output_text).collect();
     assert!(said.contains(&"no-frames"), "a packet socket: {log}");
+    // Cloud metadata: refused by the step's own routing table (nothing
+    // answers 169.254.169.254 here, so a connection attempt would prove
+    // nothing), while other addresses go out through tap0.
+    assert!(
+        said.contains(&"metadata: ip: RTNETLINK answers: No route to host"),
+        "169.254.169.254: {log}"
+    );
+    assert!(
+        said.iter()
+            .any(|l| l.starts_with("elsewhere: 192.0.2.77 via 10.0.2.2 dev tap0")),
+        "{log}"
+    );
     assert!(!said.contains(&"frames-sent"), "a packet socket: {log}");
 
     let out = build(
