@@ -37,48 +37,33 @@ for tool in ip slirp4netns pasta python3 busybox unshare nsenter; do
 done
 work=$(mktemp -d /tmp/rbuild-netstack.XXXXXX)
 ns=rbns$$
+. "$(dirname "$0")/outside.sh"
 cleanup() {
   for f in "$work"/*.pid; do [ -f "$f" ] && kill "$(cat "$f")" 2>/dev/null || true; done
-  ip netns del "$ns" 2>/dev/null || true
+  outside_down "$ns" "$work"
   umount /dev/net/tun "$work/dev" 2>/dev/null || true
   rm -rf "$work"
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
-if [ -n "$(ip route show 10.216.0.0/24)" ]; then
-  echo "netstack.sh: 10.216.0.0/24 is already routed (a leftover run?)" >&2; exit 2
-fi
-ip netns add "$ns"
-ip link add "${ns}h" type veth peer name "${ns}o"
-ip link set "${ns}o" netns "$ns"
-ip addr add 10.216.0.1/24 dev "${ns}h"
-ip link set "${ns}h" up
-ip -n "$ns" addr add 10.216.0.2/24 dev "${ns}o"
-ip -n "$ns" link set "${ns}o" up
-ip -n "$ns" link set lo up
+outside_up "$ns" 10.216.0 "$MB" "$work"
 # Both stacks run as they would for a rootless build, as nobody in a user
 # namespace nobody owns: Debian's pasta will not serve a root-owned
 # namespace (as root it switches to nobody, then cannot open it), and this
 # VM's /dev/net/tun is root's only. So the namespace sees a tun node open
 # to everyone, made in a tmpfs of this mount namespace.
 chmod 755 "$work"
-mkdir -p "$work/www" "$work/dev"
+mkdir -p "$work/dev"
 mount -t tmpfs -o mode=755 tmpfs "$work/dev"
 mknod -m 666 "$work/dev/tun" c 10 200
 mount --bind "$work/dev/tun" /dev/net/tun
 nobody=(setpriv --reuid 65534 --regid 65534 --clear-groups)
-head -c "$((MB * 1000000))" /dev/urandom > "$work/www/blob"
-(cd "$work/www" && exec ip netns exec "$ns" python3 -m http.server --bind 10.216.0.2 8080) \
-  >/dev/null 2>&1 &
-echo $! > "$work/server.pid"
 # A listener on the host's loopback, which no step may reach.
 python3 -m http.server --bind 127.0.0.1 18999 --directory "$work/www" >/dev/null 2>&1 &
 echo $! > "$work/lo.pid"
-for addr in 10.216.0.2:8080 127.0.0.1:18999; do
-  for _ in $(seq 100); do
-    printf 'HEAD / HTTP/1.0\r\n\r\n' | busybox nc "${addr%:*}" "${addr#*:}" 2>/dev/null | grep -q HTTP && break
-    sleep 0.1
-  done
+for _ in $(seq 100); do
+  printf 'HEAD / HTTP/1.0\r\n\r\n' | busybox nc 127.0.0.1 18999 2>/dev/null | grep -q HTTP && break
+  sleep 0.1
 done
 
 now() { date +%s.%N; }

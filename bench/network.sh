@@ -18,31 +18,19 @@ here=$(cd "$(dirname "$0")/.." && pwd)
 cd "$here"
 cargo build --release --quiet
 RBUILD="$here/target/release/rbuild"
-for tool in ip slirp4netns python3; do
+for tool in ip slirp4netns python3 busybox; do
   command -v "$tool" >/dev/null || { echo "network.sh: $tool is not installed" >&2; exit 2; }
 done
 work=$(mktemp -d /tmp/rbuild-netbench.XXXXXX)
 ns=rbnb$$
+. "$(dirname "$0")/outside.sh"
 cleanup() {
-  [ -f "$work/server.pid" ] && kill "$(cat "$work/server.pid")" 2>/dev/null || true
-  ip netns del "$ns" 2>/dev/null || true
+  outside_down "$ns" "$work"
   rm -rf "$work"
 }
 trap cleanup EXIT
-ip netns add "$ns"
-ip link add "${ns}h" type veth peer name "${ns}o"
-ip link set "${ns}o" netns "$ns"
-ip addr add 10.215.0.1/24 dev "${ns}h"
-ip link set "${ns}h" up
-ip -n "$ns" addr add 10.215.0.2/24 dev "${ns}o"
-ip -n "$ns" link set "${ns}o" up
-ip -n "$ns" link set lo up
-mkdir -p "$work/www" "$work/ctx"
-head -c "$((MB * 1000000))" /dev/urandom > "$work/www/blob"
-(cd "$work/www" && exec ip netns exec "$ns" python3 -m http.server --bind 10.215.0.2 8080) \
-  >/dev/null 2>&1 &
-echo $! > "$work/server.pid"
-sleep 1
+outside_up "$ns" 10.215.0 "$MB" "$work"
+mkdir -p "$work/ctx"
 cat > "$work/ctx/Dockerfile" <<'EOF'
 FROM busybox
 ARG ROUND
