@@ -425,6 +425,18 @@ fn info(isolation: IsolationRequest, root: Option<PathBuf>) -> i32 {
                     range.uid, range.gid, range.count
                 );
             }
+            if plan.userns {
+                match crate::executor::sandbox::full_range() {
+                    Some(count) => println!(
+                        "step ids: {count} ids from 0, each its own (root maps every id it \
+                         has into the step's user namespace)"
+                    ),
+                    None => println!(
+                        "step ids: root only (a user namespace mapping this user alone; \
+                         a USER other than root cannot run)"
+                    ),
+                }
+            }
             println!("network: {}", network_line(&plan));
             EXIT_OK
         }

@@ -311,7 +311,9 @@ impl StepRunner {
                 cgroups.problem.as_deref().unwrap_or("no cgroupfs")
             ));
         }
-        let id_map = plan.userns.then(|| IdMap {
+        // A user namespace mapping every id to itself (root holding
+        // CAP_SETUID and CAP_SETGID) writes true owners: nothing to map.
+        let id_map = (plan.userns && sandbox::full_range().is_none()).then(|| IdMap {
             host_uid: rustix::process::geteuid().as_raw(),
             host_gid: rustix::process::getegid().as_raw(),
         });
@@ -727,7 +729,9 @@ impl StepRunner {
             }
             // A step that asked for the default network and got only lo
             // may have failed for that: say so where the failure is read.
-            let ran = output.code != SETUP_FAILED;
+            // Not when the sandbox itself failed (its own line says why).
+            let ran = output.code != SETUP_FAILED
+                && !String::from_utf8_lossy(&output.stderr).contains("rbuild sandbox:");
             if let (true, sandbox::Network::Private, Some(problem)) =
                 (is_run && ran, step.network, self.stack_problem)
             {

@@ -354,6 +354,29 @@ fn enter(userns: bool) -> Result<(), SetupError> {
     }
 }
 
+/// In the caller's (user) namespace: a pid namespace and, as its PID 1,
+/// a fresh `/proc` on `at`, as a step's init mounts it.
+fn fresh_proc(at: &Path) -> Result<(), SetupError> {
+    unshare(
+        libc::CLONE_NEWNS | libc::CLONE_NEWPID,
+        "unshare(CLONE_NEWNS|CLONE_NEWPID)",
+    )?;
+    let inner = in_child(|| {
+        mount("", Path::new("/"), "", libc::MS_REC | libc::MS_PRIVATE, "")?;
+        mount(
+            "proc",
+            at,
+            "proc",
+            libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
+            "",
+        )
+    });
+    match inner {
+        None => Ok(()),
+        Some(e) => Err(SetupError::refused(e)),
+    }
+}
+
 fn probe_namespaces(scratch: &Path, userns: bool) -> NamespaceProbes {
     let enter_userns = if userns {
         in_child(|| enter(true))
@@ -368,24 +391,7 @@ fn probe_namespaces(scratch: &Path, userns: bool) -> NamespaceProbes {
     });
     let pidns_proc = in_child(|| {
         enter(userns)?;
-        unshare(
-            libc::CLONE_NEWNS | libc::CLONE_NEWPID,
-            "unshare(CLONE_NEWNS|CLONE_NEWPID)",
-        )?;
-        let inner = in_child(|| {
-            mount("", Path::new("/"), "", libc::MS_REC | libc::MS_PRIVATE, "")?;
-            mount(
-                "proc",
-                &scratch.join("proc"),
-                "proc",
-                libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
-                "",
-            )
-        });
-        match inner {
-            None => Ok(()),
-            Some(e) => Err(SetupError::refused(e)),
-        }
+        fresh_proc(&scratch.join("proc"))
     });
     let overlay = in_child(|| {
         enter(userns)?;
@@ -421,7 +427,7 @@ fn probe_namespaces(scratch: &Path, userns: bool) -> NamespaceProbes {
 
 /// The remap probe in a child, then a look at the owner it left on disk.
 fn probe_remap(dir: &Path) -> Outcome {
-    let prepared = ["lower", "merged", "stage"]
+    let prepared = ["lower", "merged", "stage", "proc"]
         .iter()
         .try_for_each(|d| std::fs::create_dir_all(dir.join(d)));
     if let Err(e) = prepared {
@@ -429,6 +435,16 @@ fn probe_remap(dir: &Path) -> Outcome {
     }
     if let Some(failed) = in_child(|| super::sandbox::probe_remap(dir)) {
         return Some(failed);
+    }
+    let proc = in_child(|| {
+        super::sandbox::enter_remapped_for_probe(&dir.join("stage"))?;
+        fresh_proc(&dir.join("proc"))
+    });
+    if let Some(failed) = proc {
+        return Some(format!(
+            "a fresh /proc in the remapped namespace: {failed} (a container that masks \
+             /proc paths refuses it in a user namespace; procMount: Unmasked allows it)"
+        ));
     }
     use std::os::unix::fs::MetadataExt;
     match std::fs::metadata(dir.join("ws/upper/made-by-step")) {

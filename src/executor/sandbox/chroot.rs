@@ -67,10 +67,10 @@ fn run_chrooted(root: &Path, spec: &SandboxSpec, posture: &Posture) -> i32 {
                 unsafe { libc::_exit(SETUP_FAILED) }
             }
             let _ = std::env::set_current_dir("/");
-            let message = exec_command(spec, posture);
+            let (code, message) = exec_command(spec, posture);
             eprintln!("rbuild sandbox: {message}");
             // SAFETY: leave the child.
-            unsafe { libc::_exit(127) }
+            unsafe { libc::_exit(code) }
         }
         pid => {
             // SAFETY (both closures): signalling the step's process group.

@@ -37,8 +37,8 @@ mod spec;
 mod sys;
 
 pub use netstack::{stack_problem, STACK_DNS};
-pub(crate) use process::enter_user_namespace;
-pub(crate) use remap::probe as probe_remap;
+pub(crate) use process::{enter_user_namespace, full_range};
+pub(crate) use remap::{enter_for_probe as enter_remapped_for_probe, probe as probe_remap};
 pub use spec::{
     IdRange, MountKind, MountSpec, Namespaces, Network, Remap, RootFs, SandboxSpec, Stub,
     SETUP_FAILED,

@@ -33,8 +33,19 @@ pub(super) fn resolve_program(name: &str, env: &[String]) -> String {
         .unwrap_or_else(|| name.to_string())
 }
 
-/// Sets the identity and execs the command; returns only on failure.
-pub(super) fn exec_command(spec: &SandboxSpec, posture: &Posture) -> String {
+/// Sets the identity and execs the command; returns only on failure, with
+/// the exit code to leave with: the sandbox's own (125) when the step
+/// could not be set up (its working directory, confinement, ids), 127 as
+/// docker's when the command itself cannot be executed.
+pub(super) fn exec_command(spec: &SandboxSpec, posture: &Posture) -> (i32, String) {
+    match set_up_command(spec, posture) {
+        Err(message) => (SETUP_FAILED, message),
+        Ok(()) => (127, exec(spec)),
+    }
+}
+
+/// Everything before `execve`: signals, working directory, posture, ids.
+fn set_up_command(spec: &SandboxSpec, posture: &Posture) -> Result<(), String> {
     // Rust ignores SIGPIPE and an ignored signal survives exec: restore
     // the defaults and an empty mask, so `yes | head` ends as it does in
     // docker (by SIGPIPE, silently).
@@ -50,11 +61,9 @@ pub(super) fn exec_command(spec: &SandboxSpec, posture: &Posture) -> String {
     if let Err(e) =
         std::fs::create_dir_all(&spec.cwd).and_then(|_| std::env::set_current_dir(&spec.cwd))
     {
-        return format!("working directory {}: {e}", spec.cwd);
+        return Err(format!("working directory {}: {e}", spec.cwd));
     }
-    if let Err(e) = posture.apply() {
-        return e.to_string();
-    }
+    posture.apply().map_err(|e| e.to_string())?;
     let groups: Vec<libc::gid_t> = spec.groups.clone();
     // SAFETY: identity syscalls with plain integers and an owned slice.
     unsafe {
@@ -63,10 +72,10 @@ pub(super) fn exec_command(spec: &SandboxSpec, posture: &Posture) -> String {
         if (!spec.userns || !groups.is_empty())
             && libc::setgroups(groups.len(), groups.as_ptr()) != 0
         {
-            return format!(
+            return Err(format!(
                 "setting supplementary groups {groups:?}: {}",
                 std::io::Error::last_os_error()
-            );
+            ));
         }
         if libc::setgid(spec.gid) != 0 || libc::setuid(spec.uid) != 0 {
             let hint = if spec.userns {
@@ -74,14 +83,19 @@ pub(super) fn exec_command(spec: &SandboxSpec, posture: &Posture) -> String {
             } else {
                 ""
             };
-            return format!(
+            return Err(format!(
                 "switching to {}:{}: {}{hint}",
                 spec.uid,
                 spec.gid,
                 std::io::Error::last_os_error()
-            );
+            ));
         }
     }
+    Ok(())
+}
+
+/// Execs the step's command; returns only on failure, saying why.
+fn exec(spec: &SandboxSpec) -> String {
     let program = cstr(&resolve_program(&spec.args[0], &spec.env));
     let argv: Vec<CString> = spec.args.iter().map(|a| cstr(a)).collect();
     let envp: Vec<CString> = spec.env.iter().map(|e| cstr(e)).collect();
@@ -244,10 +258,10 @@ fn init(spec: &SandboxSpec, posture: &Posture, net: &OwnNetwork) -> i32 {
     let code = match unsafe { libc::fork() } {
         -1 => SETUP_FAILED,
         0 => {
-            let message = exec_command(spec, posture);
+            let (code, message) = exec_command(spec, posture);
             eprintln!("rbuild sandbox: {message}");
             // SAFETY: exit without running the parent's destructors.
-            unsafe { libc::_exit(127) }
+            unsafe { libc::_exit(code) }
         }
         pid => wait_for(pid),
     };
@@ -257,8 +271,45 @@ fn init(spec: &SandboxSpec, posture: &Posture, net: &OwnNetwork) -> i32 {
     code
 }
 
-/// Maps the caller's uid and gid to root in a new user namespace.
+/// Makes the caller root of a new user namespace: with every id of its
+/// own namespace when it is root holding CAP_SETUID and CAP_SETGID
+/// ([`full_range`]), else with its own uid and gid alone.
 pub(crate) fn enter_user_namespace() -> Result<(), SetupError> {
+    match full_range() {
+        Some(count) => remap::enter_identity(count),
+        None => enter_as_only_root(),
+    }
+}
+
+/// How many ids, from 0, root may map into a user namespace of its own:
+/// those its own namespace maps from 0 (all of them outside any user
+/// namespace, fewer in a user-namespaced pod). None unless the caller is
+/// root with CAP_SETUID and CAP_SETGID.
+pub(crate) fn full_range() -> Option<u32> {
+    use crate::executor::confine::caps;
+    // SAFETY: plain getter.
+    if unsafe { libc::geteuid() } != 0
+        || !caps::holds(caps::bit_of("CAP_SETUID")?)
+        || !caps::holds(caps::bit_of("CAP_SETGID")?)
+    {
+        return None;
+    }
+    let from_zero = |file: &str| -> Option<u32> {
+        let text = std::fs::read_to_string(file).ok()?;
+        text.lines().find_map(|line| {
+            let mut fields = line.split_whitespace().map(|f| f.parse::<u64>().ok());
+            match (fields.next()??, fields.next()??, fields.next()??) {
+                (0, _, count) => Some(count.min(u64::from(u32::MAX)) as u32),
+                _ => None,
+            }
+        })
+    };
+    let count = from_zero("/proc/self/uid_map")?.min(from_zero("/proc/self/gid_map")?);
+    (count > 1).then_some(count)
+}
+
+/// Maps the caller's uid and gid to root in a new user namespace.
+fn enter_as_only_root() -> Result<(), SetupError> {
     // SAFETY: plain id getters.
     let (uid, gid) = unsafe { (libc::geteuid(), libc::getegid()) };
     // SAFETY: unshare in this single-threaded helper.
@@ -312,7 +363,7 @@ pub(super) fn enter_remapped(spec: &mut SandboxSpec, remap: &Remap) -> Result<()
     // Written from inside by the namespace's root.
     let owned: Vec<PathBuf> = spec.stub_report.iter().cloned().collect();
     let owned: Vec<&Path> = owned.iter().map(PathBuf::as_path).collect();
-    remap::enter(remap.range, &remap.staging, &shifts, &owned)
+    remap::enter(remap.range, Some(&remap.staging), &shifts, &owned)
         .map_err(|e| e.during("remapping the step's ids; --userns-remap=off runs it as host root"))
 }
 

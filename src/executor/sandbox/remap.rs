@@ -155,11 +155,12 @@ fn idmapped_clone(source: &Path, target: &Path, userns: &OwnedFd) -> Result<(), 
 }
 
 /// The mapper's work, as real root in the parent namespaces: the maps of
-/// `pid`'s new user namespace, then the idmapped clones under `staging`.
+/// `pid`'s new user namespace, then (with a staging dir) the idmapped
+/// clones under it.
 fn map_and_shift(
     pid: libc::pid_t,
     range: IdRange,
-    staging: &Path,
+    staging: Option<&Path>,
     shifts: &[Shift],
 ) -> Result<(), SetupError> {
     let write = |file: &str, text: String| {
@@ -168,6 +169,9 @@ fn map_and_shift(
     };
     write("uid_map", format!("0 {} {}", range.uid, range.count))?;
     write("gid_map", format!("0 {} {}", range.gid, range.count))?;
+    let Some(staging) = staging else {
+        return Ok(());
+    };
     let ns = std::fs::File::open(format!("/proc/{pid}/ns/user"))
         .map_err(|e| SetupError::sys("open the step's user namespace", e))?;
     let userns = OwnedFd::from(ns);
@@ -204,20 +208,39 @@ fn map_and_shift(
 }
 
 /// Makes the calling (single-threaded, disposable) helper root of a new
-/// user namespace mapped to `range`, in a private mount namespace where
-/// each of `shifts` is attached under `staging`. `owned` files are handed
-/// to the namespace's root first (files the helper writes from inside).
+/// user namespace whose ids 0.. are the parent's ids 0..`count`, mapped
+/// by a child that stays in the parent namespace (writing another id than
+/// one's own needs CAP_SETUID and CAP_SETGID there, which the helper loses
+/// by entering). For root without CAP_SYS_ADMIN (a container that keeps
+/// docker's default set but no seccomp profile): the step's ids are the
+/// container's, every one of them, and its mounts its namespace's own.
+pub(crate) fn enter_identity(count: u32) -> Result<(), SetupError> {
+    let range = IdRange {
+        uid: 0,
+        gid: 0,
+        count,
+    };
+    enter(range, None, &[], &[])
+}
+
+/// Makes the calling (single-threaded, disposable) helper root of a new
+/// user namespace mapped to `range`; with a `staging` dir, in a private
+/// mount namespace where each of `shifts` is attached under it. `owned`
+/// files are handed to the namespace's root first (files the helper
+/// writes from inside).
 pub(super) fn enter(
     range: IdRange,
-    staging: &Path,
+    staging: Option<&Path>,
     shifts: &[Shift],
     owned: &[&Path],
 ) -> Result<(), SetupError> {
-    // SAFETY: unshare in the single-threaded helper.
-    check("unshare(CLONE_NEWNS)", unsafe {
-        libc::unshare(libc::CLONE_NEWNS)
-    })?;
-    mount("", Path::new("/"), "", libc::MS_REC | libc::MS_PRIVATE, "")?;
+    if staging.is_some() {
+        // SAFETY: unshare in the single-threaded helper.
+        check("unshare(CLONE_NEWNS)", unsafe {
+            libc::unshare(libc::CLONE_NEWNS)
+        })?;
+        mount("", Path::new("/"), "", libc::MS_REC | libc::MS_PRIVATE, "")?;
+    }
     for file in owned {
         std::fs::write(file, b"")
             .map_err(|e| SetupError::sys(format!("create {}", file.display()), e))?;
@@ -294,6 +317,15 @@ fn become_root() -> Result<(), SetupError> {
     }
 }
 
+/// The probe's second half (root only): the calling disposable child
+/// enters a remapped user namespace as a step would (with nothing to
+/// shift; `stage` an empty dir), where the caller then tries a step's
+/// `/proc`. A container that masks parts of its `/proc` lets real root
+/// mount a fresh one but refuses it inside a user namespace.
+pub(crate) fn enter_for_probe(stage: &Path) -> Result<(), SetupError> {
+    enter(IdRange::for_this_host(), Some(stage), &[], &[])
+}
+
 /// The probe (root only): a file created and chowned through an overlay of
 /// idmapped layers, mounted inside the remapped namespace, lands on disk
 /// with the step's own ids. `scratch` holds `lower/`, `upper/`, `work/`,
@@ -317,7 +349,7 @@ pub(crate) fn probe(scratch: &Path) -> Result<(), SetupError> {
         },
     ];
     let stage = scratch.join("stage");
-    enter(IdRange::for_this_host(), &stage, &shifts, &[])?;
+    enter(IdRange::for_this_host(), Some(&stage), &shifts, &[])?;
     // SAFETY: unshare in the single-threaded probe child.
     check("unshare(CLONE_NEWNS)", unsafe {
         libc::unshare(libc::CLONE_NEWNS)
