@@ -1,0 +1,257 @@
+//! The pods CI really runs (issue 16), as real containers: Debian's dockerd
+//! (started privately, its built-in default seccomp profile, which is
+//! containerd's RuntimeDefault) runs the freshly built rbuild with each
+//! common security setting, and rbuild builds with no flag but `--root`.
+//! Each row records the tier `rbuild info` chose, what a RUN step got
+//! (pid, network links, ids, `/proc`, `/dev/null`, a `USER 1000` step)
+//! and the result, into `target/pod-matrix.md` (the README's table).
+//!
+//! What it holds rbuild to today: every row either builds, or stops with
+//! a clear error (the environment's exit code 3 with the failed probes, or
+//! a step's error at its Dockerfile line), never a panic; and the rows
+//! issue 16 found working stay working. Needs root and docker.io.
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+
+use common::{is_root, skip, text, Dockerd};
+
+/// The Dockerfile each row builds: one line of what the step got, a
+/// background process left behind, then a step as uid 1000.
+const DOCKERFILE: &str = r#"FROM busybox
+RUN echo "gets: pid=$$ net=$(echo $(ls /sys/class/net 2>/dev/null)) proc=$(head -1 /proc/self/status >/dev/null 2>&1 && echo yes || echo no) devnull=$( (echo x > /dev/null) 2>/dev/null && echo yes || echo no) ids=$(awk '{print $3}' /proc/self/uid_map 2>/dev/null || echo ?)"
+RUN sleep 100 & echo left-a-process
+USER 1000
+RUN (echo x > /dev/null) && echo "user1000: $(id -u)"
+"#;
+
+/// One security setting: its name, who runs like this, and `docker run`'s
+/// flags for it.
+struct Setting {
+    name: &'static str,
+    flags: &'static [&'static str],
+    /// Whether it builds today (and so must go on building).
+    must_build: bool,
+}
+
+const SETTINGS: &[Setting] = &[
+    Setting {
+        name: "root, default caps, default seccomp (GitHub `container:`, GitLab docker executor, RuntimeDefault pods)",
+        flags: &[],
+        must_build: false,
+    },
+    Setting {
+        name: "root, seccomp unconfined (a pod with no seccompProfile)",
+        flags: &["--security-opt", "seccomp=unconfined"],
+        must_build: true,
+    },
+    Setting {
+        name: "root + CAP_SYS_ADMIN, default seccomp",
+        flags: &["--cap-add", "SYS_ADMIN"],
+        must_build: true,
+    },
+    Setting {
+        name: "uid 1000, all caps dropped, no_new_privs, seccomp unconfined",
+        flags: &[
+            "--user",
+            "1000:1000",
+            "--cap-drop",
+            "ALL",
+            "--security-opt",
+            "no-new-privileges",
+            "--security-opt",
+            "seccomp=unconfined",
+        ],
+        must_build: false,
+    },
+    Setting {
+        name: "uid 1000, caps dropped, no_new_privs, RuntimeDefault (Kubernetes restricted)",
+        flags: &[
+            "--user",
+            "1000:1000",
+            "--cap-drop",
+            "ALL",
+            "--security-opt",
+            "no-new-privileges",
+        ],
+        must_build: false,
+    },
+];
+
+/// What one row found.
+struct Row {
+    tier: String,
+    gets: String,
+    user1000: String,
+    result: String,
+}
+
+#[test]
+fn every_common_pod_setting_builds_or_says_why_not() {
+    if !is_root() {
+        skip("the pod matrix runs docker containers: needs root");
+        return;
+    }
+    let dockerd = match Dockerd::start() {
+        Ok(d) => d,
+        Err(e) => {
+            skip(&format!("the pod matrix needs dockerd: {e}"));
+            return;
+        }
+    };
+    let image = import_rbuild_image(&dockerd);
+    let mut table = String::from(
+        "| setting | tier chosen | what a RUN step gets | `USER 1000` step | result |\n|---|---|---|---|---|\n",
+    );
+    let mut failures = Vec::new();
+    for setting in SETTINGS {
+        let row = run_row(&dockerd, &image, setting, &mut failures);
+        table.push_str(&format!(
+            "| {} | {} | {} | {} | {} |\n",
+            setting.name, row.tier, row.gets, row.user1000, row.result
+        ));
+    }
+    let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join("../pod-matrix.md");
+    std::fs::write(&out, &table).unwrap();
+    eprintln!("{table}");
+    assert!(failures.is_empty(), "{}\n{table}", failures.join("\n"));
+}
+
+/// A docker image holding the rbuild under test, the libraries it links,
+/// Debian's static busybox (rbuild's `FROM busybox` base) and the
+/// Dockerfile, imported from a directory as `rbuild-matrix:test`.
+fn import_rbuild_image(dockerd: &Dockerd) -> String {
+    let root = common::container_root(DOCKERFILE);
+    std::fs::set_permissions(
+        root.path().join("tmp"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o1777),
+    )
+    .unwrap();
+    let tar = root.path().with_extension("tar");
+    common::run_ok(
+        Command::new("tar")
+            .arg("-C")
+            .arg(root.path())
+            .arg("-cf")
+            .arg(&tar)
+            .arg("."),
+    );
+    common::run_ok(
+        dockerd
+            .docker()
+            .arg("import")
+            .arg(&tar)
+            .arg("rbuild-matrix:test"),
+    );
+    let _ = std::fs::remove_file(&tar);
+    "rbuild-matrix:test".to_string()
+}
+
+/// `docker run` of rbuild with `args` under `setting`.
+fn in_docker(
+    dockerd: &Dockerd,
+    image: &str,
+    setting: &Setting,
+    args: &[&str],
+) -> std::process::Output {
+    dockerd
+        .docker()
+        .args(["run", "--rm", "--network", "none"])
+        .args(setting.flags)
+        .arg(image)
+        .arg("/rbuild")
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn run_row(dockerd: &Dockerd, image: &str, setting: &Setting, failures: &mut Vec<String>) -> Row {
+    let info = in_docker(dockerd, image, setting, &["info", "--root", "/tmp/r"]);
+    let said = text(&info);
+    let tier = said
+        .lines()
+        .find_map(|l| l.strip_prefix("tier: "))
+        .map(|t| t.split(" (").next().unwrap_or(t).to_string())
+        .unwrap_or_else(|| "?".to_string());
+    let build = in_docker(
+        dockerd,
+        image,
+        setting,
+        &[
+            "build",
+            "--progress=plain",
+            "--root",
+            "/tmp/r",
+            "-f",
+            "/Dockerfile",
+            "/tmp",
+        ],
+    );
+    let log = text(&build);
+    let said: Vec<&str> = log.lines().filter_map(common::output_text).collect();
+    let gets = said
+        .iter()
+        .find_map(|l| l.strip_prefix("gets: "))
+        .unwrap_or("—")
+        .to_string();
+    let user1000 = said
+        .iter()
+        .find_map(|l| l.strip_prefix("user1000: "))
+        .map(|uid| format!("runs as {uid}"))
+        .unwrap_or_else(|| "—".to_string());
+    let result = match build.status.code() {
+        Some(0) => "builds".to_string(),
+        code => {
+            let why = log
+                .lines()
+                .rev()
+                .find_map(|l| l.strip_prefix("error: "))
+                .map_or("no error line".to_string(), short_error);
+            format!(
+                "exit {}: {why}",
+                code.map_or("signal".into(), |c| c.to_string())
+            )
+        }
+    };
+    match build.status.code() {
+        Some(0) => {}
+        Some(101) | None => failures.push(format!("{}: rbuild crashed: {log}", setting.name)),
+        Some(3) if !log.contains("Failed probes") => failures.push(format!(
+            "{}: exit 3 without the failed probes: {log}",
+            setting.name
+        )),
+        Some(1) if !log.contains("Dockerfile:") => failures.push(format!(
+            "{}: a step failed without its line: {log}",
+            setting.name
+        )),
+        Some(_) if setting.must_build => {
+            failures.push(format!("{}: builds no more: {log}", setting.name))
+        }
+        Some(_) => {}
+    }
+    Row {
+        tier,
+        gets,
+        user1000,
+        result,
+    }
+}
+
+/// An error line for the table: a step's error without the instruction
+/// it repeats (its location stays), `|` escaped.
+fn short_error(line: &str) -> String {
+    let short = match line.find("Dockerfile:") {
+        Some(at) => {
+            let location = line[at..].split(':').take(3).collect::<Vec<_>>().join(":");
+            let rest = ["the RUN sandbox", "RUN did not", "RUN was"]
+                .iter()
+                .find_map(|m| line.find(m).map(|i| &line[i..]))
+                .unwrap_or(line);
+            format!("{location}: {rest}")
+        }
+        None => line.to_string(),
+    };
+    short.replace('|', "\\|")
+}
