@@ -23,6 +23,7 @@ use common::{is_root, skip, text, Dockerd};
 const DOCKERFILE: &str = r#"FROM busybox
 RUN echo "gets: pid=$$ net=$(echo $(ls /sys/class/net 2>/dev/null)) proc=$(head -1 /proc/self/status >/dev/null 2>&1 && echo yes || echo no) devnull=$( (echo x > /dev/null) 2>/dev/null && echo yes || echo no) ids=$(awk '{print $3}' /proc/self/uid_map 2>/dev/null || echo ?)"
 RUN sleep 100 & echo left-a-process
+RUN mkdir /owned && touch /owned/f && chown -R 1000:1000 /owned
 USER 1000
 RUN (echo x > /dev/null) && echo "user1000: $(id -u)"
 "#;
@@ -149,16 +150,19 @@ fn import_rbuild_image(dockerd: &Dockerd) -> String {
     "rbuild-matrix:test".to_string()
 }
 
-/// `docker run` of rbuild with `args` under `setting`.
+/// `docker run` of rbuild with `args` under `setting`, `out` (a host
+/// dir anyone may write) at `/out`.
 fn in_docker(
     dockerd: &Dockerd,
     image: &str,
     setting: &Setting,
+    out: &Path,
     args: &[&str],
 ) -> std::process::Output {
     dockerd
         .docker()
-        .args(["run", "--rm", "--network", "none"])
+        .args(["run", "--rm", "--network", "none", "-v"])
+        .arg(format!("{}:/out", out.display()))
         .args(setting.flags)
         .arg(image)
         .arg("/rbuild")
@@ -168,7 +172,11 @@ fn in_docker(
 }
 
 fn run_row(dockerd: &Dockerd, image: &str, setting: &Setting, failures: &mut Vec<String>) -> Row {
-    let info = in_docker(dockerd, image, setting, &["info", "--root", "/tmp/r"]);
+    let work = tempfile::tempdir().unwrap();
+    let out = work.path().join("out");
+    std::fs::create_dir(&out).unwrap();
+    std::fs::set_permissions(&out, std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
+    let info = in_docker(dockerd, image, setting, &out, &["info", "--root", "/tmp/r"]);
     let said = text(&info);
     let tier = said
         .lines()
@@ -179,6 +187,7 @@ fn run_row(dockerd: &Dockerd, image: &str, setting: &Setting, failures: &mut Vec
         dockerd,
         image,
         setting,
+        &out,
         &[
             "build",
             "--progress=plain",
@@ -186,6 +195,8 @@ fn run_row(dockerd: &Dockerd, image: &str, setting: &Setting, failures: &mut Vec
             "/tmp/r",
             "-f",
             "/Dockerfile",
+            "-o",
+            "type=oci,dest=/out/oci,tar=false",
             "/tmp",
         ],
     );
@@ -216,7 +227,23 @@ fn run_row(dockerd: &Dockerd, image: &str, setting: &Setting, failures: &mut Vec
         }
     };
     match build.status.code() {
-        Some(0) => {}
+        Some(0) => {
+            // What the layers say a step chowned, read by umoci.
+            let rootfs = common::copy_and_unpack(
+                &format!("oci:{}", out.join("oci").display()),
+                &[],
+                &work.path().join("layout"),
+                &work.path().join("bundle"),
+            );
+            use std::os::unix::fs::MetadataExt;
+            let owner = std::fs::metadata(rootfs.join("owned/f")).map(|m| (m.uid(), m.gid()));
+            if owner.as_ref().ok() != Some(&(1000, 1000)) {
+                failures.push(format!(
+                    "{}: /owned/f in the image: {owner:?}",
+                    setting.name
+                ));
+            }
+        }
         Some(101) | None => failures.push(format!("{}: rbuild crashed: {log}", setting.name)),
         Some(3) if !log.contains("Failed probes") => failures.push(format!(
             "{}: exit 3 without the failed probes: {log}",
