@@ -41,7 +41,7 @@ const SETTINGS: &[Setting] = &[
     Setting {
         name: "root, default caps, default seccomp (GitHub `container:`, GitLab docker executor, RuntimeDefault pods)",
         flags: &[],
-        must_build: false,
+        must_build: true,
     },
     Setting {
         name: "root, seccomp unconfined (a pod with no seccompProfile)",

@@ -289,6 +289,13 @@ pub fn build(
         "isolation: {} (snapshots: {:?})",
         options.plan.tier, options.plan.snapshots
     )));
+    if let Some(why) = &options.plan.fallback {
+        log(&Event::Warning(format!(
+            "no namespace can be made here ({why}): RUN steps run chrooted in a copy of \
+             their root, with no /proc, sharing this container's processes and network \
+             (--isolation=chroot chooses this on purpose)"
+        )));
+    }
     let store = ContentStore::open(&options.storage).map_err(environment)?;
     let snapshots = SnapshotStore::open(options.storage.join("snapshots")).map_err(environment)?;
     let runner = StepRunner::new(

@@ -419,6 +419,12 @@ fn info(isolation: IsolationRequest, root: Option<PathBuf>) -> i32 {
                     "unavailable"
                 }
             );
+            if let Some(why) = &plan.fallback {
+                println!(
+                    "tier chosen because no namespace can be made here: {why} (RUN steps run \
+                     chrooted, with no /proc, sharing this container's processes and network)"
+                );
+            }
             if let Some(range) = plan.remap {
                 println!(
                     "step ids: remapped, a step's uid 0 is host uid {} (gid {}), {} ids",

@@ -729,6 +729,9 @@ impl StepRunner {
             }
             // A step that asked for the default network and got only lo
             // may have failed for that: say so where the failure is read.
+            if is_run && self.plan.namespaces == Namespaces::Chroot {
+                text.push_str(" (the chroot tier gives a step no /proc and no mounts)");
+            }
             // Not when the sandbox itself failed (its own line says why).
             let ran = output.code != SETUP_FAILED
                 && !String::from_utf8_lossy(&output.stderr).contains("rbuild sandbox:");

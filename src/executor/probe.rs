@@ -81,7 +81,8 @@ pub enum IsolationRequest {
     Full,
     /// Namespaces without a pid namespace.
     Nopidns,
-    /// No namespaces: chroot into a copied root (opt-in).
+    /// No namespaces: chroot into a copied root (auto picks it only for
+    /// root where no namespace can be made).
     Chroot,
     /// kaniko-style, in the build container's own root (opt-in).
     Inplace,
@@ -114,6 +115,11 @@ pub struct Plan {
     /// over idmapped mounts), so a step's root is no host root.
     #[serde(default)]
     pub remap: Option<IdRange>,
+    /// Why auto chose the chroot tier (no namespace could be made), for
+    /// the build's warning; None when the tier was asked for or is not
+    /// chroot.
+    #[serde(default)]
+    pub fallback: Option<String>,
 }
 
 /// Picks the tier for `request`, or explains why none is possible.
@@ -143,7 +149,17 @@ pub fn choose(probes: &Probes, request: IsolationRequest) -> Result<Plan, String
             },
             cgroups,
             remap: (!p.userns && probes.remap == RemapProbe::Works).then(IdRange::for_this_host),
+            fallback: None,
         }
+    };
+    let chroot = |fallback: Option<String>| Plan {
+        tier: "chroot".to_string(),
+        namespaces: Namespaces::Chroot,
+        userns: false,
+        snapshots: SnapshotMode::Copy,
+        cgroups,
+        remap: None,
+        fallback,
     };
     match request {
         IsolationRequest::Auto | IsolationRequest::Full => {
@@ -154,6 +170,13 @@ pub fn choose(probes: &Probes, request: IsolationRequest) -> Result<Plan, String
                 if let Some(p) = usable.first() {
                     return Ok(plan_for(p, Namespaces::NoPidns));
                 }
+                // Root where no namespace can be made (docker's default
+                // seccomp profile, RuntimeDefault pods): the chroot tier,
+                // as kaniko runs there, rather than no RUN at all. It
+                // never replaces the container's own root.
+                if probes.euid == 0 && probes.chroot.is_none() {
+                    return Ok(chroot(Some(failed_probes(probes).join("; "))));
+                }
             }
         }
         IsolationRequest::Nopidns => {
@@ -163,14 +186,7 @@ pub fn choose(probes: &Probes, request: IsolationRequest) -> Result<Plan, String
         }
         IsolationRequest::Chroot => {
             if probes.chroot.is_none() {
-                return Ok(Plan {
-                    tier: "chroot".to_string(),
-                    namespaces: Namespaces::Chroot,
-                    userns: false,
-                    snapshots: SnapshotMode::Copy,
-                    cgroups,
-                    remap: None,
-                });
+                return Ok(chroot(None));
             }
         }
         IsolationRequest::Inplace => {
@@ -183,29 +199,10 @@ pub fn choose(probes: &Probes, request: IsolationRequest) -> Result<Plan, String
 }
 
 fn refusal(probes: &Probes, request: IsolationRequest) -> String {
-    let mut failed = Vec::new();
-    for p in [probes.direct.as_ref(), probes.user.as_ref()]
-        .into_iter()
-        .flatten()
-    {
-        let mode = if p.userns {
-            "in a user namespace"
-        } else {
-            "as root"
-        };
-        for (name, outcome) in [
-            ("user namespace", &p.enter_userns),
-            ("mount namespace", &p.mountns),
-            ("pid namespace + /proc", &p.pidns_proc),
-        ] {
-            if let Some(e) = outcome {
-                failed.push(format!("  {name} ({mode}): {e}"));
-            }
-        }
-    }
-    if let Some(e) = &probes.chroot {
-        failed.push(format!("  chroot: {e}"));
-    }
+    let failed: Vec<String> = failed_probes(probes)
+        .iter()
+        .map(|line| format!("  {line}"))
+        .collect();
     let wanted = match request {
         IsolationRequest::Full => "the full tier (pid namespace with a fresh /proc)",
         IsolationRequest::Nopidns => "the nopidns tier (a mount namespace)",
@@ -222,6 +219,34 @@ fn refusal(probes: &Probes, request: IsolationRequest) -> String {
          Builds without RUN steps still work.",
         failed.join("\n")
     )
+}
+
+/// Every failed namespace or chroot probe, one line each.
+fn failed_probes(probes: &Probes) -> Vec<String> {
+    let mut failed = Vec::new();
+    for p in [probes.direct.as_ref(), probes.user.as_ref()]
+        .into_iter()
+        .flatten()
+    {
+        let mode = if p.userns {
+            "in a user namespace"
+        } else {
+            "as root"
+        };
+        for (name, outcome) in [
+            ("user namespace", &p.enter_userns),
+            ("mount namespace", &p.mountns),
+            ("pid namespace + /proc", &p.pidns_proc),
+        ] {
+            if let Some(e) = outcome {
+                failed.push(format!("{name} ({mode}): {e}"));
+            }
+        }
+    }
+    if let Some(e) = &probes.chroot {
+        failed.push(format!("chroot: {e}"));
+    }
+    failed
 }
 
 impl Probes {
@@ -606,16 +631,21 @@ mod tests {
             Some(ns(true, false, false, false)),
             true,
         );
-        let refused = choose(&seccomp, IsolationRequest::Auto).unwrap_err();
-        assert!(
-            refused.contains("mount namespace (as root): EPERM"),
-            "{refused}"
-        );
+        // Root with no namespace: auto falls back to chroot, saying why.
+        let plan = choose(&seccomp, IsolationRequest::Auto).unwrap();
+        assert_eq!(plan.tier, "chroot");
+        let why = plan.fallback.unwrap();
+        assert!(why.contains("mount namespace (as root): EPERM"), "{why}");
+        let asked = choose(&seccomp, IsolationRequest::Chroot).unwrap();
+        assert_eq!((asked.tier.as_str(), asked.fallback), ("chroot", None));
+        let refused = choose(&seccomp, IsolationRequest::Full).unwrap_err();
         assert!(refused.contains("--isolation=chroot"), "{refused}");
-        assert_eq!(
-            choose(&seccomp, IsolationRequest::Chroot).unwrap().tier,
-            "chroot"
-        );
+        // Not root, nothing works: a refusal naming every probe.
+        let mut user = seccomp.clone();
+        user.euid = 1000;
+        user.chroot = Some("EPERM".into());
+        let refused = choose(&user, IsolationRequest::Auto).unwrap_err();
+        assert!(refused.contains("  chroot: EPERM"), "{refused}");
         assert!(choose(&seccomp, IsolationRequest::Inplace).is_err());
     }
 }

@@ -1,5 +1,5 @@
-//! The chroot tier: no namespaces at all (opt-in, for containers whose
-//! seccomp profile forbids unshare). The command runs in its own session
+//! The chroot tier: no namespaces at all (for root in containers whose
+//! seccomp profile forbids unshare; auto's last resort, with a warning). The command runs in its own session
 //! chrooted into a directory root, and its process group is killed
 //! afterwards. Nothing can be mounted, so a spec that needs a mount is
 //! refused, and `/dev` gets real nodes where CAP_MKNOD allows.

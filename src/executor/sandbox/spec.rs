@@ -20,8 +20,8 @@ pub enum Namespaces {
     /// As full without a pid namespace: /proc is the existing one, read-only,
     /// and leftovers are found by their mount namespace.
     NoPidns,
-    /// No namespaces at all: chroot into the root (opt-in, for containers
-    /// whose seccomp profile forbids unshare).
+    /// No namespaces at all: chroot into the root (for root in containers
+    /// whose seccomp profile forbids unshare: auto's last resort).
     Chroot,
 }
 

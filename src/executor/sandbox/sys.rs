@@ -224,7 +224,10 @@ impl Sys for LinuxSys {
             rustix::fs::Mode::from_raw_mode(mode),
             rustix::fs::makedev(major, minor),
         )
-        .map_err(io::Error::from)
+        .map_err(io::Error::from)?;
+        // The umask took bits from `mode`: /dev/null must be 0666 for a
+        // step that runs as another user.
+        std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(mode))
     }
 
     fn rmdir(&self, path: &Path) -> io::Result<()> {
