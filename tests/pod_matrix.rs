@@ -16,7 +16,7 @@ mod common;
 use std::path::Path;
 use std::process::Command;
 
-use common::{is_root, skip, text, Dockerd};
+use common::{is_root, push_debian_minbase, run_ok, skip, text, Dockerd, TestRegistry};
 
 /// The Dockerfile each row builds: one line of what the step got, a
 /// background process left behind, then a step as uid 1000.
@@ -281,4 +281,133 @@ fn short_error(line: &str) -> String {
         None => line.to_string(),
     };
     short.replace('|', "\\|")
+}
+
+/// The issue's Debian app: a user made with useradd, `COPY --chown`,
+/// `chown -R`, a step as that user writing `/dev/null` and `$HOME`, a
+/// background process left behind.
+const DEBIAN_APP: &str = r#"ARG REGISTRY
+FROM ${REGISTRY}/library/debian:bookworm-minbase
+RUN useradd -m -u 1000 -s /bin/sh app
+COPY --chown=app:app greeting.txt /home/app/greeting.txt
+RUN mkdir -p /srv/data && touch /srv/data/a /srv/data/b && chown -R app:app /srv/data
+RUN sleep 100 & echo started > /srv/started
+USER app
+RUN echo ok > /dev/null && echo "home $HOME" > "$HOME/where" && cat /home/app/greeting.txt
+"#;
+
+/// The layer digests of `reference`'s manifest, read by skopeo.
+fn layer_digests(reference: &str) -> Vec<String> {
+    let raw = run_ok(Command::new("skopeo").args([
+        "inspect",
+        "--tls-verify=false",
+        "--raw",
+        &format!("docker://{reference}"),
+    ]));
+    let manifest: serde_json::Value = serde_json::from_str(&raw).unwrap();
+    manifest["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["digest"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[test]
+fn the_debian_app_builds_in_every_root_row_to_the_root_vms_layers() {
+    if !is_root() {
+        skip("the pod matrix runs docker containers: needs root");
+        return;
+    }
+    let dockerd = match Dockerd::start() {
+        Ok(d) => d,
+        Err(e) => {
+            skip(&format!("the pod matrix needs dockerd: {e}"));
+            return;
+        }
+    };
+    let registry = TestRegistry::start(&[]);
+    if !push_debian_minbase(&registry) {
+        return;
+    }
+    let image = import_rbuild_image(&dockerd);
+    let ctx = tempfile::tempdir().unwrap();
+    std::fs::write(ctx.path().join("Dockerfile"), DEBIAN_APP).unwrap();
+    std::fs::write(ctx.path().join("greeting.txt"), "hello from the context\n").unwrap();
+    let build_args = [
+        "--build-arg".to_string(),
+        format!("REGISTRY={}", registry.addr),
+    ];
+    let epoch = "1700000000";
+
+    // The root VM's build: the reference.
+    let vm = format!("{}/app-vm:1", registry.addr);
+    let work = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_rbuild"))
+        .args(["build", "--progress=plain", "--push", "-t", &vm, "--root"])
+        .arg(work.path().join("root"))
+        .args(&build_args)
+        .arg(ctx.path())
+        .env("SOURCE_DATE_EPOCH", epoch)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let want = layer_digests(&vm);
+
+    for (i, setting) in SETTINGS.iter().filter(|s| s.must_build).enumerate() {
+        let reference = format!("{}/app-row{i}:1", registry.addr);
+        let built = dockerd
+            .docker()
+            .args(["run", "--rm", "--network", "host", "-e"])
+            .arg(format!("SOURCE_DATE_EPOCH={epoch}"))
+            .arg("-v")
+            .arg(format!("{}:/ctx:ro", ctx.path().display()))
+            .args(setting.flags)
+            .arg(&image)
+            .args([
+                "/rbuild",
+                "build",
+                "--progress=plain",
+                "--push",
+                "-t",
+                &reference,
+            ])
+            .args(["--root", "/tmp/r"])
+            .args(&build_args)
+            .arg("/ctx")
+            .output()
+            .unwrap();
+        let log = text(&built);
+        assert!(built.status.success(), "{}: {log}", setting.name);
+        assert!(
+            log.contains("hello from the context"),
+            "{}: {log}",
+            setting.name
+        );
+        assert_eq!(layer_digests(&reference), want, "{}: {log}", setting.name);
+        // And what the layers hold, read by umoci.
+        let unpacked = work.path().join(format!("row{i}"));
+        std::fs::create_dir(&unpacked).unwrap();
+        let rootfs = common::unpack_remote(&reference, &unpacked);
+        use std::os::unix::fs::MetadataExt;
+        for (path, uid) in [
+            ("home/app/greeting.txt", 1000),
+            ("srv/data/b", 1000),
+            ("srv/started", 0),
+        ] {
+            let meta = std::fs::metadata(rootfs.join(path)).unwrap();
+            assert_eq!(
+                (meta.uid(), meta.gid()),
+                (uid, uid),
+                "{}: {path}",
+                setting.name
+            );
+        }
+        assert_eq!(
+            std::fs::read_to_string(rootfs.join("home/app/where")).unwrap(),
+            "home /home/app\n",
+            "{}",
+            setting.name
+        );
+    }
 }
