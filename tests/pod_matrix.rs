@@ -176,6 +176,18 @@ fn run_row(dockerd: &Dockerd, image: &str, setting: &Setting, failures: &mut Vec
     let out = work.path().join("out");
     std::fs::create_dir(&out).unwrap();
     std::fs::set_permissions(&out, std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
+    // With no --root, the default storage root is one this user can make
+    // (docker gives a uid with no passwd entry HOME=/).
+    let bare = text(&in_docker(dockerd, image, setting, &out, &["info"]));
+    let root = bare.lines().find_map(|l| l.strip_prefix("storage root: "));
+    let expected = if setting.flags.contains(&"1000:1000") {
+        "/tmp/rbuild-1000"
+    } else {
+        "/var/lib/rbuild"
+    };
+    if root != Some(expected) {
+        failures.push(format!("{}: default storage root: {bare}", setting.name));
+    }
     let info = in_docker(dockerd, image, setting, &out, &["info", "--root", "/tmp/r"]);
     let said = text(&info);
     let tier = said

@@ -29,19 +29,60 @@ pub enum LayerError {
 }
 
 /// `$RBUILD_ROOT`, or `/var/lib/rbuild` for root, or
-/// `~/.local/share/rbuild` (`$XDG_DATA_HOME/rbuild`) for everyone else.
+/// `~/.local/share/rbuild` (`$XDG_DATA_HOME/rbuild`) for everyone else;
+/// where that cannot be made (a pod's read-only root file system, a
+/// `$HOME` of `/` that the user cannot write), `$TMPDIR/rbuild-<uid>`
+/// (`/tmp` by default).
 pub fn default_root() -> std::path::PathBuf {
-    if let Some(root) = std::env::var_os("RBUILD_ROOT").filter(|r| !r.is_empty()) {
-        return root.into();
+    let env = |name: &str| std::env::var_os(name).filter(|v| !v.is_empty());
+    let euid = rustix::process::geteuid().as_raw();
+    choose_root(
+        env("RBUILD_ROOT").map(Into::into),
+        euid,
+        env("XDG_DATA_HOME").map(Into::into),
+        env("HOME").map(Into::into),
+        env("TMPDIR").map(Into::into),
+        &|dir| {
+            // The nearest existing ancestor decides whether dir can be made.
+            let existing = dir.ancestors().find(|a| a.exists());
+            existing.is_some_and(|a| {
+                rustix::fs::access(
+                    a,
+                    rustix::fs::Access::WRITE_OK | rustix::fs::Access::EXEC_OK,
+                )
+                .is_ok()
+            })
+        },
+    )
+}
+
+/// [`default_root`]'s choice, from its environment and a test of whether
+/// a directory can be made.
+fn choose_root(
+    explicit: Option<std::path::PathBuf>,
+    euid: u32,
+    xdg_data: Option<std::path::PathBuf>,
+    home: Option<std::path::PathBuf>,
+    tmpdir: Option<std::path::PathBuf>,
+    can_make: &dyn Fn(&std::path::Path) -> bool,
+) -> std::path::PathBuf {
+    if let Some(root) = explicit {
+        return root;
     }
-    if rustix::process::geteuid().is_root() {
-        return "/var/lib/rbuild".into();
+    let usual = if euid == 0 {
+        std::path::PathBuf::from("/var/lib/rbuild")
+    } else if let Some(data) = xdg_data {
+        data.join("rbuild")
+    } else {
+        home.unwrap_or_else(|| "/tmp".into())
+            .join(".local/share/rbuild")
+    };
+    if can_make(&usual) {
+        return usual;
     }
-    if let Some(data) = std::env::var_os("XDG_DATA_HOME").filter(|d| !d.is_empty()) {
-        return std::path::PathBuf::from(data).join("rbuild");
-    }
-    let home = std::env::var_os("HOME").unwrap_or_else(|| "/tmp".into());
-    std::path::PathBuf::from(home).join(".local/share/rbuild")
+    tmpdir
+        .unwrap_or_else(|| "/tmp".into())
+        .join(format!("rbuild-{euid}"))
 }
 
 /// Writes `bytes` to `target` so that readers see the old file or the
@@ -55,4 +96,44 @@ pub(crate) fn write_atomically(target: &std::path::Path, bytes: &[u8]) -> std::i
     temp.as_file().sync_all()?;
     temp.persist(target).map_err(|e| e.error)?;
     Ok(())
+}
+
+#[cfg(test)]
+mod root_tests {
+    use super::choose_root;
+    use std::path::{Path, PathBuf};
+
+    #[test]
+    fn the_storage_root_falls_back_to_tmp_where_the_usual_one_cannot_be_made() {
+        let anywhere = |_: &Path| true;
+        let nowhere = |_: &Path| false;
+        let p = PathBuf::from;
+        assert_eq!(
+            choose_root(Some(p("/x")), 0, None, None, None, &nowhere),
+            p("/x")
+        );
+        assert_eq!(
+            choose_root(None, 0, None, None, None, &anywhere),
+            p("/var/lib/rbuild")
+        );
+        // A pod's read-only root file system.
+        assert_eq!(
+            choose_root(None, 0, None, None, None, &nowhere),
+            p("/tmp/rbuild-0")
+        );
+        assert_eq!(
+            choose_root(None, 1000, None, Some(p("/home/u")), None, &anywhere),
+            p("/home/u/.local/share/rbuild")
+        );
+        // $HOME is / (a uid with no passwd entry in a container).
+        let only_tmp = |d: &Path| d.starts_with("/work");
+        assert_eq!(
+            choose_root(None, 1000, None, Some(p("/")), Some(p("/work")), &only_tmp),
+            p("/work/rbuild-1000")
+        );
+        assert_eq!(
+            choose_root(None, 1000, Some(p("/data")), Some(p("/")), None, &anywhere),
+            p("/data/rbuild")
+        );
+    }
 }
