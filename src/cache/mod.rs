@@ -36,8 +36,11 @@ pub enum LayerError {
 pub fn default_root() -> std::path::PathBuf {
     let env = |name: &str| std::env::var_os(name).filter(|v| !v.is_empty());
     let euid = rustix::process::geteuid().as_raw();
-    choose_root(
-        env("RBUILD_ROOT").map(Into::into),
+    if let Some(root) = env("RBUILD_ROOT") {
+        return root.into();
+    }
+    let root = choose_root(
+        None,
         euid,
         env("XDG_DATA_HOME").map(Into::into),
         env("HOME").map(Into::into),
@@ -53,7 +56,21 @@ pub fn default_root() -> std::path::PathBuf {
                 .is_ok()
             })
         },
-    )
+    );
+    // A shared /tmp: a root someone else made there (or a link to one) is
+    // not ours to write into; a directory of our own is used instead.
+    use std::os::unix::fs::MetadataExt;
+    match std::fs::symlink_metadata(&root) {
+        Ok(m) if m.file_type().is_symlink() || m.uid() != euid => {
+            let base = root.parent().unwrap_or(std::path::Path::new("/tmp"));
+            tempfile::Builder::new()
+                .prefix(&format!("rbuild-{euid}-"))
+                .tempdir_in(base)
+                .map(tempfile::TempDir::keep)
+                .unwrap_or(root)
+        }
+        _ => root,
+    }
 }
 
 /// [`default_root`]'s choice, from its environment and a test of whether
