@@ -91,16 +91,8 @@ struct Row {
 
 #[test]
 fn every_common_pod_setting_builds_or_says_why_not() {
-    if !is_root() {
-        skip("the pod matrix runs docker containers: needs root");
+    let Some(dockerd) = dockerd_or_skip() else {
         return;
-    }
-    let dockerd = match Dockerd::start() {
-        Ok(d) => d,
-        Err(e) => {
-            skip(&format!("the pod matrix needs dockerd: {e}"));
-            return;
-        }
     };
     let image = import_rbuild_image(&dockerd);
     let mut table = String::from(
@@ -118,6 +110,17 @@ fn every_common_pod_setting_builds_or_says_why_not() {
     std::fs::write(&out, &table).unwrap();
     eprintln!("{table}");
     assert!(failures.is_empty(), "{}\n{table}", failures.join("\n"));
+}
+
+/// A private dockerd, or None after a loud skip (not root, no docker.io).
+fn dockerd_or_skip() -> Option<Dockerd> {
+    if !is_root() {
+        skip("the pod matrix runs docker containers: needs root");
+        return None;
+    }
+    Dockerd::start()
+        .map_err(|e| skip(&format!("the pod matrix needs dockerd: {e}")))
+        .ok()
 }
 
 /// A docker image holding the rbuild under test, the libraries it links,
@@ -327,16 +330,8 @@ fn layer_digests(reference: &str) -> Vec<String> {
 
 #[test]
 fn the_debian_app_builds_in_every_root_row_to_the_root_vms_layers() {
-    if !is_root() {
-        skip("the pod matrix runs docker containers: needs root");
+    let Some(dockerd) = dockerd_or_skip() else {
         return;
-    }
-    let dockerd = match Dockerd::start() {
-        Ok(d) => d,
-        Err(e) => {
-            skip(&format!("the pod matrix needs dockerd: {e}"));
-            return;
-        }
     };
     let registry = TestRegistry::start(&[]);
     if !push_debian_minbase(&registry) {

@@ -132,26 +132,52 @@ pub(super) fn loopback_up() -> Result<(), SetupError> {
     }
 }
 
+/// The buffers of a one-byte packet with room for one fd's control
+/// message, kept together so that a msghdr can point into them.
+struct Packet {
+    byte: [u8; 1],
+    iov: libc::iovec,
+    control: [u64; 4],
+}
+
+impl Packet {
+    fn new() -> Box<Packet> {
+        let mut packet = Box::new(Packet {
+            byte: [0],
+            iov: libc::iovec {
+                iov_base: std::ptr::null_mut(),
+                iov_len: 1,
+            },
+            control: [0; 4],
+        });
+        packet.iov.iov_base = packet.byte.as_mut_ptr().cast();
+        packet
+    }
+
+    /// A msghdr over the packet's buffers, `controllen` bytes of control.
+    fn header(&mut self, controllen: usize) -> libc::msghdr {
+        // SAFETY: msghdr is plain data; every pointer set below points
+        // into this boxed packet, which outlives the send or receive.
+        let mut message: libc::msghdr = unsafe { std::mem::zeroed() };
+        message.msg_iov = &mut self.iov;
+        message.msg_iovlen = 1;
+        message.msg_control = self.control.as_mut_ptr().cast();
+        message.msg_controllen = controllen as _;
+        message
+    }
+}
+
 /// Sends `fd` as the one SCM_RIGHTS control message of a one-byte packet.
 fn send_fd(socket: &OwnedFd, fd: libc::c_int) -> Result<(), SetupError> {
-    let mut byte = [0u8; 1];
-    let mut iov = libc::iovec {
-        iov_base: byte.as_mut_ptr().cast(),
-        iov_len: 1,
-    };
-    let mut control = [0u64; 4];
-    // SAFETY: a zeroed msghdr pointed at buffers that outlive the call;
-    // CMSG_* stay within `control`, which has room for one int.
+    let mut packet = Packet::new();
+    let int = std::mem::size_of::<libc::c_int>() as u32;
+    // SAFETY: CMSG_SPACE of one int fits `control`; CMSG_* stay in it.
     let rc = unsafe {
-        let mut message: libc::msghdr = std::mem::zeroed();
-        message.msg_iov = &mut iov;
-        message.msg_iovlen = 1;
-        message.msg_control = control.as_mut_ptr().cast();
-        message.msg_controllen = libc::CMSG_SPACE(std::mem::size_of::<libc::c_int>() as u32) as _;
+        let message = packet.header(libc::CMSG_SPACE(int) as usize);
         let header = libc::CMSG_FIRSTHDR(&message);
         (*header).cmsg_level = libc::SOL_SOCKET;
         (*header).cmsg_type = libc::SCM_RIGHTS;
-        (*header).cmsg_len = libc::CMSG_LEN(std::mem::size_of::<libc::c_int>() as u32) as _;
+        (*header).cmsg_len = libc::CMSG_LEN(int) as _;
         std::ptr::write_unaligned(libc::CMSG_DATA(header).cast::<libc::c_int>(), fd);
         libc::sendmsg(socket.as_raw_fd(), &message, 0)
     };
@@ -160,19 +186,11 @@ fn send_fd(socket: &OwnedFd, fd: libc::c_int) -> Result<(), SetupError> {
 
 /// Receives the fd [`send_fd`] sent; the child's own error if it sent none.
 fn receive_fd(socket: &OwnedFd) -> Result<OwnedFd, SetupError> {
-    let mut byte = [0u8; 1];
-    let mut iov = libc::iovec {
-        iov_base: byte.as_mut_ptr().cast(),
-        iov_len: 1,
-    };
-    let mut control = [0u64; 4];
+    let mut packet = Packet::new();
+    let room = std::mem::size_of_val(&packet.control);
     // SAFETY: as in send_fd; the received fd is checked before use.
     let fd = unsafe {
-        let mut message: libc::msghdr = std::mem::zeroed();
-        message.msg_iov = &mut iov;
-        message.msg_iovlen = 1;
-        message.msg_control = control.as_mut_ptr().cast();
-        message.msg_controllen = std::mem::size_of_val(&control) as _;
+        let mut message = packet.header(room);
         let got = libc::recvmsg(socket.as_raw_fd(), &mut message, libc::MSG_CMSG_CLOEXEC);
         let header = libc::CMSG_FIRSTHDR(&message);
         if got != 1 || header.is_null() || (*header).cmsg_type != libc::SCM_RIGHTS {
