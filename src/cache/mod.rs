@@ -40,7 +40,6 @@ pub fn default_root() -> std::path::PathBuf {
         return root.into();
     }
     let root = choose_root(
-        None,
         euid,
         env("XDG_DATA_HOME").map(Into::into),
         env("HOME").map(Into::into),
@@ -76,16 +75,12 @@ pub fn default_root() -> std::path::PathBuf {
 /// [`default_root`]'s choice, from its environment and a test of whether
 /// a directory can be made.
 fn choose_root(
-    explicit: Option<std::path::PathBuf>,
     euid: u32,
     xdg_data: Option<std::path::PathBuf>,
     home: Option<std::path::PathBuf>,
     tmpdir: Option<std::path::PathBuf>,
     can_make: &dyn Fn(&std::path::Path) -> bool,
 ) -> std::path::PathBuf {
-    if let Some(root) = explicit {
-        return root;
-    }
     let usual = if euid == 0 {
         std::path::PathBuf::from("/var/lib/rbuild")
     } else if let Some(data) = xdg_data {
@@ -126,30 +121,26 @@ mod root_tests {
         let nowhere = |_: &Path| false;
         let p = PathBuf::from;
         assert_eq!(
-            choose_root(Some(p("/x")), 0, None, None, None, &nowhere),
-            p("/x")
-        );
-        assert_eq!(
-            choose_root(None, 0, None, None, None, &anywhere),
+            choose_root(0, None, None, None, &anywhere),
             p("/var/lib/rbuild")
         );
         // A pod's read-only root file system.
         assert_eq!(
-            choose_root(None, 0, None, None, None, &nowhere),
+            choose_root(0, None, None, None, &nowhere),
             p("/tmp/rbuild-0")
         );
         assert_eq!(
-            choose_root(None, 1000, None, Some(p("/home/u")), None, &anywhere),
+            choose_root(1000, None, Some(p("/home/u")), None, &anywhere),
             p("/home/u/.local/share/rbuild")
         );
         // $HOME is / (a uid with no passwd entry in a container).
         let only_tmp = |d: &Path| d.starts_with("/work");
         assert_eq!(
-            choose_root(None, 1000, None, Some(p("/")), Some(p("/work")), &only_tmp),
+            choose_root(1000, None, Some(p("/")), Some(p("/work")), &only_tmp),
             p("/work/rbuild-1000")
         );
         assert_eq!(
-            choose_root(None, 1000, Some(p("/data")), Some(p("/")), None, &anywhere),
+            choose_root(1000, Some(p("/data")), Some(p("/")), None, &anywhere),
             p("/data/rbuild")
         );
     }

@@ -727,12 +727,12 @@ impl StepRunner {
             if is_run && step.security == confine::Security::Sandbox {
                 text.push_str(confinement_hint(output).unwrap_or_default());
             }
-            // A step that asked for the default network and got only lo
-            // may have failed for that: say so where the failure is read.
             if is_run && self.plan.namespaces == Namespaces::Chroot {
                 text.push_str(" (the chroot tier gives a step no /proc and no mounts)");
             }
-            // Not when the sandbox itself failed (its own line says why).
+            // A step that asked for the default network and got only lo
+            // may have failed for that: say so where the failure is read,
+            // but not when the sandbox itself failed (its line says why).
             let ran = output.code != SETUP_FAILED
                 && !String::from_utf8_lossy(&output.stderr).contains("rbuild sandbox:");
             if let (true, sandbox::Network::Private, Some(problem)) =

@@ -15,8 +15,8 @@
 //! tests record), `mountpoint` (mount points in the root and their
 //! stubs), `dev`, `kernelfs` (`/proc`, `/dev`, `/sys`), `remap` (the
 //! remapped user namespace), `rootfs` (the root in order, and the pivot),
-//! `netstack` (the default network's slirp4netns and routes), `netns`
-//! (`--network=none` for host root without CAP_NET_ADMIN), `process`
+//! `netns` (`--network=none` for host root without CAP_NET_ADMIN),
+//! `netstack` (the default network's slirp4netns and routes), `process`
 //! (namespaces, init, exec, waits) and `chroot` (the tier
 //! without namespaces).
 

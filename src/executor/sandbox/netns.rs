@@ -24,10 +24,12 @@ use super::sys::{check, SetupError};
 /// namespaced pod maps.
 const OWNERS: [libc::uid_t; 2] = [u32::MAX - 1, 65533];
 
-/// Whether a step's own network namespace has to come from [`enter`]:
-/// host root (no user namespace) without CAP_NET_ADMIN.
-pub(super) fn needs_lender(in_userns: bool) -> bool {
-    !in_userns && !crate::executor::confine::caps::holds(super::netstack::CAP_NET_ADMIN)
+/// Whether steps run as host root (no user namespace of their own) that
+/// lacks CAP_NET_ADMIN: then a step's own network namespace has to come
+/// from [`enter`], and the default network's stack cannot be configured.
+pub(super) fn root_without_net_admin(in_userns: bool) -> bool {
+    use crate::executor::confine::caps;
+    !in_userns && !caps::bit_of("CAP_NET_ADMIN").is_some_and(caps::holds)
 }
 
 /// Moves the calling helper into a new network namespace whose `lo` is up.
@@ -90,11 +92,11 @@ fn lend(socket: &OwnedFd) -> Result<(), SetupError> {
             0,
         )
     };
-    let owner = OWNERS.iter().find(|uid| {
+    let owned = OWNERS.iter().any(|uid| {
         // SAFETY: setresuid with plain integers; -1 leaves an id as it is.
-        unsafe { libc::setresuid(u32::MAX, **uid, u32::MAX) == 0 }
+        unsafe { libc::setresuid(u32::MAX, *uid, u32::MAX) == 0 }
     });
-    if owner.is_none() {
+    if !owned {
         return Err(SetupError::sys(
             "take an unused uid to own the network's user namespace",
             std::io::Error::last_os_error(),

@@ -27,9 +27,6 @@ pub const STACK_DNS: &str = "10.0.2.3";
 /// A destination the step must not reach: an address and prefix length.
 pub type Prefix = (Ipv4Addr, u8);
 
-/// The capability that configures a network namespace's links and routes.
-pub(super) const CAP_NET_ADMIN: u32 = 12;
-
 /// Where the helper, whose environment is empty, finds slirp4netns:
 /// execvp's default search path.
 const STACK_PATHS: [&str; 2] = ["/bin/slirp4netns", "/usr/bin/slirp4netns"];
@@ -43,7 +40,7 @@ pub fn stack_problem(in_userns: bool) -> Option<&'static str> {
     if !STACK_PATHS.iter().any(|p| Path::new(p).is_file()) {
         return Some("slirp4netns is not installed (apt-get install slirp4netns)");
     }
-    if !in_userns && !crate::executor::confine::caps::holds(CAP_NET_ADMIN) {
+    if super::netns::root_without_net_admin(in_userns) {
         return Some(
             "this tier runs steps as host root, which here lacks CAP_NET_ADMIN \
              (a container without it: add it, or let rbuild remap step ids)",

@@ -441,7 +441,7 @@ pub(super) fn run_in_namespaces(
     if spec.namespaces == Namespaces::Full {
         flags |= libc::CLONE_NEWPID;
     }
-    let lent = spec.network == Network::None && netns::needs_lender(spec.in_userns());
+    let lent = spec.network == Network::None && netns::root_without_net_admin(spec.in_userns());
     if spec.network.own_namespace() && !lent {
         flags |= libc::CLONE_NEWNET;
     }
