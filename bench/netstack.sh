@@ -32,12 +32,10 @@ ROUNDS=${1:-5}
 MB=${MB:-100}
 STALL=${STALL:-30}
 here=$(cd "$(dirname "$0")/.." && pwd)
-for tool in ip slirp4netns pasta python3 busybox unshare nsenter; do
-  command -v "$tool" >/dev/null || { echo "netstack.sh: $tool is not installed" >&2; exit 2; }
-done
+. "$here/bench/outside.sh"
+need_tools ip slirp4netns pasta python3 busybox unshare nsenter
 work=$(mktemp -d /tmp/rbuild-netstack.XXXXXX)
 ns=rbns$$
-. "$(dirname "$0")/outside.sh"
 cleanup() {
   for f in "$work"/*.pid; do [ -f "$f" ] && kill "$(cat "$f")" 2>/dev/null || true; done
   outside_down "$ns" "$work"

@@ -18,12 +18,10 @@ here=$(cd "$(dirname "$0")/.." && pwd)
 cd "$here"
 cargo build --release --quiet
 RBUILD="$here/target/release/rbuild"
-for tool in ip slirp4netns python3 busybox; do
-  command -v "$tool" >/dev/null || { echo "network.sh: $tool is not installed" >&2; exit 2; }
-done
+. "$here/bench/outside.sh"
+need_tools ip slirp4netns python3 busybox
 work=$(mktemp -d /tmp/rbuild-netbench.XXXXXX)
 ns=rbnb$$
-. "$(dirname "$0")/outside.sh"
 cleanup() {
   outside_down "$ns" "$work"
   rm -rf "$work"

@@ -6,6 +6,13 @@
 #     served on PREFIX.2:8080; the server's pid in DIR/server.pid. Refuses
 #     a PREFIX that is already routed (a leftover run).
 #   outside_down NS DIR: stops the server and removes the namespace.
+#   need_tools TOOL...: exits 2 naming the first TOOL not on PATH (the
+#     outside itself needs ip, python3 and busybox).
+need_tools() {
+  for tool in "$@"; do
+    command -v "$tool" >/dev/null || { echo "$(basename "$0"): $tool is not installed" >&2; exit 2; }
+  done
+}
 outside_up() {
   local ns=$1 prefix=$2 mb=$3 dir=$4
   if [ -n "$(ip route show "$prefix.0/24")" ]; then

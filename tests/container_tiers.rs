@@ -5,7 +5,22 @@
 
 mod common;
 
-use common::{container_root, in_container, is_root, text, Podman};
+use common::{container_root, in_container, in_container_with, is_root, text, Podman};
+
+/// `rbuild debug run` of `dockerfile` in a podman container (`podman_flags`
+/// for `podman run`, `flags` for rbuild), with scratch storage and output.
+fn debug_run(
+    podman: &Podman,
+    podman_flags: &[&str],
+    rootfs: &std::path::Path,
+    flags: &[&str],
+    dockerfile: &str,
+) -> std::process::Output {
+    let mut args = vec!["debug", "run"];
+    args.extend_from_slice(flags);
+    args.extend(["-f", dockerfile, "--oci-dir", "/tmp/o", "--root", "/tmp/r"]);
+    in_container_with(podman, podman_flags, rootfs, &args)
+}
 
 #[test]
 fn a_default_container_gets_a_lower_tier_or_a_clear_refusal() {
@@ -29,20 +44,7 @@ fn a_default_container_gets_a_lower_tier_or_a_clear_refusal() {
         "{shown}"
     );
 
-    let build = in_container(
-        &podman,
-        root.path(),
-        &[
-            "debug",
-            "run",
-            "-f",
-            "/Dockerfile",
-            "--oci-dir",
-            "/tmp/o",
-            "--root",
-            "/tmp/r",
-        ],
-    );
+    let build = debug_run(&podman, &[], root.path(), &[], "/Dockerfile");
     let built = text(&build);
     if build.status.success() {
         // Podman masks parts of /proc, so a fresh /proc is refused and the
@@ -65,21 +67,12 @@ fn a_default_container_gets_a_lower_tier_or_a_clear_refusal() {
     }
 
     // Asking for the full tier names the probe that failed and the way out.
-    let full = in_container(
+    let full = debug_run(
         &podman,
+        &[],
         root.path(),
-        &[
-            "debug",
-            "run",
-            "--isolation",
-            "full",
-            "-f",
-            "/Dockerfile",
-            "--oci-dir",
-            "/tmp/o",
-            "--root",
-            "/tmp/r",
-        ],
+        &["--isolation", "full"],
+        "/Dockerfile",
     );
     let refused = text(&full);
     if !full.status.success() {
@@ -88,22 +81,13 @@ fn a_default_container_gets_a_lower_tier_or_a_clear_refusal() {
         assert!(refused.contains("procMount: Unmasked"), "{refused}");
     }
 
-    // The opt-in chroot tier needs no namespaces at all.
-    let chroot = in_container(
+    // Asked for, the chroot tier needs no namespaces at all.
+    let chroot = debug_run(
         &podman,
+        &[],
         root.path(),
-        &[
-            "debug",
-            "run",
-            "--isolation",
-            "chroot",
-            "-f",
-            "/Dockerfile.chroot",
-            "--oci-dir",
-            "/tmp/o",
-            "--root",
-            "/tmp/r",
-        ],
+        &["--isolation", "chroot"],
+        "/Dockerfile.chroot",
     );
     let chrooted = text(&chroot);
     assert!(
@@ -143,24 +127,13 @@ fn network_none_works_in_a_root_container_without_cap_net_admin() {
          nc -l -p 7777 -e echo served & sleep 0.3; nc 127.0.0.1 7777 </dev/null\n",
     );
     let podman = Podman::new();
-    let out = podman
-        .run_cmd()
-        .args(["--cap-add", "SYS_ADMIN", "--rootfs"])
-        .arg(root.path())
-        .args([
-            "/rbuild",
-            "debug",
-            "run",
-            "--userns-remap=off",
-            "-f",
-            "/Dockerfile",
-            "--oci-dir",
-            "/tmp/o",
-            "--root",
-            "/tmp/r",
-        ])
-        .output()
-        .unwrap();
+    let out = debug_run(
+        &podman,
+        &["--cap-add", "SYS_ADMIN"],
+        root.path(),
+        &["--userns-remap=off"],
+        "/Dockerfile",
+    );
     let shown = text(&out);
     assert!(out.status.success(), "{shown}");
     let lines: Vec<&str> = shown.lines().filter_map(common::output_text).collect();
@@ -183,20 +156,12 @@ fn network_none_works_in_a_root_container_without_cap_net_admin() {
         "FROM busybox\nRUN nc -w 2 10.0.2.3 53 </dev/null\n",
     )
     .unwrap();
-    let needed = in_container(
+    let needed = debug_run(
         &podman,
+        &[],
         root.path(),
-        &[
-            "debug",
-            "run",
-            "--userns-remap=off",
-            "-f",
-            "/Dockerfile.net",
-            "--oci-dir",
-            "/tmp/o",
-            "--root",
-            "/tmp/r",
-        ],
+        &["--userns-remap=off"],
+        "/Dockerfile.net",
     );
     let failed = text(&needed);
     assert_eq!(needed.status.code(), Some(1), "{failed}");

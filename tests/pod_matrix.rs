@@ -153,19 +153,19 @@ fn import_rbuild_image(dockerd: &Dockerd) -> String {
     "rbuild-matrix:test".to_string()
 }
 
-/// `docker run` of rbuild with `args` under `setting`, `out` (a host
-/// dir anyone may write) at `/out`.
+/// `docker run` of rbuild with `args` under `setting`, after `run` (the
+/// container's network, volumes, environment).
 fn in_docker(
     dockerd: &Dockerd,
     image: &str,
     setting: &Setting,
-    out: &Path,
+    run: &[String],
     args: &[&str],
 ) -> std::process::Output {
     dockerd
         .docker()
-        .args(["run", "--rm", "--network", "none", "-v"])
-        .arg(format!("{}:/out", out.display()))
+        .args(["run", "--rm"])
+        .args(run)
         .args(setting.flags)
         .arg(image)
         .arg("/rbuild")
@@ -181,7 +181,14 @@ fn run_row(dockerd: &Dockerd, image: &str, setting: &Setting, failures: &mut Vec
     std::fs::set_permissions(&out, std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
     // With no --root, the default storage root is one this user can make
     // (docker gives a uid with no passwd entry HOME=/).
-    let bare = text(&in_docker(dockerd, image, setting, &out, &["info"]));
+    // No network, and `out` (a host dir anyone may write) at /out.
+    let run = [
+        "--network".to_string(),
+        "none".to_string(),
+        "-v".to_string(),
+        format!("{}:/out", out.display()),
+    ];
+    let bare = text(&in_docker(dockerd, image, setting, &run, &["info"]));
     let root = bare.lines().find_map(|l| l.strip_prefix("storage root: "));
     let expected = if setting.flags.contains(&"1000:1000") {
         "/tmp/rbuild-1000"
@@ -191,7 +198,7 @@ fn run_row(dockerd: &Dockerd, image: &str, setting: &Setting, failures: &mut Vec
     if root != Some(expected) {
         failures.push(format!("{}: default storage root: {bare}", setting.name));
     }
-    let info = in_docker(dockerd, image, setting, &out, &["info", "--root", "/tmp/r"]);
+    let info = in_docker(dockerd, image, setting, &run, &["info", "--root", "/tmp/r"]);
     let said = text(&info);
     let tier = said
         .lines()
@@ -202,7 +209,7 @@ fn run_row(dockerd: &Dockerd, image: &str, setting: &Setting, failures: &mut Vec
         dockerd,
         image,
         setting,
-        &out,
+        &run,
         &[
             "build",
             "--progress=plain",
@@ -363,27 +370,20 @@ fn the_debian_app_builds_in_every_root_row_to_the_root_vms_layers() {
 
     for (i, setting) in SETTINGS.iter().filter(|s| s.must_build).enumerate() {
         let reference = format!("{}/app-row{i}:1", registry.addr);
-        let built = dockerd
-            .docker()
-            .args(["run", "--rm", "--network", "host", "-e"])
-            .arg(format!("SOURCE_DATE_EPOCH={epoch}"))
-            .arg("-v")
-            .arg(format!("{}:/ctx:ro", ctx.path().display()))
-            .args(setting.flags)
-            .arg(&image)
-            .args([
-                "/rbuild",
-                "build",
-                "--progress=plain",
-                "--push",
-                "-t",
-                &reference,
-            ])
-            .args(["--root", "/tmp/r"])
-            .args(&build_args)
-            .arg("/ctx")
-            .output()
-            .unwrap();
+        // The host's network, for the test registry on 127.0.0.1.
+        let run = [
+            "--network".to_string(),
+            "host".to_string(),
+            "-e".to_string(),
+            format!("SOURCE_DATE_EPOCH={epoch}"),
+            "-v".to_string(),
+            format!("{}:/ctx:ro", ctx.path().display()),
+        ];
+        let mut args = vec!["build", "--progress=plain", "--push", "-t", &reference];
+        args.extend(["--root", "/tmp/r"]);
+        args.extend(build_args.iter().map(String::as_str));
+        args.push("/ctx");
+        let built = in_docker(&dockerd, &image, setting, &run, &args);
         let log = text(&built);
         assert!(built.status.success(), "{}: {log}", setting.name);
         assert!(

@@ -984,8 +984,19 @@ pub fn container_root(dockerfile: &str) -> tempfile::TempDir {
 
 /// Runs rbuild in a default podman container on `rootfs`.
 pub fn in_container(podman: &Podman, rootfs: &Path, args: &[&str]) -> std::process::Output {
+    in_container_with(podman, &[], rootfs, args)
+}
+
+/// As [`in_container`], with `flags` for `podman run` (`--cap-add …`).
+pub fn in_container_with(
+    podman: &Podman,
+    flags: &[&str],
+    rootfs: &Path,
+    args: &[&str],
+) -> std::process::Output {
     podman
         .run_cmd()
+        .args(flags)
         .arg("--rootfs")
         .arg(rootfs)
         .arg("/rbuild")
