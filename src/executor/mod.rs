@@ -104,6 +104,12 @@ impl Executor {
         sink: &mut dyn FnMut(Stream, &[u8]),
         cancel: &AtomicBool,
     ) -> std::io::Result<RunOutput> {
+        // Compiled here, once per process, not in every step's helper.
+        let mut spec = spec.clone();
+        if spec.copy.is_none() {
+            spec.filters = confine::seccomp::Filters::for_posture(&spec.posture(vec![]))
+                .map_err(std::io::Error::other)?;
+        }
         let mut child = Command::new(&self.helper)
             .arg(HELPER_SUBCOMMAND)
             .stdin(Stdio::piped())
@@ -111,7 +117,7 @@ impl Executor {
             .stderr(Stdio::piped())
             .env_clear()
             .spawn()?;
-        let mut json = serde_json::to_vec(spec).map_err(std::io::Error::other)?;
+        let mut json = serde_json::to_vec(&spec).map_err(std::io::Error::other)?;
         json.push(b'\n');
         // Kept open until the step ends: the helper kills the step when it
         // sees end-of-file, i.e. when this process dies.
@@ -545,6 +551,7 @@ impl StepRunner {
             copy,
             security: step.security,
             remap,
+            filters: Default::default(),
         };
         let output = self
             .executor

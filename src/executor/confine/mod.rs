@@ -108,24 +108,28 @@ impl Posture {
     /// drops; the profile allows the syscalls that follow (prctl, capset,
     /// setgroups, setresuid, execve). Without CAP_SYS_ADMIN (root in a
     /// container that dropped it) the filters go in with no_new_privs.
-    pub fn apply(&self) -> Result<(), ConfineError> {
+    pub fn apply(&self, filters: &seccomp::Filters) -> Result<(), ConfineError> {
         let nnp = !caps::holds(caps::bit_of("CAP_SYS_ADMIN").unwrap_or(21));
         if let Some(protected) = &self.guard {
             seccomp::guard(protected, nnp)?
                 .load()
                 .map_err(|e| ConfineError::seccomp("loading the seccomp guard", e))?;
         }
+        // A posture whose programs were not compiled fails closed: the
+        // step never runs with less than its posture says.
         if self.no_packet_sockets {
-            for filter in seccomp::no_packet_sockets(nnp)? {
-                filter
-                    .load()
-                    .map_err(|e| ConfineError::seccomp("loading the packet socket filter", e))?;
+            if filters.packet_sockets.is_empty() {
+                return Err(ConfineError::uncompiled("the packet socket filters"));
+            }
+            for program in &filters.packet_sockets {
+                program.load(nnp)?;
             }
         }
         if self.seccomp {
-            seccomp::docker_default(&self.caps, nnp)?
-                .load()
-                .map_err(|e| ConfineError::seccomp("loading the seccomp profile", e))?;
+            let profile = filters.profile.as_ref();
+            profile
+                .ok_or_else(|| ConfineError::uncompiled("the seccomp profile"))?
+                .load(nnp)?;
         }
         caps::restrict_to(caps::mask_of(&self.caps))
     }
@@ -163,6 +167,15 @@ pub enum ConfineError {
         #[source]
         source: libseccomp::error::SeccompError,
     },
+    /// The kernel refused a compiled filter, or it could not be read.
+    #[error("{what}: {source}")]
+    SeccompLoad {
+        /// What was being done.
+        what: String,
+        /// The kernel's (or the file system's) error.
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 impl ConfineError {
@@ -181,6 +194,22 @@ impl ConfineError {
         source: libseccomp::error::SeccompError,
     ) -> ConfineError {
         ConfineError::Seccomp {
+            what: what.to_string(),
+            source,
+        }
+    }
+}
+
+impl ConfineError {
+    /// A posture whose `what` reached the helper uncompiled.
+    fn uncompiled(what: &str) -> Self {
+        let e = std::io::Error::new(std::io::ErrorKind::NotFound, "not compiled for this step");
+        ConfineError::seccomp_load(what, e)
+    }
+
+    /// A compiled filter the kernel refused while doing `what`.
+    pub(crate) fn seccomp_load(what: impl std::fmt::Display, source: std::io::Error) -> Self {
+        ConfineError::SeccompLoad {
             what: what.to_string(),
             source,
         }

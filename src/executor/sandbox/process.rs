@@ -15,7 +15,7 @@ use super::remap;
 use super::rootfs::{enter_root, mount_overlay, mount_readonly_overlay};
 use super::spec::{Namespaces, Network, Remap, RootFs, SandboxSpec, SETUP_FAILED};
 use super::sys::{check, cstr, mount, LinuxSys, SetupError, Sys};
-use crate::executor::confine::{Posture, Security};
+use crate::executor::confine::Posture;
 use crate::executor::copy::{self, CopySpec};
 
 /// Finds `name` on `PATH` from `env` (inside the new root).
@@ -63,7 +63,7 @@ fn set_up_command(spec: &SandboxSpec, posture: &Posture) -> Result<(), String> {
     {
         return Err(format!("working directory {}: {e}", spec.cwd));
     }
-    posture.apply().map_err(|e| e.to_string())?;
+    posture.apply(&spec.filters).map_err(|e| e.to_string())?;
     let groups: Vec<libc::gid_t> = spec.groups.clone();
     // SAFETY: identity syscalls with plain integers and an owned slice.
     unsafe {
@@ -378,15 +378,7 @@ pub(super) fn posture_for(spec: &SandboxSpec) -> Posture {
     protected.retain(|p| *p > 0);
     protected.sort_unstable();
     protected.dedup();
-    let mut posture = Posture::new(
-        spec.security,
-        spec.namespaces == Namespaces::Chroot,
-        spec.namespaces == Namespaces::Full,
-        protected,
-    );
-    posture.no_packet_sockets =
-        spec.network == Network::Private && spec.security == Security::Sandbox;
-    posture
+    spec.posture(protected)
 }
 
 /// Moves the helper into each of the step's cgroups before anything else,

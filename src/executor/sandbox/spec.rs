@@ -7,7 +7,8 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::executor::confine::Security;
+use crate::executor::confine::seccomp::Filters;
+use crate::executor::confine::{Posture, Security};
 use crate::executor::copy::CopySpec;
 
 /// Which namespaces a step gets (the tier, as far as the helper cares).
@@ -167,9 +168,30 @@ pub struct SandboxSpec {
     /// host range through a user namespace and idmapped mounts.
     #[serde(default)]
     pub remap: Option<Remap>,
+    /// The step's seccomp programs, compiled once in rbuild's process
+    /// ([`crate::executor::Executor`] fills them in before the helper
+    /// starts, from the posture [`SandboxSpec::posture`] gives).
+    #[serde(default)]
+    pub filters: Filters,
 }
 
 impl SandboxSpec {
+    /// The step's confinement in its tier; `protected` are the pids a
+    /// step without a pid namespace must not signal. Packet sockets are
+    /// refused on the default network (a frame on `tap0` skips the routes
+    /// that block the host).
+    pub fn posture(&self, protected: Vec<i32>) -> Posture {
+        let mut posture = Posture::new(
+            self.security,
+            self.namespaces == Namespaces::Chroot,
+            self.namespaces == Namespaces::Full,
+            protected,
+        );
+        posture.no_packet_sockets =
+            self.network == Network::Private && self.security == Security::Sandbox;
+        posture
+    }
+
     /// Whether the step's mounts are made inside a user namespace (rootless
     /// or remapped): overlay then uses `userxattr`.
     pub fn in_userns(&self) -> bool {
@@ -280,6 +302,7 @@ impl SandboxSpec {
             copy: None,
             security: Security::Sandbox,
             remap: None,
+            filters: Filters::default(),
         }
     }
 
