@@ -19,10 +19,11 @@ cd "$(dirname "$0")/.."
 # carries Debian's copy of docker's seccomp profile, the confinement
 # tests' oracle beside runc; docker.io is the differential harness's
 # BuildKit (dockerd 20.10, started privately by the test); slirp4netns is
-# RUN's default network and iproute2 makes tests/network.rs's network.
+# RUN's default network and iproute2 makes tests/network.rs's network;
+# uidmap's newuidmap and newgidmap map a rootless user's subordinate ids.
 APT_PACKAGES=(busybox-static docker-registry apache2-utils openssl skopeo umoci podman runc debootstrap
     libseccomp-dev gcc libc6-dev golang-github-docker-docker-dev docker.io git openssh-client
-    slirp4netns iproute2)
+    slirp4netns iproute2 uidmap)
 
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do

@@ -26,3 +26,4 @@ pub mod scheduler;
 pub mod snapshot;
 pub mod solver;
 pub mod units;
+pub mod userns;

@@ -28,6 +28,7 @@ const LAYERS: &[&[&str]] = &[
         "redact",
         "scheduler",
         "failpoint",
+        "userns",
     ],
     // The pure front end; storage: the content store and cache index.
     &["parser", "cache"],

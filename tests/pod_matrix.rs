@@ -16,7 +16,7 @@ mod common;
 use std::path::Path;
 use std::process::Command;
 
-use common::{is_root, push_debian_minbase, run_ok, skip, text, Dockerd, TestRegistry};
+use common::{is_root, push_debian_minbase, skip, text, Dockerd, TestRegistry};
 
 /// The Dockerfile each row builds: one line of what the step got, a
 /// background process left behind, then a step as uid 1000.
@@ -305,36 +305,6 @@ fn short_error(line: &str) -> String {
     short.replace('|', "\\|")
 }
 
-/// The issue's Debian app: a user made with useradd, `COPY --chown`,
-/// `chown -R`, a step as that user writing `/dev/null` and `$HOME`, a
-/// background process left behind.
-const DEBIAN_APP: &str = r#"ARG REGISTRY
-FROM ${REGISTRY}/library/debian:bookworm-minbase
-RUN useradd -m -u 1000 -s /bin/sh app
-COPY --chown=app:app greeting.txt /home/app/greeting.txt
-RUN mkdir -p /srv/data && touch /srv/data/a /srv/data/b && chown -R app:app /srv/data
-RUN sleep 100 & echo started > /srv/started
-USER app
-RUN echo ok > /dev/null && echo "home $HOME" > "$HOME/where" && cat /home/app/greeting.txt
-"#;
-
-/// The layer digests of `reference`'s manifest, read by skopeo.
-fn layer_digests(reference: &str) -> Vec<String> {
-    let raw = run_ok(Command::new("skopeo").args([
-        "inspect",
-        "--tls-verify=false",
-        "--raw",
-        &format!("docker://{reference}"),
-    ]));
-    let manifest: serde_json::Value = serde_json::from_str(&raw).unwrap();
-    manifest["layers"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|l| l["digest"].as_str().unwrap().to_string())
-        .collect()
-}
-
 #[test]
 fn the_debian_app_builds_in_every_root_row_to_the_root_vms_layers() {
     let Some(dockerd) = dockerd_or_skip() else {
@@ -346,7 +316,7 @@ fn the_debian_app_builds_in_every_root_row_to_the_root_vms_layers() {
     }
     let image = import_rbuild_image(&dockerd);
     let ctx = tempfile::tempdir().unwrap();
-    std::fs::write(ctx.path().join("Dockerfile"), DEBIAN_APP).unwrap();
+    std::fs::write(ctx.path().join("Dockerfile"), common::DEBIAN_APP).unwrap();
     std::fs::write(ctx.path().join("greeting.txt"), "hello from the context\n").unwrap();
     let build_args = [
         "--build-arg".to_string(),
@@ -366,7 +336,7 @@ fn the_debian_app_builds_in_every_root_row_to_the_root_vms_layers() {
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", text(&out));
-    let want = layer_digests(&vm);
+    let want = common::layer_digests(&vm);
 
     for (i, setting) in SETTINGS.iter().filter(|s| s.must_build).enumerate() {
         let reference = format!("{}/app-row{i}:1", registry.addr);
@@ -391,30 +361,16 @@ fn the_debian_app_builds_in_every_root_row_to_the_root_vms_layers() {
             "{}: {log}",
             setting.name
         );
-        assert_eq!(layer_digests(&reference), want, "{}: {log}", setting.name);
+        assert_eq!(
+            common::layer_digests(&reference),
+            want,
+            "{}: {log}",
+            setting.name
+        );
         // And what the layers hold, read by umoci.
         let unpacked = work.path().join(format!("row{i}"));
         std::fs::create_dir(&unpacked).unwrap();
         let rootfs = common::unpack_remote(&reference, &unpacked);
-        use std::os::unix::fs::MetadataExt;
-        for (path, uid) in [
-            ("home/app/greeting.txt", 1000),
-            ("srv/data/b", 1000),
-            ("srv/started", 0),
-        ] {
-            let meta = std::fs::metadata(rootfs.join(path)).unwrap();
-            assert_eq!(
-                (meta.uid(), meta.gid()),
-                (uid, uid),
-                "{}: {path}",
-                setting.name
-            );
-        }
-        assert_eq!(
-            std::fs::read_to_string(rootfs.join("home/app/where")).unwrap(),
-            "home /home/app\n",
-            "{}",
-            setting.name
-        );
+        common::assert_debian_app_owners(&rootfs, setting.name);
     }
 }

@@ -206,3 +206,104 @@ fn an_unprivileged_build_mounts_another_stage() {
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(step_lines(&out), ["file", "whiteouts-hold"]);
 }
+
+/// `nobody` with subordinate ids 200000-265535 (`/etc/subuid` and
+/// `/etc/subgid` as the `uidmap` package reads them): a private mount
+/// namespace binds files of the test's over the host's, which stay as
+/// they are, and rbuild runs there through setpriv. None (skipped) unless
+/// root with newuidmap and newgidmap installed.
+fn rbuild_with_subordinate_ids(work: &Path) -> Option<Command> {
+    if !is_root() {
+        common::skip("subordinate ids: the test binds /etc/subuid as root");
+        return None;
+    }
+    for needed in [
+        "/usr/bin/newuidmap",
+        "/usr/bin/newgidmap",
+        "/etc/subuid",
+        "/etc/subgid",
+    ] {
+        if !Path::new(needed).exists() {
+            common::skip(&format!(
+                "subordinate ids: {needed} is missing (apt-get install uidmap)"
+            ));
+            return None;
+        }
+    }
+    let (subuid, subgid) = (work.join("subuid"), work.join("subgid"));
+    for file in [&subuid, &subgid] {
+        std::fs::write(file, "nobody:200000:65536\n").unwrap();
+    }
+    let mut c = Command::new("unshare");
+    c.args(["--mount", "--propagation", "private", "sh", "-c"])
+        .arg(r#"mount --bind "$1" /etc/subuid && mount --bind "$2" /etc/subgid && shift 2 && exec "$@""#)
+        .arg("sh")
+        .args([&subuid, &subgid])
+        .args(["setpriv", "--reuid", "65534", "--regid", "65534", "--clear-groups"])
+        .arg(env!("CARGO_BIN_EXE_rbuild"))
+        // Its own home, not root's (whose docker config it cannot read).
+        .env("HOME", work);
+    Some(c)
+}
+
+/// Issue 16: a user without privileges but with `/etc/subuid` ranges runs
+/// rbuild in a user namespace of its own, every id from 0 to 65536
+/// mapped: the Debian app's `useradd`, `chown -R`, `COPY --chown` and
+/// `USER app` build, and its layers are byte for byte the root VM's.
+#[test]
+fn a_user_with_subordinate_ids_builds_the_root_vms_layers() {
+    let work = owned_tempdir();
+    let Some(mut info) = rbuild_with_subordinate_ids(work.path()) else {
+        return;
+    };
+    let out = info
+        .args(["info", "--root"])
+        .arg(work.path().join("root"))
+        .output()
+        .unwrap();
+    let said = common::text(&out);
+    assert!(out.status.success(), "{said}");
+    assert!(
+        said.contains("user namespace: rbuild's own, over this user's subordinate ids")
+            && said.contains("uid 0 is 65534 and 1-65536 are 200000-265535"),
+        "{said}"
+    );
+    assert!(said.contains("step ids: 65537 ids from 0"), "{said}");
+
+    let registry = TestRegistry::start(&[]);
+    if !common::push_debian_minbase(&registry) {
+        return;
+    }
+    let ctx = owned_tempdir();
+    std::fs::write(ctx.path().join("Dockerfile"), common::DEBIAN_APP).unwrap();
+    std::fs::write(ctx.path().join("greeting.txt"), "hello from the context\n").unwrap();
+    let build = |cmd: &mut Command, reference: &str, root: &Path| {
+        let out = cmd
+            .args(["build", "--progress=plain", "--push", "-t", reference])
+            .arg("--build-arg")
+            .arg(format!("REGISTRY={}", registry.addr))
+            .arg("--root")
+            .arg(root)
+            .arg(ctx.path())
+            .env("SOURCE_DATE_EPOCH", "1700000000")
+            .output()
+            .unwrap();
+        let log = common::text(&out);
+        assert!(out.status.success(), "{reference}: {log}");
+        assert!(log.contains("hello from the context"), "{log}");
+    };
+    let vm = format!("{}/app-vm:1", registry.addr);
+    let vm_root = tempfile::tempdir().unwrap();
+    build(
+        &mut Command::new(env!("CARGO_BIN_EXE_rbuild")),
+        &vm,
+        vm_root.path(),
+    );
+    let subids = format!("{}/app-subids:1", registry.addr);
+    let mut cmd = rbuild_with_subordinate_ids(work.path()).unwrap();
+    build(&mut cmd, &subids, &work.path().join("root"));
+    assert_eq!(common::layer_digests(&subids), common::layer_digests(&vm));
+    let unpacked = tempfile::tempdir().unwrap();
+    let rootfs = common::unpack_remote(&subids, unpacked.path());
+    common::assert_debian_app_owners(&rootfs, "subordinate ids");
+}

@@ -431,6 +431,21 @@ fn info(isolation: IsolationRequest, root: Option<PathBuf>) -> i32 {
                     range.uid, range.gid, range.count
                 );
             }
+            if let Ok(maps) = std::env::var(crate::userns::ENTERED_ENV) {
+                println!(
+                    "user namespace: rbuild's own, over this user's subordinate ids \
+                     (newuidmap; {maps})"
+                );
+            }
+            if !plan.userns && plan.remap.is_none() && crate::userns::nested() {
+                match crate::executor::sandbox::full_range() {
+                    Some(count) => println!(
+                        "step ids: {count} ids from 0, each its own (those of the user \
+                         namespace rbuild runs in)"
+                    ),
+                    None => println!("step ids: root only (the user namespace rbuild runs in)"),
+                }
+            }
             if plan.userns {
                 match crate::executor::sandbox::full_range() {
                     Some(count) => println!(
@@ -439,7 +454,12 @@ fn info(isolation: IsolationRequest, root: Option<PathBuf>) -> i32 {
                     ),
                     None => println!(
                         "step ids: root only (a user namespace mapping this user alone; \
-                         a USER other than root cannot run)"
+                         a USER other than root cannot run{})",
+                        match crate::userns::outcome() {
+                            Some(crate::userns::Entered::No(why)) =>
+                                format!("; no subordinate ids: {why}"),
+                            _ => String::new(),
+                        }
                     ),
                 }
             }

@@ -428,7 +428,7 @@ fn probe_namespaces(scratch: &Path, userns: bool) -> NamespaceProbes {
             scratch.join("upper").display(),
             scratch.join("work").display()
         );
-        if userns {
+        if userns || crate::userns::nested() {
             data.push_str(",userxattr");
         }
         let merged = scratch.join("merged");
@@ -439,7 +439,12 @@ fn probe_namespaces(scratch: &Path, userns: bool) -> NamespaceProbes {
         std::fs::remove_file(merged.join("file"))
             .map_err(|e| SetupError::sys("delete through overlay", e))?;
         std::fs::write(merged.join("new"), b"x")
-            .map_err(|e| SetupError::sys("write through overlay", e))
+            .map_err(|e| SetupError::sys("write through overlay", e))?;
+        // A directory made again where a lower one was needs an opaque
+        // xattr (without `userxattr` in a user namespace: EIO).
+        std::fs::remove_dir_all(merged.join("dir"))
+            .and_then(|()| std::fs::create_dir(merged.join("dir")))
+            .map_err(|e| SetupError::sys("replace a directory through overlay", e))
     });
     NamespaceProbes {
         userns,
@@ -492,6 +497,8 @@ pub fn probe_main(scratch: &Path) -> i32 {
         ] {
             std::fs::create_dir_all(scratch.join(sub))?;
         }
+        std::fs::create_dir_all(scratch.join("lower/dir"))?;
+        std::fs::write(scratch.join("lower/dir/file"), b"x")?;
         std::fs::write(scratch.join("lower/file"), b"x")
     };
     if let Err(e) = prepare() {
@@ -519,9 +526,11 @@ pub fn probe_main(scratch: &Path) -> i32 {
             Err(SetupError::sys("chroot", std::io::Error::last_os_error()))
         }
     });
+    // Idmapped layers need real root: root of a nested user namespace
+    // cannot idmap the host's file system.
     let remap = direct
         .as_ref()
-        .filter(|d| d.mountns.is_none())
+        .filter(|d| d.mountns.is_none() && !crate::userns::nested())
         .map_or(RemapProbe::Untried, |_| {
             match probe_remap(&scratch.join("remap")) {
                 None => RemapProbe::Works,

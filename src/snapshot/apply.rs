@@ -69,7 +69,9 @@ impl Default for ApplyOptions {
         let root = rustix::process::geteuid().is_root();
         ApplyOptions {
             ownership: root,
-            devices: root,
+            // Root of a user namespace other than the host's makes no
+            // device node (the kernel refuses mknod there).
+            devices: root && !crate::userns::nested(),
             overlay_format: false,
             whiteouts: true,
             owner: None,

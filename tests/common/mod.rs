@@ -1155,3 +1155,54 @@ impl Drop for Dockerd {
         let _ = self.child.wait();
     }
 }
+
+/// The Debian app of issue 16: a user made with useradd, `COPY --chown`,
+/// `chown -R`, a step as that user writing `/dev/null` and `$HOME`, a
+/// background process left behind. Built from the minbase that
+/// [`push_debian_minbase`] pushes, with `--build-arg REGISTRY=…` and a
+/// context holding `greeting.txt`.
+pub const DEBIAN_APP: &str = r#"ARG REGISTRY
+FROM ${REGISTRY}/library/debian:bookworm-minbase
+RUN useradd -m -u 1000 -s /bin/sh app
+COPY --chown=app:app greeting.txt /home/app/greeting.txt
+RUN mkdir -p /srv/data && touch /srv/data/a /srv/data/b && chown -R app:app /srv/data
+RUN sleep 100 & echo started > /srv/started
+USER app
+RUN echo ok > /dev/null && echo "home $HOME" > "$HOME/where" && cat /home/app/greeting.txt
+"#;
+
+/// The layer digests of `reference`'s manifest, read by skopeo.
+pub fn layer_digests(reference: &str) -> Vec<String> {
+    let raw = run_ok(Command::new("skopeo").args([
+        "inspect",
+        "--tls-verify=false",
+        "--raw",
+        &format!("docker://{reference}"),
+    ]));
+    let manifest: serde_json::Value = serde_json::from_str(&raw).unwrap();
+    manifest["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["digest"].as_str().unwrap().to_string())
+        .collect()
+}
+
+/// What [`DEBIAN_APP`]'s image must hold, as umoci unpacked it at
+/// `rootfs`: the owners its steps set and the home its user wrote.
+pub fn assert_debian_app_owners(rootfs: &Path, what: &str) {
+    use std::os::unix::fs::MetadataExt;
+    for (path, uid) in [
+        ("home/app/greeting.txt", 1000),
+        ("srv/data/b", 1000),
+        ("srv/started", 0),
+    ] {
+        let meta = std::fs::metadata(rootfs.join(path)).unwrap();
+        assert_eq!((meta.uid(), meta.gid()), (uid, uid), "{what}: {path}");
+    }
+    assert_eq!(
+        std::fs::read_to_string(rootfs.join("home/app/where")).unwrap(),
+        "home /home/app\n",
+        "{what}"
+    );
+}

@@ -79,7 +79,7 @@ fn set_up_command(spec: &SandboxSpec, posture: &Posture) -> Result<(), String> {
         }
         if libc::setgid(spec.gid) != 0 || libc::setuid(spec.uid) != 0 {
             let hint = if spec.userns {
-                " (a rootless build maps only root; other users need subordinate ids)"
+                " (a rootless build maps only root; other users need subordinate ids: ranges in /etc/subuid and /etc/subgid, and newuidmap from the uidmap package)"
             } else {
                 ""
             };
@@ -294,15 +294,13 @@ pub(crate) fn full_range() -> Option<u32> {
     {
         return None;
     }
+    // Every id from 0 without a gap: a namespace of rbuild's own maps its
+    // uid to 0 and its subordinate ids after it, on two lines.
     let from_zero = |file: &str| -> Option<u32> {
         let text = std::fs::read_to_string(file).ok()?;
-        text.lines().find_map(|line| {
-            let mut fields = line.split_whitespace().map(|f| f.parse::<u64>().ok());
-            match (fields.next()??, fields.next()??, fields.next()??) {
-                (0, _, count) => Some(count.min(u64::from(u32::MAX)) as u32),
-                _ => None,
-            }
-        })
+        Some(crate::userns::contiguous_from_zero(
+            &crate::userns::parse_map(&text),
+        ))
     };
     let count = from_zero("/proc/self/uid_map")?.min(from_zero("/proc/self/gid_map")?);
     (count > 1).then_some(count)
@@ -337,6 +335,7 @@ pub(super) fn copy_in_root(spec: &SandboxSpec, copy: &CopySpec) -> Result<(), Se
             libc::unshare(libc::CLONE_NEWNS)
         })?;
         mount("", Path::new("/"), "", libc::MS_REC | libc::MS_PRIVATE, "")?;
+        let userxattr = spec.overlay_userxattr();
         if let RootFs::Overlay {
             base,
             lowers,
@@ -345,10 +344,10 @@ pub(super) fn copy_in_root(spec: &SandboxSpec, copy: &CopySpec) -> Result<(), Se
             merged,
         } = &spec.root
         {
-            mount_overlay(&LinuxSys, base, lowers, upper, work, merged, spec.userns, 0)?;
+            mount_overlay(&LinuxSys, base, lowers, upper, work, merged, userxattr, 0)?;
         }
         if let Some((base, lowers)) = &copy.source_lowers {
-            mount_readonly_overlay(&LinuxSys, base, lowers, &copy.source_root, spec.userns)?;
+            mount_readonly_overlay(&LinuxSys, base, lowers, &copy.source_root, userxattr)?;
         }
     } else if matches!(spec.root, RootFs::Overlay { .. }) || copy.source_lowers.is_some() {
         return Err(SetupError::refused("the chroot tier cannot mount overlays"));

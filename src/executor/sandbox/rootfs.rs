@@ -138,7 +138,7 @@ fn mount_root(
             upper,
             work,
             root,
-            spec.in_userns(),
+            spec.overlay_userxattr(),
             writable,
         );
     }
@@ -188,7 +188,7 @@ fn mount_step_mount(
             subpath,
         } => {
             let sys = builder.sys;
-            mount_readonly_overlay(sys, base, lowers, staging, spec.in_userns())?;
+            mount_readonly_overlay(sys, base, lowers, staging, spec.overlay_userxattr())?;
             // The part asked for, resolved inside the stage's root.
             let stage_root = RootBuilder::new(sys, staging)?;
             let part = open_in_root(&stage_root.fd, subpath)

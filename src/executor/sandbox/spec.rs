@@ -197,6 +197,14 @@ impl SandboxSpec {
     pub fn in_userns(&self) -> bool {
         self.userns || self.remap.is_some()
     }
+
+    /// Whether overlay is mounted with `userxattr`: in any user namespace
+    /// but the host's, including the one rbuild itself may run in (a
+    /// user-namespaced container, or its own over subordinate ids), where
+    /// `trusted.*` cannot be set and removing a lower directory fails.
+    pub fn overlay_userxattr(&self) -> bool {
+        self.in_userns() || crate::userns::nested()
+    }
 }
 
 /// A RUN's network, as `docker build` gives it.
