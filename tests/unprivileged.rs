@@ -307,3 +307,61 @@ fn a_user_with_subordinate_ids_builds_the_root_vms_layers() {
     let rootfs = common::unpack_remote(&subids, unpacked.path());
     common::assert_debian_app_owners(&rootfs, "subordinate ids");
 }
+
+/// With subordinate ids, every kind of change a RUN makes (the sandbox's
+/// layers Dockerfile, its chown to 65534 included: here that id exists)
+/// lands in the image as the RUN saw it, read back by umoci.
+#[test]
+fn a_user_with_subordinate_ids_writes_layers_exactly_as_the_run_saw() {
+    let work = owned_tempdir();
+    let Some(mut cmd) = rbuild_with_subordinate_ids(work.path()) else {
+        return;
+    };
+    // Owners beyond root that survive to the image, one of them 65534.
+    let text = std::fs::read_to_string(Path::new(SANDBOX_DATA).join("layers/Dockerfile"))
+        .unwrap()
+        .replace(
+            "RUN true\n",
+            "RUN chown 1000:1000 /app/b/f && chown 65534:65534 /home/only\nRUN true\n",
+        );
+    let dockerfile = write_dockerfile(work.path(), &text);
+    let out = cmd
+        .args(["debug", "run", "--context", SANDBOX_DATA, "--root"])
+        .arg(work.path().join("root"))
+        .arg("-f")
+        .arg(&dockerfile)
+        .arg("--oci-dir")
+        .arg(work.path().join("oci"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let seen: Vec<String> = step_lines(&out)
+        .into_iter()
+        .filter(|l| l.starts_with("./"))
+        .collect();
+    assert!(seen.len() > 200);
+    let owner = |path: &str| {
+        let line = seen.iter().find(|l| l.starts_with(&format!("{path}|")));
+        line.map(|l| l.split('|').skip(3).take(2).collect::<Vec<_>>().join(":"))
+    };
+    assert_eq!(owner("./app/b/f").as_deref(), Some("1000:1000"));
+    assert_eq!(owner("./home/only").as_deref(), Some("65534:65534"));
+    assert_eq!(
+        seen.iter().filter(|l| l.starts_with("./usr/sbin/")).count(),
+        1,
+        "the replaced /usr/sbin holds only what the step put back"
+    );
+    let registry = TestRegistry::start(&[]);
+    let rootfs = push_pull_unpack(
+        &work.path().join("oci"),
+        &registry,
+        "subids/layers",
+        work.path(),
+    );
+    let diff = listing_differences(&seen, &list_tree_in(&rootfs));
+    assert!(
+        diff.is_empty(),
+        "umoci's tree differs from the RUN's view:\n{}",
+        diff.join("\n")
+    );
+}

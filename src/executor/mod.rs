@@ -526,8 +526,9 @@ impl StepRunner {
         let cgroup = self.cgroup(is_run)?;
         let report = ws.path().join("stubs.json");
         let remap = self.remap(step, is_run, &ws)?;
-        // Where overlayfs reads opaque markers: user.* in a user namespace.
-        let opaque = if self.plan.userns || remap.is_some() {
+        // Where overlayfs reads opaque markers: user.* in a user namespace,
+        // the step's own or the one rbuild runs in.
+        let opaque = if self.plan.userns || remap.is_some() || crate::userns::nested() {
             diff::OpaqueXattr::User
         } else {
             diff::OpaqueXattr::Trusted
