@@ -5,6 +5,8 @@
 
 mod common;
 
+use std::process::Command;
+
 use common::{container_root, in_container, in_container_with, is_root, text, Podman};
 
 /// `rbuild debug run` of `dockerfile` in a podman container (`podman_flags`
@@ -172,4 +174,104 @@ fn network_none_works_in_a_root_container_without_cap_net_admin() {
         ),
         "{failed}"
     );
+}
+
+/// Issue 16's user-namespaced container, the closest to a pod with
+/// `hostUsers: false`: podman maps the container's ids 0-65535 to host ids
+/// 300000-365535. With podman's default profile rbuild makes a user
+/// namespace of its own inside (nopidns: /proc is masked); with /proc
+/// unmasked and CAP_SYS_ADMIN it mounts in the container's namespace
+/// itself (full, overlay with `userxattr`); with docker's default profile
+/// no namespace can be made (chroot). In each, `USER`s and owners up to
+/// 65534 work, and where the RUN can list its root (not chroot: no
+/// `RUN --mount`), umoci's unpack of the image equals what it saw.
+#[test]
+fn a_user_namespaced_container_builds_every_owner() {
+    if !is_root() {
+        common::skip("running podman here needs root");
+        return;
+    }
+    let profile = "/usr/share/gocode/src/github.com/docker/docker/profiles/seccomp/default.json";
+    if !std::path::Path::new(profile).is_file() {
+        common::skip("docker's default seccomp profile (golang-github-docker-docker-dev)");
+        return;
+    }
+    let root = container_root(&common::layers_dockerfile_with_owners());
+    let owners: String = common::layers_dockerfile_with_owners()
+        .lines()
+        .filter(|l| !l.starts_with("RUN --mount"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    std::fs::write(root.path().join("Dockerfile.owners"), owners).unwrap();
+    let ctx = root.path().join("ctx");
+    std::fs::create_dir(&ctx).unwrap();
+    let data = concat!(env!("CARGO_MANIFEST_DIR"), "/testdata/dockerfiles/sandbox");
+    std::fs::copy(format!("{data}/list-tree.sh"), ctx.join("list-tree.sh")).unwrap();
+    // The container's root owns its root file system, as an image's
+    // unpack for a user-namespaced container would.
+    common::run_ok(
+        Command::new("chown")
+            .args(["-R", "300000:300000"])
+            .arg(root.path()),
+    );
+    let seccomp = format!("seccomp={profile}");
+    let rows: [(&str, Vec<&str>, &str); 3] = [
+        ("podman's default profile", vec![], "nopidns"),
+        (
+            "/proc unmasked, CAP_SYS_ADMIN",
+            vec!["--security-opt", "unmask=ALL", "--cap-add", "SYS_ADMIN"],
+            "full",
+        ),
+        (
+            "docker's default profile",
+            vec!["--security-opt", &seccomp],
+            "chroot",
+        ),
+    ];
+    let podman = Podman::new();
+    let registry = common::TestRegistry::start(&[]);
+    for (i, (name, extra, tier)) in rows.iter().enumerate() {
+        let mut flags = vec!["--uidmap", "0:300000:65536", "--gidmap", "0:300000:65536"];
+        flags.extend(extra.iter());
+        let (store, oci) = (format!("/tmp/r{i}"), format!("/tmp/o{i}"));
+        // The listing step mounts its script: no mounts in chroot.
+        let file = if *tier == "chroot" {
+            "/Dockerfile.owners"
+        } else {
+            "/Dockerfile"
+        };
+        let mut args = vec!["debug", "run", "-f", file, "--context", "/ctx"];
+        args.extend(["--oci-dir", &oci, "--root", &store]);
+        let out = in_container_with(&podman, &flags, root.path(), &args);
+        let log = text(&out);
+        assert!(out.status.success(), "{name}: {log}");
+        assert!(
+            log.contains(&format!("isolation: {tier} ")),
+            "{name}: {log}"
+        );
+        let unpacked = root.path().join(format!("unpacked{i}"));
+        let rootfs = common::push_pull_unpack(
+            &root.path().join(oci.trim_start_matches('/')),
+            &registry,
+            &format!("userns/row{i}"),
+            &unpacked,
+        );
+        // A directory replaced in a step stays replaced (its opaque
+        // marker is the namespace's user.* xattr).
+        let sbin = std::fs::read_dir(rootfs.join("usr/sbin")).unwrap().count();
+        assert_eq!(sbin, 1, "{name}: /usr/sbin holds only what the step put back");
+        use std::os::unix::fs::MetadataExt;
+        for (path, owner) in [("app/b/f", 1000), ("home/only", 65534)] {
+            let meta = std::fs::symlink_metadata(rootfs.join(path)).unwrap();
+            assert_eq!((meta.uid(), meta.gid()), (owner, owner), "{name}: {path}");
+        }
+        if *tier != "chroot" {
+            let seen: Vec<String> = common::step_lines(&out)
+                .into_iter()
+                .filter(|l| l.starts_with("./"))
+                .collect();
+            let diff = common::listing_differences(&seen, &common::list_tree_in(&rootfs));
+            assert!(diff.is_empty(), "{name}:\n{}", diff.join("\n"));
+        }
+    }
 }

@@ -317,13 +317,7 @@ fn a_user_with_subordinate_ids_writes_layers_exactly_as_the_run_saw() {
     let Some(mut cmd) = rbuild_with_subordinate_ids(work.path()) else {
         return;
     };
-    // Owners beyond root that survive to the image, one of them 65534.
-    let text = std::fs::read_to_string(Path::new(SANDBOX_DATA).join("layers/Dockerfile"))
-        .unwrap()
-        .replace(
-            "RUN true\n",
-            "RUN chown 1000:1000 /app/b/f && chown 65534:65534 /home/only\nRUN true\n",
-        );
+    let text = common::layers_dockerfile_with_owners();
     let dockerfile = write_dockerfile(work.path(), &text);
     let out = cmd
         .args(["debug", "run", "--context", SANDBOX_DATA, "--root"])
@@ -340,12 +334,14 @@ fn a_user_with_subordinate_ids_writes_layers_exactly_as_the_run_saw() {
         .filter(|l| l.starts_with("./"))
         .collect();
     assert!(seen.len() > 200);
-    let owner = |path: &str| {
-        let line = seen.iter().find(|l| l.starts_with(&format!("{path}|")));
-        line.map(|l| l.split('|').skip(3).take(2).collect::<Vec<_>>().join(":"))
-    };
-    assert_eq!(owner("./app/b/f").as_deref(), Some("1000:1000"));
-    assert_eq!(owner("./home/only").as_deref(), Some("65534:65534"));
+    assert_eq!(
+        common::listed_owner(&seen, "./app/b/f").as_deref(),
+        Some("1000:1000")
+    );
+    assert_eq!(
+        common::listed_owner(&seen, "./home/only").as_deref(),
+        Some("65534:65534")
+    );
     assert_eq!(
         seen.iter().filter(|l| l.starts_with("./usr/sbin/")).count(),
         1,

@@ -1206,3 +1206,30 @@ pub fn assert_debian_app_owners(rootfs: &Path, what: &str) {
         "{what}"
     );
 }
+
+/// The sandbox's layers Dockerfile (every kind of change a RUN makes)
+/// with owners beyond root that survive to the image: /app/b/f is
+/// 1000:1000 and /home/only 65534:65534. Needs every id from 0 to 65534.
+pub fn layers_dockerfile_with_owners() -> String {
+    let data = concat!(env!("CARGO_MANIFEST_DIR"), "/testdata/dockerfiles/sandbox");
+    std::fs::read_to_string(Path::new(data).join("layers/Dockerfile"))
+        .unwrap()
+        .replace(
+            "RUN true\n",
+            "RUN chown 1000:1000 /app/b/f && chown 65534:65534 /home/only\nRUN true\n",
+        )
+}
+
+/// The owner (`uid:gid`) of `path` (`./app/b/f`) in a list-tree.sh listing.
+pub fn listed_owner(listing: &[String], path: &str) -> Option<String> {
+    let line = listing
+        .iter()
+        .find(|l| l.starts_with(&format!("{path}|")))?;
+    Some(
+        line.split('|')
+            .skip(3)
+            .take(2)
+            .collect::<Vec<_>>()
+            .join(":"),
+    )
+}
