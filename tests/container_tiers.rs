@@ -259,7 +259,10 @@ fn a_user_namespaced_container_builds_every_owner() {
         // A directory replaced in a step stays replaced (its opaque
         // marker is the namespace's user.* xattr).
         let sbin = std::fs::read_dir(rootfs.join("usr/sbin")).unwrap().count();
-        assert_eq!(sbin, 1, "{name}: /usr/sbin holds only what the step put back");
+        assert_eq!(
+            sbin, 1,
+            "{name}: /usr/sbin holds only what the step put back"
+        );
         use std::os::unix::fs::MetadataExt;
         for (path, owner) in [("app/b/f", 1000), ("home/only", 65534)] {
             let meta = std::fs::symlink_metadata(rootfs.join(path)).unwrap();

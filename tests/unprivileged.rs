@@ -361,3 +361,31 @@ fn a_user_with_subordinate_ids_writes_layers_exactly_as_the_run_saw() {
         diff.join("\n")
     );
 }
+
+/// With one id (subordinate ids turned off here), a step that chowns to
+/// another owner fails at its line, and the error says why and what is
+/// missing.
+#[test]
+fn a_chown_with_one_id_says_why_it_failed() {
+    let work = owned_tempdir();
+    let dockerfile = write_dockerfile(work.path(), "FROM busybox\nRUN touch /f && chown 1000 /f\n");
+    let out = rbuild_unprivileged()
+        .args(["debug", "run", "--context", SANDBOX_DATA, "--root"])
+        .arg(work.path().join("root"))
+        .arg("-f")
+        .arg(&dockerfile)
+        .arg("--oci-dir")
+        .arg(work.path().join("oci"))
+        .env("RBUILD_SUBIDS", "0")
+        .env("HOME", work.path())
+        .output()
+        .unwrap();
+    let log = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{log}");
+    assert!(
+        log.contains("Dockerfile:2:1")
+            && log.contains("this step's user namespace maps one id, root")
+            && log.contains("no subordinate ids: RBUILD_SUBIDS=0"),
+        "{log}"
+    );
+}

@@ -750,6 +750,9 @@ impl StepRunner {
                     " (this step had only lo, not the default network: {problem})"
                 ));
             }
+            if is_run && ran && self.layer_options.id_map.is_some() {
+                text.push_str(&single_id_hint());
+            }
         }
         if failure.is_some() && self.cancelled.load(Ordering::Relaxed) {
             failure = Some("cancelled: another step of the build failed".to_string());
@@ -781,6 +784,19 @@ impl StepRunner {
             step.layer_bytes.clone(),
         )?)
     }
+}
+
+/// What a failed step in a namespace mapping one id may have hit, and
+/// why rbuild has no more ids here.
+fn single_id_hint() -> String {
+    let why = match crate::userns::outcome() {
+        Some(crate::userns::Entered::No(why)) => format!("; no subordinate ids: {why}"),
+        _ => String::new(),
+    };
+    format!(
+        " (this step's user namespace maps one id, root: a chown to another owner \
+         or a USER other than root fails here{why})"
+    )
 }
 
 /// The root a step runs in, made of its layers in its workspace.
