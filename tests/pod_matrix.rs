@@ -28,58 +28,229 @@ USER 1000
 RUN (echo x > /dev/null) && echo "user1000: $(id -u)"
 "#;
 
-/// One security setting: its name, who runs like this, and `docker run`'s
-/// flags for it.
+/// One security setting: its name, who runs like this, the pod
+/// securityContext it stands for, and whether it builds today.
 struct Setting {
     name: &'static str,
-    flags: &'static [&'static str],
+    pod: Pod,
     /// Whether it builds today (and so must go on building).
     must_build: bool,
+}
+
+/// A container's securityContext, from which come both the `docker run`
+/// flags the matrix runs with ([`Pod::docker_flags`]) and the manifest in
+/// `docs/kubernetes/` ([`Pod::manifest`]): one source, so the two cannot
+/// drift apart.
+struct Pod {
+    /// `docs/kubernetes/<file>.yaml`.
+    file: &'static str,
+    /// runAsUser and runAsGroup; None: the image's user, root.
+    run_as: Option<u32>,
+    /// seccompProfile: RuntimeDefault (docker's default profile, which
+    /// containerd's RuntimeDefault is) or Unconfined.
+    runtime_default: bool,
+    /// capabilities.drop: [ALL].
+    drop_all: bool,
+    /// capabilities.add.
+    add: &'static [&'static str],
+    /// allowPrivilegeEscalation: false (docker's no-new-privileges).
+    no_new_privs: bool,
+}
+
+impl Pod {
+    fn docker_flags(&self) -> Vec<String> {
+        let mut flags = Vec::new();
+        let mut push = |a: &str, b: String| flags.extend([a.to_string(), b]);
+        if let Some(id) = self.run_as {
+            push("--user", format!("{id}:{id}"));
+        }
+        if self.drop_all {
+            push("--cap-drop", "ALL".into());
+        }
+        for cap in self.add {
+            push("--cap-add", cap.to_string());
+        }
+        if self.no_new_privs {
+            push("--security-opt", "no-new-privileges".into());
+        }
+        if !self.runtime_default {
+            push("--security-opt", "seccomp=unconfined".into());
+        }
+        flags
+    }
+
+    /// The container's securityContext, as YAML at the manifest's indent.
+    fn security_context(&self) -> String {
+        let mut y = String::from("          securityContext:\n");
+        if let Some(id) = self.run_as {
+            y += &format!(
+                "            runAsUser: {id}\n            runAsGroup: {id}\n            runAsNonRoot: true\n"
+            );
+        } else {
+            y += "            runAsUser: 0\n";
+        }
+        y += &format!(
+            "            allowPrivilegeEscalation: {}\n",
+            !self.no_new_privs
+        );
+        if self.drop_all || !self.add.is_empty() {
+            y += "            capabilities:\n";
+            if self.drop_all {
+                y += "              drop: [ALL]\n";
+            }
+            if !self.add.is_empty() {
+                y += &format!("              add: [{}]\n", self.add.join(", "));
+            }
+        }
+        let profile = if self.runtime_default {
+            "RuntimeDefault"
+        } else {
+            "Unconfined"
+        };
+        y += &format!("            seccompProfile:\n              type: {profile}\n");
+        y
+    }
+
+    /// The Job manifest of this row.
+    fn manifest(&self, setting: &str) -> String {
+        format!(
+            "# rbuild in a pod with this security setting: {setting}.\n\
+             # A row of the README's pod matrix: tests/pod_matrix.rs runs rbuild in a\n\
+             # docker container with the same settings ({flags}), and\n\
+             # checks that this file is what the row ran. The tier it picks, what a\n\
+             # RUN step gets there and the result are in the README's table.\n\
+             apiVersion: batch/v1\n\
+             kind: Job\n\
+             metadata:\n\
+             \x20 name: rbuild-{file}\n\
+             spec:\n\
+             \x20 backoffLimit: 0\n\
+             \x20 template:\n\
+             \x20   spec:\n\
+             \x20     restartPolicy: Never\n\
+             \x20     initContainers:\n\
+             \x20       - name: checkout\n\
+             \x20         image: alpine/git:2.45.2\n\
+             \x20         args: [\"clone\", \"--depth=1\", \"https://git.example.com/team/app.git\", \"/workspace\"]\n\
+             \x20         volumeMounts:\n\
+             \x20           - {{ name: workspace, mountPath: /workspace }}\n\
+             \x20     containers:\n\
+             \x20       - name: rbuild\n\
+             \x20         image: registry.example.com/rbuild:1\n\
+             \x20         args: [\"-t\", \"registry.example.com/team/app:$(BUILD_ID)\", \"--push\", \"/workspace\"]\n\
+             \x20         env:\n\
+             \x20           - {{ name: BUILD_ID, value: \"1\" }}\n\
+             \x20           - {{ name: DOCKER_CONFIG, value: /docker }}\n\
+             {context}\
+             \x20         volumeMounts:\n\
+             \x20           - {{ name: workspace, mountPath: /workspace }}\n\
+             \x20           - {{ name: cache, mountPath: /var/lib/rbuild }}\n\
+             \x20           - {{ name: docker-config, mountPath: /docker, readOnly: true }}\n\
+             \x20     volumes:\n\
+             \x20       - {{ name: workspace, emptyDir: {{}} }}\n\
+             \x20       # A persistent volume here keeps the layer cache between builds.\n\
+             \x20       - {{ name: cache, emptyDir: {{}} }}\n\
+             \x20       - name: docker-config\n\
+             \x20         secret:\n\
+             \x20           secretName: registry-credentials\n\
+             \x20           items: [{{ key: .dockerconfigjson, path: config.json }}]\n",
+            flags = if self.docker_flags().is_empty() {
+                "no flags: docker's defaults".to_string()
+            } else {
+                self.docker_flags().join(" ")
+            },
+            file = self.file,
+            context = self.security_context(),
+        )
+    }
 }
 
 const SETTINGS: &[Setting] = &[
     Setting {
         name: "root, default caps, default seccomp (GitHub `container:`, GitLab docker executor, RuntimeDefault pods)",
-        flags: &[],
+        pod: Pod {
+            file: "root-runtime-default",
+            run_as: None,
+            runtime_default: true,
+            drop_all: false,
+            add: &[],
+            no_new_privs: false,
+        },
         must_build: true,
     },
     Setting {
         name: "root, seccomp unconfined (a pod with no seccompProfile)",
-        flags: &["--security-opt", "seccomp=unconfined"],
+        pod: Pod {
+            file: "root-unconfined",
+            run_as: None,
+            runtime_default: false,
+            drop_all: false,
+            add: &[],
+            no_new_privs: false,
+        },
         must_build: true,
     },
     Setting {
         name: "root + CAP_SYS_ADMIN, default seccomp",
-        flags: &["--cap-add", "SYS_ADMIN"],
+        pod: Pod {
+            file: "root-sys-admin",
+            run_as: None,
+            runtime_default: true,
+            drop_all: false,
+            add: &["SYS_ADMIN"],
+            no_new_privs: false,
+        },
         must_build: true,
     },
     Setting {
         name: "uid 1000, all caps dropped, no_new_privs, seccomp unconfined",
-        flags: &[
-            "--user",
-            "1000:1000",
-            "--cap-drop",
-            "ALL",
-            "--security-opt",
-            "no-new-privileges",
-            "--security-opt",
-            "seccomp=unconfined",
-        ],
+        pod: Pod {
+            file: "uid1000-unconfined",
+            run_as: Some(1000),
+            runtime_default: false,
+            drop_all: true,
+            add: &[],
+            no_new_privs: true,
+        },
         must_build: false,
     },
     Setting {
         name: "uid 1000, caps dropped, no_new_privs, RuntimeDefault (Kubernetes restricted)",
-        flags: &[
-            "--user",
-            "1000:1000",
-            "--cap-drop",
-            "ALL",
-            "--security-opt",
-            "no-new-privileges",
-        ],
+        pod: Pod {
+            file: "restricted",
+            run_as: Some(1000),
+            runtime_default: true,
+            drop_all: true,
+            add: &[],
+            no_new_privs: true,
+        },
         must_build: false,
     },
 ];
+
+/// `docs/kubernetes/<row>.yaml` is each row's manifest, rendered from the
+/// settings the matrix runs with (no root or docker needed).
+/// `RBUILD_BLESS=1` writes them.
+#[test]
+fn the_kubernetes_manifests_are_the_matrix_rows() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/kubernetes");
+    let mut stale = Vec::new();
+    for setting in SETTINGS {
+        let path = dir.join(format!("{}.yaml", setting.pod.file));
+        let want = setting.pod.manifest(setting.name);
+        if std::env::var_os("RBUILD_BLESS").is_some() {
+            std::fs::write(&path, &want).unwrap();
+        }
+        if std::fs::read_to_string(&path).ok().as_deref() != Some(want.as_str()) {
+            stale.push(format!("{}:\n{want}", path.display()));
+        }
+    }
+    assert!(
+        stale.is_empty(),
+        "manifests differ from the matrix rows (RBUILD_BLESS=1 writes them):\n{}",
+        stale.join("\n")
+    );
+}
 
 /// What one row found.
 struct Row {
@@ -166,7 +337,7 @@ fn in_docker(
         .docker()
         .args(["run", "--rm"])
         .args(run)
-        .args(setting.flags)
+        .args(setting.pod.docker_flags())
         .arg(image)
         .arg("/rbuild")
         .args(args)
@@ -190,7 +361,7 @@ fn run_row(dockerd: &Dockerd, image: &str, setting: &Setting, failures: &mut Vec
     ];
     let bare = text(&in_docker(dockerd, image, setting, &run, &["info"]));
     let root = bare.lines().find_map(|l| l.strip_prefix("storage root: "));
-    let expected = if setting.flags.contains(&"1000:1000") {
+    let expected = if setting.pod.run_as == Some(1000) {
         "/tmp/rbuild-1000"
     } else {
         "/var/lib/rbuild"
