@@ -20,10 +20,11 @@ cd "$(dirname "$0")/.."
 # tests' oracle beside runc; docker.io is the differential harness's
 # BuildKit (dockerd 20.10, started privately by the test); slirp4netns is
 # RUN's default network and iproute2 makes tests/network.rs's network;
-# uidmap's newuidmap and newgidmap map a rootless user's subordinate ids.
+# uidmap's newuidmap and newgidmap map a rootless user's subordinate ids;
+# qemu-system-x86 and cpio boot the cgroup v2 guest (tests/cgroup_v2.rs).
 APT_PACKAGES=(busybox-static docker-registry apache2-utils openssl skopeo umoci podman runc debootstrap
     libseccomp-dev gcc libc6-dev golang-github-docker-docker-dev docker.io git openssh-client
-    slirp4netns iproute2 uidmap)
+    slirp4netns iproute2 uidmap qemu-system-x86 cpio)
 
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do

@@ -73,6 +73,10 @@ pub struct CgroupSupport {
     pub writable: bool,
     /// Why not, when not.
     pub problem: Option<String>,
+    /// What detection had to do to make it writable (v2: processes moved
+    /// out of the container's own cgroup), for `rbuild info`.
+    #[serde(default)]
+    pub note: Option<String>,
 }
 
 const MOUNT: &str = "/sys/fs/cgroup";
@@ -111,12 +115,13 @@ impl CgroupSupport {
         let root = Path::new(MOUNT);
         if root.join("cgroup.controllers").exists() {
             let own = own_path("").unwrap_or_default();
-            let parent = root.join(own);
+            let parent = root.join(&own);
             let mut support = CgroupSupport {
                 version: CgroupVersion::V2,
                 parents: vec![(String::new(), parent.clone())],
                 writable: false,
                 problem: None,
+                note: None,
             };
             // The controllers must be on in the parent's subtree_control;
             // a parent holding processes itself cannot enable them, so a
@@ -127,7 +132,26 @@ impl CgroupSupport {
             }
             let mut errors = Vec::new();
             for candidate in candidates {
-                match enable_v2_controllers(&candidate).and_then(|_| try_create(&candidate)) {
+                let enabled = enable_v2_controllers(&candidate).or_else(|e| {
+                    // v2's no-internal-process rule: a cgroup holding
+                    // processes cannot give its children controllers. A
+                    // container's cgroup (its cgroup namespace's root)
+                    // holds the container's processes, rbuild among
+                    // them: they move into a leaf under it, as
+                    // docker-in-docker's entrypoint does, still under the
+                    // container's limits.
+                    if e.raw_os_error() != Some(libc::EBUSY) || !own.is_empty() {
+                        return Err(e);
+                    }
+                    let moved = evacuate(&candidate)?;
+                    support.note = Some(format!(
+                        "moved this container's {moved} process(es) into {}, since a v2 \
+                         cgroup holding processes cannot enable controllers for its children",
+                        candidate.join(LEAF).display()
+                    ));
+                    enable_v2_controllers(&candidate)
+                });
+                match enabled.and_then(|_| try_create(&candidate)) {
                     Ok(()) => {
                         support.parents = vec![(String::new(), candidate)];
                         support.writable = true;
@@ -157,6 +181,7 @@ impl CgroupSupport {
                 parents,
                 writable: false,
                 problem: Some(format!("no cgroup v2 or v1 controllers under {MOUNT}")),
+                note: None,
             };
         }
         let problems: Vec<String> = parents
@@ -167,6 +192,7 @@ impl CgroupSupport {
             version: CgroupVersion::V1,
             writable: problems.is_empty(),
             problem: (!problems.is_empty()).then(|| problems.join("; ")),
+            note: None,
             parents,
         }
     }
@@ -195,6 +221,37 @@ impl CgroupSupport {
         cgroup.apply()?;
         Ok(cgroup)
     }
+}
+
+/// The leaf a container's processes move into (docker-in-docker's name).
+const LEAF: &str = "init";
+
+/// Moves every process of the v2 cgroup `dir` into its child [`LEAF`];
+/// returns how many moved. Processes that exit meanwhile are skipped; new
+/// ones (forked during the move) are caught by the next pass.
+fn evacuate(dir: &Path) -> std::io::Result<usize> {
+    let leaf = dir.join(LEAF);
+    match std::fs::create_dir(&leaf) {
+        Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => return Err(e),
+        _ => {}
+    }
+    let mut moved = 0;
+    for _ in 0..10 {
+        let procs = std::fs::read_to_string(dir.join("cgroup.procs"))?;
+        if procs.trim().is_empty() {
+            return Ok(moved);
+        }
+        for pid in procs.split_whitespace() {
+            match std::fs::write(leaf.join("cgroup.procs"), pid) {
+                Ok(()) => moved += 1,
+                Err(e) if e.raw_os_error() == Some(libc::ESRCH) => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+    Err(std::io::Error::other(
+        "processes kept appearing in the cgroup while they were moved out",
+    ))
 }
 
 fn enable_v2_controllers(parent: &Path) -> std::io::Result<()> {

@@ -293,7 +293,10 @@ impl Probes {
         lines.push(format!(
             "cgroup: {version}, {}",
             if self.cgroup.writable {
-                "writable (limits available)".to_string()
+                match &self.cgroup.note {
+                    Some(note) => format!("writable (limits available; {note})"),
+                    None => "writable (limits available)".to_string(),
+                }
             } else {
                 format!(
                     "not writable: {}",
@@ -548,6 +551,7 @@ pub fn probe_main(scratch: &Path) -> i32 {
             parents: Vec::new(),
             writable: false,
             problem: None,
+            note: None,
         },
     };
     match serde_json::to_string(&probes) {
@@ -598,6 +602,7 @@ mod tests {
                 parents: Vec::new(),
                 writable: true,
                 problem: None,
+                note: None,
             },
         }
     }
