@@ -5,6 +5,7 @@
 #   - buildah_store DIR: a buildah storage with that base as localhost/busybox
 #   - start_buildkit: a private dockerd with BuildKit, if Debian's docker.io is installed
 #   - make_context DIR FILES MEGABYTES: copy_context.sh's generated context
+#   - debian_tarball LOG: a debootstrap --variant=minbase bookworm root as a tarball
 #   - now, median
 # BENCH_NO_BUILDAH=1 before sourcing: for scripts that do not use buildah.
 set -eu
@@ -61,6 +62,31 @@ for i in range(files):
     with open(os.path.join(d, "f%05d.bin" % i), "wb") as f:
         f.write(pool[at:at + size])
 PY
+}
+
+# debian_tarball LOG: prints the path of a debootstrap --variant=minbase
+# bookworm root as a tar, made once (debootstrap's output in LOG) and
+# cached under /var/cache/rbuild-bench; fails when debootstrap does.
+apt_mirror() {
+  cat /etc/apt/sources.list /etc/apt/sources.list.d/*.list /etc/apt/sources.list.d/*.sources 2>/dev/null \
+    | grep -v '^[[:space:]]*#' | grep -o 'https\?://[^[:space:]]*' | grep -E '/debian/?$' | head -1
+}
+debian_tarball() {
+  cache=/var/cache/rbuild-bench
+  tarball=$cache/debian-bookworm-minbase.tar
+  mkdir -p "$cache"
+  if [ ! -s "$tarball" ]; then
+    command -v debootstrap >/dev/null || apt-get install -y -qq debootstrap >"$1" 2>&1 || return 1
+    mirror=${RBUILD_DEBIAN_MIRROR:-$(apt_mirror)}
+    mirror=${mirror:-http://deb.debian.org/debian}
+    echo "debootstrap --variant=minbase bookworm from $mirror (cached in $tarball)" >&2
+    debootstrap --variant=minbase bookworm "$work/debian-rootfs" "$mirror" >"$1" 2>&1 || return 1
+    tar --numeric-owner --exclude='./dev/*' --exclude='./proc/*' --exclude='./sys/*' \
+      --exclude='./var/cache/apt/archives/*.deb' -C "$work/debian-rootfs" -cf "$tarball.tmp" . \
+      && mv "$tarball.tmp" "$tarball" || return 1
+    rm -rf "$work/debian-rootfs"
+  fi
+  echo "$tarball"
 }
 
 now() { date +%s.%N; }

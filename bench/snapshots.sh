@@ -212,25 +212,8 @@ DOCKER_BUILDKIT=1 "$DOCKER" build -q --network host -f "$work/df/probe.Dockerfil
 # The Debian base: a debootstrap tarball cached under /var/cache, imported
 # into dockerd and pushed to the base registry, where rbuild pulls it.
 DEBIAN=127.0.0.1:$bport/library/debian:bookworm-minbase
-apt_mirror() {
-  cat /etc/apt/sources.list /etc/apt/sources.list.d/*.list /etc/apt/sources.list.d/*.sources 2>/dev/null \
-    | grep -v '^[[:space:]]*#' | grep -o 'https\?://[^[:space:]]*' | grep -E '/debian/?$' | head -1
-}
 debian_base() {
-  cache=/var/cache/rbuild-bench
-  tarball=$cache/debian-bookworm-minbase.tar
-  mkdir -p "$cache"
-  if [ ! -s "$tarball" ]; then
-    mirror=${RBUILD_DEBIAN_MIRROR:-$(apt_mirror)}
-    mirror=${mirror:-http://deb.debian.org/debian}
-    echo "snapshots.sh: debootstrap --variant=minbase bookworm from $mirror (cached in $tarball)" >&2
-    debootstrap --variant=minbase bookworm "$work/debian-rootfs" "$mirror" >"$work/logs/debootstrap.log" 2>&1 \
-      || die 2 "debootstrap failed: $(tail -5 "$work/logs/debootstrap.log")"
-    tar --numeric-owner --exclude='./dev/*' --exclude='./proc/*' --exclude='./sys/*' \
-      --exclude='./var/cache/apt/archives/*.deb' -C "$work/debian-rootfs" -cf "$tarball.tmp" . \
-      && mv "$tarball.tmp" "$tarball" || die 2 "cannot write $tarball"
-    rm -rf "$work/debian-rootfs"
-  fi
+  tarball=$(debian_tarball "$work/logs/debootstrap.log") || die 2 "debootstrap failed: $(tail -5 "$work/logs/debootstrap.log")"
   "$DOCKER" import -c 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
     -c 'CMD ["bash"]' "$tarball" "$DEBIAN" >/dev/null \
     && "$DOCKER" push "$DEBIAN" >"$work/logs/debian-push.log" 2>&1 \

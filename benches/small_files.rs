@@ -12,26 +12,13 @@
 //! `cargo test --bench small_files` runs a small version (1,000 files).
 //! End-to-end numbers against BuildKit are `bench/snapshots.sh`'s.
 
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use rbuild::cache::ContentStore;
 use rbuild::snapshot::diff::{overlay_changes, write_layer, LayerOptions, OpaqueXattr};
 
-/// `count` files of 100–600 bytes spread over 100 dirs under `root`.
-fn write_files(root: &Path, count: usize, prefix: &str) {
-    for i in 0..count {
-        let dir = root.join(format!("usr/share/d{:02}", i % 100));
-        std::fs::create_dir_all(&dir).unwrap();
-        let body = vec![b'a' + (i % 26) as u8; 100 + (i * 7919) % 500];
-        std::fs::write(dir.join(format!("{prefix}{i:05}")), body).unwrap();
-    }
-}
-
-fn median(mut times: Vec<Duration>) -> Duration {
-    times.sort();
-    times[times.len() / 2]
-}
+mod common;
+use common::{median, write_files};
 
 fn main() {
     let quick = !std::env::args().any(|a| a == "--bench");

@@ -59,4 +59,4 @@ echo "==> cargo test (unit and integration tests; passing tests show their count
 cargo test --lib --bins --tests -- --show-output
 cargo test --doc --quiet
 echo "==> benchmarks, once each in test mode"
-cargo test --bench parser --bench registry --bench sandbox --bench small_files
+cargo test --bench parser --bench registry --bench sandbox --bench small_files --bench copy_differ

@@ -44,8 +44,13 @@ fn owned_tempdir() -> tempfile::TempDir {
 }
 
 fn debug_run(work: &Path, dockerfile: &Path) -> Output {
-    rbuild_unprivileged()
-        .args(["debug", "run", "--context", SANDBOX_DATA, "--root"])
+    debug_run_with(rbuild_unprivileged(), work, dockerfile)
+}
+
+/// `debug run` of `dockerfile` through `cmd` (rbuild, however launched),
+/// with the sandbox's test data as its context and its store in `work`.
+fn debug_run_with(mut cmd: Command, work: &Path, dockerfile: &Path) -> Output {
+    cmd.args(["debug", "run", "--context", SANDBOX_DATA, "--root"])
         .arg(work.join("root"))
         .arg("-f")
         .arg(dockerfile)
@@ -53,6 +58,28 @@ fn debug_run(work: &Path, dockerfile: &Path) -> Output {
         .arg(work.join("oci"))
         .output()
         .unwrap()
+}
+
+/// The tree the layers Dockerfile's last step listed (list-tree.sh).
+fn listing_of(out: &Output) -> Vec<String> {
+    let seen: Vec<String> = step_lines(out)
+        .into_iter()
+        .filter(|l| l.starts_with("./"))
+        .collect();
+    assert!(seen.len() > 200, "{}", stderr(out));
+    seen
+}
+
+/// `work/oci`, pushed and unpacked by umoci, lists as `seen` (needs root).
+fn assert_unpack_is(seen: &[String], work: &Path, repo: &str) {
+    let registry = TestRegistry::start(&[]);
+    let rootfs = push_pull_unpack(&work.join("oci"), &registry, repo, work);
+    let diff = listing_differences(seen, &list_tree_in(&rootfs));
+    assert!(
+        diff.is_empty(),
+        "umoci's tree differs from the RUN's view:\n{}",
+        diff.join("\n")
+    );
 }
 
 #[test]
@@ -138,11 +165,7 @@ fn rootless_layers_apply_to_exactly_what_the_run_saw() {
     let dockerfile = write_dockerfile(work.path(), &text);
     let out = debug_run(work.path(), &dockerfile);
     assert!(out.status.success(), "{}", stderr(&out));
-    let seen: Vec<String> = step_lines(&out)
-        .into_iter()
-        .filter(|l| l.starts_with("./"))
-        .collect();
-    assert!(seen.len() > 200);
+    let seen = listing_of(&out);
     assert!(
         seen.iter().all(|l| l.split('|').nth(3) == Some("0")),
         "every file is root's inside the rootless build"
@@ -151,19 +174,7 @@ fn rootless_layers_apply_to_exactly_what_the_run_saw() {
         eprintln!("*** the umoci comparison needs root for chroot; the build itself passed ***");
         return;
     }
-    let registry = TestRegistry::start(&[]);
-    let rootfs = push_pull_unpack(
-        &work.path().join("oci"),
-        &registry,
-        "rootless/layers",
-        work.path(),
-    );
-    let diff = listing_differences(&seen, &list_tree_in(&rootfs));
-    assert!(
-        diff.is_empty(),
-        "umoci's tree differs from the RUN's view:\n{}",
-        diff.join("\n")
-    );
+    assert_unpack_is(&seen, work.path(), "rootless/layers");
 }
 
 #[test]
@@ -314,26 +325,14 @@ fn a_user_with_subordinate_ids_builds_the_root_vms_layers() {
 #[test]
 fn a_user_with_subordinate_ids_writes_layers_exactly_as_the_run_saw() {
     let work = owned_tempdir();
-    let Some(mut cmd) = rbuild_with_subordinate_ids(work.path()) else {
+    let Some(cmd) = rbuild_with_subordinate_ids(work.path()) else {
         return;
     };
     let text = common::layers_dockerfile_with_owners();
     let dockerfile = write_dockerfile(work.path(), &text);
-    let out = cmd
-        .args(["debug", "run", "--context", SANDBOX_DATA, "--root"])
-        .arg(work.path().join("root"))
-        .arg("-f")
-        .arg(&dockerfile)
-        .arg("--oci-dir")
-        .arg(work.path().join("oci"))
-        .output()
-        .unwrap();
+    let out = debug_run_with(cmd, work.path(), &dockerfile);
     assert!(out.status.success(), "{}", stderr(&out));
-    let seen: Vec<String> = step_lines(&out)
-        .into_iter()
-        .filter(|l| l.starts_with("./"))
-        .collect();
-    assert!(seen.len() > 200);
+    let seen = listing_of(&out);
     assert_eq!(
         common::listed_owner(&seen, "./app/b/f").as_deref(),
         Some("1000:1000")
@@ -347,19 +346,7 @@ fn a_user_with_subordinate_ids_writes_layers_exactly_as_the_run_saw() {
         1,
         "the replaced /usr/sbin holds only what the step put back"
     );
-    let registry = TestRegistry::start(&[]);
-    let rootfs = push_pull_unpack(
-        &work.path().join("oci"),
-        &registry,
-        "subids/layers",
-        work.path(),
-    );
-    let diff = listing_differences(&seen, &list_tree_in(&rootfs));
-    assert!(
-        diff.is_empty(),
-        "umoci's tree differs from the RUN's view:\n{}",
-        diff.join("\n")
-    );
+    assert_unpack_is(&seen, work.path(), "subids/layers");
 }
 
 /// With one id (subordinate ids turned off here), a step that chowns to
@@ -369,17 +356,9 @@ fn a_user_with_subordinate_ids_writes_layers_exactly_as_the_run_saw() {
 fn a_chown_with_one_id_says_why_it_failed() {
     let work = owned_tempdir();
     let dockerfile = write_dockerfile(work.path(), "FROM busybox\nRUN touch /f && chown 1000 /f\n");
-    let out = rbuild_unprivileged()
-        .args(["debug", "run", "--context", SANDBOX_DATA, "--root"])
-        .arg(work.path().join("root"))
-        .arg("-f")
-        .arg(&dockerfile)
-        .arg("--oci-dir")
-        .arg(work.path().join("oci"))
-        .env("RBUILD_SUBIDS", "0")
-        .env("HOME", work.path())
-        .output()
-        .unwrap();
+    let mut cmd = rbuild_unprivileged();
+    cmd.env("RBUILD_SUBIDS", "0").env("HOME", work.path());
+    let out = debug_run_with(cmd, work.path(), &dockerfile);
     let log = stderr(&out);
     assert_eq!(out.status.code(), Some(1), "{log}");
     assert!(
