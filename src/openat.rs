@@ -46,14 +46,30 @@ pub fn open(
         Resolve::InRoot => ResolveFlags::IN_ROOT,
         Resolve::Beneath => ResolveFlags::BENEATH,
     };
-    rfs::openat2(
-        root,
-        target,
-        flags | OFlags::CLOEXEC,
-        Mode::empty(),
-        resolve | ResolveFlags::NO_MAGICLINKS,
-    )
+    // `EAGAIN` means a rename or mount somewhere on the system raced a
+    // `..` step, so the kernel could not vouch that the walk stayed
+    // inside; openat2(2) leaves the retry to the caller. Bounded, so a
+    // process renaming in a loop cannot hold a build forever.
+    let mut tries = 0;
+    loop {
+        match rfs::openat2(
+            &root,
+            target,
+            flags | OFlags::CLOEXEC,
+            Mode::empty(),
+            resolve | ResolveFlags::NO_MAGICLINKS,
+        ) {
+            Err(Errno::AGAIN) if tries < RACE_RETRIES => {
+                tries += 1;
+                std::thread::yield_now();
+            }
+            other => return other,
+        }
+    }
 }
+
+/// How often a walk raced by renames elsewhere is tried again.
+const RACE_RETRIES: u32 = 1000;
 
 /// [`open`] with [`Resolve::InRoot`], the rule for image root file systems.
 pub fn in_root(root: impl AsFd, rel: impl AsRef<Path>, flags: OFlags) -> Result<OwnedFd, Errno> {
@@ -91,5 +107,36 @@ mod tests {
         let top = open(&root, "up/etc/passwd", OFlags::RDONLY, Resolve::InRoot).unwrap();
         assert_eq!(read(top), "inside", "`..` stops at the tree's root");
         assert!(open(&root, "/", OFlags::PATH, Resolve::Beneath).is_ok());
+    }
+
+    /// The kernel answers `EAGAIN` when a rename or mount anywhere on the
+    /// system races a `..` walk; CI runs builds side by side, so a COPY
+    /// through `..` failed with "Resource temporarily unavailable".
+    #[test]
+    fn a_rename_elsewhere_during_a_dotdot_walk_is_retried() {
+        let dir = tempfile::tempdir().unwrap();
+        let tree = dir.path().join("tree");
+        std::fs::create_dir_all(tree.join("a/b/c/d")).unwrap();
+        std::fs::write(tree.join("x"), "x").unwrap();
+        let root = rfs::open(&tree, OFlags::PATH | OFlags::DIRECTORY, Mode::empty()).unwrap();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let renamer = {
+            let stop = stop.clone();
+            let (one, two) = (dir.path().join("one"), dir.path().join("two"));
+            std::fs::write(&one, "").unwrap();
+            std::thread::spawn(move || {
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    std::fs::rename(&one, &two).unwrap();
+                    std::fs::rename(&two, &one).unwrap();
+                }
+            })
+        };
+        let walk = "a/b/c/d/../../../../a/b/c/d/../../../../x";
+        let failures = (0..20_000)
+            .filter(|_| open(&root, walk, OFlags::RDONLY, Resolve::InRoot).is_err())
+            .count();
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        renamer.join().unwrap();
+        assert_eq!(failures, 0, "walks through `..` failed under renames");
     }
 }
