@@ -11,6 +11,8 @@
 
 /// Every point, in the order a step reaches them.
 pub const POINTS: &[&str] = &[
+    // A copy-tier tree taken out of the store into a step's workspace.
+    "snapshot-tree-taken",
     // A layer blob renamed into the content store, its dir not yet synced.
     "blob-committed",
     // A layer extracted into a temporary dir, not yet moved into place.

@@ -49,15 +49,19 @@ fn build(ctx: &Path, root: &Path, out: &Path, env: &[(&str, &str)]) -> Output {
         .unwrap()
 }
 
-/// The points a build of a tier reaches: not a push's or a collection's,
-/// and the copy tier never extracts a layer into a snapshot (it applies
-/// layers to each step's own tree).
+/// The points a build of a tier reaches: not a push's or a collection's;
+/// the copy tier never extracts a layer into a snapshot (it applies
+/// layers to a stage's own tree) and overlay never takes a tree.
 fn points_of(tier: &str) -> Vec<&'static str> {
+    let other_tier = match tier {
+        "overlay" => "snapshot-tree-taken",
+        _ => "snapshot-extracted",
+    };
     POINTS
         .iter()
         .copied()
         .filter(|p| !p.starts_with("push-") && !p.starts_with("gc-"))
-        .filter(|p| tier == "overlay" || *p != "snapshot-extracted")
+        .filter(|p| *p != other_tier)
         .collect()
 }
 

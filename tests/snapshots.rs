@@ -111,18 +111,20 @@ fn a_steps_upper_dir_is_committed_as_the_next_steps_lower_dir() {
 }
 
 #[test]
-fn the_copy_tier_commits_a_steps_whole_root_and_the_next_step_copies_it() {
+fn the_copy_tier_hands_a_stages_tree_from_step_to_step_and_keeps_the_last() {
     if !is_root() {
         skip("the test reads the store's snapshots as root");
         return;
     }
     let (work, ctx) = work_with_context();
     let dockerfile = |last: &str| {
-        let text = format!("FROM busybox\nRUN echo one > /one && rm /bin/true\n{last}\n");
+        let text = format!(
+            "FROM busybox\nRUN echo one > /one && rm /bin/true\nRUN cat /one > /two\n{last}\n"
+        );
         std::fs::write(ctx.join("Dockerfile"), text).unwrap();
     };
     let copy = [("RBUILD_SNAPSHOTS", "copy")];
-    dockerfile("RUN cat /one > /two");
+    dockerfile("");
     let (out, rootfs) = build_and_unpack(&ctx, work.path(), &[], &copy);
     assert_eq!(
         std::fs::read_to_string(rootfs.join("two")).unwrap(),
@@ -133,25 +135,123 @@ fn the_copy_tier_commits_a_steps_whole_root_and_the_next_step_copies_it() {
     let ids = diff_ids(&work.path().join("oci"));
     let chains = rbuild::snapshot::chain_ids(&ids);
     let tree = |chain: &Digest| snapshot_dir(work.path(), chain, "tree");
-    // Each step's snapshot is the whole root it left, as written (a
-    // written file's mtime has nanoseconds; an extracted one's does not).
+    // One tree went through the stage: the second RUN took the first's
+    // (it is gone from the store) and the last one's is kept, as written
+    // (a written file's mtime has nanoseconds; an extracted one's not).
     let first = tree(&chains[chains.len() - 2]);
-    let one = std::fs::metadata(first.join("one")).unwrap();
+    assert!(
+        !first.exists(),
+        "the first RUN's tree was copied, not taken"
+    );
+    let last = tree(&chains[chains.len() - 1]);
+    let one = std::fs::metadata(last.join("one")).unwrap();
     assert_ne!(one.mtime_nsec(), 0, "the tree was extracted, not committed");
-    assert!(first.join("bin/sh").exists(), "the base is in the tree too");
-    assert!(!first.join("bin/true").exists());
-    assert!(tree(&chains[chains.len() - 1]).join("two").is_file());
-    // The next build's changed step starts from a copy of that tree: a
-    // file planted in it (no layer has it) shows up in the step.
-    std::fs::write(first.join("planted"), "from the tree\n").unwrap();
-    std::fs::remove_dir_all(work.path().join("unpacked")).unwrap();
-    std::fs::remove_dir_all(work.path().join("tagged")).unwrap();
-    std::fs::remove_dir_all(work.path().join("oci")).unwrap();
+    assert!(!last.join("bin/true").exists() && last.join("two").is_file());
+    // Nothing copied the base after the first RUN wrote /one: a copy
+    // gives every inode a new change time.
+    let sh = std::fs::symlink_metadata(last.join("bin/sh")).unwrap();
+    assert!(
+        (sh.ctime(), sh.ctime_nsec()) <= (one.mtime(), one.mtime_nsec()),
+        "the base was copied after the first RUN"
+    );
+    // The next build's new step starts from that tree, copied, since
+    // another build made it: a file planted in it (no layer has it) shows
+    // up in the step, and the tree stays in the store.
+    std::fs::write(last.join("planted"), "from the tree\n").unwrap();
+    for sub in ["unpacked", "tagged", "oci"] {
+        std::fs::remove_dir_all(work.path().join(sub)).unwrap();
+    }
     dockerfile("RUN cat /planted > /seen");
     let (out, rootfs) = build_and_unpack(&ctx, work.path(), &[], &copy);
     assert_eq!(
         std::fs::read_to_string(rootfs.join("seen")).unwrap(),
         "from the tree\n",
+        "{}",
+        common::stderr(&out)
+    );
+    assert!(
+        last.join("planted").is_file(),
+        "another build's tree was taken"
+    );
+}
+
+#[test]
+fn stages_forking_from_one_tree_in_the_copy_tier_get_the_layers_overlay_gives() {
+    if !is_root() {
+        skip("overlay snapshots need the full tier (root)");
+        return;
+    }
+    // Two stages on one stage's tree, run side by side: one takes the
+    // tree, the other builds its own from the layers; each edits a file
+    // of the shared stage in place, which must not reach the other.
+    let dockerfile = "FROM busybox AS base\n\
+         RUN echo base > /shared && mkdir /d && echo gone > /d/f\n\
+         FROM base AS x\n\
+         RUN echo x >> /shared && rm /d/f && echo x > /x\n\
+         RUN echo again >> /shared\n\
+         FROM base AS y\n\
+         RUN echo y >> /shared && echo y > /y\n\
+         FROM busybox\n\
+         COPY --from=x /shared /from-x\n\
+         COPY --from=y /shared /from-y\n\
+         COPY --from=x /x /x\n\
+         COPY --from=y /y /y\n\
+         RUN test ! -e /d\n";
+    let mut layers = Vec::new();
+    for tier in ["overlay", "copy"] {
+        let (work, ctx) = work_with_context();
+        std::fs::write(ctx.join("Dockerfile"), dockerfile).unwrap();
+        let env = [("RBUILD_SNAPSHOTS", tier)];
+        let epoch = ["--source-date-epoch", "1700000000"];
+        let (out, rootfs) = build_and_unpack(&ctx, work.path(), &epoch, &env);
+        let read = |name: &str| std::fs::read_to_string(rootfs.join(name)).unwrap();
+        assert_eq!(
+            read("from-x"),
+            "base\nx\nagain\n",
+            "{tier}: {}",
+            common::stderr(&out)
+        );
+        assert_eq!(read("from-y"), "base\ny\n", "{tier}");
+        layers.push(diff_ids(&work.path().join("oci")));
+    }
+    assert_eq!(
+        layers[0], layers[1],
+        "the copy tier's layers differ from overlay's"
+    );
+}
+
+#[test]
+fn a_copy_tier_step_starts_from_the_deepest_tree_the_store_has_and_applies_the_rest() {
+    if !is_root() {
+        skip("the test reads the store's snapshots as root");
+        return;
+    }
+    let (work, ctx) = work_with_context();
+    let copy = [("RBUILD_SNAPSHOTS", "copy")];
+    let build = |steps: &[&str]| {
+        let text = format!("FROM busybox\n{}\n", steps.join("\n"));
+        std::fs::write(ctx.join("Dockerfile"), text).unwrap();
+        for sub in ["unpacked", "tagged", "oci"] {
+            let _ = std::fs::remove_dir_all(work.path().join(sub));
+        }
+        build_and_unpack(&ctx, work.path(), &[], &copy)
+    };
+    let a = "RUN echo a > /a";
+    let b = "RUN echo b > /b";
+    build(&[a]);
+    let chains = rbuild::snapshot::chain_ids(&diff_ids(&work.path().join("oci")));
+    let tree_a = snapshot_dir(work.path(), chains.last().unwrap(), "tree");
+    // Planted in A's tree, which no layer has: whoever starts from the
+    // tree sees it.
+    std::fs::write(tree_a.join("planted"), "a's tree\n").unwrap();
+    // B copies A's tree (another build's), C takes B's.
+    build(&[a, b, "RUN echo c > /c"]);
+    // Now B's tree is gone and A's is the deepest: a new step after B
+    // starts from a copy of A's tree with B's layer applied on it.
+    let (out, rootfs) = build(&[a, b, "RUN cat /planted /b > /seen"]);
+    assert_eq!(
+        std::fs::read_to_string(rootfs.join("seen")).unwrap(),
+        "a's tree\nb\n",
         "{}",
         common::stderr(&out)
     );

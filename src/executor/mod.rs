@@ -562,22 +562,25 @@ impl StepRunner {
         let changed_root = if overlay { ws.upper() } else { ws.merged() };
         remove_stubs(&changed_root, &report);
         let failure = self.failure(step, is_run, &output, &events);
-        let layer = match failure {
-            None => Some(self.commit(step, &ws, &lowers, before.as_ref(), opaque)?),
-            Some(_) => None,
+        let (layer, walk) = match failure {
+            None => {
+                let (layer, walk) = self.commit(step, &ws, &lowers, before.as_ref(), opaque)?;
+                (Some(layer), walk)
+            }
+            Some(_) => (None, None),
         };
         // The upper dir is the next steps' lower dir (a remapped step's
         // too: it wrote through an idmapped mount, so the owners on disk
         // are the image's, as in its layer).
         // The copy tier's whole root is the next step's starting tree.
-        match (&layer, overlay) {
-            (Some(layer), true) => {
+        match (&layer, walk) {
+            (Some(layer), None) => {
                 self.snapshots
                     .commit_upper(&ws.upper(), &step.layers, layer, opaque)?
             }
-            (Some(layer), false) => {
+            (Some(layer), Some(walk)) => {
                 self.snapshots
-                    .commit_tree(&ws.merged(), &step.layers, layer)?
+                    .commit_tree(&ws.merged(), &step.layers, layer, walk)?
             }
             (None, _) => {}
         }
@@ -614,9 +617,16 @@ impl StepRunner {
                 before: None,
             });
         }
-        self.snapshots
-            .materialize(&self.store, &step.layers, &ws.merged())?;
-        let before = diff::record_tree(&ws.merged()).map_err(env_err("recording the root"))?;
+        // The workspace's empty dir gives way to the stage's live tree.
+        let merged = ws.merged();
+        std::fs::remove_dir(&merged).map_err(env_err("making the step's root"))?;
+        let kept = self
+            .snapshots
+            .take_tree(&self.store, &step.layers, &merged)?;
+        let before = match kept {
+            Some(state) => state,
+            None => diff::record_tree(&merged).map_err(env_err("recording the root"))?,
+        };
         Ok(PreparedRoot {
             root: RootFs::Dir(ws.merged()),
             lowers: Vec::new(),
@@ -761,7 +771,8 @@ impl StepRunner {
     }
 
     /// Writes the layer of what the step changed: the overlay's upper dir
-    /// against `lowers`, or the copied root against `before`.
+    /// against `lowers`, or the copied root against `before` (with the
+    /// walk of the root after the step, for the tree's commit).
     fn commit(
         &self,
         step: &Step,
@@ -769,20 +780,30 @@ impl StepRunner {
         lowers: &[PathBuf],
         before: Option<&diff::TreeState>,
         opaque: diff::OpaqueXattr,
-    ) -> Result<LayerBlob, StepError> {
+    ) -> Result<(LayerBlob, Option<diff::TreeState>), StepError> {
+        let mut walk = None;
         let changes = match before {
             None => diff::overlay_changes(&ws.upper(), lowers, opaque),
-            Some(state) => diff::copy_changes(state, &ws.merged()),
+            Some(state) => {
+                let root = ws.merged();
+                diff::record_tree(&root).and_then(|after| {
+                    let changes = diff::state_changes(state, &after, &root)?;
+                    // Nothing writes the tree from here to its commit.
+                    walk = Some(after);
+                    Ok(changes)
+                })
+            }
         }
         .map_err(env_err("computing the layer diff"))?;
         // A step that changed nothing still makes a layer, an empty
         // one, as BuildKit commits every RUN and COPY with a layer.
-        Ok(diff::write_layer(
+        let layer = diff::write_layer(
             &self.store,
             &changes,
             self.layer_options,
             step.layer_bytes.clone(),
-        )?)
+        )?;
+        Ok((layer, walk))
     }
 }
 

@@ -10,6 +10,7 @@
 
 mod apply;
 pub mod diff;
+pub mod live;
 pub mod snapshotter;
 pub mod store;
 pub mod tree;

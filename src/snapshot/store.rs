@@ -8,7 +8,9 @@
 //! lower dirs stays under the kernel's one-page limit; `w/<id>/` holds a
 //! step's `upper`, `work` and `merged` dirs (or `rootfs` in the copy tier);
 //! `<chain-id hex>/tree` is the copy tier's committed snapshot: the whole
-//! root a step left, which the next step copies.
+//! root a step left, which the next step of the same build takes (a
+//! rename: a stage's tree lives on from step to step) and a later build
+//! copies.
 //! Extraction goes to a temporary dir renamed into place, so a killed build
 //! never leaves a half-extracted snapshot under its real name.
 
@@ -18,7 +20,8 @@ use std::path::{Path, PathBuf};
 use sha2::{Digest as _, Sha256};
 
 use super::apply::{apply_layer, ApplyError, ApplyOptions};
-use super::diff::{OpaqueXattr, OPAQUE_XATTRS};
+use super::diff::{OpaqueXattr, TreeState, OPAQUE_XATTRS};
+use super::live::LiveStates;
 use super::tree::{clear_dir, copy_into};
 use crate::blob::{Digest, LayerBlob};
 use crate::cache::{ContentStore, StoreError};
@@ -137,6 +140,8 @@ fn mark_opaque_both(dir: &Path, mode: OpaqueXattr) -> io::Result<()> {
 #[derive(Debug, Clone)]
 pub struct SnapshotStore {
     root: PathBuf,
+    /// The copy tier's trees this process committed, with their walks.
+    live: std::sync::Arc<LiveStates>,
 }
 
 impl SnapshotStore {
@@ -146,7 +151,10 @@ impl SnapshotStore {
         for sub in ["l", "w", "tmp", "empty"] {
             std::fs::create_dir_all(root.join(sub)).map_err(io_at(&root))?;
         }
-        Ok(SnapshotStore { root })
+        Ok(SnapshotStore {
+            root,
+            live: Default::default(),
+        })
     }
 
     /// The store's root dir (overlay mounts name lower dirs relative to it).
@@ -318,6 +326,67 @@ impl SnapshotStore {
         Ok(())
     }
 
+    /// Makes the new path `dest` the tree of `layers` (bottom first) for
+    /// a copy-tier step to change in place: the stage's live tree. The
+    /// store's tree of the deepest chain of `layers` is the start: *taken*
+    /// (one rename, nothing copied) when this process committed it, as the
+    /// step before in the stage did; copied when another build did, so
+    /// what it left stays in the store. Only the layers above it are
+    /// applied; with no tree at all, every layer is. Returns the walk kept
+    /// with a taken tree of the whole chain: the state the step starts from.
+    pub fn take_tree(
+        &self,
+        store: &ContentStore,
+        layers: &[LayerBlob],
+        dest: &Path,
+    ) -> Result<Option<TreeState>, SnapshotError> {
+        let diff_ids: Vec<Digest> = layers.iter().map(|l| l.diff_id.clone()).collect();
+        let chains = chain_ids(&diff_ids);
+        let (from, state) = self.start_tree(&chains, dest)?;
+        for layer in &layers[from..] {
+            apply_layer(
+                dest,
+                open_layer(store, &layer.digest)?,
+                &layer.digest.to_string(),
+                ApplyOptions::default(),
+            )?;
+        }
+        Ok(state.filter(|_| from == layers.len()))
+    }
+
+    /// Puts the deepest tree of `chains` the store holds at `dest` (taken
+    /// or copied, see [`SnapshotStore::take_tree`]), or an empty dir; how
+    /// many layers it holds, and a taken tree's kept walk.
+    fn start_tree(
+        &self,
+        chains: &[Digest],
+        dest: &Path,
+    ) -> Result<(usize, Option<TreeState>), SnapshotError> {
+        for (depth, chain) in chains.iter().enumerate().rev() {
+            let dir = self.root.join(chain.hex());
+            let tree = dir.join("tree");
+            // Two takers race safely: the loser's rename fails, and it
+            // looks further down.
+            if self.live.owns(&tree) && std::fs::rename(&tree, dest).is_ok() {
+                crate::failpoint::hit("snapshot-tree-taken");
+                return Ok((depth + 1, self.live.take(dest)));
+            }
+            if !tree.is_dir() {
+                continue;
+            }
+            mark_used(&dir);
+            std::fs::create_dir(dest).map_err(io_at(dest))?;
+            // A copy that fails (an xattr this user may not set, a tree
+            // another build took meanwhile) gives way to the layers.
+            if copy_into(&tree, dest).is_ok() {
+                return Ok((depth + 1, None));
+            }
+            std::fs::remove_dir_all(dest).map_err(io_at(dest))?;
+        }
+        std::fs::create_dir(dest).map_err(io_at(dest))?;
+        Ok((0, None))
+    }
+
     /// The committed tree of `layers`' chain, if the store holds one
     /// (marked used, for the size cap's least-recently-used order).
     fn committed_tree(&self, layers: &[LayerBlob]) -> Option<PathBuf> {
@@ -334,18 +403,24 @@ impl SnapshotStore {
     /// `layer` on `parents`, so the next step copies it instead of
     /// applying every layer again. The copy tier's counterpart of
     /// [`SnapshotStore::commit_upper`]; one rename, so a killed build
-    /// leaves the whole tree or none.
+    /// leaves the whole tree or none. `walk` is the differ's walk of the
+    /// tree after the step, kept for the next step that takes it.
     pub fn commit_tree(
         &self,
         tree: &Path,
         parents: &[LayerBlob],
         layer: &LayerBlob,
+        walk: TreeState,
     ) -> Result<(), SnapshotError> {
         let chain = top_chain(parents.iter().chain([layer])).expect("one layer at least");
         let dir = self.root.join(chain.hex());
         if dir.join("tree").is_dir() {
             return Ok(());
         }
+        // Kept by the tree's identity, which the renames keep and no
+        // other tree has: should another build's land first, ours is
+        // removed and the state matches nothing.
+        self.live.keep(tree, walk);
         let tmp = tempfile::Builder::new()
             .prefix("commit-")
             .tempdir_in(self.root.join("tmp"))
