@@ -91,6 +91,10 @@ while [ "$r" -lt "$ROUNDS" ]; do
       # fsyncs would wait for).
       sync
       one=$(rbuild_time "$tier" "$base" 1 "r$r-one")
+      # And between the two: a copy-tier build's first step copies the
+      # base tree another build left (170 MB on Debian), whose dirty
+      # pages the next build's first copy would otherwise wait for.
+      sync
       eleven=$(rbuild_time "$tier" "$base" 11 "r$r-eleven")
       step=$(echo "($eleven - $one) / 10" | bc -l)
       echo "time rbuild-$tier $base $r one=$one eleven=$eleven step=$step" >> "$raw"
@@ -98,6 +102,7 @@ while [ "$r" -lt "$ROUNDS" ]; do
     done
     sync
     one=$(buildkit_time "$base" 1 "r$r-one")
+    sync
     eleven=$(buildkit_time "$base" 11 "r$r-eleven")
     step=$(echo "($eleven - $one) / 10" | bc -l)
     echo "time buildkit $base $r one=$one eleven=$eleven step=$step" >> "$raw"
