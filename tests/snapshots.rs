@@ -256,3 +256,40 @@ fn a_copy_tier_step_starts_from_the_deepest_tree_the_store_has_and_applies_the_r
         common::stderr(&out)
     );
 }
+
+#[test]
+fn a_copy_tier_step_landing_on_another_builds_tree_keeps_its_own_going() {
+    if !is_root() {
+        skip("the test reads the store's snapshots as root");
+        return;
+    }
+    let (work, ctx) = work_with_context();
+    let copy = [("RBUILD_SNAPSHOTS", "copy")];
+    let build = |steps: &str| {
+        std::fs::write(ctx.join("Dockerfile"), format!("FROM busybox\n{steps}\n")).unwrap();
+        for sub in ["unpacked", "tagged", "oci"] {
+            let _ = std::fs::remove_dir_all(work.path().join(sub));
+        }
+        build_and_unpack(&ctx, work.path(), &[], &copy)
+    };
+    // An empty RUN: its chain is the base's plus the empty layer, the same
+    // for any command that changes nothing.
+    build("RUN echo one");
+    let chains = rbuild::snapshot::chain_ids(&diff_ids(&work.path().join("oci")));
+    let empty_run = snapshot_dir(work.path(), chains.last().unwrap(), "tree");
+    std::fs::write(empty_run.join("planted"), "the other build's\n").unwrap();
+    // The next build's first RUN lands on that chain: its own tree goes
+    // on to the step after (which does not see the planted file), not a
+    // copy of the other build's.
+    let (out, rootfs) = build("RUN echo two\nRUN test ! -e /planted && echo own > /seen");
+    assert_eq!(
+        std::fs::read_to_string(rootfs.join("seen")).unwrap(),
+        "own\n",
+        "{}",
+        common::stderr(&out)
+    );
+    let left: Vec<_> = std::fs::read_dir(work.path().join("root/snapshots/tmp"))
+        .unwrap()
+        .collect();
+    assert!(left.is_empty(), "the replaced tree was left: {left:?}");
+}

@@ -16,9 +16,10 @@ use rustix::fs::{AtFlags, StatxFlags, CWD};
 
 use super::diff::TreeState;
 
-/// How many states one process keeps (about a stage's worth each; a
-/// build with more stages than this records the rest afresh).
-const KEPT: usize = 32;
+/// How many states one process keeps: one per stage's tree, each about
+/// 150 bytes a path (15 MB for a 100,000-file root); a build with more
+/// stages than this walks the rest afresh.
+const KEPT: usize = 8;
 
 /// A tree root dir's identity: device, inode, birth time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -415,7 +415,7 @@ impl SnapshotStore {
         let chain = top_chain(parents.iter().chain([layer])).expect("one layer at least");
         let dir = self.root.join(chain.hex());
         if dir.join("tree").is_dir() {
-            return Ok(());
+            self.replace_foreign(&dir)?;
         }
         // Kept by the tree's identity, which the renames keep and no
         // other tree has: should another build's land first, ours is
@@ -428,6 +428,23 @@ impl SnapshotStore {
         std::fs::rename(tree, tmp.path().join("tree")).map_err(io_at(tree))?;
         crate::failpoint::hit("snapshot-moved");
         self.install(tmp, &dir, "tree")
+    }
+
+    /// Moves out the tree another build left under `dir` (same chain, so
+    /// the same files), for this build's to take its place: ours has its
+    /// walk kept, so the next step takes it instead of copying that one
+    /// (a step whose layer is the same as before, an empty RUN, lands on
+    /// an existing chain). Deleted at once; a build killed meanwhile
+    /// leaves it in `tmp/`, which collection sweeps.
+    fn replace_foreign(&self, dir: &Path) -> Result<(), SnapshotError> {
+        let stale = tempfile::Builder::new()
+            .prefix("stale-")
+            .tempdir_in(self.root.join("tmp"))
+            .map_err(io_at(&self.root))?;
+        // Another build may have taken or replaced it meanwhile: either
+        // way it is not in the way any more, or theirs stays.
+        let _ = std::fs::rename(dir.join("tree"), stale.path().join("tree"));
+        Ok(())
     }
 
     /// A fresh workspace for one step.
