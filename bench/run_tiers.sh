@@ -1,7 +1,7 @@
 #!/bin/bash
 # What a RUN step costs in each rbuild tier, on busybox and on a Debian
 # base, side by side with BuildKit in the same run (issue 16). Per round
-# and per tier, on fresh storage with the base already there (untimed):
+# and per tier, each build on fresh storage of its own with the base already there (untimed):
 # a build of one `RUN echo` and a build of eleven, each step's text new
 # to the cache; the step's cost is (T11 − T1) / 10, which leaves out what
 # every build pays once (probe, plan, base, export). BuildKit is Debian's
@@ -54,14 +54,14 @@ variant() {
     *) echo "" ;;
   esac
 }
-# rbuild_time TIER BASE STEPS TAG: seconds for one build on $work/root.
+# rbuild_time TIER BASE STEPS TAG: seconds for one build on $work/root-STEPS.
 rbuild_time() {
   snapshots=; [ "$1" = copy ] && snapshots=copy
   dockerfile "$2" "$3" "$4" > "$work/t.Dockerfile"
   t0=$(now)
   # shellcheck disable=SC2046
   RBUILD_SNAPSHOTS=$snapshots "$RBUILD" build $(variant "$1") -f "$work/t.Dockerfile" \
-    --root "$work/root" -t t "$work/ctx" >"$work/last.log" 2>&1 || { cat "$work/last.log" >&2; exit 1; }
+    --root "$work/root-$3" -t t "$work/ctx" >"$work/last.log" 2>&1 || { cat "$work/last.log" >&2; exit 1; }
   echo "$(now) - $t0" | bc
 }
 buildkit_time() {
@@ -80,12 +80,17 @@ r=0
 while [ "$r" -lt "$ROUNDS" ]; do
   for base in $BASES; do
     for tier in $TIERS; do
-      rm -rf "$work/root"
-      if [ "$base" = debian ]; then
-        snapshots=; [ "$tier" = copy ] && snapshots=copy
-        RBUILD_SNAPSHOTS=$snapshots "$RBUILD" build -f "$work/DebianBase.Dockerfile" --root "$work/root" \
-          -t debian-bench:1 "$work/ctx" >"$work/logs/base.log" 2>&1 || { cat "$work/logs/base.log" >&2; exit 1; }
-      fi
+      # Each build on a store of its own with the base made in it: the
+      # eleven-step build must not find the one-step build's results (an
+      # empty RUN's tree lands on the same chain in both).
+      for steps in 1 11; do
+        rm -rf "$work/root-$steps"
+        if [ "$base" = debian ]; then
+          snapshots=; [ "$tier" = copy ] && snapshots=copy
+          RBUILD_SNAPSHOTS=$snapshots "$RBUILD" build -f "$work/DebianBase.Dockerfile" --root "$work/root-$steps" \
+            -t debian-bench:1 "$work/ctx" >"$work/logs/base.log" 2>&1 || { cat "$work/logs/base.log" >&2; exit 1; }
+        fi
+      done
       # Each measure starts with no dirty pages of the last one's (a
       # copy-tier Debian build leaves gigabytes that the next builder's
       # fsyncs would wait for).
