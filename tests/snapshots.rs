@@ -6,7 +6,7 @@
 //! whiteout device), and the steps after it see what it did.
 
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 mod common;
 
@@ -44,6 +44,16 @@ fn work_with_context() -> (tempfile::TempDir, std::path::PathBuf) {
 /// build in `work` used.
 fn snapshot_dir(work: &Path, chain: &Digest, sub: &str) -> std::path::PathBuf {
     work.join("root/snapshots").join(chain.hex()).join(sub)
+}
+
+/// A copy-tier build of `FROM busybox` and `steps` in `work` (its store
+/// kept from build to build, its outputs made anew), unpacked.
+fn copy_tier_build(work: &Path, ctx: &Path, steps: &str) -> (std::process::Output, PathBuf) {
+    std::fs::write(ctx.join("Dockerfile"), format!("FROM busybox\n{steps}\n")).unwrap();
+    for sub in ["unpacked", "tagged", "oci"] {
+        let _ = std::fs::remove_dir_all(work.join(sub));
+    }
+    build_and_unpack(ctx, work, &[], &[("RBUILD_SNAPSHOTS", "copy")])
 }
 
 #[test]
@@ -227,15 +237,7 @@ fn a_copy_tier_step_starts_from_the_deepest_tree_the_store_has_and_applies_the_r
         return;
     }
     let (work, ctx) = work_with_context();
-    let copy = [("RBUILD_SNAPSHOTS", "copy")];
-    let build = |steps: &[&str]| {
-        let text = format!("FROM busybox\n{}\n", steps.join("\n"));
-        std::fs::write(ctx.join("Dockerfile"), text).unwrap();
-        for sub in ["unpacked", "tagged", "oci"] {
-            let _ = std::fs::remove_dir_all(work.path().join(sub));
-        }
-        build_and_unpack(&ctx, work.path(), &[], &copy)
-    };
+    let build = |steps: &[&str]| copy_tier_build(work.path(), &ctx, &steps.join("\n"));
     let a = "RUN echo a > /a";
     let b = "RUN echo b > /b";
     build(&[a]);
@@ -264,14 +266,7 @@ fn a_copy_tier_step_landing_on_another_builds_tree_keeps_its_own_going() {
         return;
     }
     let (work, ctx) = work_with_context();
-    let copy = [("RBUILD_SNAPSHOTS", "copy")];
-    let build = |steps: &str| {
-        std::fs::write(ctx.join("Dockerfile"), format!("FROM busybox\n{steps}\n")).unwrap();
-        for sub in ["unpacked", "tagged", "oci"] {
-            let _ = std::fs::remove_dir_all(work.path().join(sub));
-        }
-        build_and_unpack(&ctx, work.path(), &[], &copy)
-    };
+    let build = |steps: &str| copy_tier_build(work.path(), &ctx, steps);
     // An empty RUN: its chain is the base's plus the empty layer, the same
     // for any command that changes nothing.
     build("RUN echo one");

@@ -136,6 +136,24 @@ fn mark_opaque_both(dir: &Path, mode: OpaqueXattr) -> io::Result<()> {
     Ok(())
 }
 
+/// Applies `layers` (bottom first) onto the tree at `dest`, as a merged
+/// root (whiteouts delete), not in overlay format.
+fn apply_layers(
+    store: &ContentStore,
+    layers: &[LayerBlob],
+    dest: &Path,
+) -> Result<(), SnapshotError> {
+    for layer in layers {
+        apply_layer(
+            dest,
+            open_layer(store, &layer.digest)?,
+            &layer.digest.to_string(),
+            ApplyOptions::default(),
+        )?;
+    }
+    Ok(())
+}
+
 /// The store of extracted layers.
 #[derive(Debug, Clone)]
 pub struct SnapshotStore {
@@ -315,15 +333,7 @@ impl SnapshotStore {
             }
             clear_dir(dest).map_err(io_at(dest))?;
         }
-        for layer in layers {
-            apply_layer(
-                dest,
-                open_layer(store, &layer.digest)?,
-                &layer.digest.to_string(),
-                ApplyOptions::default(),
-            )?;
-        }
-        Ok(())
+        apply_layers(store, layers, dest)
     }
 
     /// Makes the new path `dest` the tree of `layers` (bottom first) for
@@ -343,14 +353,7 @@ impl SnapshotStore {
         let diff_ids: Vec<Digest> = layers.iter().map(|l| l.diff_id.clone()).collect();
         let chains = chain_ids(&diff_ids);
         let (from, state) = self.start_tree(&chains, dest)?;
-        for layer in &layers[from..] {
-            apply_layer(
-                dest,
-                open_layer(store, &layer.digest)?,
-                &layer.digest.to_string(),
-                ApplyOptions::default(),
-            )?;
-        }
+        apply_layers(store, &layers[from..], dest)?;
         Ok(state.filter(|_| from == layers.len()))
     }
 
