@@ -288,3 +288,61 @@ fn a_copy_tier_step_landing_on_another_builds_tree_keeps_its_own_going() {
         .collect();
     assert!(left.is_empty(), "the replaced tree was left: {left:?}");
 }
+
+#[test]
+fn a_copy_from_a_stage_in_the_copy_tier_reads_its_tree_in_place_and_gives_it_back() {
+    if !is_root() {
+        skip("the test reads the store's snapshots as root");
+        return;
+    }
+    let (work, ctx) = work_with_context();
+    let builder = "FROM busybox AS builder\nRUN mkdir /out && echo built > /out/app";
+    let (out, _) = copy_tier_build(
+        work.path(),
+        &ctx,
+        &builder.replacen("FROM busybox AS builder\n", "", 1),
+    );
+    assert!(out.status.success());
+    let chains = rbuild::snapshot::chain_ids(&diff_ids(&work.path().join("oci")));
+    let tree = snapshot_dir(work.path(), chains.last().unwrap(), "tree");
+    let app = std::fs::symlink_metadata(tree.join("out/app")).unwrap();
+    let root_before = std::fs::symlink_metadata(&tree).unwrap();
+    // The builder stage is cached now; the final stage copies from its
+    // tree, and a stage on the builder runs beside it.
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    let text = format!(
+        "{builder}\nFROM builder AS next\nRUN echo more >> /out/app\n\
+         FROM busybox\nCOPY --from=builder /out/app /app\nCOPY --from=next /out/app /next"
+    );
+    std::fs::write(ctx.join("Dockerfile"), text).unwrap();
+    for sub in ["unpacked", "tagged", "oci"] {
+        let _ = std::fs::remove_dir_all(work.path().join(sub));
+    }
+    let (out, rootfs) = build_and_unpack(&ctx, work.path(), &[], &[("RBUILD_SNAPSHOTS", "copy")]);
+    let read = |name: &str| std::fs::read_to_string(rootfs.join(name)).unwrap();
+    assert_eq!(read("app"), "built\n", "{}", common::stderr(&out));
+    assert_eq!(read("next"), "built\nmore\n");
+    // Lent and given back: the tree is in place with its own inodes, and
+    // its root dir was moved (a move sets the dir's change time; a copy
+    // of the tree would not have touched it).
+    let app_after = std::fs::symlink_metadata(tree.join("out/app")).unwrap();
+    assert_eq!(
+        app_after.ino(),
+        app.ino(),
+        "the builder's tree was replaced"
+    );
+    assert_eq!(
+        std::fs::read_to_string(tree.join("out/app")).unwrap(),
+        "built\n"
+    );
+    let root_after = std::fs::symlink_metadata(&tree).unwrap();
+    assert!(
+        (root_after.ctime(), root_after.ctime_nsec())
+            > (root_before.ctime(), root_before.ctime_nsec()),
+        "the tree was copied, not lent"
+    );
+    let left: Vec<_> = std::fs::read_dir(work.path().join("root/snapshots/tmp"))
+        .unwrap()
+        .collect();
+    assert!(left.is_empty(), "a loan was left: {left:?}");
+}

@@ -49,10 +49,11 @@ impl MakesLayer for File {
     }
 }
 
-/// A COPY's helper spec and the temporary dirs it needs kept alive.
+/// A COPY's helper spec and what it needs kept until the copy is done:
+/// temporary dirs, a tree lent out of the snapshot store.
 struct PreparedCopy {
     spec: crate::executor::CopySpec,
-    keep: Vec<tempfile::TempDir>,
+    keep: Vec<Box<dyn Send>>,
 }
 
 /// Where a COPY's sources are, as the helper is to read them.
@@ -66,7 +67,7 @@ struct Sources {
     /// The .dockerignore text that applies (the context's only).
     ignore: String,
     unpack: Option<bool>,
-    keep: Vec<tempfile::TempDir>,
+    keep: Vec<Box<dyn Send>>,
 }
 
 impl Sources {
@@ -82,9 +83,10 @@ impl Sources {
         }
     }
 
-    /// The same, holding `dir` until the copy is done.
-    fn keeping(mut self, dir: tempfile::TempDir) -> Sources {
-        self.keep.push(dir);
+    /// The same, holding `held` (a temporary dir, a lent tree) until the
+    /// copy is done.
+    fn keeping(mut self, held: impl Send + 'static) -> Sources {
+        self.keep.push(Box::new(held));
         self
     }
 }
@@ -268,9 +270,21 @@ fn tree_sources(
             return Ok(sources);
         }
     };
-    let dir = shared.temp_dir("copy-from-", at)?;
     let snapshots = shared.runner.snapshots();
-    if shared.runner.plan().snapshots == crate::executor::SnapshotMode::Overlay {
+    let overlay = shared.runner.plan().snapshots == crate::executor::SnapshotMode::Overlay;
+    if !overlay {
+        // The stage's own tree, read where it is: a copy of a builder
+        // stage's whole root for a few files cost seconds.
+        let lent = snapshots
+            .lend_tree(&layers)
+            .map_err(|e| super::environment(format!("{at}: {e}")))?;
+        if let Some(lent) = lent {
+            sources.root = lent.path();
+            return Ok(sources.keeping(lent));
+        }
+    }
+    let dir = shared.temp_dir("copy-from-", at)?;
+    if overlay {
         let mut lowers = snapshots
             .lowers(&shared.store, &layers)
             .map_err(|e| super::environment(format!("{at}: {e}")))?;

@@ -19,4 +19,4 @@ pub use apply::{apply_gzip_layer, apply_layer, ApplyError, ApplyOptions, ApplySt
 pub use snapshotter::{
     CopySnapshotter, Info, Kind, Mounts, OverlaySnapshotter, Snapshotter, SnapshotterError, Usage,
 };
-pub use store::{chain_ids, SnapshotError, SnapshotStore, Workspace};
+pub use store::{chain_ids, LentTree, SnapshotError, SnapshotStore, Workspace};

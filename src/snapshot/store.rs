@@ -390,6 +390,32 @@ impl SnapshotStore {
         Ok((0, None))
     }
 
+    /// Lends the committed tree of `layers`' chain out of the store, to
+    /// be read where it is (a COPY --from in the copy tier) instead of
+    /// copied whole: it moves into a dir of its own (one rename), where no
+    /// step of any build can take, replace or copy it while it is read,
+    /// and dropping the loan moves it back. None when the store has no
+    /// tree of that chain (someone else holds it, or it never was).
+    pub fn lend_tree(&self, layers: &[LayerBlob]) -> Result<Option<LentTree>, SnapshotError> {
+        let Some(chain) = top_chain(layers) else {
+            return Ok(None);
+        };
+        let chain_dir = self.root.join(chain.hex());
+        let home = chain_dir.join("tree");
+        if !home.is_dir() {
+            return Ok(None);
+        }
+        let dir = tempfile::Builder::new()
+            .prefix("lent-")
+            .tempdir_in(self.root.join("tmp"))
+            .map_err(io_at(&self.root))?;
+        if std::fs::rename(&home, dir.path().join("tree")).is_err() {
+            return Ok(None);
+        }
+        mark_used(&chain_dir);
+        Ok(Some(LentTree { dir, home }))
+    }
+
     /// The committed tree of `layers`' chain, if the store holds one
     /// (marked used, for the size cap's least-recently-used order).
     fn committed_tree(&self, layers: &[LayerBlob]) -> Option<PathBuf> {
@@ -461,6 +487,29 @@ impl SnapshotStore {
             std::fs::create_dir(dir.path().join(sub)).map_err(io_at(dir.path()))?;
         }
         Ok(Workspace { dir })
+    }
+}
+
+/// A committed tree out of the store on loan ([`SnapshotStore::lend_tree`]):
+/// back under its chain when dropped, unless a tree was put there
+/// meanwhile (then this one is removed with its dir). A build killed
+/// during the loan leaves it in `tmp/`, which collection sweeps.
+#[derive(Debug)]
+pub struct LentTree {
+    dir: tempfile::TempDir,
+    home: PathBuf,
+}
+
+impl LentTree {
+    /// Where the tree is while lent.
+    pub fn path(&self) -> PathBuf {
+        self.dir.path().join("tree")
+    }
+}
+
+impl Drop for LentTree {
+    fn drop(&mut self) {
+        let _ = std::fs::rename(self.path(), &self.home);
     }
 }
 
