@@ -6,6 +6,7 @@
 #   - start_buildkit: a private dockerd with BuildKit, if Debian's docker.io is installed
 #   - make_context DIR FILES MEGABYTES: copy_context.sh's generated context
 #   - debian_tarball LOG: a debootstrap --variant=minbase bookworm root as a tarball
+#   - debian_bench_base: that tarball as rbuild's and BuildKit's debian-bench:1
 #   - now, median
 # BENCH_NO_BUILDAH=1 before sourcing: for scripts that do not use buildah.
 set -eu
@@ -87,6 +88,20 @@ debian_tarball() {
     rm -rf "$work/debian-rootfs"
   fi
   echo "$tarball"
+}
+
+# debian_bench_base: the Debian tarball in $work/ctx/debian.tar, the Dockerfile
+# that makes rbuild's base of it ($work/DebianBase.Dockerfile, to build
+# as debian-bench:1), and the same image imported into BuildKit's dockerd
+# (start_buildkit first); exits when debootstrap fails.
+debian_bench_base() {
+  tarball=$(debian_tarball "$work/logs/debootstrap.log") \
+    || { echo "debootstrap failed: $(tail -5 "$work/logs/debootstrap.log")" >&2; exit 2; }
+  cp "$tarball" "$work/ctx/debian.tar"
+  printf 'FROM scratch\nADD debian.tar /\nENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin\n' \
+    > "$work/DebianBase.Dockerfile"
+  /usr/bin/docker import -c 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
+    "$tarball" debian-bench:1 >/dev/null
 }
 
 now() { date +%s.%N; }

@@ -25,13 +25,7 @@ raw="$here/bench/results/$stamp-copy_from.txt"
 mkdir -p "$here/bench/results" "$work/logs" "$work/empty"
 echo "# tree $(git -C "$here" rev-parse --short HEAD); ROUNDS=$ROUNDS; TIERS=$TIERS; $(uname -r), $(nproc) cores" > "$raw"
 
-tarball=$(debian_tarball "$work/logs/debootstrap.log") \
-  || { echo "debootstrap failed: $(tail -5 "$work/logs/debootstrap.log")" >&2; exit 2; }
-cp "$tarball" "$work/ctx/debian.tar"
-printf 'FROM scratch\nADD debian.tar /\nENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin\n' \
-  > "$work/DebianBase.Dockerfile"
-/usr/bin/docker import -c 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
-  "$tarball" debian-bench:1 >/dev/null
+debian_bench_base
 
 # dockerfile TAG: the two stages, the builder's step new to the cache.
 dockerfile() {

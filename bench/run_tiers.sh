@@ -29,16 +29,7 @@ raw="$here/bench/results/$stamp-run_tiers.txt"
 mkdir -p "$here/bench/results" "$work/logs"
 echo "# tree $(git -C "$here" rev-parse --short HEAD); ROUNDS=$ROUNDS; TIERS=$TIERS; BASES=$BASES" > "$raw"
 
-case " $BASES " in *" debian "*)
-  tarball=$(debian_tarball "$work/logs/debootstrap.log") \
-    || { echo "debootstrap failed: $(tail -5 "$work/logs/debootstrap.log")" >&2; exit 2; }
-  cp "$tarball" "$work/ctx/debian.tar"
-  printf 'FROM scratch\nADD debian.tar /\nENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin\n' \
-    > "$work/DebianBase.Dockerfile"
-  /usr/bin/docker import -c 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
-    "$tarball" debian-bench:1 >/dev/null
-  ;;
-esac
+case " $BASES " in *" debian "*) debian_bench_base ;; esac
 
 # dockerfile BASE STEPS TAG: FROM BASE and STEPS `RUN echo TAG-i`.
 dockerfile() {
