@@ -290,7 +290,7 @@ fn a_copy_tier_step_landing_on_another_builds_tree_keeps_its_own_going() {
 }
 
 #[test]
-fn a_copy_from_a_stage_in_the_copy_tier_reads_its_tree_in_place_and_gives_it_back() {
+fn a_copy_or_mount_from_a_stage_in_the_copy_tier_reads_its_tree_in_place_and_gives_it_back() {
     if !is_root() {
         skip("the test reads the store's snapshots as root");
         return;
@@ -312,7 +312,9 @@ fn a_copy_from_a_stage_in_the_copy_tier_reads_its_tree_in_place_and_gives_it_bac
     std::thread::sleep(std::time::Duration::from_millis(20));
     let text = format!(
         "{builder}\nFROM builder AS next\nRUN echo more >> /out/app\n\
-         FROM busybox\nCOPY --from=builder /out/app /app\nCOPY --from=next /out/app /next"
+         FROM busybox\nCOPY --from=builder /out/app /app\nCOPY --from=next /out/app /next\n\
+         RUN --mount=type=bind,from=builder,source=/out,target=/m cat /m/app > /via-mount\n\
+         RUN --mount=type=bind,from=builder,source=/out,target=/m,rw echo rw >> /m/app"
     );
     std::fs::write(ctx.join("Dockerfile"), text).unwrap();
     for sub in ["unpacked", "tagged", "oci"] {
@@ -322,6 +324,7 @@ fn a_copy_from_a_stage_in_the_copy_tier_reads_its_tree_in_place_and_gives_it_bac
     let read = |name: &str| std::fs::read_to_string(rootfs.join(name)).unwrap();
     assert_eq!(read("app"), "built\n", "{}", common::stderr(&out));
     assert_eq!(read("next"), "built\nmore\n");
+    assert_eq!(read("via-mount"), "built\n");
     // Lent and given back: the tree is in place with its own inodes, and
     // its root dir was moved (a move sets the dir's change time; a copy
     // of the tree would not have touched it).
@@ -340,6 +343,30 @@ fn a_copy_from_a_stage_in_the_copy_tier_reads_its_tree_in_place_and_gives_it_bac
         (root_after.ctime(), root_after.ctime_nsec())
             > (root_before.ctime(), root_before.ctime_nsec()),
         "the tree was copied, not lent"
+    );
+    // A RUN mounting the stage borrows the tree the same way.
+    let before_mount = std::fs::symlink_metadata(&tree).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    let text = format!(
+        "{builder}\nFROM busybox\n\
+         RUN --mount=type=bind,from=builder,source=/out,target=/m cat /m/app > /mounted"
+    );
+    std::fs::write(ctx.join("Dockerfile"), text).unwrap();
+    for sub in ["unpacked", "tagged", "oci"] {
+        let _ = std::fs::remove_dir_all(work.path().join(sub));
+    }
+    let (out, rootfs) = build_and_unpack(&ctx, work.path(), &[], &[("RBUILD_SNAPSHOTS", "copy")]);
+    assert_eq!(
+        std::fs::read_to_string(rootfs.join("mounted")).unwrap(),
+        "built\n",
+        "{}",
+        common::stderr(&out)
+    );
+    let after_mount = std::fs::symlink_metadata(&tree).unwrap();
+    assert!(
+        (after_mount.ctime(), after_mount.ctime_nsec())
+            > (before_mount.ctime(), before_mount.ctime_nsec()),
+        "the mounted tree was copied, not lent"
     );
     let left: Vec<_> = std::fs::read_dir(work.path().join("root/snapshots/tmp"))
         .unwrap()

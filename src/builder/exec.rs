@@ -103,13 +103,16 @@ struct ReadyMounts {
     stage_mounts: Vec<MountSpec>,
     other: Vec<crate::parser::Mount>,
     stage_roots: HashMap<String, PathBuf>,
-    keep: Vec<tempfile::TempDir>,
+    /// Temporary dirs and trees lent out of the snapshot store.
+    keep: Vec<Box<dyn Send>>,
 }
 
 impl ReadyMounts {
     /// Stages mounted with `from=`: over overlay, their snapshot lower
-    /// dirs are mounted read-only; in the copy tier their root is
-    /// materialized into a directory for the step.
+    /// dirs are mounted read-only; in the copy tier their tree is lent
+    /// out of the snapshot store (a read-only bind of it, or a copy for
+    /// `rw`, as `executor::mounts` makes), or materialized into a
+    /// directory for the step when the store has none.
     fn stages(
         &mut self,
         shared: &Shared,
@@ -140,14 +143,28 @@ impl ReadyMounts {
                             },
                         });
                     } else {
-                        snapshots
-                            .materialize(&shared.store, layers, dir.path())
-                            .map_err(|e| super::environment(format!("{at}: stage {name}: {e}")))?;
-                        self.stage_roots
-                            .insert(name.clone(), dir.path().to_path_buf());
+                        let root = match snapshots
+                            .lend_tree(layers)
+                            .map_err(|e| super::environment(format!("{at}: stage {name}: {e}")))?
+                        {
+                            Some(lent) => {
+                                let root = lent.path();
+                                self.keep.push(Box::new(lent));
+                                root
+                            }
+                            None => {
+                                snapshots
+                                    .materialize(&shared.store, layers, dir.path())
+                                    .map_err(|e| {
+                                        super::environment(format!("{at}: stage {name}: {e}"))
+                                    })?;
+                                dir.path().to_path_buf()
+                            }
+                        };
+                        self.stage_roots.insert(name.clone(), root);
                         self.other.push(m.clone());
                     }
-                    self.keep.push(dir);
+                    self.keep.push(Box::new(dir));
                 }
                 (Some(FromSource::Image(image)), _) => {
                     return Err(format!(
@@ -182,7 +199,7 @@ impl ReadyMounts {
                 readonly: true,
             },
         };
-        self.keep.push(dir);
+        self.keep.push(Box::new(dir));
         Ok(mount)
     }
 }
