@@ -49,7 +49,12 @@ fn snapshot_dir(work: &Path, chain: &Digest, sub: &str) -> std::path::PathBuf {
 /// A copy-tier build of `FROM busybox` and `steps` in `work` (its store
 /// kept from build to build, its outputs made anew), unpacked.
 fn copy_tier_build(work: &Path, ctx: &Path, steps: &str) -> (std::process::Output, PathBuf) {
-    std::fs::write(ctx.join("Dockerfile"), format!("FROM busybox\n{steps}\n")).unwrap();
+    copy_tier_rebuild(work, ctx, &format!("FROM busybox\n{steps}\n"))
+}
+
+/// A copy-tier build of `dockerfile` in `work`, as [`copy_tier_build`].
+fn copy_tier_rebuild(work: &Path, ctx: &Path, dockerfile: &str) -> (std::process::Output, PathBuf) {
+    std::fs::write(ctx.join("Dockerfile"), dockerfile).unwrap();
     for sub in ["unpacked", "tagged", "oci"] {
         let _ = std::fs::remove_dir_all(work.join(sub));
     }
@@ -297,12 +302,7 @@ fn a_copy_or_mount_from_a_stage_in_the_copy_tier_reads_its_tree_in_place_and_giv
     }
     let (work, ctx) = work_with_context();
     let builder = "FROM busybox AS builder\nRUN mkdir /out && echo built > /out/app";
-    let (out, _) = copy_tier_build(
-        work.path(),
-        &ctx,
-        &builder.replacen("FROM busybox AS builder\n", "", 1),
-    );
-    assert!(out.status.success());
+    copy_tier_rebuild(work.path(), &ctx, builder);
     let chains = rbuild::snapshot::chain_ids(&diff_ids(&work.path().join("oci")));
     let tree = snapshot_dir(work.path(), chains.last().unwrap(), "tree");
     let app = std::fs::symlink_metadata(tree.join("out/app")).unwrap();
@@ -316,11 +316,7 @@ fn a_copy_or_mount_from_a_stage_in_the_copy_tier_reads_its_tree_in_place_and_giv
          RUN --mount=type=bind,from=builder,source=/out,target=/m cat /m/app > /via-mount\n\
          RUN --mount=type=bind,from=builder,source=/out,target=/m,rw echo rw >> /m/app"
     );
-    std::fs::write(ctx.join("Dockerfile"), text).unwrap();
-    for sub in ["unpacked", "tagged", "oci"] {
-        let _ = std::fs::remove_dir_all(work.path().join(sub));
-    }
-    let (out, rootfs) = build_and_unpack(&ctx, work.path(), &[], &[("RBUILD_SNAPSHOTS", "copy")]);
+    let (out, rootfs) = copy_tier_rebuild(work.path(), &ctx, &text);
     let read = |name: &str| std::fs::read_to_string(rootfs.join(name)).unwrap();
     assert_eq!(read("app"), "built\n", "{}", common::stderr(&out));
     assert_eq!(read("next"), "built\nmore\n");
@@ -351,11 +347,7 @@ fn a_copy_or_mount_from_a_stage_in_the_copy_tier_reads_its_tree_in_place_and_giv
         "{builder}\nFROM busybox\n\
          RUN --mount=type=bind,from=builder,source=/out,target=/m cat /m/app > /mounted"
     );
-    std::fs::write(ctx.join("Dockerfile"), text).unwrap();
-    for sub in ["unpacked", "tagged", "oci"] {
-        let _ = std::fs::remove_dir_all(work.path().join(sub));
-    }
-    let (out, rootfs) = build_and_unpack(&ctx, work.path(), &[], &[("RBUILD_SNAPSHOTS", "copy")]);
+    let (out, rootfs) = copy_tier_rebuild(work.path(), &ctx, &text);
     assert_eq!(
         std::fs::read_to_string(rootfs.join("mounted")).unwrap(),
         "built\n",
