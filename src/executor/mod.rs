@@ -617,9 +617,7 @@ impl StepRunner {
                 before: None,
             });
         }
-        // The workspace's empty dir gives way to the stage's live tree.
         let merged = ws.merged();
-        std::fs::remove_dir(&merged).map_err(env_err("making the step's root"))?;
         let kept = self
             .snapshots
             .take_tree(&self.store, &step.layers, &merged)?;

@@ -74,10 +74,15 @@ pub fn chain_ids(diff_ids: &[Digest]) -> Vec<Digest> {
     out
 }
 
+/// The chain ids of a stack of layers (bottom first).
+fn layer_chains<'a>(layers: impl IntoIterator<Item = &'a LayerBlob>) -> Vec<Digest> {
+    let diff_ids: Vec<Digest> = layers.into_iter().map(|l| l.diff_id.clone()).collect();
+    chain_ids(&diff_ids)
+}
+
 /// The chain id of the top of `layers` (bottom first); `None` for none.
 fn top_chain<'a>(layers: impl IntoIterator<Item = &'a LayerBlob>) -> Option<Digest> {
-    let diff_ids: Vec<Digest> = layers.into_iter().map(|l| l.diff_id.clone()).collect();
-    chain_ids(&diff_ids).pop()
+    layer_chains(layers).pop()
 }
 
 /// Stamps a snapshot dir's last use, for pruning least recently used
@@ -192,8 +197,7 @@ impl SnapshotStore {
         store: &ContentStore,
         layers: &[LayerBlob],
     ) -> Result<Vec<String>, SnapshotError> {
-        let diff_ids: Vec<Digest> = layers.iter().map(|l| l.diff_id.clone()).collect();
-        let chains = chain_ids(&diff_ids);
+        let chains = layer_chains(layers);
         let mut names = Vec::with_capacity(layers.len());
         for (layer, chain) in layers.iter().zip(&chains) {
             self.ensure(store, layer, chain)?;
@@ -316,77 +320,81 @@ impl SnapshotStore {
     }
 
     /// Fills the empty dir `dest` with the tree of `layers` (bottom
-    /// first): the copy tier's root for a step. A copy of the committed
-    /// tree of their chain when the store has one (an earlier step's, see
-    /// [`SnapshotStore::commit_tree`]), else every layer applied in turn.
-    /// A copy that fails (an xattr this user may not set) falls back to
-    /// applying the layers.
+    /// first), for reading: a copy of the store's tree of the deepest
+    /// chain of `layers` it holds, with the layers above it applied (every
+    /// layer when it holds none).
     pub fn materialize(
         &self,
         store: &ContentStore,
         layers: &[LayerBlob],
         dest: &Path,
     ) -> Result<(), SnapshotError> {
-        if let Some(tree) = self.committed_tree(layers) {
-            if copy_into(&tree, dest).is_ok() {
-                return Ok(());
-            }
-            clear_dir(dest).map_err(io_at(dest))?;
-        }
-        apply_layers(store, layers, dest)
+        self.fill_tree(store, layers, dest, false).map(|_| ())
     }
 
-    /// Makes the new path `dest` the tree of `layers` (bottom first) for
-    /// a copy-tier step to change in place: the stage's live tree. The
-    /// store's tree of the deepest chain of `layers` is the start: *taken*
-    /// (one rename, nothing copied) when this process committed it, as the
-    /// step before in the stage did; copied when another build did, so
-    /// what it left stays in the store. Only the layers above it are
-    /// applied; with no tree at all, every layer is. Returns the walk kept
-    /// with a taken tree of the whole chain: the state the step starts from.
+    /// Fills the empty dir `dest` with the tree of `layers` (bottom
+    /// first) for a copy-tier step to change in place: the stage's live
+    /// tree. As [`SnapshotStore::materialize`], except that a tree this
+    /// process committed, as the step before in the stage did, is *taken*
+    /// (one rename, nothing copied); one another build left is copied, so
+    /// it stays in the store. Returns the walk kept with a taken tree of
+    /// the whole chain: the state the step starts from.
     pub fn take_tree(
         &self,
         store: &ContentStore,
         layers: &[LayerBlob],
         dest: &Path,
     ) -> Result<Option<TreeState>, SnapshotError> {
-        let diff_ids: Vec<Digest> = layers.iter().map(|l| l.diff_id.clone()).collect();
-        let chains = chain_ids(&diff_ids);
-        let (from, state) = self.start_tree(&chains, dest)?;
+        self.fill_tree(store, layers, dest, true)
+    }
+
+    /// [`SnapshotStore::materialize`] and, with `take`,
+    /// [`SnapshotStore::take_tree`].
+    fn fill_tree(
+        &self,
+        store: &ContentStore,
+        layers: &[LayerBlob],
+        dest: &Path,
+        take: bool,
+    ) -> Result<Option<TreeState>, SnapshotError> {
+        let (from, state) = self.start_tree(&layer_chains(layers), dest, take)?;
         apply_layers(store, &layers[from..], dest)?;
         Ok(state.filter(|_| from == layers.len()))
     }
 
-    /// Puts the deepest tree of `chains` the store holds at `dest` (taken
-    /// or copied, see [`SnapshotStore::take_tree`]), or an empty dir; how
-    /// many layers it holds, and a taken tree's kept walk.
+    /// Puts the deepest tree of `chains` the store holds in the empty dir
+    /// `dest` (taken or copied, see [`SnapshotStore::take_tree`]); how
+    /// many layers it holds (0: none), and a taken tree's kept walk.
     fn start_tree(
         &self,
         chains: &[Digest],
         dest: &Path,
+        take: bool,
     ) -> Result<(usize, Option<TreeState>), SnapshotError> {
         for (depth, chain) in chains.iter().enumerate().rev() {
             let dir = self.root.join(chain.hex());
             let tree = dir.join("tree");
-            // Two takers race safely: the loser's rename fails, and it
-            // looks further down.
-            if self.live.owns(&tree) && std::fs::rename(&tree, dest).is_ok() {
-                crate::failpoint::hit("snapshot-tree-taken");
-                return Ok((depth + 1, self.live.take(dest)));
+            if take && self.live.owns(&tree) {
+                std::fs::remove_dir(dest).map_err(io_at(dest))?;
+                // Two takers race safely: the loser's rename fails, and
+                // it looks further down.
+                if std::fs::rename(&tree, dest).is_ok() {
+                    crate::failpoint::hit("snapshot-tree-taken");
+                    return Ok((depth + 1, self.live.take(dest)));
+                }
+                std::fs::create_dir(dest).map_err(io_at(dest))?;
             }
             if !tree.is_dir() {
                 continue;
             }
             mark_used(&dir);
-            std::fs::create_dir(dest).map_err(io_at(dest))?;
             // A copy that fails (an xattr this user may not set, a tree
             // another build took meanwhile) gives way to the layers.
             if copy_into(&tree, dest).is_ok() {
                 return Ok((depth + 1, None));
             }
-            std::fs::remove_dir_all(dest).map_err(io_at(dest))?;
+            clear_dir(dest).map_err(io_at(dest))?;
         }
-        std::fs::create_dir(dest).map_err(io_at(dest))?;
         Ok((0, None))
     }
 
@@ -414,18 +422,6 @@ impl SnapshotStore {
         }
         mark_used(&chain_dir);
         Ok(Some(LentTree { dir, home }))
-    }
-
-    /// The committed tree of `layers`' chain, if the store holds one
-    /// (marked used, for the size cap's least-recently-used order).
-    fn committed_tree(&self, layers: &[LayerBlob]) -> Option<PathBuf> {
-        let dir = self.root.join(top_chain(layers)?.hex());
-        let tree = dir.join("tree");
-        if !tree.is_dir() {
-            return None;
-        }
-        mark_used(&dir);
-        Some(tree)
     }
 
     /// Commits a finished copy-tier step's root `tree` as the tree of
