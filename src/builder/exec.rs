@@ -143,24 +143,10 @@ impl ReadyMounts {
                             },
                         });
                     } else {
-                        let root = match snapshots
-                            .lend_tree(layers)
-                            .map_err(|e| super::environment(format!("{at}: stage {name}: {e}")))?
-                        {
-                            Some(lent) => {
-                                let root = lent.path();
-                                self.keep.push(Box::new(lent));
-                                root
-                            }
-                            None => {
-                                snapshots
-                                    .materialize(&shared.store, layers, dir.path())
-                                    .map_err(|e| {
-                                        super::environment(format!("{at}: stage {name}: {e}"))
-                                    })?;
-                                dir.path().to_path_buf()
-                            }
-                        };
+                        let (root, lent) = snapshots
+                            .tree_to_read(&shared.store, layers, dir.path())
+                            .map_err(|e| super::environment(format!("{at}: stage {name}: {e}")))?;
+                        self.keep.extend(lent.map(|l| Box::new(l) as Box<dyn Send>));
                         self.stage_roots.insert(name.clone(), root);
                         self.other.push(m.clone());
                     }

@@ -270,31 +270,25 @@ fn tree_sources(
             return Ok(sources);
         }
     };
-    let snapshots = shared.runner.snapshots();
-    let overlay = shared.runner.plan().snapshots == crate::executor::SnapshotMode::Overlay;
-    if !overlay {
-        // The stage's own tree, read where it is: a copy of a builder
-        // stage's whole root for a few files cost seconds.
-        let lent = snapshots
-            .lend_tree(&layers)
-            .map_err(|e| super::environment(format!("{at}: {e}")))?;
-        if let Some(lent) = lent {
-            sources.root = lent.path();
-            return Ok(sources.keeping(lent));
-        }
-    }
     let dir = shared.temp_dir("copy-from-", at)?;
-    if overlay {
+    let snapshots = shared.runner.snapshots();
+    sources.root = if shared.runner.plan().snapshots == crate::executor::SnapshotMode::Overlay {
         let mut lowers = snapshots
             .lowers(&shared.store, &layers)
             .map_err(|e| super::environment(format!("{at}: {e}")))?;
         lowers.push("empty".to_string());
         sources.lowers = Some((snapshots.root().to_path_buf(), lowers));
+        dir.path().to_path_buf()
     } else {
-        snapshots
-            .materialize(&shared.store, &layers, dir.path())
+        // The stage's own tree, read where it is: a copy of a builder
+        // stage's whole root for a few files cost seconds.
+        let (root, lent) = snapshots
+            .tree_to_read(&shared.store, &layers, dir.path())
             .map_err(|e| super::environment(format!("{at}: {e}")))?;
-    }
-    sources.root = dir.path().to_path_buf();
+        sources
+            .keep
+            .extend(lent.map(|l| Box::new(l) as Box<dyn Send>));
+        root
+    };
     Ok(sources.keeping(dir))
 }

@@ -323,7 +323,7 @@ impl SnapshotStore {
     /// first), for reading: a copy of the store's tree of the deepest
     /// chain of `layers` it holds, with the layers above it applied (every
     /// layer when it holds none).
-    pub fn materialize(
+    fn materialize(
         &self,
         store: &ContentStore,
         layers: &[LayerBlob],
@@ -398,13 +398,31 @@ impl SnapshotStore {
         Ok((0, None))
     }
 
+    /// The tree of `layers` to read (a COPY --from, a RUN's bind mount of
+    /// a stage, in the copy tier): the store's own, lent
+    /// ([`SnapshotStore::lend_tree`]), or else made in the empty dir
+    /// `scratch` ([`SnapshotStore::materialize`]). Where it is, and the
+    /// loan to hold until the reading is done.
+    pub fn tree_to_read(
+        &self,
+        store: &ContentStore,
+        layers: &[LayerBlob],
+        scratch: &Path,
+    ) -> Result<(PathBuf, Option<LentTree>), SnapshotError> {
+        if let Some(lent) = self.lend_tree(layers)? {
+            return Ok((lent.path(), Some(lent)));
+        }
+        self.materialize(store, layers, scratch)?;
+        Ok((scratch.to_path_buf(), None))
+    }
+
     /// Lends the committed tree of `layers`' chain out of the store, to
     /// be read where it is (a COPY --from in the copy tier) instead of
     /// copied whole: it moves into a dir of its own (one rename), where no
     /// step of any build can take, replace or copy it while it is read,
     /// and dropping the loan moves it back. None when the store has no
     /// tree of that chain (someone else holds it, or it never was).
-    pub fn lend_tree(&self, layers: &[LayerBlob]) -> Result<Option<LentTree>, SnapshotError> {
+    fn lend_tree(&self, layers: &[LayerBlob]) -> Result<Option<LentTree>, SnapshotError> {
         let Some(chain) = top_chain(layers) else {
             return Ok(None);
         };
