@@ -779,20 +779,22 @@ impl StepRunner {
         before: Option<&diff::TreeState>,
         opaque: diff::OpaqueXattr,
     ) -> Result<(LayerBlob, Option<diff::TreeState>), StepError> {
-        let mut walk = None;
-        let changes = match before {
-            None => diff::overlay_changes(&ws.upper(), lowers, opaque),
+        let diff_err = env_err("computing the layer diff");
+        let (changes, walk) = match before {
+            None => (
+                diff::overlay_changes(&ws.upper(), lowers, opaque).map_err(diff_err)?,
+                None,
+            ),
             Some(state) => {
                 let root = ws.merged();
-                diff::record_tree(&root).and_then(|after| {
-                    let changes = diff::state_changes(state, &after, &root)?;
-                    // Nothing writes the tree from here to its commit.
-                    walk = Some(after);
-                    Ok(changes)
-                })
+                // Nothing writes the tree from here to its commit, so this
+                // walk is the next step's `before`.
+                let after = diff::record_tree(&root)
+                    .and_then(|after| Ok((diff::state_changes(state, &after, &root)?, after)));
+                let (changes, after) = after.map_err(diff_err)?;
+                (changes, Some(after))
             }
-        }
-        .map_err(env_err("computing the layer diff"))?;
+        };
         // A step that changed nothing still makes a layer, an empty
         // one, as BuildKit commits every RUN and COPY with a layer.
         let layer = diff::write_layer(
