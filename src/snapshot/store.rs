@@ -334,7 +334,7 @@ impl SnapshotStore {
 
     /// Fills the empty dir `dest` with the tree of `layers` (bottom
     /// first) for a copy-tier step to change in place: the stage's live
-    /// tree. As [`SnapshotStore::materialize`], except that a tree this
+    /// tree. As `materialize` (a copy for reading), except that a tree this
     /// process committed, as the step before in the stage did, is *taken*
     /// (one rename, nothing copied); one another build left is copied, so
     /// it stays in the store. Returns the walk kept with a taken tree of
@@ -400,8 +400,8 @@ impl SnapshotStore {
 
     /// The tree of `layers` to read (a COPY --from, a RUN's bind mount of
     /// a stage, in the copy tier): the store's own, lent
-    /// ([`SnapshotStore::lend_tree`]), or else made in the empty dir
-    /// `scratch` ([`SnapshotStore::materialize`]). Where it is, and the
+    /// (`lend_tree`), or else made in the empty dir
+    /// `scratch` (`materialize`). Where it is, and the
     /// loan to hold until the reading is done.
     pub fn tree_to_read(
         &self,
@@ -504,7 +504,7 @@ impl SnapshotStore {
     }
 }
 
-/// A committed tree out of the store on loan ([`SnapshotStore::lend_tree`]):
+/// A committed tree out of the store on loan (`SnapshotStore::tree_to_read`):
 /// back under its chain when dropped, unless a tree was put there
 /// meanwhile (then this one is removed with its dir). A build killed
 /// during the loan leaves it in `tmp/`, which collection sweeps.
