@@ -60,24 +60,117 @@ impl Write for LayerSink {
 
 impl LayerSink {
     fn new(store: &ContentStore, compression: Compression) -> Result<LayerSink, LayerError> {
-        let blob = store.writer()?;
         Ok(match compression {
-            Compression::Gzip => LayerSink::Gzip(ParallelGzip::new(blob, GZIP_LEVEL)),
-            Compression::None => LayerSink::Plain(blob),
+            Compression::Gzip => LayerSink::Gzip(ParallelGzip::new(store.writer()?, GZIP_LEVEL)),
+            // The tar's own hash (its diff_id) is the blob's digest.
+            Compression::None => LayerSink::Plain(store.writer_hashed_by_caller()?),
         })
     }
 
-    /// The blob, with everything written (the gzip trailer too).
-    fn finish(self) -> io::Result<BlobWriter> {
-        match self {
-            LayerSink::Gzip(gz) => gz.finish(),
-            LayerSink::Plain(blob) => Ok(blob),
-        }
+    /// Lands the blob (the gzip trailer written first), the tar's sha256
+    /// being `diff_id`; its digest and size.
+    fn commit(self, diff_id: &Digest) -> Result<(Digest, u64), LayerError> {
+        Ok(match self {
+            LayerSink::Gzip(gz) => gz.finish()?.commit(None)?,
+            LayerSink::Plain(blob) => blob.commit_hashed(diff_id.clone())?,
+        })
     }
 }
 
 /// A layer's tar stream on its way into the store.
-pub type LayerTar = tar::Builder<HashingWriter<LayerSink>>;
+pub type LayerTar = tar::Builder<Offloaded<HashingWriter<LayerSink>>>;
+
+/// Bytes handed to the offload thread at a time.
+const OFFLOAD_CHUNK: usize = 1 << 20;
+
+/// A writer whose writes happen on a thread of their own: the caller's
+/// thread fills 1 MiB buffers, the thread hashes and stores them. A
+/// layer's tar is read from files on one core while it is hashed and
+/// written on the other (a 500 MB layer: 3.3 s on one thread).
+pub struct Offloaded<W: Write + Send + 'static> {
+    buf: Vec<u8>,
+    chunks: Option<std::sync::mpsc::SyncSender<Vec<u8>>>,
+    worker: Option<std::thread::JoinHandle<io::Result<W>>>,
+}
+
+impl<W: Write + Send + 'static> Offloaded<W> {
+    /// Writes into `inner` from a new thread; at most a few chunks wait.
+    pub fn new(mut inner: W) -> io::Result<Offloaded<W>> {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(4);
+        let worker = std::thread::Builder::new()
+            .name("layer-writer".into())
+            .spawn(move || {
+                for chunk in rx {
+                    inner.write_all(&chunk)?;
+                }
+                Ok(inner)
+            })?;
+        Ok(Offloaded {
+            buf: Vec::with_capacity(OFFLOAD_CHUNK),
+            chunks: Some(tx),
+            worker: Some(worker),
+        })
+    }
+
+    fn send(&mut self) -> io::Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let chunk = std::mem::replace(&mut self.buf, Vec::with_capacity(OFFLOAD_CHUNK));
+        let sent = self.chunks.as_ref().map(|tx| tx.send(chunk));
+        match sent {
+            Some(Ok(())) => Ok(()),
+            // The thread ended early: its error is the one to report.
+            _ => Err(self
+                .join()
+                .err()
+                .unwrap_or_else(|| io::Error::other("the layer writer thread stopped"))),
+        }
+    }
+
+    fn join(&mut self) -> io::Result<W> {
+        self.chunks = None;
+        match self.worker.take().map(|w| w.join()) {
+            Some(Ok(result)) => result,
+            Some(Err(_)) => Err(io::Error::other("the layer writer thread panicked")),
+            None => Err(io::Error::other("the layer writer thread already ended")),
+        }
+    }
+
+    /// Everything written, and the inner writer back.
+    pub fn finish(mut self) -> io::Result<W> {
+        self.send()?;
+        self.join()
+    }
+}
+
+impl<W: Write + Send + 'static> Write for Offloaded<W> {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        let room = OFFLOAD_CHUNK - self.buf.len();
+        let n = room.min(data.len());
+        self.buf.extend_from_slice(&data[..n]);
+        if self.buf.len() == OFFLOAD_CHUNK {
+            self.send()?;
+        }
+        Ok(n)
+    }
+
+    /// Hands over what is buffered; the thread writes it in its own time.
+    fn flush(&mut self) -> io::Result<()> {
+        self.send()
+    }
+}
+
+impl<W: Write + Send + 'static> Drop for Offloaded<W> {
+    fn drop(&mut self) {
+        // An abandoned layer: let the thread drain and drop its writer
+        // (the blob's temp file goes with it).
+        self.chunks = None;
+        if let Some(worker) = self.worker.take() {
+            let _ = worker.join();
+        }
+    }
+}
 
 /// A new layer stream in `store`, in deterministic header mode, stored
 /// with `compression`, adding the tar bytes it writes to `counter` when
@@ -88,7 +181,8 @@ pub fn start_layer(
     compression: Compression,
 ) -> Result<LayerTar, LayerError> {
     let sink = LayerSink::new(store, compression)?;
-    let mut tar = tar::Builder::new(HashingWriter::new(sink).counting(counter));
+    let hashing = HashingWriter::new(sink).counting(counter);
+    let mut tar = tar::Builder::new(Offloaded::new(hashing)?);
     tar.mode(tar::HeaderMode::Deterministic);
     Ok(tar)
 }
@@ -96,12 +190,13 @@ pub fn start_layer(
 /// Ends the tar stream, flushes the compressor and commits the blob
 /// under its digest; what the store then holds, described.
 pub fn finish_layer(tar: LayerTar) -> Result<LayerBlob, LayerError> {
-    let (sink, diff_id) = tar.into_inner()?.finish();
-    let (digest, size) = sink.finish()?.commit(None)?;
+    let (sink, diff_id) = tar.into_inner()?.finish()?.finish();
+    let diff_id = Digest::from_sha256(diff_id);
+    let (digest, size) = sink.commit(&diff_id)?;
     Ok(LayerBlob {
         digest,
         size,
-        diff_id: Digest::from_sha256(diff_id),
+        diff_id,
     })
 }
 
@@ -177,7 +272,7 @@ pub fn compressed(
         counter,
     };
     io::copy(&mut plain, &mut sink)?;
-    let (digest, size) = sink.finish()?.commit(None)?;
+    let (digest, size) = sink.commit(&layer.diff_id)?;
     let gz = LayerBlob {
         digest,
         size,
@@ -239,5 +334,80 @@ mod tests {
         assert!(store.contains(&inline.digest));
         assert_eq!(forget_dangling_gzip(&store), 0);
         assert!(gzip_record(&store, &plain.diff_id).is_file());
+    }
+
+    #[test]
+    fn a_plain_blob_holds_the_bytes_its_digest_names() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = ContentStore::open(dir.path()).unwrap();
+        let plain = layer(&store, Compression::None);
+        let bytes = store.read(&plain.digest).unwrap();
+        let hash: [u8; 32] = <sha2::Sha256 as sha2::Digest>::digest(&bytes).into();
+        assert_eq!(Digest::from_sha256(hash), plain.digest);
+        assert_eq!(bytes.len() as u64, plain.size);
+    }
+
+    /// Writes `total` bytes through `w` in pieces of odd sizes.
+    fn feed(w: &mut impl Write, total: usize) -> Vec<u8> {
+        let data: Vec<u8> = (0..total).map(|i| (i * 7 % 253) as u8).collect();
+        let mut at = 0;
+        for step in [1, 4095, OFFLOAD_CHUNK + 3, 17, 3 * OFFLOAD_CHUNK]
+            .iter()
+            .cycle()
+        {
+            if at == data.len() {
+                break;
+            }
+            let end = (at + step).min(data.len());
+            w.write_all(&data[at..end]).unwrap();
+            at = end;
+        }
+        data
+    }
+
+    #[test]
+    fn offloaded_writes_arrive_whole_and_in_order() {
+        let mut w = Offloaded::new(Vec::new()).unwrap();
+        let sent = feed(&mut w, 5 * OFFLOAD_CHUNK + 12345);
+        w.flush().unwrap();
+        assert_eq!(w.finish().unwrap(), sent);
+    }
+
+    /// Takes `left` bytes, then fails.
+    struct FailsAfter {
+        left: usize,
+    }
+
+    impl Write for FailsAfter {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            if self.left == 0 {
+                return Err(io::Error::other("disk full (test)"));
+            }
+            let n = buf.len().min(self.left);
+            self.left -= n;
+            Ok(n)
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn an_offloaded_writers_error_reaches_the_caller() {
+        let mut w = Offloaded::new(FailsAfter {
+            left: OFFLOAD_CHUNK + 10,
+        })
+        .unwrap();
+        let data = vec![1u8; 16 * OFFLOAD_CHUNK];
+        let written = w.write_all(&data).and_then(|()| w.finish().map(drop));
+        let err = written.unwrap_err();
+        assert!(err.to_string().contains("disk full (test)"), "{err}");
+    }
+
+    #[test]
+    fn an_abandoned_offloaded_writer_ends_its_thread() {
+        let mut w = Offloaded::new(Vec::new()).unwrap();
+        feed(&mut w, 2 * OFFLOAD_CHUNK + 1);
+        drop(w); // must return: the thread drains and ends
     }
 }
