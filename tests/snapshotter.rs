@@ -378,3 +378,252 @@ fn the_copy_snapshotter_passes_the_suite() {
     }
     run_suite(|root| Box::new(CopySnapshotter::open(root).unwrap()));
 }
+
+// The build's snapshot back-ends (`snapshot::backend`), the contract the
+// executor runs every step on: the same steps through both, read back
+// through what each hands out, and the layers compared between them.
+
+use rbuild::blob::LayerBlob;
+use rbuild::cache::{Compression, ContentStore};
+use rbuild::snapshot::backend::{self, LayerWrite, RootMounts, StepSnapshots, View};
+use rbuild::snapshot::diff::{LayerOptions, OpaqueXattr};
+use rbuild::snapshot::SnapshotStore;
+
+/// The mounts of a prepared root or a view, as the suite's `mount` takes
+/// them.
+fn root_mounts(m: &RootMounts) -> Mounts {
+    match m {
+        RootMounts::Dir(path) => Mounts::Dir {
+            path: path.clone(),
+            readonly: false,
+        },
+        RootMounts::Overlay {
+            base,
+            lowers,
+            upper,
+            work,
+            ..
+        } => Mounts::Overlay {
+            lowers: lowers.iter().map(|l| base.join(l)).collect(),
+            upper: Some((base.join(upper), base.join(work))),
+        },
+    }
+}
+
+fn view_mounts(v: &View) -> Mounts {
+    match v {
+        View::Lowers { base, lowers } => Mounts::Overlay {
+            lowers: lowers.iter().map(|l| base.join(l)).collect(),
+            upper: None,
+        },
+        View::Dir { path, .. } => Mounts::Dir {
+            path: path.clone(),
+            readonly: true,
+        },
+    }
+}
+
+/// One step on `layers`: `change` runs on the mounted root, then the
+/// root is committed; its layer.
+fn step(
+    steps: &dyn StepSnapshots,
+    blobs: &ContentStore,
+    layers: &[LayerBlob],
+    change: impl FnOnce(&Path),
+) -> LayerBlob {
+    let ws = steps.store().workspace().unwrap();
+    let prepared = steps.prepare(blobs, layers, &ws).unwrap();
+    let root = mount(&root_mounts(&prepared.mounts));
+    change(&root.path);
+    drop(root);
+    let write = LayerWrite {
+        blobs,
+        options: LayerOptions {
+            source_date_epoch: Some(1_500_000_000),
+            id_map: None,
+            compression: Compression::None,
+        },
+        counter: None,
+        opaque: OpaqueXattr::Trusted,
+    };
+    steps.commit(prepared, &ws, layers, &write).unwrap()
+}
+
+/// The child step: a rewrite, an addition, deletions (one of a hard
+/// link).
+fn change_child(root: &Path) {
+    assert_eq!(read(root, "app/a").as_deref(), Some("a1"), "the base shows");
+    write(root, "app/a", "a2");
+    write(root, "app/new", "new");
+    std::fs::remove_file(root.join("app/gone")).unwrap();
+    std::fs::remove_file(root.join("app/twin")).unwrap();
+}
+
+/// A dir made anew. Its layer says so in each differ's own way (overlay:
+/// an opaque marker; the copy differ: a whiteout per old entry, as a
+/// double-walk differ does), so only the trees are compared.
+fn regrow(root: &Path) {
+    assert_eq!(
+        read(root, "app/new").as_deref(),
+        Some("new"),
+        "the child shows"
+    );
+    std::fs::remove_dir_all(root.join("app/sub")).unwrap();
+    write(root, "app/sub/fresh", "fresh");
+}
+
+/// What a root of the base and the child must show.
+fn assert_child_tree(root: &Path, how: &str) {
+    assert_eq!(read(root, "app/a").as_deref(), Some("a2"), "{how}");
+    assert_eq!(read(root, "app/new").as_deref(), Some("new"), "{how}");
+    assert_eq!(read(root, "app/gone"), None, "{how}: deleted");
+    assert_eq!(
+        read(root, "app/sub/deep"),
+        None,
+        "{how}: the old dir's files"
+    );
+    assert_eq!(
+        read(root, "app/sub/fresh").as_deref(),
+        Some("fresh"),
+        "{how}"
+    );
+    assert_eq!(
+        read(root, "etc/hostname").as_deref(),
+        Some("base\n"),
+        "{how}"
+    );
+    let a = std::fs::metadata(root.join("app/a")).unwrap();
+    assert_eq!((a.uid(), a.gid()), (1000, 1001), "{how}: owners kept");
+}
+
+/// Reads `view` through its mounts, then gives it back.
+fn assert_view(view: View, how: &str) {
+    let mounted = mount(&view_mounts(&view));
+    assert_child_tree(&mounted.path, how);
+    drop(mounted);
+    drop(view);
+}
+
+/// A layer's entries, one line each (name, type, mode, owner, mtime,
+/// size, link), for a readable comparison.
+fn listing(blobs: &ContentStore, layer: &LayerBlob) -> Vec<String> {
+    let mut tar = tar::Archive::new(std::fs::File::open(blobs.blob_path(&layer.digest)).unwrap());
+    tar.entries()
+        .unwrap()
+        .map(|e| {
+            let mut e = e.unwrap();
+            let h = e.header().clone();
+            let xattrs: Vec<String> = match e.pax_extensions().unwrap() {
+                Some(pax) => pax
+                    .map(|p| p.unwrap().key().unwrap_or("?").to_string())
+                    .collect(),
+                None => Vec::new(),
+            };
+            format!(
+                "{} {:?} {:o} {}:{} {} {} {:?} {:?}",
+                e.path().unwrap().display(),
+                h.entry_type(),
+                h.mode().unwrap(),
+                h.uid().unwrap(),
+                h.gid().unwrap(),
+                h.mtime().unwrap(),
+                h.size().unwrap(),
+                h.link_name().unwrap(),
+                xattrs
+            )
+        })
+        .collect()
+}
+
+/// Runs the base, the child and an empty step through one back-end over
+/// a fresh store, checks what it hands out, and returns the layers with
+/// their listings.
+fn backend_run(overlay: bool) -> (Vec<LayerBlob>, Vec<Vec<String>>) {
+    let dir = tempfile::tempdir().unwrap();
+    let blobs = ContentStore::open(dir.path().join("blobs")).unwrap();
+    let store = SnapshotStore::open(dir.path().join("snapshots")).unwrap();
+    let steps = backend::for_mode(store, overlay);
+    let name = steps.name();
+    let base = step(&*steps, &blobs, &[], fill_base);
+    let child = step(&*steps, &blobs, std::slice::from_ref(&base), change_child);
+    let regrown = step(&*steps, &blobs, &[base.clone(), child.clone()], regrow);
+    let layers = vec![base, child, regrown];
+    let empty = step(&*steps, &blobs, &layers, |_| {});
+    let scratch = tempfile::tempdir().unwrap();
+    let view = steps.view(&blobs, &layers, scratch.path()).unwrap();
+    assert_eq!(matches!(view, View::Lowers { .. }), overlay, "{name}: view");
+    assert_view(view, &format!("{name}: view"));
+    let scratch = tempfile::tempdir().unwrap();
+    let view = steps.view_dir(&blobs, &layers, scratch.path()).unwrap();
+    assert!(matches!(view, View::Dir { .. }), "{name}: view_dir");
+    assert_view(view, &format!("{name}: view_dir"));
+    // A view gives the tree back: the next step still starts from it.
+    step(&*steps, &blobs, &layers, |root| {
+        assert_child_tree(root, &format!("{name}: a step after the views"))
+    });
+
+    // A store with the blobs but none of the snapshots extracts them.
+    let fresh = backend::for_mode(
+        SnapshotStore::open(dir.path().join("fresh")).unwrap(),
+        overlay,
+    );
+    step(&*fresh, &blobs, &layers, |root| {
+        assert_child_tree(root, &format!("{name}: from the blobs alone"))
+    });
+    let mut all = layers;
+    all.push(empty);
+    let listings = all.iter().map(|l| listing(&blobs, l)).collect();
+    (all, listings)
+}
+
+#[test]
+fn both_step_back_ends_make_the_same_layers_and_views() {
+    if !is_root() {
+        skip("overlay mounts and the base's owners need root");
+        return;
+    }
+    let (overlay, overlay_lists) = backend_run(true);
+    let (copy, copy_lists) = backend_run(false);
+    // All but the regrown dir's layer (see `regrow`), byte for byte.
+    for i in [0, 1, 3] {
+        assert_eq!(
+            overlay_lists[i], copy_lists[i],
+            "layer {i}: the same entries"
+        );
+        assert_eq!(overlay[i], copy[i], "layer {i}: the same bytes");
+    }
+    // The empty step still made a layer (BuildKit commits every step).
+    assert!(overlay_lists[3].is_empty() && overlay[3].size > 0);
+}
+
+#[test]
+fn a_root_goes_back_to_the_back_end_that_made_it() {
+    if !is_root() {
+        skip("overlay mounts need root");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let blobs = ContentStore::open(dir.path().join("blobs")).unwrap();
+    let store = || SnapshotStore::open(dir.path().join("snapshots")).unwrap();
+    let (overlay, copy) = (
+        backend::for_mode(store(), true),
+        backend::for_mode(store(), false),
+    );
+    let ws = overlay.store().workspace().unwrap();
+    let prepared = overlay.prepare(&blobs, &[], &ws).unwrap();
+    let write = LayerWrite {
+        blobs: &blobs,
+        options: LayerOptions {
+            source_date_epoch: None,
+            id_map: None,
+            compression: Compression::None,
+        },
+        counter: None,
+        opaque: OpaqueXattr::Trusted,
+    };
+    let err = copy.commit(prepared, &ws, &[], &write).unwrap_err();
+    assert!(
+        err.to_string().contains("not prepared by the copy tier"),
+        "{err}"
+    );
+}

@@ -15,6 +15,7 @@ use crate::executor::mounts::{MountContext, PreparedMounts};
 use crate::executor::sandbox::Network;
 use crate::executor::{MountKind, MountSpec, Step};
 use crate::parser::{MountType, NetworkMode};
+use crate::snapshot::backend::View;
 use crate::solver::dispatch::RunStep;
 use crate::solver::FromSource;
 
@@ -108,11 +109,10 @@ struct ReadyMounts {
 }
 
 impl ReadyMounts {
-    /// Stages mounted with `from=`: over overlay, their snapshot lower
-    /// dirs are mounted read-only; in the copy tier their tree is lent
-    /// out of the snapshot store (a read-only bind of it, or a copy for
-    /// `rw`, as `executor::mounts` makes), or materialized into a
-    /// directory for the step when the store has none.
+    /// Stages mounted with `from=`, as the snapshot back-end's view of
+    /// them: snapshot lower dirs mounted read-only (overlay), or a tree
+    /// lent out of the snapshot store or made for the step (a read-only
+    /// bind of it, or a copy for `rw`, as `executor::mounts` makes).
     fn stages(
         &mut self,
         shared: &Shared,
@@ -120,35 +120,34 @@ impl ReadyMounts {
         from: &HashMap<usize, &OpResult>,
         at: &str,
     ) -> Result<(), BuildError> {
-        let overlay = shared.runner.plan().snapshots == crate::executor::SnapshotMode::Overlay;
-        let snapshots = shared.runner.snapshots();
+        let steps = shared.runner.steps();
         for (m, source) in run.mounts.iter().zip(&run.mount_sources) {
             match (source, &m.from) {
                 (Some(FromSource::Stage(j)), Some(name)) => {
                     let dir = shared.temp_dir("stage-root-", at)?;
                     let layers = &from[j].layers;
-                    if overlay && m.kind == MountType::Bind {
-                        let mut lowers = snapshots
-                            .lowers(&shared.store, layers)
-                            .map_err(|e| super::environment(format!("{at}: stage {name}: {e}")))?;
-                        // A lower-only overlay needs two dirs.
-                        lowers.push("empty".to_string());
-                        self.stage_mounts.push(MountSpec {
+                    // A bind reads the stage as the back-end gives it;
+                    // a cache mount starts from a copy of its files.
+                    let view = match m.kind {
+                        MountType::Bind => steps.view(&shared.store, layers, dir.path()),
+                        _ => steps.view_dir(&shared.store, layers, dir.path()),
+                    }
+                    .map_err(|e| super::environment(format!("{at}: stage {name}: {e}")))?;
+                    match view {
+                        View::Lowers { base, lowers } => self.stage_mounts.push(MountSpec {
                             target: m.target.clone().unwrap_or_default(),
                             kind: MountKind::StageRoot {
-                                base: snapshots.root().to_path_buf(),
+                                base,
                                 lowers,
                                 staging: dir.path().to_path_buf(),
                                 subpath: m.source.clone().unwrap_or_else(|| ".".into()),
                             },
-                        });
-                    } else {
-                        let (root, lent) = snapshots
-                            .tree_to_read(&shared.store, layers, dir.path())
-                            .map_err(|e| super::environment(format!("{at}: stage {name}: {e}")))?;
-                        self.keep.extend(lent.map(|l| Box::new(l) as Box<dyn Send>));
-                        self.stage_roots.insert(name.clone(), root);
-                        self.other.push(m.clone());
+                        }),
+                        View::Dir { path, loan } => {
+                            self.keep.extend(loan.map(|l| Box::new(l) as Box<dyn Send>));
+                            self.stage_roots.insert(name.clone(), path);
+                            self.other.push(m.clone());
+                        }
                     }
                     self.keep.push(Box::new(dir));
                 }

@@ -12,6 +12,7 @@ use super::step::{Job, MakesLayer};
 use super::BuildError;
 use crate::blob::LayerBlob;
 use crate::parser::{Heredoc, Source};
+use crate::snapshot::backend::View;
 use crate::solver::{self, FromSource};
 
 /// A file step.
@@ -271,24 +272,25 @@ fn tree_sources(
         }
     };
     let dir = shared.temp_dir("copy-from-", at)?;
-    let snapshots = shared.runner.snapshots();
-    sources.root = if shared.runner.plan().snapshots == crate::executor::SnapshotMode::Overlay {
-        let mut lowers = snapshots
-            .lowers(&shared.store, &layers)
-            .map_err(|e| super::environment(format!("{at}: {e}")))?;
-        lowers.push("empty".to_string());
-        sources.lowers = Some((snapshots.root().to_path_buf(), lowers));
-        dir.path().to_path_buf()
-    } else {
+    let view = shared
+        .runner
+        .steps()
+        .view(&shared.store, &layers, dir.path())
+        .map_err(|e| super::environment(format!("{at}: {e}")))?;
+    sources.root = match view {
+        // Copied through a read-only overlay in the helper.
+        View::Lowers { base, lowers } => {
+            sources.lowers = Some((base, lowers));
+            dir.path().to_path_buf()
+        }
         // The stage's own tree, read where it is: a copy of a builder
         // stage's whole root for a few files cost seconds.
-        let (root, lent) = snapshots
-            .tree_to_read(&shared.store, &layers, dir.path())
-            .map_err(|e| super::environment(format!("{at}: {e}")))?;
-        sources
-            .keep
-            .extend(lent.map(|l| Box::new(l) as Box<dyn Send>));
-        root
+        View::Dir { path, loan } => {
+            sources
+                .keep
+                .extend(loan.map(|l| Box::new(l) as Box<dyn Send>));
+            path
+        }
     };
     Ok(sources.keeping(dir))
 }

@@ -34,6 +34,7 @@ pub use sandbox::{
 use crate::blob::LayerBlob;
 use crate::cache::ContentStore;
 use crate::cache::LayerError;
+use crate::snapshot::backend::{CommitError, LayerWrite, RootMounts, StepSnapshots};
 use crate::snapshot::diff::{self, IdMap, LayerOptions};
 use crate::snapshot::{SnapshotError, SnapshotStore, Workspace};
 
@@ -274,6 +275,36 @@ pub enum StepError {
     Cancelled,
 }
 
+impl From<CommitError> for StepError {
+    fn from(e: CommitError) -> StepError {
+        match e {
+            CommitError::Diff(e) => StepError::Environment(e.to_string()),
+            CommitError::Layer(e) => StepError::Layer(e),
+            CommitError::Snapshot(e) => StepError::Snapshot(e),
+        }
+    }
+}
+
+/// The sandbox's root for what the snapshot back-end prepared.
+fn root_fs(mounts: &RootMounts) -> RootFs {
+    match mounts {
+        RootMounts::Dir(path) => RootFs::Dir(path.clone()),
+        RootMounts::Overlay {
+            base,
+            lowers,
+            upper,
+            work,
+            merged,
+        } => RootFs::Overlay {
+            base: base.clone(),
+            lowers: lowers.clone(),
+            upper: upper.clone(),
+            work: work.clone(),
+            merged: merged.clone(),
+        },
+    }
+}
+
 fn env_err(what: &str) -> impl FnOnce(std::io::Error) -> StepError + '_ {
     move |e| StepError::Environment(format!("{what}: {e}"))
 }
@@ -284,7 +315,8 @@ pub struct StepRunner {
     executor: Executor,
     plan: Plan,
     store: ContentStore,
-    snapshots: SnapshotStore,
+    /// The snapshot back-end, chosen once from the plan.
+    steps: Arc<dyn StepSnapshots>,
     cgroups: CgroupSupport,
     limits: Limits,
     layer_options: LayerOptions,
@@ -327,11 +359,13 @@ impl StepRunner {
         let stack_problem = (plan.namespaces != Namespaces::Chroot)
             .then(|| sandbox::stack_problem(plan.userns || plan.remap.is_some()))
             .flatten();
+        let steps =
+            crate::snapshot::backend::for_mode(snapshots, plan.snapshots == SnapshotMode::Overlay);
         Ok(StepRunner {
             executor,
             plan,
             store,
-            snapshots,
+            steps,
             cgroups,
             limits,
             // A step's layer is stored plain: tagging the image never
@@ -368,7 +402,13 @@ impl StepRunner {
 
     /// The snapshot store steps run over.
     pub fn snapshots(&self) -> &SnapshotStore {
-        &self.snapshots
+        self.steps.store()
+    }
+
+    /// The snapshot back-end steps run on (overlay or copy: callers need
+    /// not know which).
+    pub fn steps(&self) -> &dyn StepSnapshots {
+        &*self.steps
     }
 
     /// Resolves `user` in the root made of `lowers` (their /etc/passwd
@@ -394,8 +434,9 @@ impl StepRunner {
         path: &str,
         user: &str,
     ) -> Result<LayerBlob, StepError> {
-        let names = self.snapshots.lowers(&self.store, layers)?;
-        let lowers = self.snapshots.lower_paths(&names);
+        let snapshots = self.steps.store();
+        let names = snapshots.lowers(&self.store, layers)?;
+        let lowers = snapshots.lower_paths(&names);
         // BuildKit's file ops own what they make by its readUser rules (a
         // bare uid is also the gid), not by runc's (gid 0) as a RUN is.
         let (uid, gid) = if user.is_empty() {
@@ -509,16 +550,11 @@ impl StepRunner {
         if self.cancelled.load(Ordering::Relaxed) {
             return Err(StepError::Cancelled);
         }
-        let ws = self.snapshots.workspace()?;
-        let overlay = self.plan.snapshots == SnapshotMode::Overlay;
-        let PreparedRoot {
-            root,
-            lowers,
-            before,
-        } = self.prepare_root(step, &ws, overlay)?;
+        let ws = self.steps.store().workspace()?;
+        let prepared = self.steps.prepare(&self.store, &step.layers, &ws)?;
         let identity = match copy {
             Some(_) => user::Identity::default(),
-            None => self.identity(&lowers, &ws.merged(), &step.user)?,
+            None => self.identity(&prepared.read_from, &ws.merged(), &step.user)?,
         };
         let is_run = copy.is_none();
         let network = self.network_of(step);
@@ -534,7 +570,7 @@ impl StepRunner {
             diff::OpaqueXattr::Trusted
         };
         let spec = SandboxSpec {
-            root,
+            root: root_fs(&prepared.mounts),
             args: step.args.clone(),
             env: step_env(step, &identity),
             cwd: step.cwd.clone(),
@@ -559,76 +595,26 @@ impl StepRunner {
             .run_cancellable(&spec, sink, &self.cancelled)
             .map_err(env_err("starting the sandbox helper"))?;
         let events = cgroup.map(|c| c.finish()).unwrap_or_default();
-        let changed_root = if overlay { ws.upper() } else { ws.merged() };
-        remove_stubs(&changed_root, &report);
+        remove_stubs(&prepared.changed, &report);
         let failure = self.failure(step, is_run, &output, &events);
-        let (layer, walk) = match failure {
+        let layer = match failure {
             None => {
-                let (layer, walk) = self.commit(step, &ws, &lowers, before.as_ref(), opaque)?;
-                (Some(layer), walk)
+                let write = LayerWrite {
+                    blobs: &self.store,
+                    options: self.layer_options,
+                    counter: step.layer_bytes.clone(),
+                    opaque,
+                };
+                let layer = self.steps.commit(prepared, &ws, &step.layers, &write)?;
+                Some(layer)
             }
-            Some(_) => (None, None),
+            Some(_) => None,
         };
-        // The upper dir is the next steps' lower dir (a remapped step's
-        // too: it wrote through an idmapped mount, so the owners on disk
-        // are the image's, as in its layer).
-        // The copy tier's whole root is the next step's starting tree.
-        match (&layer, walk) {
-            (Some(layer), None) => {
-                self.snapshots
-                    .commit_upper(&ws.upper(), &step.layers, layer, opaque)?
-            }
-            (Some(layer), Some(walk)) => {
-                self.snapshots
-                    .commit_tree(&ws.merged(), &step.layers, layer, walk)?
-            }
-            (None, _) => {}
-        }
         Ok(StepOutcome {
             output,
             layer,
             events,
             failure,
-        })
-    }
-
-    /// Makes the root of `step` from its layers in `ws`: stacked as overlay
-    /// lower dirs, or copied into the workspace (recording the tree, which
-    /// the layer diff compares with afterwards).
-    fn prepare_root(
-        &self,
-        step: &Step,
-        ws: &Workspace,
-        overlay: bool,
-    ) -> Result<PreparedRoot, StepError> {
-        if overlay {
-            let names = self.snapshots.lowers(&self.store, &step.layers)?;
-            let lowers = self.snapshots.lower_paths(&names);
-            let root = RootFs::Overlay {
-                base: self.snapshots.root().to_path_buf(),
-                lowers: names,
-                upper: ws.relative(&self.snapshots, "upper"),
-                work: ws.relative(&self.snapshots, "work"),
-                merged: ws.merged(),
-            };
-            return Ok(PreparedRoot {
-                root,
-                lowers,
-                before: None,
-            });
-        }
-        let merged = ws.merged();
-        let kept = self
-            .snapshots
-            .take_tree(&self.store, &step.layers, &merged)?;
-        let before = match kept {
-            Some(state) => state,
-            None => diff::record_tree(&merged).map_err(env_err("recording the root"))?,
-        };
-        Ok(PreparedRoot {
-            root: RootFs::Dir(ws.merged()),
-            lowers: Vec::new(),
-            before: Some(before),
         })
     }
 
@@ -767,44 +753,6 @@ impl StepRunner {
         }
         failure
     }
-
-    /// Writes the layer of what the step changed: the overlay's upper dir
-    /// against `lowers`, or the copied root against `before` (with the
-    /// walk of the root after the step, for the tree's commit).
-    fn commit(
-        &self,
-        step: &Step,
-        ws: &Workspace,
-        lowers: &[PathBuf],
-        before: Option<&diff::TreeState>,
-        opaque: diff::OpaqueXattr,
-    ) -> Result<(LayerBlob, Option<diff::TreeState>), StepError> {
-        let diff_err = env_err("computing the layer diff");
-        let (changes, walk) = match before {
-            None => (
-                diff::overlay_changes(&ws.upper(), lowers, opaque).map_err(diff_err)?,
-                None,
-            ),
-            Some(state) => {
-                let root = ws.merged();
-                // Nothing writes the tree from here to its commit, so this
-                // walk is the next step's `before`.
-                let after = diff::record_tree(&root)
-                    .and_then(|after| Ok((diff::state_changes(state, &after, &root)?, after)));
-                let (changes, after) = after.map_err(diff_err)?;
-                (changes, Some(after))
-            }
-        };
-        // A step that changed nothing still makes a layer, an empty
-        // one, as BuildKit commits every RUN and COPY with a layer.
-        let layer = diff::write_layer(
-            &self.store,
-            &changes,
-            self.layer_options,
-            step.layer_bytes.clone(),
-        )?;
-        Ok((layer, walk))
-    }
 }
 
 /// What a failed step in a namespace mapping one id may have hit, and
@@ -818,16 +766,6 @@ fn single_id_hint() -> String {
         " (this step's user namespace maps one id, root: a chown to another owner \
          or a USER other than root fails here{why})"
     )
-}
-
-/// The root a step runs in, made of its layers in its workspace.
-struct PreparedRoot {
-    root: RootFs,
-    /// The stacked lower dirs (overlay snapshots); empty for a copied root.
-    lowers: Vec<PathBuf>,
-    /// A copied root's tree before the step, for the layer diff; `None`
-    /// for overlay, whose upper dir holds the changes.
-    before: Option<diff::TreeState>,
 }
 
 /// The environment of `step`: its own, with HOME from the user's passwd

@@ -1,14 +1,17 @@
 //! Root file systems from layers and layers from root file systems:
 //! applying layer tars onto directories, the store of extracted snapshots
 //! that overlay mounts stack, and the differs that turn what a step changed
-//! back into a deterministic layer; and the snapshotter contract
-//! ([`Snapshotter`]) with its overlay and copy tiers.
+//! back into a deterministic layer; the build's snapshot back-end
+//! ([`backend::StepSnapshots`]), through which steps run on overlay or
+//! copy snapshots without knowing which; and the containerd-style
+//! snapshotter contract ([`Snapshotter`]) with its overlay and copy tiers.
 //!
 //! Owns turning layer bytes into files safely (nothing a tar says can make
 //! it write or link outside the target root) and files into layer bytes. It
 //! knows layers and directories, not registries, sandboxes or Dockerfiles.
 
 mod apply;
+pub mod backend;
 pub mod diff;
 pub mod live;
 pub mod snapshotter;
