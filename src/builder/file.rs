@@ -42,7 +42,7 @@ impl MakesLayer for File {
                     .map_err(|e| BuildError::of_step(at, e))?;
                 drop(prepared.keep);
                 if let Some(failure) = outcome.failure {
-                    return Err(format!("{at}: {failure}").into());
+                    return Err(super::classed(at, failure, outcome.machine_failed));
                 }
                 Ok(outcome.layer)
             }

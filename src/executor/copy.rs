@@ -105,6 +105,29 @@ pub struct CopySpec {
     pub chmod: Option<super::chmod::Chmod>,
 }
 
+impl CopyError {
+    /// Whether the machine failed, not the COPY as written: the disk is
+    /// full or broken, or the process is out of memory or descriptors.
+    pub fn is_environment(&self) -> bool {
+        match self {
+            CopyError::Io { source, .. } => matches!(
+                source.raw_os_error(),
+                Some(
+                    libc::ENOSPC
+                        | libc::EDQUOT
+                        | libc::EIO
+                        | libc::EROFS
+                        | libc::ENOMEM
+                        | libc::EMFILE
+                        | libc::ENFILE
+                )
+            ),
+            CopyError::Source(e) => e.is_environment(),
+            _ => false,
+        }
+    }
+}
+
 fn errno(what: &str) -> impl Fn(Errno) -> CopyError + '_ {
     move |e| CopyError::io(what, e)
 }

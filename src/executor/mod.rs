@@ -250,6 +250,9 @@ pub struct StepOutcome {
     pub events: CgroupEvents,
     /// Why it failed, for people (None on success).
     pub failure: Option<String>,
+    /// Whether the machine is to blame for the failure (a COPY on a full
+    /// disk), not the step.
+    pub machine_failed: bool,
 }
 
 /// Step failures that are not the command's own.
@@ -528,6 +531,7 @@ impl StepRunner {
             errors.extend_from_slice(line)
         })?;
         if outcome.output.code != 0 {
+            outcome.machine_failed = outcome.output.code == sandbox::COPY_MACHINE_FAILED;
             let text = String::from_utf8_lossy(&errors).trim().to_string();
             outcome.failure = Some(if text.is_empty() {
                 format!("the copy failed (exit {})", outcome.output.code)
@@ -615,6 +619,7 @@ impl StepRunner {
             layer,
             events,
             failure,
+            machine_failed: false,
         })
     }
 

@@ -41,7 +41,7 @@ pub(crate) use process::{enter_user_namespace, full_range};
 pub(crate) use remap::{enter_for_probe as enter_remapped_for_probe, probe as probe_remap};
 pub use spec::{
     IdRange, MountKind, MountSpec, Namespaces, Network, Remap, RootFs, SandboxSpec, Stub,
-    SETUP_FAILED,
+    COPY_MACHINE_FAILED, SETUP_FAILED,
 };
 pub(crate) use sys::{mount, mount_volatile_overlay, pipe, read_all, LinuxSys, SetupError};
 
@@ -66,7 +66,10 @@ pub fn helper_main() -> i32 {
             Ok(()) => 0,
             Err(e) => {
                 eprintln!("{e}");
-                1
+                match e {
+                    SetupError::Copy(c) if c.is_environment() => COPY_MACHINE_FAILED,
+                    _ => 1,
+                }
             }
         };
     }

@@ -232,6 +232,10 @@ impl Network {
 /// Exit code the helper uses for its own setup failures.
 pub const SETUP_FAILED: i32 = 125;
 
+/// Exit code of a COPY that the machine failed (a full disk), not the
+/// Dockerfile: the build then exits as an environment failure.
+pub const COPY_MACHINE_FAILED: i32 = 3;
+
 /// Host ids a step's ids 0..count stand for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct IdRange {
