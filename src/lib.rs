@@ -27,3 +27,4 @@ pub mod snapshot;
 pub mod solver;
 pub mod units;
 pub mod userns;
+pub mod workers;
