@@ -11,23 +11,29 @@ use std::path::{Path, PathBuf};
 
 use rustix::fs::{AtFlags, Timespec, Timestamps, CWD};
 
+use crate::workers::Workers;
+
 /// Copies the tree at `from` to the new path `to`, keeping what a layer
 /// records of every entry. Files sharing an inode in `from` share one in
-/// `to`. Regular files go through `std::fs::copy` (copy_file_range, so a
-/// reflink where the file system has them).
+/// `to`. Regular files' bytes go through `copy_file_range` (a reflink
+/// where the file system has them), written with their metadata by the
+/// copy's threads while the walk goes on (see [`TreeCopy`]).
 pub fn copy_tree(from: &Path, to: &Path) -> io::Result<()> {
-    let mut links = HashMap::new();
-    copy_entry(from, to, &mut links)
+    let mut copy = TreeCopy::start();
+    let walked = copy.entry(from, to);
+    copy.finish(walked)
 }
 
 /// Copies what is in the dir `from` into the existing dir `to`, then
 /// gives `to` the metadata of `from`: a whole root into a workspace.
 pub fn copy_into(from: &Path, to: &Path) -> io::Result<()> {
-    let mut links = HashMap::new();
-    for entry in std::fs::read_dir(from)? {
-        let entry = entry?;
-        copy_entry(&entry.path(), &to.join(entry.file_name()), &mut links)?;
-    }
+    let mut copy = TreeCopy::start();
+    let walked = std::fs::read_dir(from).and_then(|mut entries| {
+        entries.try_for_each(|entry| {
+            entry.and_then(|e| copy.entry(&e.path(), &to.join(e.file_name())))
+        })
+    });
+    copy.finish(walked)?;
     copy_metadata(from, to, &std::fs::symlink_metadata(from)?)
 }
 
@@ -44,31 +50,89 @@ pub fn clear_dir(dir: &Path) -> io::Result<()> {
     Ok(())
 }
 
-fn copy_entry(from: &Path, to: &Path, links: &mut HashMap<(u64, u64), PathBuf>) -> io::Result<()> {
-    let meta = std::fs::symlink_metadata(from)?;
-    let kind = meta.file_type();
-    if kind.is_dir() {
-        std::fs::create_dir(to)?;
-        for entry in std::fs::read_dir(from)? {
-            let entry = entry?;
-            copy_entry(&entry.path(), &to.join(entry.file_name()), links)?;
+/// One tree copy: the walk makes every entry in order (a directory's
+/// metadata once its children exist, so their creation does not move its
+/// times), and hands each regular file, created and open, to the
+/// threads, which write its bytes, then its owner, mode, xattrs and
+/// times. A 16,000-file Debian root took 1.8 s on one thread.
+struct TreeCopy {
+    /// Hard-linked sources already copied: (dev, ino) → the copy.
+    links: HashMap<(u64, u64), PathBuf>,
+    files: Workers<io::Error>,
+}
+
+/// Stands for a file writer's error until the writers are joined.
+fn writer_stopped() -> io::Error {
+    io::Error::other("a file of the tree copy could not be written")
+}
+
+impl TreeCopy {
+    fn start() -> TreeCopy {
+        TreeCopy {
+            links: HashMap::new(),
+            files: Workers::start("tree-copy"),
         }
-    } else if let Some(first) = (meta.nlink() > 1)
-        .then(|| links.get(&(meta.dev(), meta.ino())))
-        .flatten()
-    {
-        return std::fs::hard_link(first, to);
-    } else if kind.is_symlink() {
-        std::os::unix::fs::symlink(std::fs::read_link(from)?, to)?;
-    } else if kind.is_file() {
-        std::fs::copy(from, to)?;
-    } else {
-        make_node(to, &meta)?;
     }
-    if !kind.is_dir() && meta.nlink() > 1 {
-        links.insert((meta.dev(), meta.ino()), to.to_path_buf());
+
+    /// Waits for the files; the walk's error, else the threads' first.
+    fn finish(mut self, walked: io::Result<()>) -> io::Result<()> {
+        let written = self.files.finish();
+        // A writer's error first: the walk stops with a stand-in once one
+        // has failed.
+        written.map_err(|e| e.unwrap_or_else(writer_stopped))?;
+        walked
     }
-    copy_metadata(from, to, &meta)
+
+    fn entry(&mut self, from: &Path, to: &Path) -> io::Result<()> {
+        let meta = std::fs::symlink_metadata(from)?;
+        let kind = meta.file_type();
+        if kind.is_dir() {
+            std::fs::create_dir(to)?;
+            for entry in std::fs::read_dir(from)? {
+                let entry = entry?;
+                self.entry(&entry.path(), &to.join(entry.file_name()))?;
+            }
+            return copy_metadata(from, to, &meta);
+        }
+        let key = (meta.dev(), meta.ino());
+        if let Some(first) = (meta.nlink() > 1).then(|| self.links.get(&key)).flatten() {
+            return std::fs::hard_link(first, to);
+        }
+        if meta.nlink() > 1 {
+            self.links.insert(key, to.to_path_buf());
+        }
+        if kind.is_file() {
+            return self.file(from, to, meta);
+        }
+        if kind.is_symlink() {
+            std::os::unix::fs::symlink(std::fs::read_link(from)?, to)?;
+        } else {
+            make_node(to, &meta)?;
+        }
+        copy_metadata(from, to, &meta)
+    }
+
+    /// Creates the file `to` and hands its bytes and metadata to a thread.
+    fn file(&mut self, from: &Path, to: &Path, meta: std::fs::Metadata) -> io::Result<()> {
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut src = std::fs::File::open(from)?;
+        let mut out = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(to)?;
+        let (from, to) = (from.to_path_buf(), to.to_path_buf());
+        let handed = self.files.run(move || {
+            io::copy(&mut src, &mut out)?;
+            drop(out);
+            copy_metadata(&from, &to, &meta)
+        });
+        if handed {
+            Ok(())
+        } else {
+            Err(writer_stopped())
+        }
+    }
 }
 
 /// A device, fifo or socket node like the one `meta` describes.
