@@ -17,7 +17,7 @@ use crate::workers::Workers;
 /// records of every entry. Files sharing an inode in `from` share one in
 /// `to`. Regular files' bytes go through `copy_file_range` (a reflink
 /// where the file system has them), written with their metadata by the
-/// copy's threads while the walk goes on (see [`TreeCopy`]).
+/// copy's threads while the walk goes on (see `TreeCopy`).
 pub fn copy_tree(from: &Path, to: &Path) -> io::Result<()> {
     let mut copy = TreeCopy::start();
     let walked = copy.entry(from, to);
