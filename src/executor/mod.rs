@@ -34,7 +34,7 @@ pub use sandbox::{
 use crate::blob::LayerBlob;
 use crate::cache::ContentStore;
 use crate::cache::LayerError;
-use crate::snapshot::backend::{CommitError, LayerWrite, RootMounts, StepSnapshots};
+use crate::snapshot::backend::{CommitError, LayerWrite, StepSnapshots};
 use crate::snapshot::diff::{self, IdMap, LayerOptions};
 use crate::snapshot::{SnapshotError, SnapshotStore, Workspace};
 
@@ -285,26 +285,6 @@ impl From<CommitError> for StepError {
             CommitError::Layer(e) => StepError::Layer(e),
             CommitError::Snapshot(e) => StepError::Snapshot(e),
         }
-    }
-}
-
-/// The sandbox's root for what the snapshot back-end prepared.
-fn root_fs(mounts: &RootMounts) -> RootFs {
-    match mounts {
-        RootMounts::Dir(path) => RootFs::Dir(path.clone()),
-        RootMounts::Overlay {
-            base,
-            lowers,
-            upper,
-            work,
-            merged,
-        } => RootFs::Overlay {
-            base: base.clone(),
-            lowers: lowers.clone(),
-            upper: upper.clone(),
-            work: work.clone(),
-            merged: merged.clone(),
-        },
     }
 }
 
@@ -574,7 +554,7 @@ impl StepRunner {
             diff::OpaqueXattr::Trusted
         };
         let spec = SandboxSpec {
-            root: root_fs(&prepared.mounts),
+            root: prepared.mounts.clone(),
             args: step.args.clone(),
             env: step_env(step, &identity),
             cwd: step.cwd.clone(),

@@ -26,8 +26,9 @@ use super::store::{LentTree, SnapshotError, SnapshotStore, Workspace};
 use crate::blob::LayerBlob;
 use crate::cache::{ContentStore, LayerError};
 
-/// How a step's root is mounted.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// How a step's root is mounted (the sandbox's `RootFs`, which mounts
+/// it in the step's own mount namespace).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum RootMounts {
     /// A directory, changed in place.
     Dir(PathBuf),
@@ -45,6 +46,16 @@ pub enum RootMounts {
         /// Mount point.
         merged: PathBuf,
     },
+}
+
+impl RootMounts {
+    /// Where the root appears on the host side before pivoting.
+    pub fn path(&self) -> &Path {
+        match self {
+            RootMounts::Dir(p) => p,
+            RootMounts::Overlay { merged, .. } => merged,
+        }
+    }
 }
 
 /// A step's root, ready in its workspace, until it is committed.

@@ -3,7 +3,7 @@
 //! data: nothing here makes a syscall, so every other file of the sandbox
 //! may use it and it uses none of them.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
@@ -26,37 +26,9 @@ pub enum Namespaces {
     Chroot,
 }
 
-/// The root a step runs in.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-pub enum RootFs {
-    /// A writable directory used as it is.
-    Dir(PathBuf),
-    /// An overlay mount made inside the sandbox's mount namespace. Lower,
-    /// upper and work dirs are relative to `base` (short names keep long
-    /// chains under the one-page mount option limit); lowers are top first.
-    Overlay {
-        /// Dir the relative names are resolved from.
-        base: PathBuf,
-        /// Lower dirs, top first.
-        lowers: Vec<String>,
-        /// Upper dir.
-        upper: String,
-        /// Work dir.
-        work: String,
-        /// Mount point.
-        merged: PathBuf,
-    },
-}
-
-impl RootFs {
-    /// Where the root appears on the host side before pivoting.
-    pub fn path(&self) -> &Path {
-        match self {
-            RootFs::Dir(p) => p,
-            RootFs::Overlay { merged, .. } => merged,
-        }
-    }
-}
+/// The root a step runs in: the mounts the snapshot back-end prepared,
+/// sent to the helper as they are.
+pub use crate::snapshot::backend::RootMounts as RootFs;
 
 /// A mount inside the step (RUN --mount, /etc/hosts, ...).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
