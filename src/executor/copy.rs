@@ -648,32 +648,92 @@ impl Copier {
         Ok(fd)
     }
 
-    fn copy_one(&mut self, w: &crate::context::Walked, to: &str) -> Result<(), CopyError> {
-        let (parent, name) = split(to);
-        let dir = self.open_parent(parent)?;
-        let dir = &*dir;
+    /// A regular file `to` (in `dir`): a hard link to the copy of its
+    /// first name, or created here and handed to the writers with its
+    /// owner, mode and times.
+    fn file(
+        &mut self,
+        w: &crate::context::Walked,
+        dir: &OwnedFd,
+        to: &str,
+        (owner, mode, times): ((u32, u32), Mode, Timestamps),
+    ) -> Result<(), CopyError> {
+        let (_, name) = split(to);
         let meta = &w.meta;
-        let ft = meta.file_type();
-        let existing = rfs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW).ok();
-        let existing_dir = existing
-            .as_ref()
-            .is_some_and(|st| rfs::FileType::from_raw_mode(st.st_mode) == rfs::FileType::Directory);
-        if let Some(st) = &existing {
-            if ft.is_dir() && existing_dir {
-                // Merge into the existing directory (its metadata follows
-                // the source's, as BuildKit's copy does).
-            } else if existing_dir {
+        let key = (meta.dev(), meta.ino());
+        if meta.nlink() > 1 {
+            if let Some(first) = self.links.get(&key) {
+                let (fp, fname) = split(first);
+                let from_dir = openat::in_root(&self.root, fp, OFlags::RDONLY | OFlags::DIRECTORY)
+                    .map_err(errno(first))?;
+                return rfs::linkat(&from_dir, fname, dir, name, AtFlags::empty())
+                    .map_err(errno(to));
+            }
+            self.links.insert(key, to.to_string());
+        }
+        let src = openat::in_root(&self.source, &w.tree_rel, OFlags::RDONLY | OFlags::NOFOLLOW)
+            .map_err(errno(&w.tree_rel))?;
+        let out = rfs::openat(
+            dir,
+            name,
+            OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::CLOEXEC,
+            Mode::from_raw_mode(0o600),
+        )
+        .map_err(errno(to))?;
+        let job = FileJob {
+            src: src.into(),
+            out: out.into(),
+            owner,
+            mode,
+            times,
+            to: to.to_string(),
+        };
+        match self.writers.run(move || job.run()) {
+            true => Ok(()),
+            // finish() reports the writer's own error.
+            false => Err(CopyError::Destination(WRITER_STOPPED.into())),
+        }
+    }
+
+    /// Clears the way for `to` (`name` in `dir`): a non-directory there
+    /// goes; a directory stays for a directory to merge into (its
+    /// metadata then follows the source's, as BuildKit's copy does) and
+    /// refuses anything else. Whether a directory is there.
+    fn make_room(
+        &mut self,
+        dir: &OwnedFd,
+        name: &str,
+        to: &str,
+        source_is_dir: bool,
+    ) -> Result<bool, CopyError> {
+        let Ok(st) = rfs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW) else {
+            return Ok(false);
+        };
+        let existing_dir = rfs::FileType::from_raw_mode(st.st_mode) == rfs::FileType::Directory;
+        match (source_is_dir, existing_dir) {
+            (true, true) => {}
+            (false, true) => {
                 return Err(CopyError::Destination(format!(
                     "cannot replace the directory /{to} with a non-directory"
-                )));
-            } else {
-                let _ = st;
+                )))
+            }
+            _ => {
                 rfs::unlinkat(dir, name, AtFlags::empty()).map_err(errno(to))?;
                 // What went may have been a link the kept dir was reached
                 // through (a link replaced by a source dir of that name).
                 self.parent_dir = None;
             }
         }
+        Ok(existing_dir)
+    }
+
+    fn copy_one(&mut self, w: &crate::context::Walked, to: &str) -> Result<(), CopyError> {
+        let (parent, name) = split(to);
+        let dir = self.open_parent(parent)?;
+        let dir = &*dir;
+        let meta = &w.meta;
+        let ft = meta.file_type();
+        let existing_dir = self.make_room(dir, name, to, ft.is_dir())?;
         let (uid, gid) = self.ids(meta);
         let mode = Mode::from_raw_mode(self.mode(meta));
         let atime = Timespec {
@@ -693,44 +753,11 @@ impl Copier {
                 .map_err(errno(&w.tree_rel))?;
             rfs::symlinkat(target.as_c_str(), dir, name).map_err(errno(to))?;
         } else if ft.is_file() {
-            let key = (meta.dev(), meta.ino());
-            if meta.nlink() > 1 {
-                if let Some(first) = self.links.get(&key) {
-                    let (fp, fname) = split(first);
-                    let from_dir =
-                        openat::in_root(&self.root, fp, OFlags::RDONLY | OFlags::DIRECTORY)
-                            .map_err(errno(first))?;
-                    rfs::linkat(&from_dir, fname, dir, name, AtFlags::empty())
-                        .map_err(errno(to))?;
-                    return Ok(());
-                }
-                self.links.insert(key, to.to_string());
-            }
-            let src = openat::in_root(&self.source, &w.tree_rel, OFlags::RDONLY | OFlags::NOFOLLOW)
-                .map_err(errno(&w.tree_rel))?;
-            let out = rfs::openat(
-                dir,
-                name,
-                OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::CLOEXEC,
-                Mode::from_raw_mode(0o600),
-            )
-            .map_err(errno(to))?;
-            let job = FileJob {
-                src: src.into(),
-                out: out.into(),
-                owner: (uid, gid),
-                mode,
-                times: Timestamps {
-                    last_access: atime,
-                    last_modification: mtime,
-                },
-                to: to.to_string(),
+            let times = Timestamps {
+                last_access: atime,
+                last_modification: mtime,
             };
-            return match self.writers.run(move || job.run()) {
-                true => Ok(()),
-                // finish() reports the writer's own error.
-                false => Err(CopyError::Destination(WRITER_STOPPED.into())),
-            };
+            return self.file(w, dir, to, ((uid, gid), mode, times));
         } else if ft.is_fifo() || ft.is_char_device() || ft.is_block_device() {
             let kind = if ft.is_fifo() {
                 rfs::FileType::Fifo
