@@ -29,6 +29,7 @@ const LAYERS: &[&[&str]] = &[
         "scheduler",
         "failpoint",
         "userns",
+        "workers",
     ],
     // The pure front end; storage: the content store and cache index.
     &["parser", "cache"],
