@@ -121,11 +121,9 @@ impl TreeCopy {
             .create_new(true)
             .mode(0o600)
             .open(to)?;
-        let (from, to) = (from.to_path_buf(), to.to_path_buf());
         let handed = self.files.run(move || {
             io::copy(&mut src, &mut out)?;
-            drop(out);
-            copy_metadata(&from, &to, &meta)
+            copy_file_metadata(&src, &out, &meta)
         });
         if handed {
             Ok(())
@@ -167,15 +165,7 @@ fn copy_metadata(from: &Path, to: &Path, meta: &std::fs::Metadata) -> io::Result
         rustix::fs::chmodat(CWD, to, mode, AtFlags::empty())?;
     }
     copy_xattrs(from, to)?;
-    let stamp = |sec: i64, nsec: i64| Timespec {
-        tv_sec: sec,
-        tv_nsec: nsec as _,
-    };
-    let times = Timestamps {
-        last_access: stamp(meta.atime(), meta.atime_nsec()),
-        last_modification: stamp(meta.mtime(), meta.mtime_nsec()),
-    };
-    rustix::fs::utimensat(CWD, to, &times, AtFlags::SYMLINK_NOFOLLOW)?;
+    rustix::fs::utimensat(CWD, to, &times_of(meta), AtFlags::SYMLINK_NOFOLLOW)?;
     Ok(())
 }
 
@@ -190,7 +180,35 @@ fn copy_xattrs(from: &Path, to: &Path) -> io::Result<()> {
 /// Every extended attribute of `path` (not following a symlink), sorted
 /// by name; none where the file system has none.
 pub fn read_xattrs(path: &Path) -> io::Result<Vec<(Vec<u8>, Vec<u8>)>> {
-    let size = match rustix::fs::llistxattr_query(path) {
+    xattrs_of(
+        || rustix::fs::llistxattr_query(path),
+        |buf| rustix::fs::llistxattr(path, buf),
+        |key| rustix::fs::lgetxattr_query(path, key),
+        |key, buf| rustix::fs::lgetxattr(path, key, buf),
+    )
+}
+
+/// The same for the open file `fd` (no path resolved again).
+fn fd_xattrs(fd: &std::fs::File) -> io::Result<Vec<(Vec<u8>, Vec<u8>)>> {
+    xattrs_of(
+        || rustix::fs::flistxattr_query(fd),
+        |buf| rustix::fs::flistxattr(fd, buf),
+        |key| rustix::fs::fgetxattr_query(fd, key),
+        |key, buf| rustix::fs::fgetxattr(fd, key, buf),
+    )
+}
+
+type Got = rustix::io::Result<usize>;
+
+/// Every extended attribute through the four calls of one kind (by path
+/// or by descriptor), sorted by name.
+fn xattrs_of(
+    list_size: impl Fn() -> Got,
+    list: impl Fn(&mut [u8]) -> Got,
+    value_size: impl Fn(&OsStr) -> Got,
+    value: impl Fn(&OsStr, &mut [u8]) -> Got,
+) -> io::Result<Vec<(Vec<u8>, Vec<u8>)>> {
+    let size = match list_size() {
         Ok(n) => n,
         Err(rustix::io::Errno::NOTSUP) => return Ok(Vec::new()),
         Err(e) => return Err(e.into()),
@@ -200,19 +218,49 @@ pub fn read_xattrs(path: &Path) -> io::Result<Vec<(Vec<u8>, Vec<u8>)>> {
     }
     // Room for a name added between the two calls.
     let mut names = vec![0u8; size + 64];
-    let n = rustix::fs::llistxattr(path, &mut names[..])?;
+    let n = list(&mut names[..])?;
     names.truncate(n);
     let mut out = Vec::new();
     for name in names.split(|b| *b == 0).filter(|n| !n.is_empty()) {
         let key = OsStr::from_bytes(name);
-        let len = rustix::fs::lgetxattr_query(path, key)?;
-        let mut value = vec![0u8; len];
-        let got = rustix::fs::lgetxattr(path, key, &mut value[..])?;
-        value.truncate(got);
-        out.push((name.to_vec(), value));
+        let mut bytes = vec![0u8; value_size(key)?];
+        let got = value(key, &mut bytes[..])?;
+        bytes.truncate(got);
+        out.push((name.to_vec(), bytes));
     }
     out.sort();
     Ok(out)
+}
+
+/// Owner, then mode (chown clears setuid bits), xattrs and times of the
+/// regular file open as `out`, from the open `src` and its `meta`:
+/// through the descriptors, each path resolved once (by the open).
+fn copy_file_metadata(
+    src: &std::fs::File,
+    out: &std::fs::File,
+    meta: &std::fs::Metadata,
+) -> io::Result<()> {
+    use rustix::fs::{Gid, Mode, Uid, XattrFlags};
+    let (uid, gid) = (Uid::from_raw(meta.uid()), Gid::from_raw(meta.gid()));
+    rustix::fs::fchown(out, Some(uid), Some(gid))?;
+    rustix::fs::fchmod(out, Mode::from_raw_mode(meta.mode() & 0o7777))?;
+    for (name, value) in fd_xattrs(src)? {
+        rustix::fs::fsetxattr(out, OsStr::from_bytes(&name), &value, XattrFlags::empty())?;
+    }
+    rustix::fs::futimens(out, &times_of(meta))?;
+    Ok(())
+}
+
+/// The access and modification times `meta` records.
+fn times_of(meta: &std::fs::Metadata) -> Timestamps {
+    let stamp = |sec: i64, nsec: i64| Timespec {
+        tv_sec: sec,
+        tv_nsec: nsec as _,
+    };
+    Timestamps {
+        last_access: stamp(meta.atime(), meta.atime_nsec()),
+        last_modification: stamp(meta.mtime(), meta.mtime_nsec()),
+    }
 }
 
 /// The space a tree takes: a snapshot's own dir, not its parents'.
