@@ -236,10 +236,10 @@ impl BlobWriter {
     /// Verifies the digest (when `expected` is given), fsyncs, and moves the
     /// blob under its digest. Returns the digest and size.
     pub fn commit(
-        self,
+        mut self,
         expected: Option<(&Digest, Option<u64>)>,
     ) -> Result<(Digest, u64), StoreError> {
-        let Some(hasher) = self.hasher.clone() else {
+        let Some(hasher) = self.hasher.take() else {
             return Err(StoreError::Unhashed);
         };
         let actual = Digest::from_sha256(hasher.finalize().into());
