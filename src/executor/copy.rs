@@ -736,14 +736,8 @@ impl Copier {
         let existing_dir = self.make_room(dir, name, to, ft.is_dir())?;
         let (uid, gid) = self.ids(meta);
         let mode = Mode::from_raw_mode(self.mode(meta));
-        let atime = Timespec {
-            tv_sec: meta.atime(),
-            tv_nsec: meta.atime_nsec() as _,
-        };
-        let mtime = Timespec {
-            tv_sec: meta.mtime(),
-            tv_nsec: meta.mtime_nsec() as _,
-        };
+        let times = crate::snapshot::tree::times_of(meta);
+        let (atime, mtime) = (times.last_access, times.last_modification);
         if ft.is_dir() {
             if !existing_dir {
                 rfs::mkdirat(dir, name, Mode::from_raw_mode(0o700)).map_err(errno(to))?;
@@ -753,10 +747,6 @@ impl Copier {
                 .map_err(errno(&w.tree_rel))?;
             rfs::symlinkat(target.as_c_str(), dir, name).map_err(errno(to))?;
         } else if ft.is_file() {
-            let times = Timestamps {
-                last_access: atime,
-                last_modification: mtime,
-            };
             return self.file(w, dir, to, ((uid, gid), mode, times));
         } else if ft.is_fifo() || ft.is_char_device() || ft.is_block_device() {
             let kind = if ft.is_fifo() {

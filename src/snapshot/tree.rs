@@ -252,7 +252,7 @@ fn copy_file_metadata(
 }
 
 /// The access and modification times `meta` records.
-fn times_of(meta: &std::fs::Metadata) -> Timestamps {
+pub(crate) fn times_of(meta: &std::fs::Metadata) -> Timestamps {
     let stamp = |sec: i64, nsec: i64| Timespec {
         tv_sec: sec,
         tv_nsec: nsec as _,
