@@ -27,6 +27,8 @@ use rustix::fs::{flock, FlockOperation};
 use crate::blob::Digest;
 use crate::cache::{CacheEntry, ContentStore};
 use crate::image::layout::StoredImage;
+use crate::snapshot::inventory::remove_tree;
+use crate::snapshot::{Committed, SnapshotStore};
 
 /// A running build's claim on the store.
 #[derive(Debug)]
@@ -188,19 +190,20 @@ fn blobs(root: &Path) -> Vec<(Digest, u64, SystemTime)> {
         .collect()
 }
 
-/// Extracted snapshot dirs: (path, last use).
-fn snapshot_dirs(root: &Path) -> Vec<(PathBuf, SystemTime)> {
-    let Ok(entries) = std::fs::read_dir(root.join("snapshots")) else {
-        return Vec::new();
-    };
-    entries
-        .flatten()
-        .filter(|e| e.file_name().len() == 64)
-        .filter_map(|e| {
-            let used = e.metadata().ok()?.modified().ok()?;
-            Some((e.path(), used))
+/// The committed snapshots under `root`, by the snapshot store's own walk
+/// (none when it cannot be read), with the bytes each takes on disk.
+fn snapshots(root: &Path) -> (SnapshotStore, Vec<(Committed, u64)>) {
+    let store = SnapshotStore::existing(root.join("snapshots"));
+    let found = store
+        .walk()
+        .unwrap_or_default()
+        .into_iter()
+        .map(|c| {
+            let disk = store.usage(&c.chain).map_or(0, |u| u.disk);
+            (c, disk)
         })
-        .collect()
+        .collect();
+    (store, found)
 }
 
 /// Cache entries: (file, entry, last use).
@@ -224,13 +227,13 @@ fn cache_entries(root: &Path) -> Vec<(PathBuf, Option<CacheEntry>, SystemTime)> 
 /// Measures the store under `root`.
 pub fn usage(root: &Path) -> Usage {
     let blobs = blobs(root);
-    let snapshots = snapshot_dirs(root);
+    let (_, snapshots) = snapshots(root);
     Usage {
         blobs: blobs.len() as u64,
         blob_bytes: blobs.iter().map(|b| b.1).sum(),
         entries: cache_entries(root).len() as u64,
         snapshots: snapshots.len() as u64,
-        snapshot_bytes: snapshots.iter().map(|(p, _)| dir_size(p)).sum(),
+        snapshot_bytes: snapshots.iter().map(|(_, disk)| disk).sum(),
         cache_mount_bytes: dir_size(&root.join("cache-mounts")),
         images: crate::image::local::LocalImages::open(root).all().len() as u64,
     }
@@ -277,20 +280,20 @@ pub fn prune(root: &Path, options: PruneOptions) -> std::io::Result<PruneReport>
     let mut blobs = Blobs::new(root, &store, protected, oldest_lease, &entries);
     blobs.remove_dangling(&mut report);
     // Snapshots are mounted by running steps: only collected when idle.
-    let snapshots = if idle {
-        snapshot_dirs(root)
-    } else {
-        Vec::new()
-    };
+    let (snapshot_store, mut snapshots) = snapshots(root);
+    if !idle {
+        snapshots.clear();
+    }
     evict_lru(
         root,
         options,
         &mut entries,
-        &snapshots,
+        (&snapshot_store, &snapshots),
         &mut blobs,
         &mut report,
     );
     if idle {
+        let _ = snapshot_store.sweep_half_made();
         remove_leftovers(root, &store, options, &mut report);
     }
     Ok(report)
@@ -417,12 +420,12 @@ fn evict_lru(
     root: &Path,
     options: PruneOptions,
     entries: &mut [(PathBuf, Option<CacheEntry>, SystemTime)],
-    snapshots: &[(PathBuf, SystemTime)],
+    (snapshot_store, snapshots): (&SnapshotStore, &[(Committed, u64)]),
     blobs: &mut Blobs<'_>,
     report: &mut PruneReport,
 ) {
     let mut total: u64 = blobs.total()
-        + snapshots.iter().map(|(p, _)| dir_size(p)).sum::<u64>()
+        + snapshots.iter().map(|(_, disk)| disk).sum::<u64>()
         + dir_size(&root.join("cache-mounts"));
     let mut victims: Vec<(SystemTime, Victim)> = entries
         .iter()
@@ -432,7 +435,7 @@ fn evict_lru(
             snapshots
                 .iter()
                 .enumerate()
-                .map(|(i, (_, t))| (*t, Victim::Snapshot(i))),
+                .map(|(i, (c, _))| (c.last_used, Victim::Snapshot(i))),
         )
         .collect();
     victims.sort_by_key(|(t, _)| *t);
@@ -447,7 +450,7 @@ fn evict_lru(
         }
         let freed = match victim {
             Victim::Entry(i) => evict_entry(&mut entries[i], blobs, report),
-            Victim::Snapshot(i) => evict_snapshot(&snapshots[i].0, report),
+            Victim::Snapshot(i) => evict_snapshot(snapshot_store, &snapshots[i], report),
         };
         total = total.saturating_sub(freed);
     }
@@ -472,32 +475,21 @@ fn evict_entry(
     blobs.release(&layer.digest, report)
 }
 
-/// Removes a snapshot's tree. Returns its bytes if it went, else 0.
-///
-/// The snapshot is first renamed out of the store (into `snapshots/tmp`,
-/// which the sweep empties), then deleted: a collection killed while
-/// deleting leaves a partial tree there, never under the chain id, where
-/// a build would stack it as if it were whole.
-fn evict_snapshot(path: &Path, report: &mut PruneReport) -> u64 {
-    let size = dir_size(path);
-    let Some((name, store)) = path.file_name().zip(path.parent()) else {
-        return 0;
-    };
-    let doomed = store
-        .join("tmp")
-        .join(format!("evicted-{}", name.to_string_lossy()));
-    let _ = std::fs::create_dir_all(store.join("tmp"));
-    let _ = remove_tree(&doomed);
-    if std::fs::rename(path, &doomed).is_err() {
-        return 0;
+/// Removes a snapshot through the store (which renames it out before
+/// deleting it). Returns its bytes if it went, else 0.
+fn evict_snapshot(
+    store: &SnapshotStore,
+    (snapshot, disk): &(Committed, u64),
+    report: &mut PruneReport,
+) -> u64 {
+    match store.remove(&snapshot.chain) {
+        Ok(true) => {
+            report.snapshots += 1;
+            report.freed += disk;
+            *disk
+        }
+        _ => 0,
     }
-    crate::failpoint::hit("gc-snapshot-moved");
-    if remove_tree(&doomed).is_err() {
-        return 0;
-    }
-    report.snapshots += 1;
-    report.freed += size;
-    size
 }
 
 /// Removes what no build uses while none runs: leftovers of killed builds,
@@ -531,32 +523,6 @@ fn remove_leftovers(
     let _ = store.clean_ingest(std::time::Duration::from_secs(0));
     // Records of gzip blobs this sweep (or an earlier one) removed.
     crate::cache::forget_dangling_gzip(store);
-}
-
-/// Removes a tree that may hold read-only dirs (extracted layers do).
-fn remove_tree(path: &Path) -> std::io::Result<()> {
-    use std::os::unix::fs::PermissionsExt;
-    match std::fs::remove_dir_all(path) {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(_) => {
-            // Make every dir writable, then try again.
-            fn open_up(p: &Path) {
-                if let Ok(meta) = std::fs::symlink_metadata(p) {
-                    if meta.is_dir() {
-                        let _ = std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o700));
-                        if let Ok(entries) = std::fs::read_dir(p) {
-                            for e in entries.flatten() {
-                                open_up(&e.path());
-                            }
-                        }
-                    }
-                }
-            }
-            open_up(path);
-            std::fs::remove_dir_all(path)
-        }
-    }
 }
 
 /// The size cap configured for `root`: `$RBUILD_KEEP_STORAGE`, else

@@ -14,9 +14,9 @@
 //!   commit renames the tree into the store, its walk kept for the next
 //!   step.
 //!
-//! [`crate::snapshot::Snapshotter`] is containerd's key-and-name contract
-//! over a layout of its own, with the shared suite both of its tiers
-//! pass; this one is what a build runs on.
+//! With the store's walk, usage and removal (`snapshot::inventory`,
+//! which collection uses) this is containerd's snapshotter contract;
+//! `tests/snapshotter.rs` is the suite both implementations pass.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

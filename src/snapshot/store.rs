@@ -180,6 +180,16 @@ impl SnapshotStore {
         })
     }
 
+    /// The store at `root` as it is, making nothing: for reading it
+    /// (`rbuild du`) and collecting it, where a missing store is an empty
+    /// one.
+    pub fn existing(root: impl Into<PathBuf>) -> SnapshotStore {
+        SnapshotStore {
+            root: root.into(),
+            live: Default::default(),
+        }
+    }
+
     /// The store's root dir (overlay mounts name lower dirs relative to it).
     pub fn root(&self) -> &Path {
         &self.root

@@ -262,35 +262,3 @@ pub(crate) fn times_of(meta: &std::fs::Metadata) -> Timestamps {
         last_modification: stamp(meta.mtime(), meta.mtime_nsec()),
     }
 }
-
-/// The space a tree takes: a snapshot's own dir, not its parents'.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Usage {
-    /// Bytes of regular files, each inode counted once.
-    pub size: u64,
-    /// Inodes.
-    pub inodes: u64,
-}
-
-/// Bytes of regular files (each inode once) and inodes under `root`.
-pub fn tree_usage(root: &Path) -> io::Result<Usage> {
-    let mut seen = std::collections::HashSet::new();
-    let mut usage = Usage::default();
-    let mut stack = vec![root.to_path_buf()];
-    while let Some(path) = stack.pop() {
-        let meta = std::fs::symlink_metadata(&path)?;
-        if !seen.insert((meta.dev(), meta.ino())) {
-            continue;
-        }
-        usage.inodes += 1;
-        if meta.is_file() {
-            usage.size += meta.len();
-        }
-        if meta.is_dir() {
-            for entry in std::fs::read_dir(&path)? {
-                stack.push(entry?.path());
-            }
-        }
-    }
-    Ok(usage)
-}

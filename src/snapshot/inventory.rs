@@ -1,0 +1,203 @@
+//! The store's side of the snapshot contract that collection and `rbuild
+//! du` use: which committed snapshots there are ([`SnapshotStore::walk`]),
+//! what each takes ([`SnapshotStore::usage`]) and removing one
+//! ([`SnapshotStore::remove`]). With `backend::StepSnapshots` (prepare,
+//! commit, view) this is the whole of containerd's snapshotter contract
+//! over the one layout every build uses; nothing else reads the store's
+//! dirs.
+//!
+//! A committed snapshot is a chain id's dir holding its overlay dir
+//! (`fs`), its whole tree (`tree`, the copy tier), or both. A dir holding
+//! neither is not a snapshot: what a build killed between making the dir
+//! and renaming a snapshot into it leaves, or a chain whose tree the next
+//! copy-tier step took. Walk skips it, and the next build that needs the
+//! chain extracts into it as if it were absent.
+//! Removing a snapshot never breaks another: a later step that stacks a
+//! chain whose parent was removed extracts the parent again from its blob.
+
+use std::io;
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+use std::time::SystemTime;
+
+use super::store::SnapshotStore;
+
+/// One committed snapshot (see the module doc).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Committed {
+    /// The chain id it is the snapshot of, in hex.
+    pub chain: String,
+    /// Whether it holds the overlay dir (a step's upper dir or an
+    /// extracted layer).
+    pub overlay: bool,
+    /// Whether it holds a whole tree (the copy tier's).
+    pub tree: bool,
+    /// When a build last stacked, took or committed it.
+    pub last_used: SystemTime,
+}
+
+/// The space a tree takes: a snapshot's own dir, not its parents'.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Usage {
+    /// Bytes of regular files, each inode counted once.
+    pub size: u64,
+    /// Bytes allocated on disk, each inode counted once.
+    pub disk: u64,
+    /// Inodes.
+    pub inodes: u64,
+}
+
+impl SnapshotStore {
+    /// Every committed snapshot, in no particular order; half-made dirs
+    /// are left out (see the module doc).
+    pub fn walk(&self) -> io::Result<Vec<Committed>> {
+        let mut found = Vec::new();
+        let entries = match std::fs::read_dir(self.root()) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(found),
+            entries => entries?,
+        };
+        for entry in entries {
+            let entry = entry?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if !is_chain_hex(&name) {
+                continue;
+            }
+            let dir = entry.path();
+            let (overlay, tree) = (dir.join("fs").is_dir(), dir.join("tree").is_dir());
+            if !(overlay || tree) {
+                continue;
+            }
+            let Ok(last_used) = entry.metadata().and_then(|m| m.modified()) else {
+                continue;
+            };
+            found.push(Committed {
+                chain: name,
+                overlay,
+                tree,
+                last_used,
+            });
+        }
+        Ok(found)
+    }
+
+    /// What the snapshot of `chain` (hex) takes, its overlay dir and tree
+    /// together; zero when there is none.
+    pub fn usage(&self, chain: &str) -> io::Result<Usage> {
+        if !is_chain_hex(chain) {
+            return Ok(Usage::default());
+        }
+        tree_usage(&self.root().join(chain))
+    }
+
+    /// Removes the snapshot of `chain` (hex) and its dir; false when the
+    /// dir held none.
+    /// Only while no build runs (collection's rule: running steps have
+    /// snapshots mounted). The dir is first renamed out of the store, into
+    /// `tmp/` (which collection sweeps), then deleted: a removal killed
+    /// while deleting leaves a partial tree there, never under the chain
+    /// id, where a build would stack it as if it were whole.
+    pub fn remove(&self, chain: &str) -> io::Result<bool> {
+        if !is_chain_hex(chain) {
+            return Ok(false);
+        }
+        let tmp = self.root().join("tmp");
+        std::fs::create_dir_all(&tmp)?;
+        let doomed = tmp.join(format!("evicted-{chain}"));
+        remove_tree(&doomed)?;
+        let dir = self.root().join(chain);
+        let held = dir.join("fs").is_dir() || dir.join("tree").is_dir();
+        match std::fs::rename(&dir, &doomed) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
+            moved => moved?,
+        }
+        crate::failpoint::hit("gc-snapshot-moved");
+        remove_tree(&doomed)?;
+        // Its short name now dangles; a later extraction makes it again.
+        let link = self.root().join(format!("l/{}", &chain[..16]));
+        let _ = std::fs::remove_file(link);
+        Ok(held)
+    }
+}
+
+impl SnapshotStore {
+    /// Removes the chain dirs that hold no snapshot (what a killed build
+    /// leaves, see the module doc); only while no build runs, as one may
+    /// be about to rename a snapshot into such a dir.
+    pub fn sweep_half_made(&self) -> io::Result<()> {
+        let entries = match std::fs::read_dir(self.root()) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            entries => entries?,
+        };
+        for entry in entries.flatten() {
+            let dir = entry.path();
+            let name = entry.file_name();
+            if is_chain_hex(&name.to_string_lossy())
+                && !dir.join("fs").is_dir()
+                && !dir.join("tree").is_dir()
+            {
+                remove_tree(&dir)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A chain id's dir name: 64 lower-case hex digits.
+fn is_chain_hex(name: &str) -> bool {
+    name.len() == 64 && name.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+/// File bytes and disk blocks (each inode once) and inodes under `root`;
+/// zero when it does not exist.
+pub fn tree_usage(root: &Path) -> io::Result<Usage> {
+    let mut seen = std::collections::HashSet::new();
+    let mut usage = Usage::default();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(path) = stack.pop() {
+        let meta = match std::fs::symlink_metadata(&path) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            meta => meta?,
+        };
+        if !seen.insert((meta.dev(), meta.ino())) {
+            continue;
+        }
+        usage.inodes += 1;
+        usage.disk += meta.blocks() * 512;
+        if meta.is_file() {
+            usage.size += meta.len();
+        }
+        if meta.is_dir() {
+            for entry in std::fs::read_dir(&path)? {
+                stack.push(entry?.path());
+            }
+        }
+    }
+    Ok(usage)
+}
+
+/// Removes a tree that may hold read-only dirs (extracted layers do);
+/// nothing to do when it is not there.
+pub fn remove_tree(path: &Path) -> io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    match std::fs::remove_dir_all(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(_) => {
+            // Make every dir writable, then try again.
+            fn open_up(p: &Path) {
+                if let Ok(meta) = std::fs::symlink_metadata(p) {
+                    if meta.is_dir() {
+                        let _ = std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o700));
+                        if let Ok(entries) = std::fs::read_dir(p) {
+                            for e in entries.flatten() {
+                                open_up(&e.path());
+                            }
+                        }
+                    }
+                }
+            }
+            open_up(path);
+            std::fs::remove_dir_all(path)
+        }
+    }
+}
