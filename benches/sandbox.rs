@@ -57,7 +57,7 @@ fn runner(root: &Path) -> (StepRunner, ContentStore) {
 
 fn step(layers: &[LayerBlob], script: &str) -> Step {
     Step {
-        layers: layers.to_vec(),
+        layers: rbuild::snapshot::Layer::all_ready(layers),
         args: vec!["/bin/sh".into(), "-c".into(), script.into()],
         env: vec!["PATH=/usr/sbin:/usr/bin:/sbin:/bin".into()],
         cwd: "/".into(),

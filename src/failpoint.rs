@@ -17,11 +17,13 @@ pub const POINTS: &[&str] = &[
     "blob-committed",
     // A layer extracted into a temporary dir, not yet moved into place.
     "snapshot-extracted",
-    // A step's upper dir (or copy-tier tree) moved out of its workspace.
+    // A step's upper dir (into `p/`, its layer not yet written) or copy-tier
+    // tree moved out of its workspace.
     "snapshot-moved",
     // The snapshot's chain dir made, its `fs`/`tree` not yet renamed in.
     "snapshot-dir-made",
-    // The snapshot in place, its short name not yet linked.
+    // The snapshot in place (an overlay step's: its chain's symlink made),
+    // its short name not yet linked.
     "snapshot-installed",
     // The step's cache entry written.
     "cache-entry-written",

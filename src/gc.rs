@@ -27,7 +27,7 @@ use rustix::fs::{flock, FlockOperation};
 use crate::blob::Digest;
 use crate::cache::{CacheEntry, ContentStore};
 use crate::image::layout::StoredImage;
-use crate::snapshot::inventory::remove_tree;
+use crate::snapshot::tree::remove_tree;
 use crate::snapshot::{Committed, SnapshotStore};
 
 /// A running build's claim on the store.

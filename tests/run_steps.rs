@@ -476,7 +476,7 @@ fn a_chain_of_150_layers_mounts_as_one_overlay() {
     )
     .unwrap();
     let step = Step {
-        layers: layers.to_vec(),
+        layers: rbuild::snapshot::Layer::all_ready(&layers),
         args: vec![
             "/bin/sh".into(),
             "-c".into(),

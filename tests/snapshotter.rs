@@ -16,7 +16,7 @@ use rbuild::blob::LayerBlob;
 use rbuild::cache::{Compression, ContentStore};
 use rbuild::snapshot::backend::{self, LayerWrite, RootMounts, StepSnapshots, View};
 use rbuild::snapshot::diff::{LayerOptions, OpaqueXattr};
-use rbuild::snapshot::{chain_ids, SnapshotStore};
+use rbuild::snapshot::{chain_ids, Layer, SnapshotStore};
 
 /// How to mount what a back-end hands out.
 enum Mounts {
@@ -180,7 +180,9 @@ fn step(
     change: impl FnOnce(&Path),
 ) -> LayerBlob {
     let ws = steps.store().workspace().unwrap();
-    let prepared = steps.prepare(blobs, layers, &ws).unwrap();
+    let prepared = steps
+        .prepare(blobs, &Layer::all_ready(layers), &ws)
+        .unwrap();
     let root = mount(&root_mounts(&prepared.mounts));
     change(&root.path);
     drop(root);
@@ -194,7 +196,9 @@ fn step(
         counter: None,
         opaque: OpaqueXattr::Trusted,
     };
-    steps.commit(prepared, &ws, layers, &write).unwrap()
+    let layer = steps.commit(prepared, &ws, &Layer::all_ready(layers), &write);
+    // The overlay back-end writes it on a thread of its own.
+    layer.unwrap().wait().unwrap()
 }
 
 /// The child step: a rewrite, an addition, deletions (one of a hard
@@ -298,11 +302,15 @@ fn backend_run(overlay: bool) -> (Vec<LayerBlob>, Vec<Vec<String>>) {
     let layers = vec![base, child, regrown];
     let empty = step(&*steps, &blobs, &layers, |_| {});
     let scratch = tempfile::tempdir().unwrap();
-    let view = steps.view(&blobs, &layers, scratch.path()).unwrap();
+    let view = steps
+        .view(&blobs, &Layer::all_ready(&layers), scratch.path())
+        .unwrap();
     assert_eq!(matches!(view, View::Lowers { .. }), overlay, "{name}: view");
     assert_view(view, &format!("{name}: view"));
     let scratch = tempfile::tempdir().unwrap();
-    let view = steps.view_dir(&blobs, &layers, scratch.path()).unwrap();
+    let view = steps
+        .view_dir(&blobs, &Layer::all_ready(&layers), scratch.path())
+        .unwrap();
     assert!(matches!(view, View::Dir { .. }), "{name}: view_dir");
     assert_view(view, &format!("{name}: view_dir"));
     // A view gives the tree back: the next step still starts from it.
@@ -411,7 +419,7 @@ impl Rig {
         let scratch = tempfile::tempdir().unwrap();
         let view = self
             .steps
-            .view(&self.blobs, layers, scratch.path())
+            .view(&self.blobs, &Layer::all_ready(layers), scratch.path())
             .unwrap();
         let mounted = mount(&view_mounts(&view));
         read(&mounted.path);
@@ -648,4 +656,70 @@ fn the_copy_back_end_passes_the_suite() {
         return;
     }
     run_suite(false);
+}
+
+/// An overlay step's layer is written while the next step runs: the
+/// next step is prepared on it, by its snapshot's name, before anything
+/// waits for its digest; once both land, the store names each by chain
+/// id, as any other build finds them.
+#[test]
+fn the_next_step_stacks_a_layer_still_being_written() {
+    if !is_root() {
+        skip("overlay mounts need root");
+        return;
+    }
+    let rig = Rig::new(true);
+    let layer_write = LayerWrite {
+        blobs: &rig.blobs,
+        options: LayerOptions {
+            source_date_epoch: Some(1_500_000_000),
+            id_map: None,
+            compression: Compression::None,
+        },
+        counter: None,
+        opaque: OpaqueXattr::Trusted,
+    };
+    let run = |layers: &[Layer], change: &dyn Fn(&Path)| -> Layer {
+        let ws = rig.store().workspace().unwrap();
+        let prepared = rig.steps.prepare(&rig.blobs, layers, &ws).unwrap();
+        let root = mount(&root_mounts(&prepared.mounts));
+        change(&root.path);
+        drop(root);
+        rig.steps
+            .commit(prepared, &ws, layers, &layer_write)
+            .unwrap()
+    };
+    let base = run(&[], &|root| write_big(root, "big", 64 << 20));
+    let pending = base.snapshot().expect("named by its snapshot").to_string();
+    assert!(pending.starts_with("p/"), "{pending}");
+    // Prepared on the base without waiting for it: its lower dir is the
+    // base's committed upper dir.
+    let child = run(std::slice::from_ref(&base), &|root| {
+        assert_eq!(std::fs::metadata(root.join("big")).unwrap().len(), 64 << 20);
+        write(root, "small", "s");
+    });
+    let layers = Layer::wait_all(&[base, child]).unwrap();
+    assert_eq!(walked(&rig).len(), 2, "each named by its chain id");
+    assert!(rig
+        .store()
+        .root()
+        .join(chain_of(&layers[..1]))
+        .join("fs/big")
+        .is_file());
+    // A fresh build finds both by chain id, with the layers' own bytes.
+    rig.read_view(&layers, |root| {
+        assert_eq!(std::fs::metadata(root.join("big")).unwrap().len(), 64 << 20);
+        assert_eq!(read(root, "small").as_deref(), Some("s"));
+    });
+    let listing_of_child = listing(&rig.blobs, &layers[1]);
+    assert_eq!(listing_of_child.len(), 1, "{listing_of_child:?}");
+}
+
+/// `len` bytes at `rel` (a layer worth writing for a while).
+fn write_big(root: &Path, rel: &str, len: usize) {
+    let chunk = vec![7u8; 1 << 20];
+    let mut file = std::fs::File::create(root.join(rel)).unwrap();
+    for _ in 0..len / chunk.len() {
+        std::io::Write::write_all(&mut file, &chunk).unwrap();
+    }
 }

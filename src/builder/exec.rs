@@ -10,12 +10,12 @@ use std::path::PathBuf;
 use super::shared::{OpResult, Shared};
 use super::step::{Job, MakesLayer};
 use super::BuildError;
-use crate::blob::LayerBlob;
 use crate::executor::mounts::{MountContext, PreparedMounts};
 use crate::executor::sandbox::Network;
 use crate::executor::{MountKind, MountSpec, Step};
 use crate::parser::{MountType, NetworkMode};
 use crate::snapshot::backend::View;
+use crate::snapshot::Layer;
 use crate::solver::dispatch::RunStep;
 use crate::solver::FromSource;
 
@@ -23,7 +23,7 @@ use crate::solver::FromSource;
 pub(super) struct Exec(pub(super) RunStep);
 
 impl MakesLayer for Exec {
-    fn layer(&self, job: &Job<'_>) -> Result<Option<LayerBlob>, BuildError> {
+    fn layer(&self, job: &Job<'_>) -> Result<Option<Layer>, BuildError> {
         let (shared, run, at) = (job.shared, &self.0, job.at);
         let mut ready = ReadyMounts::default();
         ready.stages(shared, run, job.from, at)?;

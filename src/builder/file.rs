@@ -10,9 +10,9 @@ use std::path::PathBuf;
 use super::shared::Shared;
 use super::step::{Job, MakesLayer};
 use super::BuildError;
-use crate::blob::LayerBlob;
 use crate::parser::{Heredoc, Source};
 use crate::snapshot::backend::View;
+use crate::snapshot::Layer;
 use crate::solver::{self, FromSource};
 
 /// A file step.
@@ -24,18 +24,18 @@ pub(super) enum File {
 }
 
 impl MakesLayer for File {
-    fn layer(&self, job: &Job<'_>) -> Result<Option<LayerBlob>, BuildError> {
+    fn layer(&self, job: &Job<'_>) -> Result<Option<Layer>, BuildError> {
         let (shared, at) = (job.shared, job.at);
         match self {
             File::Mkdir { path, user } => shared
                 .runner
                 .mkdir_layer(job.parents, path, user)
-                .map(Some)
+                .map(|blob| Some(Layer::ready(blob)))
                 .map_err(|e| BuildError::of_step(at, e)),
             File::Copy(copy) => {
                 let prepared = copy_spec(shared, copy, job)?;
                 // --link: the layer is made on an empty root and stacked.
-                let onto: &[LayerBlob] = if copy.spec.link { &[] } else { job.parents };
+                let onto: &[Layer] = if copy.spec.link { &[] } else { job.parents };
                 let outcome = shared
                     .runner
                     .copy(onto, prepared.spec, job.layer_bytes.clone())
@@ -259,9 +259,9 @@ fn tree_sources(
         })
         .collect();
     let mut sources = Sources::new(PathBuf::new(), names, copy.spec.unpack);
-    let layers: Vec<LayerBlob> = match &copy.from {
+    let layers: Vec<Layer> = match &copy.from {
         Some(FromSource::Stage(j)) => job.from[j].layers.to_vec(),
-        Some(FromSource::Image(name)) => shared.bases[name].layers.clone(),
+        Some(FromSource::Image(name)) => Layer::all_ready(&shared.bases[name].layers),
         None => {
             let Some(context) = &shared.options.context else {
                 return Err(format!("{at}: COPY from the context needs a build context").into());

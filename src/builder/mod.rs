@@ -297,24 +297,7 @@ pub fn build(
         )));
     }
     let store = ContentStore::open(&options.storage).map_err(environment)?;
-    let snapshots = SnapshotStore::open(options.storage.join("snapshots")).map_err(environment)?;
-    let runner = StepRunner::new(
-        executor,
-        options.plan.clone(),
-        store.clone(),
-        snapshots,
-        options.cgroups.clone(),
-        options.limits,
-        options.source_date_epoch,
-    )
-    .map_err(environment)?;
-    if let (Some(problem), Network::Private) = (runner.stack_problem(), options.network) {
-        // Never the host's network in its place: a step that needs one
-        // fails, and this line says why.
-        log(&Event::Warning(format!(
-            "RUN steps get only lo, not the default network: {problem}"
-        )));
-    }
+    let runner = step_runner(options, executor, &store, log)?;
     // Held until the caller is done with the image: collection never
     // takes what this build uses.
     let mut lease = crate::gc::Lease::acquire(&options.storage).map_err(|e| {
@@ -351,10 +334,16 @@ pub fn build(
             None => Default::default(),
         },
         next_id: std::sync::atomic::AtomicUsize::new(1),
+        recording: Default::default(),
     };
     let shared = Arc::new(with_graph(shared, log)?);
     phases.mark("keys");
-    let results = schedule::solve(&shared, &mut lease, log)?;
+    let solved = schedule::solve(&shared, &mut lease, log);
+    // Layers still being written land (and are recorded) even when a
+    // step failed: what finished stays cached.
+    let landed = shared.finish_layers();
+    let results = solved?;
+    landed?;
     phases.mark("steps");
     let (steps, cached) = results.values().fold((0, 0), |(s, c), r| match r.how {
         How::Ran => (s + 1, c),
@@ -373,6 +362,35 @@ pub fn build(
         config,
         lease,
     })
+}
+
+/// The build's step runner over its stores, and a warning when RUN steps
+/// cannot get the default network.
+fn step_runner(
+    options: &BuildOptions,
+    executor: Executor,
+    store: &ContentStore,
+    log: &mut dyn FnMut(&Event),
+) -> Result<StepRunner, BuildError> {
+    let snapshots = SnapshotStore::open(options.storage.join("snapshots")).map_err(environment)?;
+    let runner = StepRunner::new(
+        executor,
+        options.plan.clone(),
+        store.clone(),
+        snapshots,
+        options.cgroups.clone(),
+        options.limits,
+        options.source_date_epoch,
+    )
+    .map_err(environment)?;
+    if let (Some(problem), Network::Private) = (runner.stack_problem(), options.network) {
+        // Never the host's network in its place: a step that needs one
+        // fails, and this line says why.
+        log(&Event::Warning(format!(
+            "RUN steps get only lo, not the default network: {problem}"
+        )));
+    }
+    Ok(runner)
 }
 
 /// Plans the build, resolving its bases as the planner names them; warns
@@ -455,7 +473,9 @@ fn store_target(
     let graph = shared.graph();
     let target = plan.stages.last().expect("a plan has a target");
     let tail = *graph.stages[&target.index].last().expect("non-empty");
-    let layers = results[&tail].layers.clone();
+    // Written by now (`Shared::finish_layers`).
+    let layers = crate::snapshot::Layer::wait_all(&results[&tail].layers)
+        .map_err(|e| environment(format!("writing a layer of the image: {e}")))?;
     let config =
         final_config(plan, graph, results, target, &layers, &shared.when).map_err(step_failed)?;
     // The root of the target's FROM-stage chain has the base image.

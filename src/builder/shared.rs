@@ -8,7 +8,6 @@ use std::sync::Arc;
 use petgraph::graph::NodeIndex;
 
 use super::{BuildError, BuildOptions};
-use crate::blob::LayerBlob;
 use crate::cache::{CacheIndex, ContentStore};
 use crate::executor::StepRunner;
 use crate::image::layout::StoredImage;
@@ -34,6 +33,9 @@ pub(super) struct Shared {
     pub(super) hashes: crate::context::hashcache::HashCache,
     /// The number the next step to start gets (progress ids).
     pub(super) next_id: std::sync::atomic::AtomicUsize,
+    /// Cache entries of steps whose layers are still being written, each
+    /// recorded by a thread once its layer lands ([`Shared::finish_layers`]).
+    pub(super) recording: std::sync::Mutex<Vec<std::thread::JoinHandle<Result<(), BuildError>>>>,
 }
 
 /// A downloaded ADD source and the temporary dir holding it.
@@ -43,6 +45,26 @@ pub(super) type Download = (Arc<tempfile::TempDir>, crate::context::remote::Down
 pub(super) type GitCheckout = (Arc<tempfile::TempDir>, Arc<crate::context::git::Checkout>);
 
 impl Shared {
+    /// Waits for every layer still being written and the cache entries
+    /// recorded when they land; the first failure, if any (a full disk),
+    /// blamed on its step. Then removes the snapshots this build stacked
+    /// that another build had committed first.
+    pub(super) fn finish_layers(&self) -> Result<(), BuildError> {
+        let handles =
+            std::mem::take(&mut *self.recording.lock().unwrap_or_else(|e| e.into_inner()));
+        let mut first = Ok(());
+        for handle in handles {
+            let outcome = handle
+                .join()
+                .unwrap_or_else(|_| Err(super::environment("a layer's writer panicked")));
+            if first.is_ok() {
+                first = outcome;
+            }
+        }
+        self.runner.steps().store().release_unaliased();
+        first
+    }
+
     /// Downloads `url` (once per build) for ADD.
     pub(super) fn download(
         &self,
@@ -180,7 +202,9 @@ pub(super) enum How {
 /// An op's result: the layers of the root after it, and its history facts.
 #[derive(Debug, Clone)]
 pub(super) struct OpResult {
-    pub(super) layers: Vec<LayerBlob>,
+    /// The stage's layers so far, bottom first; the last may still be
+    /// being written.
+    pub(super) layers: Vec<crate::snapshot::Layer>,
     pub(super) created: String,
     pub(super) empty: bool,
     pub(super) how: How,

@@ -74,10 +74,10 @@ pub(super) struct SourceOp {
 }
 
 impl SourceOp {
-    fn layers(&self) -> Vec<LayerBlob> {
+    fn layers(&self) -> Vec<crate::snapshot::Layer> {
         let (stage, _) = self.shared.graph().graph[self.node].uses[0];
         match &self.shared.stage(stage).base {
-            Base::Image(name) => self.shared.bases[name].layers.clone(),
+            Base::Image(name) => crate::snapshot::Layer::all_ready(&self.shared.bases[name].layers),
             _ => Vec::new(),
         }
     }

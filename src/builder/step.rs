@@ -15,13 +15,14 @@ use crate::cache::CacheEntry;
 use crate::executor::Stream;
 use crate::progress::Event;
 use crate::scheduler::{self, Context, Inputs};
+use crate::snapshot::Layer;
 use crate::solver;
 
 /// What one step needs to make its layer.
 pub(super) struct Job<'a> {
     pub(super) shared: &'a Shared,
     /// The layers it runs on.
-    pub(super) parents: &'a [LayerBlob],
+    pub(super) parents: &'a [Layer],
     /// The results of the stages it reads from, by stage index.
     pub(super) from: &'a HashMap<usize, &'a OpResult>,
     /// Where its output lines go.
@@ -35,7 +36,7 @@ pub(super) struct Job<'a> {
 /// What makes a step's layer (None: it changed nothing).
 pub(super) trait MakesLayer: Send + Sync + 'static {
     /// Runs the step on `job.parents`.
-    fn layer(&self, job: &Job<'_>) -> Result<Option<LayerBlob>, BuildError>;
+    fn layer(&self, job: &Job<'_>) -> Result<Option<Layer>, BuildError>;
 }
 
 /// A step of the graph as a scheduler op.
@@ -108,7 +109,7 @@ impl<M: MakesLayer> scheduler::Op for StepOp<M> {
         let id = self.started(cx);
         cx.emit(Event::Cached { id });
         let mut layers = inputs.get(self.parent().index()).layers.clone();
-        layers.extend(entry.layer.clone());
+        layers.extend(entry.layer.clone().map(Layer::ready));
         // SOURCE_DATE_EPOCH decides every time; otherwise a cached step
         // keeps the time it ran, so a fully cached rebuild is identical.
         let created = match self.shared.options.source_date_epoch {
@@ -140,24 +141,71 @@ impl<M: MakesLayer> scheduler::Op for StepOp<M> {
     }
 
     fn record(&self, result: &OpResult) -> Result<(), BuildError> {
-        // Called only once the blob is stored: an entry never names a
-        // missing layer, and a killed build keeps what finished.
-        let shared = &self.shared;
-        let cache_key = &shared.graph().graph[self.node].cache_key;
+        // An entry is written only once its blob is stored: it never names
+        // a missing layer, and a killed build keeps what finished. A layer
+        // still being written is recorded when it lands, by a thread the
+        // build waits for before it ends, so the steps after it need not.
         let layer = (!result.empty).then(|| result.layers.last()).flatten();
-        let (_, step) = self.step();
-        shared
+        let entry = Entry {
+            shared: self.shared.clone(),
+            cache_key: self.shared.graph().graph[self.node].cache_key.clone(),
+            at: self.at(self.step().1),
+            location: self.location(),
+        };
+        let Some(layer) = layer.filter(|l| l.landed().is_none()).cloned() else {
+            return entry.put(layer.and_then(Layer::landed));
+        };
+        let at = entry.at.clone();
+        let handle = std::thread::Builder::new()
+            .name("record".into())
+            .spawn(move || entry.put_when_written(&layer))
+            .map_err(|e| {
+                super::environment(format!("{at}: recording the cache entry: {e}"))
+                    .at(self.location())
+            })?;
+        self.shared
+            .recording
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(handle);
+        Ok(())
+    }
+}
+
+/// What recording one step's cache entry needs, on whichever thread.
+struct Entry {
+    shared: Arc<Shared>,
+    cache_key: crate::blob::Digest,
+    at: String,
+    location: Location,
+}
+
+impl Entry {
+    /// Waits for `layer`, then records it; a layer that failed fails the
+    /// build, blamed on its step.
+    fn put_when_written(self, layer: &Layer) -> Result<(), BuildError> {
+        match layer.wait() {
+            Ok(blob) => self.put(Some(blob)),
+            Err(e) => Err(
+                super::environment(format!("{}: writing the layer: {e}", self.at))
+                    .at(self.location.clone()),
+            ),
+        }
+    }
+
+    fn put(self, layer: Option<LayerBlob>) -> Result<(), BuildError> {
+        self.shared
             .index
             .put(
-                cache_key,
+                &self.cache_key,
                 &CacheEntry {
-                    layer: layer.cloned(),
-                    created: shared.when.clone(),
+                    layer,
+                    created: self.shared.when.clone(),
                 },
             )
             .map_err(|e| {
-                super::environment(format!("{}: recording the cache entry: {e}", self.at(step)))
-                    .at(self.location())
+                super::environment(format!("{}: recording the cache entry: {e}", self.at))
+                    .at(self.location.clone())
             })?;
         crate::failpoint::hit("cache-entry-written");
         Ok(())

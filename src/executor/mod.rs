@@ -36,7 +36,7 @@ use crate::cache::ContentStore;
 use crate::cache::LayerError;
 use crate::snapshot::backend::{CommitError, LayerWrite, StepSnapshots};
 use crate::snapshot::diff::{self, IdMap, LayerOptions};
-use crate::snapshot::{SnapshotError, SnapshotStore, Workspace};
+use crate::snapshot::{Layer, SnapshotError, SnapshotStore, Workspace};
 
 /// The hidden subcommand the sandbox helper runs under.
 pub const HELPER_SUBCOMMAND: &str = "__sandbox";
@@ -216,7 +216,7 @@ impl Executor {
 #[derive(Debug, Clone, Default)]
 pub struct Step {
     /// The parent image's layers, bottom first.
-    pub layers: Vec<LayerBlob>,
+    pub layers: Vec<Layer>,
     /// argv (the shell form already wrapped in the image's SHELL).
     pub args: Vec<String>,
     /// `KEY=value` environment.
@@ -244,8 +244,9 @@ pub struct Step {
 pub struct StepOutcome {
     /// The command's output and exit code.
     pub output: RunOutput,
-    /// The layer of its changes (only when it succeeded and changed something).
-    pub layer: Option<LayerBlob>,
+    /// The layer of its changes (only when it succeeded), perhaps still
+    /// being written.
+    pub layer: Option<Layer>,
     /// What its cgroup recorded.
     pub events: CgroupEvents,
     /// Why it failed, for people (None on success).
@@ -413,7 +414,7 @@ impl StepRunner {
     /// commits one too).
     pub fn mkdir_layer(
         &self,
-        layers: &[LayerBlob],
+        layers: &[Layer],
         path: &str,
         user: &str,
     ) -> Result<LayerBlob, StepError> {
@@ -496,7 +497,7 @@ impl StepRunner {
     /// outcome's failure says what went wrong (a missing source, ...).
     pub fn copy(
         &self,
-        layers: &[LayerBlob],
+        layers: &[Layer],
         copy: CopySpec,
         layer_bytes: diff::ByteCounter,
     ) -> Result<StepOutcome, StepError> {

@@ -65,7 +65,7 @@ pub fn squash(from: Squash<'_>) -> Result<StoredImage, ExportError> {
             .map_err(failed("applying a layer"))?;
     }
     let names = snapshots
-        .lowers(store, base)
+        .lowers(store, &crate::snapshot::Layer::all_ready(base))
         .map_err(failed("the base's snapshots"))?;
     let lowers = if base.is_empty() {
         Vec::new()

@@ -7,12 +7,16 @@
 //!
 //! Two implementations over one [`SnapshotStore`]:
 //! - [`OverlaySteps`]: a root is the layers' snapshots stacked as overlay
-//!   lower dirs under a fresh upper dir; the diff walks the upper dir;
-//!   commit renames it into the store as the new chain's snapshot.
+//!   lower dirs under a fresh upper dir; commit renames the upper dir into
+//!   the store at once and hands back a [`Layer`] still being written:
+//!   the diff (a walk of the upper dir), the tar and its digest run on a
+//!   thread of their own while the next steps stack the dir, and the
+//!   snapshot gets its chain id when the layer lands.
 //! - [`CopySteps`]: a root is a whole tree, the stage's live tree taken
 //!   from the step before or copied; the diff compares two stat walks;
 //!   commit renames the tree into the store, its walk kept for the next
-//!   step.
+//!   step. The layer is written before commit returns: the next step
+//!   changes the tree in place, so nothing may read it later.
 //!
 //! With the store's walk, usage and removal (`snapshot::inventory`,
 //! which collection uses) this is containerd's snapshotter contract;
@@ -22,6 +26,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use super::diff::{self, Change, LayerOptions, OpaqueXattr, TreeState};
+use super::layer::{Layer, LayerFailure, LayerPromise};
 use super::store::{LentTree, SnapshotError, SnapshotStore, Workspace};
 use crate::blob::LayerBlob;
 use crate::cache::{ContentStore, LayerError};
@@ -135,27 +140,29 @@ pub trait StepSnapshots: Send + Sync + std::fmt::Debug {
     fn prepare(
         &self,
         blobs: &ContentStore,
-        layers: &[LayerBlob],
+        layers: &[Layer],
         ws: &Workspace,
     ) -> Result<Prepared, SnapshotError>;
 
     /// Writes what the step changed in `root` as a layer (an empty one
     /// when nothing changed, as BuildKit commits every RUN and COPY) and
-    /// commits the root as the snapshot of `layers` and that layer.
+    /// commits the root as the snapshot of `layers` and that layer. The
+    /// layer may still be being written when this returns (see the
+    /// module doc): what needs its digest waits for it.
     fn commit(
         &self,
         root: Prepared,
         ws: &Workspace,
-        layers: &[LayerBlob],
+        layers: &[Layer],
         write: &LayerWrite<'_>,
-    ) -> Result<LayerBlob, CommitError>;
+    ) -> Result<Layer, CommitError>;
 
     /// The root of `layers` to read (a COPY --from, a RUN's bind mount of
     /// a stage); `scratch` is an empty dir it may fill.
     fn view(
         &self,
         blobs: &ContentStore,
-        layers: &[LayerBlob],
+        layers: &[Layer],
         scratch: &Path,
     ) -> Result<View, SnapshotError>;
 
@@ -164,10 +171,11 @@ pub trait StepSnapshots: Send + Sync + std::fmt::Debug {
     fn view_dir(
         &self,
         blobs: &ContentStore,
-        layers: &[LayerBlob],
+        layers: &[Layer],
         scratch: &Path,
     ) -> Result<View, SnapshotError> {
-        let (path, loan) = self.store().tree_to_read(blobs, layers, scratch)?;
+        let layers = Layer::wait_all(layers)?;
+        let (path, loan) = self.store().tree_to_read(blobs, &layers, scratch)?;
         Ok(View::Dir { path, loan })
     }
 
@@ -197,7 +205,7 @@ impl StepSnapshots for OverlaySteps {
     fn prepare(
         &self,
         blobs: &ContentStore,
-        layers: &[LayerBlob],
+        layers: &[Layer],
         ws: &Workspace,
     ) -> Result<Prepared, SnapshotError> {
         let names = self.store.lowers(blobs, layers)?;
@@ -220,25 +228,40 @@ impl StepSnapshots for OverlaySteps {
         &self,
         root: Prepared,
         ws: &Workspace,
-        layers: &[LayerBlob],
+        layers: &[Layer],
         write: &LayerWrite<'_>,
-    ) -> Result<LayerBlob, CommitError> {
-        let upper = ws.upper();
-        let changes = diff::overlay_changes(&upper, &root.read_from, write.opaque)
-            .map_err(CommitError::Diff)?;
-        let layer = write.write(&changes)?;
+    ) -> Result<Layer, CommitError> {
         // The upper dir is the next steps' lower dir (a remapped step's
         // too: it wrote through an idmapped mount, so the owners on disk
-        // are the image's, as in its layer).
-        self.store
-            .commit_upper(&upper, layers, &layer, write.opaque)?;
+        // are the image's, as in its layer). Nothing writes it from here
+        // on, so its layer can be made while they run.
+        let (name, fs) = self.store.commit_upper(&ws.upper(), write.opaque)?;
+        let (layer, promise) = Layer::writing(name);
+        let job = OverlayLayer {
+            store: self.store.clone(),
+            blobs: write.blobs.clone(),
+            options: write.options,
+            counter: write.counter.clone(),
+            opaque: write.opaque,
+            fs,
+            lowers: root.read_from,
+            parents: layers.to_vec(),
+        };
+        std::thread::Builder::new()
+            .name("layer".into())
+            .spawn(move || job.run(promise))
+            .map_err(|e| {
+                CommitError::Diff(std::io::Error::other(format!(
+                    "starting the layer writer: {e}"
+                )))
+            })?;
         Ok(layer)
     }
 
     fn view(
         &self,
         blobs: &ContentStore,
-        layers: &[LayerBlob],
+        layers: &[Layer],
         _: &Path,
     ) -> Result<View, SnapshotError> {
         let mut lowers = self.store.lowers(blobs, layers)?;
@@ -259,6 +282,39 @@ impl StepSnapshots for OverlaySteps {
     }
 }
 
+/// An overlay step's layer, made on its own thread from the committed
+/// upper dir.
+struct OverlayLayer {
+    store: SnapshotStore,
+    blobs: ContentStore,
+    options: LayerOptions,
+    counter: diff::ByteCounter,
+    opaque: OpaqueXattr,
+    /// The committed upper dir.
+    fs: PathBuf,
+    /// The lower dirs the step ran on, top first.
+    lowers: Vec<PathBuf>,
+    /// The layers below, for the chain id.
+    parents: Vec<Layer>,
+}
+
+impl OverlayLayer {
+    fn run(self, promise: LayerPromise) {
+        promise.keep(self.write().map_err(|e| LayerFailure(e.to_string())));
+    }
+
+    /// The diff, the tar and its digest, then the snapshot's chain id,
+    /// which needs the layers below written too.
+    fn write(&self) -> Result<LayerBlob, CommitError> {
+        let changes = diff::overlay_changes(&self.fs, &self.lowers, self.opaque)
+            .map_err(CommitError::Diff)?;
+        let layer = diff::write_layer(&self.blobs, &changes, self.options, self.counter.clone())?;
+        let parents = Layer::wait_all(&self.parents).map_err(SnapshotError::from)?;
+        self.store.alias(&self.fs, &parents, &layer)?;
+        Ok(layer)
+    }
+}
+
 /// Snapshots as whole trees, one live tree per stage (see the module doc).
 #[derive(Debug)]
 pub struct CopySteps {
@@ -269,11 +325,12 @@ impl StepSnapshots for CopySteps {
     fn prepare(
         &self,
         blobs: &ContentStore,
-        layers: &[LayerBlob],
+        layers: &[Layer],
         ws: &Workspace,
     ) -> Result<Prepared, SnapshotError> {
         let merged = ws.merged();
-        let kept = self.store.take_tree(blobs, layers, &merged)?;
+        let layers = Layer::wait_all(layers)?;
+        let kept = self.store.take_tree(blobs, &layers, &merged)?;
         let before = match kept {
             Some(state) => state,
             None => diff::record_tree(&merged).map_err(|source| SnapshotError::Io {
@@ -294,9 +351,9 @@ impl StepSnapshots for CopySteps {
         &self,
         root: Prepared,
         ws: &Workspace,
-        layers: &[LayerBlob],
+        layers: &[Layer],
         write: &LayerWrite<'_>,
-    ) -> Result<LayerBlob, CommitError> {
+    ) -> Result<Layer, CommitError> {
         let tree = ws.merged();
         let Some(before) = root.before else {
             return Err(CommitError::Diff(std::io::Error::other(
@@ -309,14 +366,15 @@ impl StepSnapshots for CopySteps {
         let changes = diff::state_changes(&before, &after, &tree).map_err(CommitError::Diff)?;
         let layer = write.write(&changes)?;
         // The whole root is the next step's starting tree.
-        self.store.commit_tree(&tree, layers, &layer, after)?;
-        Ok(layer)
+        let layers = Layer::wait_all(layers).map_err(SnapshotError::from)?;
+        self.store.commit_tree(&tree, &layers, &layer, after)?;
+        Ok(Layer::ready(layer))
     }
 
     fn view(
         &self,
         blobs: &ContentStore,
-        layers: &[LayerBlob],
+        layers: &[Layer],
         scratch: &Path,
     ) -> Result<View, SnapshotError> {
         self.view_dir(blobs, layers, scratch)

@@ -21,6 +21,7 @@ use std::path::Path;
 use std::time::SystemTime;
 
 use super::store::SnapshotStore;
+use super::tree::remove_tree;
 
 /// One committed snapshot (see the module doc).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -67,7 +68,9 @@ impl SnapshotStore {
             if !(overlay || tree) {
                 continue;
             }
-            let Ok(last_used) = entry.metadata().and_then(|m| m.modified()) else {
+            // Through the symlink of a snapshot committed before its
+            // layer was written, to the dir builds stamp.
+            let Ok(last_used) = std::fs::metadata(&dir).and_then(|m| m.modified()) else {
                 continue;
             };
             found.push(Committed {
@@ -86,7 +89,8 @@ impl SnapshotStore {
         if !is_chain_hex(chain) {
             return Ok(Usage::default());
         }
-        tree_usage(&self.root().join(chain))
+        let dir = self.root().join(chain);
+        tree_usage(&std::fs::canonicalize(&dir).unwrap_or(dir))
     }
 
     /// Removes the snapshot of `chain` (hex) and its dir; false when the
@@ -106,12 +110,25 @@ impl SnapshotStore {
         remove_tree(&doomed)?;
         let dir = self.root().join(chain);
         let held = dir.join("fs").is_dir() || dir.join("tree").is_dir();
+        // A snapshot committed before its layer was written is a symlink
+        // to its dir under `p/`: both go, the name first.
+        let target = std::fs::symlink_metadata(&dir)
+            .is_ok_and(|m| m.is_symlink())
+            .then(|| std::fs::canonicalize(&dir).ok())
+            .flatten();
         match std::fs::rename(&dir, &doomed) {
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
             moved => moved?,
         }
         crate::failpoint::hit("gc-snapshot-moved");
         remove_tree(&doomed)?;
+        if let Some(target) = target {
+            match std::fs::rename(&target, &doomed) {
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                moved => moved?,
+            }
+            remove_tree(&doomed)?;
+        }
         // Its short name now dangles; a later extraction makes it again.
         let link = self.root().join(format!("l/{}", &chain[..16]));
         let _ = std::fs::remove_file(link);
@@ -121,21 +138,38 @@ impl SnapshotStore {
 
 impl SnapshotStore {
     /// Removes the chain dirs that hold no snapshot (what a killed build
-    /// leaves, see the module doc); only while no build runs, as one may
-    /// be about to rename a snapshot into such a dir.
+    /// leaves, see the module doc), chain symlinks whose dir is gone, and
+    /// dirs under `p/` no chain names (a build killed before its layer
+    /// was written, or one whose chain another build committed first);
+    /// only while no build runs, as one may be about to rename a
+    /// snapshot into such a dir or be stacking one.
     pub fn sweep_half_made(&self) -> io::Result<()> {
         let entries = match std::fs::read_dir(self.root()) {
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
             entries => entries?,
         };
+        let mut named = std::collections::HashSet::new();
         for entry in entries.flatten() {
             let dir = entry.path();
             let name = entry.file_name();
-            if is_chain_hex(&name.to_string_lossy())
-                && !dir.join("fs").is_dir()
-                && !dir.join("tree").is_dir()
-            {
+            if !is_chain_hex(&name.to_string_lossy()) {
+                continue;
+            }
+            if dir.join("fs").is_dir() || dir.join("tree").is_dir() {
+                if let Ok(target) = std::fs::read_link(&dir) {
+                    named.insert(self.root().join(target));
+                }
+            } else if entry.file_type()?.is_symlink() {
+                std::fs::remove_file(&dir)?;
+            } else {
                 remove_tree(&dir)?;
+            }
+        }
+        if let Ok(pending) = std::fs::read_dir(self.root().join("p")) {
+            for entry in pending.flatten() {
+                if !named.contains(&entry.path()) {
+                    remove_tree(&entry.path())?;
+                }
             }
         }
         Ok(())
@@ -173,31 +207,4 @@ pub fn tree_usage(root: &Path) -> io::Result<Usage> {
         }
     }
     Ok(usage)
-}
-
-/// Removes a tree that may hold read-only dirs (extracted layers do);
-/// nothing to do when it is not there.
-pub fn remove_tree(path: &Path) -> io::Result<()> {
-    use std::os::unix::fs::PermissionsExt;
-    match std::fs::remove_dir_all(path) {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-        Err(_) => {
-            // Make every dir writable, then try again.
-            fn open_up(p: &Path) {
-                if let Ok(meta) = std::fs::symlink_metadata(p) {
-                    if meta.is_dir() {
-                        let _ = std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o700));
-                        if let Ok(entries) = std::fs::read_dir(p) {
-                            for e in entries.flatten() {
-                                open_up(&e.path());
-                            }
-                        }
-                    }
-                }
-            }
-            open_up(path);
-            std::fs::remove_dir_all(path)
-        }
-    }
 }

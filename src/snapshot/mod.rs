@@ -15,10 +15,12 @@ mod apply;
 pub mod backend;
 pub mod diff;
 pub mod inventory;
+pub mod layer;
 pub mod live;
 pub mod store;
 pub mod tree;
 
 pub use apply::{apply_gzip_layer, apply_layer, ApplyError, ApplyOptions, ApplyStats};
 pub use inventory::{Committed, Usage};
+pub use layer::{Layer, LayerFailure, LayerPromise};
 pub use store::{chain_ids, LentTree, SnapshotError, SnapshotStore, Workspace};

@@ -11,6 +11,10 @@
 //! root a step left, which the next step of the same build takes (a
 //! rename: a stage's tree lives on from step to step) and a later build
 //! copies.
+//! A step's upper dir, committed before its layer is written, moves to
+//! `p/<id>/fs` at once (later steps of the build stack it by that name);
+//! once the layer lands, `<chain-id hex>` becomes a symlink to `p/<id>`,
+//! so other builds find it by chain id like any other.
 //! Extraction goes to a temporary dir renamed into place, so a killed build
 //! never leaves a half-extracted snapshot under its real name.
 
@@ -21,6 +25,7 @@ use sha2::{Digest as _, Sha256};
 
 use super::apply::{apply_layer, ApplyError, ApplyOptions};
 use super::diff::{OpaqueXattr, TreeState, OPAQUE_XATTRS};
+use super::layer::{Layer, LayerFailure};
 use super::live::LiveStates;
 use super::tree::{clear_dir, copy_into};
 use crate::blob::{Digest, LayerBlob};
@@ -48,6 +53,9 @@ pub enum SnapshotError {
         "{0} layers are too many for one overlay mount (the option string would exceed a page)"
     )]
     TooManyLayers(usize),
+    /// A layer below the step's could not be written.
+    #[error("a layer below this step: {0}")]
+    Layer(#[from] LayerFailure),
 }
 
 fn io_at(path: &Path) -> impl FnOnce(io::Error) -> SnapshotError + '_ {
@@ -165,18 +173,23 @@ pub struct SnapshotStore {
     root: PathBuf,
     /// The copy tier's trees this process committed, with their walks.
     live: std::sync::Arc<LiveStates>,
+    /// Upper dirs this process committed whose chain another build had
+    /// committed first: used by this build's later steps, removed when it
+    /// ends ([`SnapshotStore::release_unaliased`]).
+    unaliased: std::sync::Arc<std::sync::Mutex<Vec<PathBuf>>>,
 }
 
 impl SnapshotStore {
     /// Opens (creating) a snapshot store at `root`.
     pub fn open(root: impl Into<PathBuf>) -> Result<SnapshotStore, SnapshotError> {
         let root = root.into();
-        for sub in ["l", "w", "tmp", "empty"] {
+        for sub in ["l", "w", "p", "tmp", "empty"] {
             std::fs::create_dir_all(root.join(sub)).map_err(io_at(&root))?;
         }
         Ok(SnapshotStore {
             root,
             live: Default::default(),
+            unaliased: Default::default(),
         })
     }
 
@@ -187,6 +200,7 @@ impl SnapshotStore {
         SnapshotStore {
             root: root.into(),
             live: Default::default(),
+            unaliased: Default::default(),
         }
     }
 
@@ -201,17 +215,28 @@ impl SnapshotStore {
 
     /// Extracts any of `layers` (bottom first) not yet in the store and
     /// returns their lower dir names relative to [`SnapshotStore::root`],
-    /// top first, as overlay's `lowerdir=` wants them.
+    /// top first, as overlay's `lowerdir=` wants them. A layer this
+    /// process committed is named by its snapshot, written or not; any
+    /// other by its chain id, which waits for the layers below it to be
+    /// written.
     pub fn lowers(
         &self,
         store: &ContentStore,
-        layers: &[LayerBlob],
+        layers: &[Layer],
     ) -> Result<Vec<String>, SnapshotError> {
-        let chains = layer_chains(layers);
         let mut names = Vec::with_capacity(layers.len());
-        for (layer, chain) in layers.iter().zip(&chains) {
-            self.ensure(store, layer, chain)?;
-            names.push(Self::short_name(chain));
+        let mut below = Vec::with_capacity(layers.len());
+        for (i, layer) in layers.iter().enumerate() {
+            if let Some(name) = layer.snapshot() {
+                names.push(name.to_string());
+                continue;
+            }
+            while below.len() <= i {
+                below.push(layers[below.len()].wait()?);
+            }
+            let chain = top_chain(&below).expect("one layer at least");
+            self.ensure(store, &below[i], &chain)?;
+            names.push(Self::short_name(&chain));
         }
         names.reverse();
         if names.is_empty() {
@@ -256,40 +281,84 @@ impl SnapshotStore {
         self.link(chain)
     }
 
-    /// Commits a finished step's overlay upper dir as the snapshot of
-    /// `layer` on `parents` (its chain id), so the steps after it stack
-    /// the dir itself instead of extracting the layer again: BuildKit's
-    /// commit. The upper dir is in overlay format already (whiteouts,
-    /// opaque markers), the format an extracted layer gets. A snapshot
-    /// already there (another build, or the same step before) is kept and
-    /// the upper dir left to its workspace. The rename is atomic: a killed
-    /// build leaves either no snapshot or the whole one.
+    /// Commits a finished step's overlay upper dir as a snapshot before
+    /// its layer is written, so the steps after it stack the dir itself
+    /// instead of extracting the layer again (BuildKit's commit): the dir
+    /// moves to `p/<id>/fs`, whose name (relative to the store's root) it
+    /// returns with the dir. The upper dir is in overlay format already
+    /// (whiteouts, opaque markers), the format an extracted layer gets.
+    /// Other builds find it once [`SnapshotStore::alias`] names it by
+    /// chain id; a build killed before that leaves it to collection.
     pub fn commit_upper(
         &self,
         upper: &Path,
+        opaque: OpaqueXattr,
+    ) -> Result<(String, PathBuf), SnapshotError> {
+        mark_opaque_both(upper, opaque).map_err(io_at(upper))?;
+        let dir = tempfile::Builder::new()
+            .prefix("")
+            .rand_bytes(8)
+            .tempdir_in(self.root.join("p"))
+            .map_err(io_at(&self.root))?
+            .keep();
+        let fs = dir.join("fs");
+        std::fs::rename(upper, &fs).map_err(io_at(upper))?;
+        crate::failpoint::hit("snapshot-moved");
+        let id = dir.file_name().expect("a made dir").to_string_lossy();
+        Ok((format!("p/{id}/fs"), fs))
+    }
+
+    /// Names the snapshot `fs` ([`SnapshotStore::commit_upper`]'s) by the
+    /// chain id of `layer` on `parents`, now that its layer is written: a
+    /// symlink `<chain-id hex>` to its dir, made in one step. A chain
+    /// another build committed first keeps theirs; this build's later
+    /// steps go on stacking ours, removed when the build ends.
+    pub fn alias(
+        &self,
+        fs: &Path,
         parents: &[LayerBlob],
         layer: &LayerBlob,
-        opaque: OpaqueXattr,
     ) -> Result<(), SnapshotError> {
         let chain = top_chain(parents.iter().chain([layer])).expect("one layer at least");
-        let dir = self.root.join(chain.hex());
-        if !dir.join("fs").is_dir() {
-            let tmp = tempfile::Builder::new()
-                .prefix("commit-")
-                .tempdir_in(self.root.join("tmp"))
-                .map_err(io_at(&self.root))?;
-            mark_opaque_both(upper, opaque).map_err(io_at(upper))?;
-            std::fs::rename(upper, tmp.path().join("fs")).map_err(io_at(upper))?;
-            crate::failpoint::hit("snapshot-moved");
-            self.install(tmp, &dir, "fs")?;
+        let dir = fs.parent().expect("p/<id>/fs");
+        let id = dir.file_name().expect("p/<id>").to_string_lossy();
+        let link = self.root.join(chain.hex());
+        let mut ours = false;
+        if !link.join("fs").is_dir() {
+            // A dangling link (its snapshot removed) is in the way.
+            if std::fs::symlink_metadata(&link).is_ok_and(|m| m.is_symlink()) {
+                let _ = std::fs::remove_file(&link);
+            }
+            ours = std::os::unix::fs::symlink(format!("p/{id}"), &link).is_ok();
         }
+        if !ours {
+            self.unaliased
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(dir.to_path_buf());
+        }
+        crate::failpoint::hit("snapshot-installed");
         self.link(&chain)
+    }
+
+    /// Removes the snapshots this process committed that no chain id
+    /// names (another build's came first): once the build that stacked
+    /// them is done with them.
+    pub fn release_unaliased(&self) {
+        let dirs = std::mem::take(&mut *self.unaliased.lock().unwrap_or_else(|e| e.into_inner()));
+        for dir in dirs {
+            let _ = super::tree::remove_tree(&dir);
+        }
     }
 
     /// Moves `tmp/<sub>` into place as `dir/<sub>` (`fs` for overlay,
     /// `tree` for the copy tier; a chain can have both), unless another
     /// build put one there first (theirs is as good). Each is one rename.
     fn install(&self, tmp: tempfile::TempDir, dir: &Path, sub: &str) -> Result<(), SnapshotError> {
+        // A chain's symlink whose snapshot was removed is in the way.
+        if !dir.is_dir() && std::fs::symlink_metadata(dir).is_ok_and(|m| m.is_symlink()) {
+            let _ = std::fs::remove_file(dir);
+        }
         match std::fs::create_dir(dir) {
             Err(e) if e.kind() != io::ErrorKind::AlreadyExists => return Err(io_at(dir)(e)),
             _ => {}

@@ -262,3 +262,30 @@ pub(crate) fn times_of(meta: &std::fs::Metadata) -> Timestamps {
         last_modification: stamp(meta.mtime(), meta.mtime_nsec()),
     }
 }
+
+/// Removes a tree that may hold read-only dirs (extracted layers do);
+/// nothing to do when it is not there.
+pub fn remove_tree(path: &Path) -> io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    match std::fs::remove_dir_all(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(_) => {
+            // Make every dir writable, then try again.
+            fn open_up(p: &Path) {
+                if let Ok(meta) = std::fs::symlink_metadata(p) {
+                    if meta.is_dir() {
+                        let _ = std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o700));
+                        if let Ok(entries) = std::fs::read_dir(p) {
+                            for e in entries.flatten() {
+                                open_up(&e.path());
+                            }
+                        }
+                    }
+                }
+            }
+            open_up(path);
+            std::fs::remove_dir_all(path)
+        }
+    }
+}
