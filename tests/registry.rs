@@ -152,10 +152,9 @@ fn push_then_pull_by_tag_and_digest_is_byte_identical() {
     push(&rt, &again, &source, &image, &targets, None).unwrap();
     assert_eq!(count(&again.stats.blobs_uploaded), 0);
     assert_eq!(count(&again.stats.blobs_existing), 2);
-    std::thread::sleep(Duration::from_millis(200));
     assert!(uploads_before >= 2, "the first push was logged");
     assert_eq!(
-        registry.count_requests("POST", "/blobs/uploads/"),
+        registry.count_requests_settled("POST", "/blobs/uploads/"),
         uploads_before,
         "no upload started"
     );
@@ -176,10 +175,10 @@ fn cross_repository_mount_and_chunked_upload() {
     let chunked = client(CredentialSource::default(), options);
     push_to(&rt, &chunked, &store, &image, &first).unwrap();
     assert_eq!(count(&chunked.stats.blobs_uploaded), 2);
-    std::thread::sleep(Duration::from_millis(200));
     let layer_kib = image.layers[0].size / 1024;
     assert!(
-        registry.count_requests("PATCH", "/v2/team/base/blobs/uploads/") as u64 >= layer_kib / 256,
+        registry.count_requests_settled("PATCH", "/v2/team/base/blobs/uploads/") as u64
+            >= layer_kib / 256,
         "layer sent in 256 KiB chunks"
     );
     assert_eq!(
@@ -378,10 +377,13 @@ fn push_and_pull_survive_a_failing_registry() {
         count(&pusher.stats.retries),
         count(&puller.stats.retries)
     );
-    assert!(
-        proxy.injected.load(Ordering::SeqCst) >= 3,
-        "faults injected: {}",
-        proxy.injected.load(Ordering::SeqCst)
+    // The README's figure. The schedule is by request number and the
+    // client's requests and retries come in a fixed order, so a change
+    // here means the client's requests changed: say so in the README.
+    assert_eq!(
+        proxy.injected.load(Ordering::SeqCst),
+        11,
+        "faults injected (the README says 11)"
     );
     assert!(count(&puller.stats.retries) > 0, "the pull met faults too");
 }
@@ -416,9 +418,8 @@ fn a_registry_that_keeps_failing_gets_no_manifest() {
         text.contains(&proxy.addr) && text.contains("500") && text.contains("upload blob"),
         "{text}"
     );
-    std::thread::sleep(Duration::from_millis(200));
     assert_eq!(
-        registry.count_requests("PUT", "/manifests/"),
+        registry.count_requests_settled("PUT", "/manifests/"),
         0,
         "no manifest was sent"
     );

@@ -174,17 +174,24 @@ fn leftover_processes_are_killed_when_the_step_ends() {
         &format!("sleep {marker} & sleep {marker} & echo started"),
     ));
     assert_eq!(stdout(&out), "started\n");
-    // PID 1 exited, so the kernel killed the background sleeps.
-    std::thread::sleep(std::time::Duration::from_millis(200));
-    let ps = Command::new("pgrep")
-        .args(["-f", &format!("sleep {marker}")])
-        .output()
-        .unwrap();
-    assert!(
-        ps.stdout.is_empty(),
-        "left behind: {}",
-        String::from_utf8_lossy(&ps.stdout)
-    );
+    // PID 1 exited, so the kernel kills the background sleeps: wait for
+    // them to be gone (reaping takes a moment), failing after 10 s.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let ps = Command::new("pgrep")
+            .args(["-f", &format!("sleep {marker}")])
+            .output()
+            .unwrap();
+        if ps.stdout.is_empty() {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "left behind: {}",
+            String::from_utf8_lossy(&ps.stdout)
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
 }
 
 #[test]

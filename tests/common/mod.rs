@@ -142,6 +142,36 @@ impl TestRegistry {
         );
     }
 
+    /// As [`TestRegistry::count_requests`], once every request made so far
+    /// is in the log: a sentinel request is sent, and the log read until
+    /// its line is there (plain-HTTP registries). Waits on that event, not
+    /// for a fixed time.
+    pub fn count_requests_settled(&self, method: &str, fragment: &str) -> usize {
+        use std::sync::atomic::{AtomicU64, Ordering};
+        static SENTINELS: AtomicU64 = AtomicU64::new(0);
+        let sentinel = format!(
+            "/v2/?settle={}-{}",
+            std::process::id(),
+            SENTINELS.fetch_add(1, Ordering::Relaxed)
+        );
+        let mut s = TcpStream::connect(&self.addr).unwrap();
+        s.write_all(format!("GET {sentinel} HTTP/1.0\r\n\r\n").as_bytes())
+            .unwrap();
+        let _ = s.read_to_string(&mut String::new());
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !std::fs::read_to_string(&self.log)
+            .unwrap_or_default()
+            .contains(&sentinel)
+        {
+            assert!(
+                Instant::now() < deadline,
+                "the registry never logged {sentinel}"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        self.count_requests(method, fragment)
+    }
+
     /// Requests in the access log matching `method` and a path fragment.
     pub fn count_requests(&self, method: &str, fragment: &str) -> usize {
         let log = std::fs::read_to_string(&self.log).unwrap_or_default();
