@@ -84,20 +84,36 @@ fn prune_all_during_a_build_keeps_what_the_build_holds() {
     let ctx = context(
         work.path(),
         "app",
-        "FROM busybox\nRUN head -c 100000 /dev/urandom > /cached\nARG N\nRUN echo waiting $N && sleep 2 && echo $N > /n\n",
+        // With PORT set, the step waits (60 s at most) until the test
+        // listens there:
+        // the prune below runs while the step is inside its RUN, for
+        // sure, however slow either is (an event, not a time window).
+        "FROM busybox\nRUN head -c 100000 /dev/urandom > /cached\nARG N\nARG PORT\n\
+         RUN --network=host echo waiting $N && if [ -n \"$PORT\" ]; then \
+         i=0; until echo | nc 127.0.0.1 $PORT; do i=$((i+1)); [ $i -le 1200 ] || exit 9; \
+         sleep 0.05; done; fi && echo $N > /n\n",
     );
     ok(rbuild(&root)
         .arg(&ctx)
-        .args(["--build-arg", "N=1"])
+        .args(["--allow", "network.host", "--build-arg", "N=1"])
         .output()
         .unwrap());
+    let port = {
+        let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        probe.local_addr().unwrap().port()
+    };
+    let port_arg = format!("PORT={port}");
     let oci = work.path().join("out");
     let log = work.path().join("build.log");
     let mut child = rbuild(&root)
         .arg(&ctx)
         .args([
+            "--allow",
+            "network.host",
             "--build-arg",
             "N=2",
+            "--build-arg",
+            &port_arg,
             "-o",
             &format!("type=oci,dest={},tar=false", oci.display()),
         ])
@@ -116,9 +132,12 @@ fn prune_all_during_a_build_keeps_what_the_build_holds() {
         );
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
-    // The build is inside its second RUN, on top of a cached layer.
+    // The build is inside its second RUN, on top of a cached layer, and
+    // stays there until the listener below lets it go.
     let report = run_ok(rbuild(&root).args(["prune", "--all"]));
     assert!(report.contains("builds are running"), "{report}");
+    let listener = std::net::TcpListener::bind(("127.0.0.1", port)).unwrap();
+    drop(listener.accept().unwrap());
     let status = child.wait().unwrap();
     assert!(
         status.success(),
@@ -136,7 +155,8 @@ fn prune_all_during_a_build_keeps_what_the_build_holds() {
     // build held); the step the build recorded afterwards is still a hit.
     let again = ok(rbuild(&root)
         .arg(&ctx)
-        .args(["--build-arg", "N=2"])
+        .args(["--allow", "network.host", "--build-arg", "N=2"])
+        .args(["--build-arg", &port_arg])
         .output()
         .unwrap());
     assert_eq!(ran(&again), 1, "{}", stderr(&again));
