@@ -1,8 +1,8 @@
 #!/bin/sh
 # A 5-stage, 20-step Dockerfile (four stages of four RUN steps, built in
 # parallel, and a final stage that mounts all four), side by side with
-# `buildah build --layers` (vfs, chroot isolation) and, when Debian's
-# docker.io is installed, BuildKit (private dockerd) in one run:
+# `buildah build --layers` (overlay storage, chroot isolation) and BuildKit
+# (a private dockerd; Debian's docker.io, installed when missing) in one run:
 #   cold:   fresh storage each round
 #   cached: the same build again on warm storage (every step a cache hit)
 # Prints the medians and the ratios rbuild / buildah. Targets (issue 5):
@@ -56,6 +56,16 @@ while [ $r -lt "$ROUNDS" ]; do
   r=$((r+1))
 done
 
+stamp=$(date -u +%Y-%m-%dT%H%M%SZ)
+results="$here/bench/results/$stamp-cached_build.txt"
+{
+echo "# bench/cached_build.sh on $(hostname), $(nproc) cores, $stamp; tree $(git -C "$here" rev-parse --short HEAD); ROUNDS=$ROUNDS"
+echo "# buildah: overlay storage, chroot isolation; BuildKit: a private dockerd (Debian docker.io)"
+for f in rbuild buildah buildkit; do
+  for kind in cold cached; do
+    while read -r t; do echo "time $f $kind $t"; done < "$work/$f-$kind.times"
+  done
+done
 echo "5 stages, 20 RUN steps, median of $ROUNDS rounds:"
 for kind in cold cached; do
   rb=$(median < "$work/rbuild-$kind.times")
@@ -66,3 +76,5 @@ for kind in cold cached; do
     printf '  %-6s                  BuildKit %.3f s  rbuild / BuildKit = %.3f\n' "$kind" "$kb" "$(echo "$rb / $kb" | bc -l)"
   fi
 done
+} | tee "$results"
+echo "raw rounds: $results"

@@ -2,8 +2,10 @@
 #   - builds rbuild (release) into $RBUILD
 #   - makes $work (removed on exit, with any dockerd started here)
 #   - $work/base: the busybox base rbuild makes, as an OCI layout, for peers
-#   - buildah_store DIR: a buildah storage with that base as localhost/busybox
-#   - start_buildkit: a private dockerd with BuildKit, if Debian's docker.io is installed
+#   - buildah_store DIR: a buildah storage (overlay driver) with that base
+#     as localhost/busybox
+#   - start_buildkit: a private dockerd with BuildKit (Debian's docker.io,
+#     installed when missing); exit 2 when it cannot start
 #   - make_context DIR FILES MEGABYTES: copy_context.sh's generated context
 #   - debian_tarball LOG: a debootstrap --variant=minbase bookworm root as a tarball
 #   - debian_bench_base: that tarball as rbuild's and BuildKit's debian-bench:1
@@ -14,7 +16,15 @@ here=$(cd "$(dirname "$0")/.." && pwd)
 cd "$here"
 cargo build --release --quiet
 RBUILD="$here/target/release/rbuild"
-[ -n "${BENCH_NO_BUILDAH:-}" ] || command -v buildah >/dev/null || { echo "buildah is not installed (apt-get install buildah)" >&2; exit 2; }
+# need CMD PACKAGE: installs Debian's PACKAGE when CMD is missing; a peer
+# that cannot be installed stops the benchmark (exit 2), never drops out.
+need() {
+  command -v "$1" >/dev/null && return
+  echo "bench: $1 is missing: apt-get install -y $2" >&2
+  apt-get install -y -qq "$2" >&2 || { apt-get update -qq >&2 && apt-get install -y -qq "$2" >&2; } \
+    || { echo "bench: cannot install $2, a peer this benchmark compares against" >&2; exit 2; }
+}
+[ -n "${BENCH_NO_BUILDAH:-}" ] || need buildah buildah
 # Lower-case: skopeo's and buildah's oci: transport name images after the path.
 work=/tmp/rbuild-bench-$$; rm -rf "$work"; mkdir -p "$work"
 trap 'if [ -f "$work/dockerd.pid" ]; then kill "$(cat "$work/dockerd.pid")"; sleep 2; fi; rm -rf "$work"' EXIT
@@ -26,7 +36,8 @@ printf 'FROM busybox\n' > "$work/Base.Dockerfile"
 # buildah_store DIR: prints the buildah command line for a storage in DIR
 # that holds the base as localhost/busybox:latest.
 buildah_store() {
-  B="buildah --root $1/root --runroot $1/run --storage-driver vfs"
+  # overlay, as a buildah user's storage is (vfs copies every layer).
+  B="buildah --root $1/root --runroot $1/run --storage-driver overlay"
   $B pull -q "oci:$work/base:latest" >/dev/null
   $B tag "$($B images -q | head -1)" localhost/busybox:latest
   echo "$B"
@@ -34,14 +45,17 @@ buildah_store() {
 
 BUILDKIT=
 start_buildkit() {
-  if command -v dockerd >/dev/null && [ -x /usr/bin/docker ]; then
-    export DOCKER_HOST="unix://$work/docker.sock"
-    dockerd --bridge=none --iptables=false --data-root "$work/docker" --exec-root "$work/docker-exec" \
-      -H "$DOCKER_HOST" -p "$work/dockerd.pid" >"$work/dockerd.log" 2>&1 &
-    i=0; until /usr/bin/docker info >/dev/null 2>&1 || [ $i -gt 100 ]; do sleep 0.2; i=$((i+1)); done
-    skopeo copy -q "oci:$work/base:latest" "docker-archive:$work/base.tar:busybox:latest" >/dev/null
-    /usr/bin/docker load -q -i "$work/base.tar" >/dev/null && BUILDKIT=1
-  fi
+  need dockerd docker.io
+  [ -x /usr/bin/docker ] || { echo "bench: Debian's /usr/bin/docker client is missing (docker.io)" >&2; exit 2; }
+  export DOCKER_HOST="unix://$work/docker.sock"
+  # Its own roots and socket; no bridge, iptables or ip_forward: nothing of
+  # the host's settings changes.
+  dockerd --bridge=none --iptables=false --ip-forward=false --data-root "$work/docker" \
+    --exec-root "$work/docker-exec" -H "$DOCKER_HOST" -p "$work/dockerd.pid" >"$work/dockerd.log" 2>&1 &
+  i=0; until /usr/bin/docker info >/dev/null 2>&1 || [ $i -gt 100 ]; do sleep 0.2; i=$((i+1)); done
+  skopeo copy -q "oci:$work/base:latest" "docker-archive:$work/base.tar:busybox:latest" >/dev/null
+  /usr/bin/docker load -q -i "$work/base.tar" >/dev/null && BUILDKIT=1
+  [ -n "$BUILDKIT" ] || { echo "bench: BuildKit (a private dockerd) did not start: $work/dockerd.log" >&2; tail -5 "$work/dockerd.log" >&2; exit 2; }
 }
 
 # make_context DIR FILES MEGABYTES: FILES files of random bytes, MEGABYTES

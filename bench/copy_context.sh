@@ -1,7 +1,7 @@
 #!/bin/sh
 # `COPY . /app` of a generated 500 MB, 20,000-file context, end to end to
 # an image pushed to a local Docker distribution registry, side by side
-# with `buildah build --layers` + `buildah push` (vfs, chroot isolation)
+# with `buildah build --layers` + `buildah push` (overlay storage, chroot isolation)
 # in one run. Each round starts from fresh storage (no hash cache, no
 # layers) and pushes to a new repository. Target (issue 6): rbuild <= 0.5x
 # buildah.

@@ -2,10 +2,10 @@
 # A 30-step `RUN true` chain on busybox, cold, side by side in one run:
 # rbuild (`rbuild build`: probe, base, 30 sandboxed steps, layers) in each
 # of its tiers this machine has (TIERS, below), against `buildah build
-# --layers` (vfs storage, chroot isolation: what works on this VM), each on
-# fresh storage every round, and against BuildKit when Debian's docker.io
-# is installed (a private dockerd started here with --bridge=none
-# --iptables=false; `docker build --no-cache --network host` with the
+# --layers` (overlay storage, chroot isolation: what works on this VM), each on
+# fresh storage every round, and against BuildKit (Debian's docker.io,
+# installed when missing; a private dockerd started here with --bridge=none
+# --iptables=false --ip-forward=false; `docker build --no-cache --network host` with the
 # Debian client, whose BuildKit needs no buildx). Prints the median of
 # each and the ratios; raw times go to bench/results/<UTC>-run_chain.txt.
 #
