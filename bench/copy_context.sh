@@ -11,7 +11,7 @@ ROUNDS=${1:-3}
 FILES=${2:-20000}
 MB=${3:-500}
 . "$(dirname "$0")/common.sh"
-command -v docker-registry >/dev/null || { echo "docker-registry is not installed" >&2; exit 2; }
+need docker-registry docker-registry
 
 make_context "$work/context" "$FILES" "$MB"
 printf 'FROM busybox\nCOPY . /app\n' > "$work/Copy.Dockerfile"
@@ -59,5 +59,14 @@ while [ $r -lt "$ROUNDS" ]; do
 done
 rb=$(median < "$work/rbuild.times")
 bb=$(median < "$work/buildah.times")
-echo "COPY . /app of $FILES files, $MB MB, built and pushed, median of $ROUNDS rounds:"
-printf '  rbuild %.3f s   buildah %.3f s   rbuild / buildah = %.3f\n' "$rb" "$bb" "$(echo "$rb / $bb" | bc -l)"
+stamp=$(date -u +%Y-%m-%dT%H%M%SZ)
+results="$here/bench/results/$stamp-copy_context.txt"
+{
+  echo "# bench/copy_context.sh on $(hostname), $(nproc) cores, $stamp; tree $(git -C "$here" rev-parse --short HEAD); ROUNDS=$ROUNDS FILES=$FILES MB=$MB"
+  echo "# buildah: overlay storage, chroot isolation, buildah push; rbuild: build --push; a local docker-registry"
+  while read -r t; do echo "time rbuild $t"; done < "$work/rbuild.times"
+  while read -r t; do echo "time buildah $t"; done < "$work/buildah.times"
+  echo "COPY . /app of $FILES files, $MB MB, built and pushed, median of $ROUNDS rounds:"
+  printf '  rbuild %.3f s   buildah %.3f s   rbuild / buildah = %.3f\n' "$rb" "$bb" "$(echo "$rb / $bb" | bc -l)"
+} | tee "$results"
+echo "raw rounds: $results"
