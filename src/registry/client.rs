@@ -271,7 +271,10 @@ impl RegistryClient {
                     token: Option<String>,
                     access_token: Option<String>,
                 }
-                let body = response.bytes().await.map_err(|e| auth_error(format!("token request to {realm}: {}", describe(e))))?;
+                let body = body_within(response, MAX_TOKEN).await.map_err(|e| match e {
+                    Body::Transport(e) => auth_error(format!("token request to {realm}: {}", describe(e))),
+                    Body::TooLarge => auth_error(format!("token endpoint {realm} sent over {} KiB", MAX_TOKEN >> 10)),
+                })?;
                 let token: Token = serde_json::from_slice(&body).map_err(|_| auth_error(format!("token endpoint {realm} sent no JSON token")))?;
                 let token = token.token.or(token.access_token).ok_or_else(|| auth_error(format!("token endpoint {realm} sent no token")))?;
                 format!("Bearer {token}")
@@ -373,16 +376,21 @@ impl RegistryClient {
             .get("docker-content-digest")
             .and_then(|v| v.to_str().ok())
             .map(str::to_string);
-        let bytes = response
-            .bytes()
-            .await
-            .map_err(|e| transport(registry, &what, e))?
-            .to_vec();
-        let digest = Digest::of(&bytes);
         let content_error = |message: String| RegistryError::Content {
             registry: registry.clone(),
             message,
         };
+        let bytes = match body_within(response, MAX_MANIFEST).await {
+            Ok(bytes) => bytes,
+            Err(Body::Transport(e)) => return Err(transport(registry, &what, e)),
+            Err(Body::TooLarge) => {
+                return Err(content_error(format!(
+                    "{what}: the manifest is over {} MiB, more than any real one",
+                    MAX_MANIFEST >> 20
+                )))
+            }
+        };
+        let digest = Digest::of(&bytes);
         if let Ok(expected) = target.parse::<Digest>() {
             if expected != digest {
                 return Err(content_error(format!(
@@ -851,6 +859,53 @@ fn describe(e: reqwest::Error) -> String {
     text
 }
 
+/// The most of a manifest or index rbuild reads (containerd's limit too):
+/// real ones are a few KiB, so a registry cannot make rbuild buffer
+/// without bound.
+const MAX_MANIFEST: usize = 4 << 20;
+/// The most of a token endpoint's answer rbuild reads.
+const MAX_TOKEN: usize = 1 << 20;
+/// The most of an error response's body rbuild reads for its message.
+const MAX_ERROR_BODY: usize = 64 << 10;
+
+/// Why a bounded body could not be read.
+enum Body {
+    /// The connection failed.
+    Transport(reqwest::Error),
+    /// It is longer than the limit.
+    TooLarge,
+}
+
+/// The whole body of `response`, refused as soon as it (or its declared
+/// length) passes `limit` bytes.
+async fn body_within(mut response: reqwest::Response, limit: usize) -> Result<Vec<u8>, Body> {
+    if response.content_length().is_some_and(|n| n > limit as u64) {
+        return Err(Body::TooLarge);
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await.map_err(Body::Transport)? {
+        if body.len() + chunk.len() > limit {
+            return Err(Body::TooLarge);
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
+/// At most the first `limit` bytes of `response`'s body (less when the
+/// connection fails: this is for messages).
+async fn body_prefix(mut response: reqwest::Response, limit: usize) -> Vec<u8> {
+    let mut body = Vec::new();
+    while let Ok(Some(chunk)) = response.chunk().await {
+        let room = limit - body.len();
+        body.extend_from_slice(&chunk[..chunk.len().min(room)]);
+        if body.len() == limit {
+            break;
+        }
+    }
+    body
+}
+
 fn transport(registry: &str, what: &str, e: reqwest::Error) -> RegistryError {
     RegistryError::Transport {
         registry: registry.to_string(),
@@ -861,7 +916,8 @@ fn transport(registry: &str, what: &str, e: reqwest::Error) -> RegistryError {
 
 async fn status_error(registry: &str, what: &str, response: reqwest::Response) -> RegistryError {
     let status = response.status().as_u16();
-    let body = response.text().await.unwrap_or_default();
+    // An error body is only read for its message: a huge one is cut off.
+    let body = String::from_utf8_lossy(&body_prefix(response, MAX_ERROR_BODY).await).into_owned();
     let detail = serde_json::from_str::<serde_json::Value>(&body)
         .ok()
         .and_then(|v| {
