@@ -692,3 +692,85 @@ fn tls_for_other_hosts_with_a_private_ca_and_insecure_by_name() {
     );
     push_to(&rt, &insecure, &store, &image, &target).unwrap();
 }
+
+/// A soak (issue 22): 20 pushes and pulls of an image through a proxy
+/// that fails about a quarter of its requests at random (500s, dropped
+/// connections, bodies cut off), a few hundred requests in all. Each push
+/// and pull must succeed or fail with an error, never panic or hang; a
+/// pull that succeeds has the pushed manifest; and after every push the
+/// registry holds either no manifest for the tag or a whole image
+/// (skopeo copies it out of the registry directly). `RBUILD_SOAK_SEED`
+/// replays a run.
+#[test]
+fn a_fault_soak_leaves_no_manifest_without_its_blobs() {
+    use common::{Fault, FaultProxy};
+    let seed: u64 = std::env::var("RBUILD_SOAK_SEED")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| u64::from(std::process::id()) | 1);
+    eprintln!("fault soak: RBUILD_SOAK_SEED={seed}");
+    let registry = TestRegistry::start(&[]);
+    let proxy = FaultProxy::start(&registry.addr, move |n, _| {
+        // A fixed mix from the request number and the seed (splitmix64).
+        let mut z = n.wrapping_add(seed).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        match (z ^ (z >> 31)) % 100 {
+            0..=11 => Fault::Error500,
+            12..=19 => Fault::Drop,
+            20..=25 => Fault::Cut,
+            _ => Fault::Pass,
+        }
+    });
+    let rt = runtime();
+    let dir = tempfile::tempdir().unwrap();
+    let store = ContentStore::open(dir.path().join("a")).unwrap();
+    let image = busybox(&store);
+    let options = RegistryOptions {
+        max_attempts: 6,
+        initial_backoff: Duration::from_millis(5),
+        chunk_size: Some(256 * 1024),
+        ..RegistryOptions::default()
+    };
+    let (mut pushed, mut pulled, mut failed) = (0, 0, Vec::new());
+    for round in 0..20 {
+        let via_proxy: Reference = format!("{}/soak/r{round}:1", proxy.addr).parse().unwrap();
+        let direct = reference(&registry, &format!("soak/r{round}:1"));
+        let pusher = client(CredentialSource::default(), options.clone());
+        match push_to(&rt, &pusher, &store, &image, &via_proxy) {
+            Ok(()) => pushed += 1,
+            Err(e) => failed.push(format!("push {round}: {e}")),
+        }
+        let inspect = Command::new("skopeo")
+            .args(["inspect", "--raw", "--tls-verify=false"])
+            .arg(format!("docker://{direct}"))
+            .output()
+            .unwrap();
+        if inspect.status.success() {
+            let out = dir.path().join(format!("copied-{round}"));
+            run_ok(
+                Command::new("skopeo")
+                    .args(["copy", "--src-tls-verify=false"])
+                    .arg(format!("docker://{direct}"))
+                    .arg(format!("dir:{}", out.display())),
+            );
+        }
+        let fresh = ContentStore::open(dir.path().join(format!("pull-{round}"))).unwrap();
+        let puller = client(CredentialSource::default(), options.clone());
+        match rt.block_on(puller.pull(&fresh, &via_proxy, "linux", host_architecture())) {
+            Ok(got) => {
+                assert_eq!(got.manifest_digest, image.manifest_digest, "pull {round}");
+                pulled += 1;
+            }
+            Err(e) => failed.push(format!("pull {round}: {e}")),
+        }
+    }
+    let injected = proxy.injected.load(Ordering::SeqCst);
+    let requests = registry.count_requests_settled("", " /v2/");
+    eprintln!(
+        "fault soak: {pushed} of 20 pushes and {pulled} of 20 pulls succeeded through \
+         {injected} faults in {requests} requests that reached the registry; failures: {failed:?}"
+    );
+    assert!(injected >= 30, "only {injected} faults");
+    assert!(pushed >= 15 && pulled >= 15, "{failed:?}");
+}

@@ -353,41 +353,39 @@ impl RegistryClient {
         );
         let scope = format!("repository:{}:pull", reference.repository);
         let what = format!("GET manifest {}:{target}", reference.repository);
-        let response = self
-            .send(registry, &scope, &what, |c| {
-                c.get(&url).header(ACCEPT, MANIFEST_ACCEPT)
-            })
-            .await?;
-        if !response.status().is_success() {
-            return Err(status_error(registry, &what, response).await);
-        }
-        let media_type = response
-            .headers()
-            .get(CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or_default()
-            .split(';')
-            .next()
-            .unwrap_or_default()
-            .trim()
-            .to_string();
-        let header_digest = response
-            .headers()
-            .get("docker-content-digest")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string);
         let content_error = |message: String| RegistryError::Content {
             registry: registry.clone(),
             message,
         };
-        let bytes = match body_within(response, MAX_MANIFEST).await {
-            Ok(bytes) => bytes,
-            Err(Body::Transport(e)) => return Err(transport(registry, &what, e)),
-            Err(Body::TooLarge) => {
-                return Err(content_error(format!(
-                    "{what}: the manifest is over {} MiB, more than any real one",
-                    MAX_MANIFEST >> 20
-                )))
+        // A body cut off midway is tried again, as a failed request is.
+        let mut attempt = 1;
+        let (bytes, media_type, header_digest) = loop {
+            let response = self
+                .send(registry, &scope, &what, |c| {
+                    c.get(&url).header(ACCEPT, MANIFEST_ACCEPT)
+                })
+                .await?;
+            if !response.status().is_success() {
+                return Err(status_error(registry, &what, response).await);
+            }
+            let (media_type, header_digest) = manifest_headers(&response);
+            match body_within(response, MAX_MANIFEST).await {
+                Ok(bytes) => break (bytes, media_type, header_digest),
+                Err(Body::TooLarge) => {
+                    return Err(content_error(format!(
+                        "{what}: the manifest is over {} MiB, more than any real one",
+                        MAX_MANIFEST >> 20
+                    )))
+                }
+                Err(Body::Transport(e)) if attempt >= self.options.max_attempts => {
+                    return Err(transport(registry, &what, e))
+                }
+                Err(Body::Transport(_)) => {
+                    TransferStats::bump(&self.stats.retries);
+                    let backoff = self.options.initial_backoff * 2u32.saturating_pow(attempt - 1);
+                    tokio::time::sleep(backoff).await;
+                    attempt += 1;
+                }
             }
         };
         let digest = Digest::of(&bytes);
@@ -857,6 +855,25 @@ fn describe(e: reqwest::Error) -> String {
         source = cause.source();
     }
     text
+}
+
+/// A manifest response's media type and `Docker-Content-Digest`.
+fn manifest_headers(response: &reqwest::Response) -> (String, Option<String>) {
+    let headers = response.headers();
+    let media_type = headers
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_string();
+    let digest = headers
+        .get("docker-content-digest")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    (media_type, digest)
 }
 
 /// The most of a manifest or index rbuild reads (containerd's limit too):
