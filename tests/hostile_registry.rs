@@ -1,6 +1,7 @@
-//! A registry that answers with something huge (issue 22): a manifest
-//! body that never ends, a manifest that declares a gigabyte, a token
-//! endpoint that streams without end, an error body of 100 MB. Each is a
+//! A registry that answers with something huge or malformed (issue 22):
+//! a manifest body that never ends, a manifest that declares a gigabyte,
+//! a token endpoint that streams without end, an error body of 100 MB, a
+//! manifest that is not JSON, a header of 1 MB. Each is a
 //! small plain-HTTP server on loopback written here (no real registry
 //! misbehaves on purpose). `rbuild build` of `FROM <it>/app:1` must stop
 //! with a clear error naming the limit (exit 3, the environment's), with
@@ -27,6 +28,10 @@ enum Misbehaviour {
     EndlessToken,
     /// A 404 whose body is 100 MB.
     HugeErrorBody,
+    /// A manifest that is not JSON.
+    MalformedManifest,
+    /// A response header of 1 MB.
+    HugeHeader,
 }
 
 /// Serves one misbehaving registry on a loopback port until the test
@@ -95,6 +100,20 @@ fn answer(mut stream: TcpStream, how: Misbehaviour, realm: &str) -> std::io::Res
             stream.write_all(head.as_bytes())?;
             stream_bytes(&mut stream, 300 << 20, b' ')
         }
+        (Misbehaviour::MalformedManifest, _) => {
+            let body = "{\"schemaVersion\": 2, \"layers\": [{\"digest\": ";
+            let head = format!(
+                "HTTP/1.1 200 OK\r\nContent-Type: {manifest_type}\r\nContent-Length: {}\r\n\r\n",
+                body.len()
+            );
+            stream.write_all(head.as_bytes())?;
+            stream.write_all(body.as_bytes())
+        }
+        (Misbehaviour::HugeHeader, _) => {
+            stream.write_all(b"HTTP/1.1 200 OK\r\nX-Padding: ")?;
+            stream_bytes(&mut stream, 1 << 20, b'p')?;
+            stream.write_all(b"\r\nContent-Length: 2\r\n\r\n{}")
+        }
         (Misbehaviour::HugeErrorBody, _) => {
             stream.write_all(b"HTTP/1.1 404 Not Found\r\nContent-Type: application/json\r\nConnection: close\r\n\r\n{\"errors\":[{\"code\":\"MANIFEST_UNKNOWN\",\"message\":\"")?;
             stream_bytes(&mut stream, 100 << 20, b'x')
@@ -150,6 +169,16 @@ fn a_registry_answering_with_huge_bodies_gets_a_clear_error_and_bounded_memory()
         ),
         (Misbehaviour::EndlessToken, "endless token", "over 1024 KiB"),
         (Misbehaviour::HugeErrorBody, "a 100 MB error body", "404"),
+        (
+            Misbehaviour::MalformedManifest,
+            "a manifest that is not JSON",
+            "invalid manifest: EOF while parsing",
+        ),
+        (
+            Misbehaviour::HugeHeader,
+            "a 1 MB header",
+            "message head is too large",
+        ),
     ] {
         let work = tempfile::tempdir().unwrap();
         let addr = serve(how);
@@ -164,6 +193,11 @@ fn a_registry_answering_with_huge_bodies_gets_a_clear_error_and_bounded_memory()
             err.len()
         );
         assert!(kb < 64 * 1024, "{name}: peak RSS {kb} KB");
-        eprintln!("{name}: exit 3, peak RSS {} MB", kb / 1024);
+        let said = err
+            .lines()
+            .rev()
+            .find(|l| l.starts_with("error:"))
+            .unwrap_or("");
+        eprintln!("{name}: exit 3, peak RSS {} MB: {said}", kb / 1024);
     }
 }

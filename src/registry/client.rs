@@ -427,7 +427,9 @@ impl RegistryClient {
         };
         let (mut bytes, mut media_type, mut digest) = self.get_manifest(reference, &target).await?;
         if media_type == media::OCI_INDEX || media_type == media::DOCKER_MANIFEST_LIST {
-            let index = ImageIndex::from_reader(bytes.as_slice())
+            // serde_json's own error says where the JSON breaks (oci-spec's
+            // says only "serde failed").
+            let index: ImageIndex = serde_json::from_slice(&bytes)
                 .map_err(|e| content_error(format!("invalid index: {e}")))?;
             let chosen = index
                 .manifests()
@@ -443,7 +445,7 @@ impl RegistryClient {
             let child = chosen.digest().to_string();
             (bytes, media_type, digest) = self.get_manifest(reference, &child).await?;
         }
-        let manifest = ImageManifest::from_reader(bytes.as_slice())
+        let manifest: ImageManifest = serde_json::from_slice(&bytes)
             .map_err(|e| content_error(format!("invalid manifest: {e}")))?;
         let mut blobs = vec![(
             manifest.config().digest().to_string(),
