@@ -71,21 +71,7 @@ fn build_of(ctx: &Path, work: &Path, root: &Path, tier: &str, name: &str, n: usi
 
 /// The layer digests of the image in the OCI layout `oci`.
 fn layers(oci: &Path) -> Vec<String> {
-    let json = |path: PathBuf| -> serde_json::Value {
-        serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap()
-    };
-    let blob = |digest: &str| {
-        oci.join("blobs/sha256")
-            .join(digest.trim_start_matches("sha256:"))
-    };
-    let index = json(oci.join("index.json"));
-    let manifest = json(blob(index["manifests"][0]["digest"].as_str().unwrap()));
-    manifest["layers"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|l| l["digest"].as_str().unwrap().to_string())
-        .collect()
+    common::manifest_layers(&common::oci_manifest(oci))
 }
 
 /// The dirs under the snapshot store's `p/` that no chain's symlink

@@ -37,22 +37,11 @@ fn assert_built(out: &Output) {
 
 /// The manifest of the one image in an OCI layout.
 fn manifest(oci: &Path) -> serde_json::Value {
-    let index: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(oci.join("index.json")).unwrap()).unwrap();
-    let digest = index["manifests"][0]["digest"].as_str().unwrap();
-    serde_json::from_slice(
-        &std::fs::read(oci.join("blobs/sha256").join(&digest["sha256:".len()..])).unwrap(),
-    )
-    .unwrap()
+    common::oci_manifest(oci)
 }
 
 fn layer_digests(oci: &Path) -> Vec<String> {
-    manifest(oci)["layers"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|l| l["digest"].as_str().unwrap().to_string())
-        .collect()
+    common::manifest_layers(&manifest(oci))
 }
 
 /// Every entry of every layer after the base, as `tar tvf` lists them

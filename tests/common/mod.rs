@@ -1238,7 +1238,22 @@ pub fn layer_digests(reference: &str) -> Vec<String> {
         "--raw",
         &format!("docker://{reference}"),
     ]));
-    let manifest: serde_json::Value = serde_json::from_str(&raw).unwrap();
+    manifest_layers(&serde_json::from_str(&raw).unwrap())
+}
+
+/// The manifest of the one image in the OCI layout `oci`.
+pub fn oci_manifest(oci: &Path) -> serde_json::Value {
+    let index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(oci.join("index.json")).unwrap()).unwrap();
+    let digest = index["manifests"][0]["digest"].as_str().unwrap();
+    serde_json::from_slice(
+        &std::fs::read(oci.join("blobs/sha256").join(&digest["sha256:".len()..])).unwrap(),
+    )
+    .unwrap()
+}
+
+/// The layer digests a manifest lists, in order.
+pub fn manifest_layers(manifest: &serde_json::Value) -> Vec<String> {
     manifest["layers"]
         .as_array()
         .unwrap()
