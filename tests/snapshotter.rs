@@ -187,7 +187,7 @@ fn step(
     change(&root.path);
     drop(root);
     let write = LayerWrite {
-        blobs,
+        blobs: blobs.clone(),
         options: LayerOptions {
             source_date_epoch: Some(1_500_000_000),
             id_map: None,
@@ -368,7 +368,7 @@ fn a_root_goes_back_to_the_back_end_that_made_it() {
     let ws = overlay.store().workspace().unwrap();
     let prepared = overlay.prepare(&blobs, &[], &ws).unwrap();
     let write = LayerWrite {
-        blobs: &blobs,
+        blobs: blobs.clone(),
         options: LayerOptions {
             source_date_epoch: None,
             id_map: None,
@@ -670,7 +670,7 @@ fn the_next_step_stacks_a_layer_still_being_written() {
     }
     let rig = Rig::new(true);
     let layer_write = LayerWrite {
-        blobs: &rig.blobs,
+        blobs: rig.blobs.clone(),
         options: LayerOptions {
             source_date_epoch: Some(1_500_000_000),
             id_map: None,

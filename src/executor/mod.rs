@@ -585,7 +585,7 @@ impl StepRunner {
         let layer = match failure {
             None => {
                 let write = LayerWrite {
-                    blobs: &self.store,
+                    blobs: self.store.clone(),
                     options: self.layer_options,
                     counter: step.layer_bytes.clone(),
                     opaque,

@@ -114,11 +114,12 @@ pub enum CommitError {
     Snapshot(#[from] SnapshotError),
 }
 
-/// What a step's layer is written with.
+/// What a step's layer is written with (owned: an overlay step's layer
+/// is written on a thread of its own).
 #[derive(Debug, Clone)]
-pub struct LayerWrite<'a> {
+pub struct LayerWrite {
     /// The content store it lands in.
-    pub blobs: &'a ContentStore,
+    pub blobs: ContentStore,
     /// Times, ids and compression.
     pub options: LayerOptions,
     /// Counts the layer's bytes as they are written.
@@ -127,9 +128,9 @@ pub struct LayerWrite<'a> {
     pub opaque: OpaqueXattr,
 }
 
-impl LayerWrite<'_> {
+impl LayerWrite {
     fn write(&self, changes: &[Change]) -> Result<LayerBlob, LayerError> {
-        diff::write_layer(self.blobs, changes, self.options, self.counter.clone())
+        diff::write_layer(&self.blobs, changes, self.options, self.counter.clone())
     }
 }
 
@@ -154,7 +155,7 @@ pub trait StepSnapshots: Send + Sync + std::fmt::Debug {
         root: Prepared,
         ws: &Workspace,
         layers: &[Layer],
-        write: &LayerWrite<'_>,
+        write: &LayerWrite,
     ) -> Result<Layer, CommitError>;
 
     /// The root of `layers` to read (a COPY --from, a RUN's bind mount of
@@ -229,7 +230,7 @@ impl StepSnapshots for OverlaySteps {
         root: Prepared,
         ws: &Workspace,
         layers: &[Layer],
-        write: &LayerWrite<'_>,
+        write: &LayerWrite,
     ) -> Result<Layer, CommitError> {
         // The upper dir is the next steps' lower dir (a remapped step's
         // too: it wrote through an idmapped mount, so the owners on disk
@@ -239,10 +240,7 @@ impl StepSnapshots for OverlaySteps {
         let (layer, promise) = Layer::writing(name);
         let job = OverlayLayer {
             store: self.store.clone(),
-            blobs: write.blobs.clone(),
-            options: write.options,
-            counter: write.counter.clone(),
-            opaque: write.opaque,
+            write: write.clone(),
             fs,
             lowers: root.read_from,
             parents: layers.to_vec(),
@@ -286,10 +284,7 @@ impl StepSnapshots for OverlaySteps {
 /// upper dir.
 struct OverlayLayer {
     store: SnapshotStore,
-    blobs: ContentStore,
-    options: LayerOptions,
-    counter: diff::ByteCounter,
-    opaque: OpaqueXattr,
+    write: LayerWrite,
     /// The committed upper dir.
     fs: PathBuf,
     /// The lower dirs the step ran on, top first.
@@ -306,9 +301,9 @@ impl OverlayLayer {
     /// The diff, the tar and its digest, then the snapshot's chain id,
     /// which needs the layers below written too.
     fn write(&self) -> Result<LayerBlob, CommitError> {
-        let changes = diff::overlay_changes(&self.fs, &self.lowers, self.opaque)
+        let changes = diff::overlay_changes(&self.fs, &self.lowers, self.write.opaque)
             .map_err(CommitError::Diff)?;
-        let layer = diff::write_layer(&self.blobs, &changes, self.options, self.counter.clone())?;
+        let layer = self.write.write(&changes)?;
         let parents = Layer::wait_all(&self.parents).map_err(SnapshotError::from)?;
         self.store.alias(&self.fs, &parents, &layer)?;
         Ok(layer)
@@ -352,7 +347,7 @@ impl StepSnapshots for CopySteps {
         root: Prepared,
         ws: &Workspace,
         layers: &[Layer],
-        write: &LayerWrite<'_>,
+        write: &LayerWrite,
     ) -> Result<Layer, CommitError> {
         let tree = ws.merged();
         let Some(before) = root.before else {
