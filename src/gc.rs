@@ -279,11 +279,13 @@ pub fn prune(root: &Path, options: PruneOptions) -> std::io::Result<PruneReport>
     let mut entries = cache_entries(root);
     let mut blobs = Blobs::new(root, &store, protected, oldest_lease, &entries);
     blobs.remove_dangling(&mut report);
-    // Snapshots are mounted by running steps: only collected when idle.
-    let (snapshot_store, mut snapshots) = snapshots(root);
-    if !idle {
-        snapshots.clear();
-    }
+    // Snapshots are mounted by running steps: only collected (and so only
+    // walked and measured) when idle.
+    let (snapshot_store, snapshots) = if idle {
+        snapshots(root)
+    } else {
+        (SnapshotStore::existing(root.join("snapshots")), Vec::new())
+    };
     evict_lru(
         root,
         options,

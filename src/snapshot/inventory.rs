@@ -20,7 +20,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::time::SystemTime;
 
-use super::store::SnapshotStore;
+use super::store::{short_name_of, SnapshotStore};
 use super::tree::remove_tree;
 
 /// One committed snapshot (see the module doc).
@@ -64,7 +64,7 @@ impl SnapshotStore {
                 continue;
             }
             let dir = entry.path();
-            let (overlay, tree) = (dir.join("fs").is_dir(), dir.join("tree").is_dir());
+            let (overlay, tree) = kinds(&dir);
             if !(overlay || tree) {
                 continue;
             }
@@ -109,7 +109,7 @@ impl SnapshotStore {
         let doomed = tmp.join(format!("evicted-{chain}"));
         remove_tree(&doomed)?;
         let dir = self.root().join(chain);
-        let held = dir.join("fs").is_dir() || dir.join("tree").is_dir();
+        let held = holds_snapshot(&dir);
         // A snapshot committed before its layer was written is a symlink
         // to its dir under `p/`: both go, the name first.
         let target = std::fs::symlink_metadata(&dir)
@@ -130,13 +130,10 @@ impl SnapshotStore {
             remove_tree(&doomed)?;
         }
         // Its short name now dangles; a later extraction makes it again.
-        let link = self.root().join(format!("l/{}", &chain[..16]));
-        let _ = std::fs::remove_file(link);
+        let _ = std::fs::remove_file(self.root().join(short_name_of(chain)));
         Ok(held)
     }
-}
 
-impl SnapshotStore {
     /// Removes the chain dirs that hold no snapshot (what a killed build
     /// leaves, see the module doc), chain symlinks whose dir is gone, and
     /// dirs under `p/` no chain names (a build killed before its layer
@@ -155,7 +152,7 @@ impl SnapshotStore {
             if !is_chain_hex(&name.to_string_lossy()) {
                 continue;
             }
-            if dir.join("fs").is_dir() || dir.join("tree").is_dir() {
+            if holds_snapshot(&dir) {
                 if let Ok(target) = std::fs::read_link(&dir) {
                     named.insert(self.root().join(target));
                 }
@@ -174,6 +171,17 @@ impl SnapshotStore {
         }
         Ok(())
     }
+}
+
+/// Whether the chain dir `dir` holds its overlay dir and its tree.
+fn kinds(dir: &Path) -> (bool, bool) {
+    (dir.join("fs").is_dir(), dir.join("tree").is_dir())
+}
+
+/// Whether the chain dir `dir` holds a snapshot of either kind.
+fn holds_snapshot(dir: &Path) -> bool {
+    let (overlay, tree) = kinds(dir);
+    overlay || tree
 }
 
 /// A chain id's dir name: 64 lower-case hex digits.

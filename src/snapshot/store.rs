@@ -93,6 +93,12 @@ fn top_chain<'a>(layers: impl IntoIterator<Item = &'a LayerBlob>) -> Option<Dige
     layer_chains(layers).pop()
 }
 
+/// The short name (`l/<16 hex>`, relative to the store's root) of the
+/// chain whose id is `hex`.
+pub(super) fn short_name_of(hex: &str) -> String {
+    format!("l/{}", &hex[..16])
+}
+
 /// Stamps a snapshot dir's last use, for pruning least recently used
 /// snapshots first.
 fn mark_used(dir: &Path) {
@@ -210,7 +216,7 @@ impl SnapshotStore {
     }
 
     fn short_name(chain: &Digest) -> String {
-        format!("l/{}", &chain.hex()[..16])
+        short_name_of(chain.hex())
     }
 
     /// Extracts any of `layers` (bottom first) not yet in the store and
