@@ -90,6 +90,14 @@ pub struct RegistryOptions {
     pub skip_tls_verify: bool,
 }
 
+impl RegistryOptions {
+    /// How long to wait after failed attempt `attempt` (1-based): the
+    /// initial backoff, doubled each attempt.
+    fn backoff(&self, attempt: u32) -> Duration {
+        self.initial_backoff * 2u32.saturating_pow(attempt - 1)
+    }
+}
+
 impl Default for RegistryOptions {
     fn default() -> Self {
         RegistryOptions {
@@ -335,8 +343,7 @@ impl RegistryClient {
                 };
             }
             TransferStats::bump(&self.stats.retries);
-            let backoff = self.options.initial_backoff * 2u32.saturating_pow(attempt - 1);
-            tokio::time::sleep(retry_after.unwrap_or(backoff)).await;
+            tokio::time::sleep(retry_after.unwrap_or(self.options.backoff(attempt))).await;
         }
     }
 
@@ -382,8 +389,7 @@ impl RegistryClient {
                 }
                 Err(Body::Transport(_)) => {
                     TransferStats::bump(&self.stats.retries);
-                    let backoff = self.options.initial_backoff * 2u32.saturating_pow(attempt - 1);
-                    tokio::time::sleep(backoff).await;
+                    tokio::time::sleep(self.options.backoff(attempt)).await;
                     attempt += 1;
                 }
             }
@@ -563,10 +569,7 @@ impl RegistryClient {
                 Some(e) if attempt < self.options.max_attempts => {
                     drop(e);
                     TransferStats::bump(&self.stats.retries);
-                    tokio::time::sleep(
-                        self.options.initial_backoff * 2u32.saturating_pow(attempt - 1),
-                    )
-                    .await;
+                    tokio::time::sleep(self.options.backoff(attempt)).await;
                 }
                 Some(e) => return Err(transport(registry, &what, e)),
             }
@@ -722,10 +725,7 @@ impl RegistryClient {
                         ) =>
                 {
                     TransferStats::bump(&self.stats.retries);
-                    tokio::time::sleep(
-                        self.options.initial_backoff * 2u32.saturating_pow(attempt - 1),
-                    )
-                    .await;
+                    tokio::time::sleep(self.options.backoff(attempt)).await;
                 }
                 Err(e) => return Err(e),
             }
