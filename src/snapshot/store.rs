@@ -230,19 +230,22 @@ impl SnapshotStore {
         store: &ContentStore,
         layers: &[Layer],
     ) -> Result<Vec<String>, SnapshotError> {
+        // The chain ids reach up to the last layer found by chain id;
+        // those below it must be written for them.
+        let by_chain = layers.iter().rposition(|l| l.snapshot().is_none());
+        let below = match by_chain {
+            Some(last) => Layer::wait_all(&layers[..=last])?,
+            None => Vec::new(),
+        };
+        let chains = layer_chains(&below);
         let mut names = Vec::with_capacity(layers.len());
-        let mut below = Vec::with_capacity(layers.len());
         for (i, layer) in layers.iter().enumerate() {
             if let Some(name) = layer.snapshot() {
                 names.push(name.to_string());
                 continue;
             }
-            while below.len() <= i {
-                below.push(layers[below.len()].wait()?);
-            }
-            let chain = top_chain(&below).expect("one layer at least");
-            self.ensure(store, &below[i], &chain)?;
-            names.push(Self::short_name(&chain));
+            self.ensure(store, &below[i], &chains[i])?;
+            names.push(Self::short_name(&chains[i]));
         }
         names.reverse();
         if names.is_empty() {
