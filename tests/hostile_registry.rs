@@ -62,6 +62,9 @@ fn stream_bytes(out: &mut TcpStream, total: usize, fill: u8) -> std::io::Result<
     Ok(())
 }
 
+/// Answers one request. Every response says `Connection: close`, as the
+/// server then closes: a client must not send its next request down a
+/// connection the server is about to drop.
 fn answer(mut stream: TcpStream, how: Misbehaviour, realm: &str) -> std::io::Result<()> {
     // One reader for the whole head (the body of a GET is empty).
     let mut reader = BufReader::new(stream.try_clone()?);
@@ -80,11 +83,13 @@ fn answer(mut stream: TcpStream, how: Misbehaviour, realm: &str) -> std::io::Res
         }
         (Misbehaviour::EndlessToken, _) => {
             let head = format!(
-                "HTTP/1.1 401 Unauthorized\r\nWww-Authenticate: Bearer realm=\"{realm}\",service=\"x\"\r\nContent-Length: 0\r\n\r\n"
+                "HTTP/1.1 401 Unauthorized\r\nConnection: close\r\nWww-Authenticate: Bearer realm=\"{realm}\",service=\"x\"\r\nContent-Length: 0\r\n\r\n"
             );
             stream.write_all(head.as_bytes())
         }
-        (_, "/v2/" | "/v2") => stream.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}"),
+        (_, "/v2/" | "/v2") => {
+            stream.write_all(b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 2\r\n\r\n{}")
+        }
         (Misbehaviour::EndlessManifest, _) => {
             let head = format!(
                 "HTTP/1.1 200 OK\r\nContent-Type: {manifest_type}\r\nConnection: close\r\n\r\n"
@@ -94,7 +99,7 @@ fn answer(mut stream: TcpStream, how: Misbehaviour, realm: &str) -> std::io::Res
         }
         (Misbehaviour::DeclaredGigabyte, _) => {
             let head = format!(
-                "HTTP/1.1 200 OK\r\nContent-Type: {manifest_type}\r\nContent-Length: {}\r\n\r\n",
+                "HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Type: {manifest_type}\r\nContent-Length: {}\r\n\r\n",
                 1u64 << 30
             );
             stream.write_all(head.as_bytes())?;
@@ -103,14 +108,14 @@ fn answer(mut stream: TcpStream, how: Misbehaviour, realm: &str) -> std::io::Res
         (Misbehaviour::MalformedManifest, _) => {
             let body = "{\"schemaVersion\": 2, \"layers\": [{\"digest\": ";
             let head = format!(
-                "HTTP/1.1 200 OK\r\nContent-Type: {manifest_type}\r\nContent-Length: {}\r\n\r\n",
+                "HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Type: {manifest_type}\r\nContent-Length: {}\r\n\r\n",
                 body.len()
             );
             stream.write_all(head.as_bytes())?;
             stream.write_all(body.as_bytes())
         }
         (Misbehaviour::HugeHeader, _) => {
-            stream.write_all(b"HTTP/1.1 200 OK\r\nX-Padding: ")?;
+            stream.write_all(b"HTTP/1.1 200 OK\r\nConnection: close\r\nX-Padding: ")?;
             stream_bytes(&mut stream, 1 << 20, b'p')?;
             stream.write_all(b"\r\nContent-Length: 2\r\n\r\n{}")
         }
